@@ -1,0 +1,109 @@
+"""The SDK's error hierarchy and the codes that carry each error over the wire.
+
+Errors travel as NATS micro (ADR-32) error headers: ``Nats-Service-Error`` holds the message and
+``Nats-Service-Error-Code`` a numeric code. The codes follow HTTP where one fits, so standard
+``nats micro`` tooling shows something familiar. :func:`error_from_wire` turns a header pair back into
+the typed exception, so a caller can ``except NotActive`` whether the error was raised locally or remotely.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class AegisError(Exception):
+    """Base class of every error the SDK raises. ``code`` is the wire code."""
+
+    code: ClassVar[int] = 500
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(message or self.__class__.__name__)
+        self.message = message or self.__class__.__name__
+
+
+class ConfigError(AegisError):
+    """A setting is invalid. The message names the field and the bad value."""
+
+    code = 400
+
+
+class BadRequest(AegisError):
+    """The request payload did not validate against the handler's request model."""
+
+    code = 400
+
+
+class UnknownMethod(AegisError):
+    """The service has no handler for the method that was called."""
+
+    code = 404
+
+
+class RpcTimeout(AegisError):
+    """No reply arrived before the call's deadline."""
+
+    code = 408
+
+
+class PayloadTooLarge(AegisError):
+    """A request, reply or event is larger than the configured (or server) max payload."""
+
+    code = 413
+
+
+class ServiceUnavailable(AegisError):
+    """Nobody can serve the call (no responders, or every attempt failed until the deadline)."""
+
+    code = 503
+
+
+class DeadlineExceeded(AegisError):
+    """The handler's deadline passed before it finished; the caller has already given up."""
+
+    code = 504
+
+
+class NotActive(AegisError):
+    """Sent by a standby of a single-active group: only the active instance serves this method."""
+
+    code = 421
+
+    def __init__(self, message: str = "", epoch: int = 0) -> None:
+        super().__init__(message or f"not active (known epoch {epoch})")
+        self.epoch = epoch
+
+
+class RemoteError(AegisError):
+    """The handler failed on the remote side; ``code`` and ``message`` are what the service sent."""
+
+    def __init__(self, message: str, code: int = 500) -> None:
+        super().__init__(message)
+        self.code = code  # type: ignore[misc]  # instance value shadows the class default
+
+    def __repr__(self) -> str:
+        return f"RemoteError(code={self.code}, message={self.message!r})"
+
+
+class CommandFailed(RemoteError):
+    """A command's handler reported failure."""
+
+
+# Codes the client maps back to a specific type; anything else becomes RemoteError(code).
+_BY_CODE: dict[int, type[AegisError]] = {
+    BadRequest.code: BadRequest,
+    UnknownMethod.code: UnknownMethod,
+    PayloadTooLarge.code: PayloadTooLarge,
+    DeadlineExceeded.code: DeadlineExceeded,
+    NotActive.code: NotActive,
+    ServiceUnavailable.code: ServiceUnavailable,
+}
+
+
+def error_from_wire(code: int, message: str, epoch: int = 0) -> AegisError:
+    """Rebuild the typed error from the micro error headers of a reply."""
+    cls = _BY_CODE.get(code)
+    if cls is NotActive:
+        return NotActive(message, epoch=epoch)
+    if cls is not None:
+        return cls(message)
+    return RemoteError(message, code)

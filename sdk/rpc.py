@@ -1,0 +1,349 @@
+"""Request/reply RPC: services declare typed handlers, clients call them with a deadline.
+
+A service::
+
+    calc = Service("calc")
+
+    @calc.rpc("add")
+    async def add(req: AddRequest, ctx: CallContext) -> AddReply:
+        return AddReply(total=req.a + req.b)
+
+    await calc.start(pool)
+
+A client::
+
+    client = RpcClient(pool)
+    reply = await client.call("calc", "add", AddRequest(a=1, b=2), response_model=AddReply)
+
+Handlers get their request validated against the first parameter's annotation (any pydantic-supported
+type; ``bytes`` passes the raw payload) and their return value serialised from the return annotation.
+A handler that raises becomes an error reply (``Nats-Service-Error`` / ``Nats-Service-Error-Code``);
+an :class:`~sdk.errors.AegisError` keeps its code, anything else is code 500. The caller's remaining time
+budget travels in ``Aegis-Timeout-Ms``; handlers read it from ``ctx.remaining()`` and nested calls made
+inside a handler never outlive it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, get_type_hints
+
+import pydantic_core
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.errors import ConnectionClosedError, NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from . import wire
+from .connection import ConnectionPool
+from .errors import (
+    AegisError,
+    BadRequest,
+    DeadlineExceeded,
+    PayloadTooLarge,
+    RpcTimeout,
+    ServiceUnavailable,
+    UnknownMethod,
+    error_from_wire,
+)
+from .metrics import InstanceMetrics
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Handler = Callable[..., Awaitable[Any]]
+
+_current_call: ContextVar[CallContext | None] = ContextVar("aegis_current_call", default=None)
+
+
+@dataclass(slots=True)
+class CallContext:
+    """What a handler knows about the call it serves."""
+
+    service: str
+    method: str
+    instance_id: str
+    call_id: str
+    deadline: float
+    """``time.monotonic()`` value after which the caller has given up."""
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def remaining(self) -> float:
+        """Seconds left before the caller's deadline (negative once it passed)."""
+        return self.deadline - time.monotonic()
+
+    @property
+    def expired(self) -> bool:
+        return time.monotonic() >= self.deadline
+
+    def check_deadline(self) -> None:
+        """Raise :class:`DeadlineExceeded` if the caller has already given up."""
+        if self.expired:
+            raise DeadlineExceeded(f"deadline of {self.service}.{self.method} passed")
+
+
+def current_call() -> CallContext | None:
+    """The call being served by the current task, if any."""
+    return _current_call.get()
+
+
+def encode(payload: Any) -> bytes:
+    """Serialise a payload: bytes as they are, pydantic models and plain data as JSON."""
+    if payload is None:
+        return b""
+    if isinstance(payload, bytes | bytearray | memoryview):
+        return bytes(payload)
+    if isinstance(payload, BaseModel):
+        return payload.__pydantic_serializer__.to_json(payload)
+    return pydantic_core.to_json(payload)
+
+
+def decode(data: bytes, model: Any = None) -> Any:
+    """Parse a payload into ``model`` (a type pydantic understands) or plain JSON data."""
+    if model is None:
+        return pydantic_core.from_json(data) if data else None
+    if model is bytes:
+        return data
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return model.model_validate_json(data or b"null")
+    return TypeAdapter(model).validate_json(data or b"null")
+
+
+@dataclass(slots=True)
+class _Endpoint:
+    name: str
+    func: Handler
+    request: Any  # validator: TypeAdapter | BaseModel subclass | bytes | None
+    response: TypeAdapter[Any] | None
+    wants_ctx: bool
+    kind: str = "rpc"
+
+
+def _endpoint(name: str, func: Handler) -> _Endpoint:
+    if not inspect.iscoroutinefunction(func):
+        raise TypeError(f"handler for {name!r} must be an async function")
+    hints = get_type_hints(func)
+    params = list(inspect.signature(func).parameters.values())
+    req_type: Any = hints.get(params[0].name) if params else None
+    if req_type is not None and req_type is not bytes:
+        if not (isinstance(req_type, type) and issubclass(req_type, BaseModel)):
+            req_type = TypeAdapter(req_type)
+    ret = hints.get("return")
+    response = None if ret in (None, type(None), bytes) else TypeAdapter(ret)
+    return _Endpoint(name, func, req_type, response, wants_ctx=len(params) >= 2)
+
+
+class Service:
+    """An RPC service instance: a name, handlers, and the subscriptions that serve them.
+
+    All instances of one service share a queue group, so a call on ``aegis.rpc.<service>.<method>`` reaches
+    one of them; each instance also listens on ``aegis.direct.<service>.<instance_id>.<method>``.
+    """
+
+    def __init__(self, name: str, *, instance_id: str | None = None, version: str = "0.0.0") -> None:
+        self.name = wire.check_token("service name", name)
+        self.instance_id = wire.check_token("instance id", instance_id or uuid.uuid4().hex[:12])
+        self.version = version
+        self.metrics = InstanceMetrics(self.name, self.instance_id)
+        self.endpoints: dict[str, _Endpoint] = {}
+        self._pool: ConnectionPool | None = None
+        self._subs: list[Subscription] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._reply_headers: dict[str, str] | None = None
+
+    def rpc(self, method: str) -> Callable[[Handler], Handler]:
+        """Decorator registering an async handler for ``method``."""
+        wire.check_token("method name", method)
+
+        def register(func: Handler) -> Handler:
+            if method in self.endpoints:
+                raise ValueError(f"{self.name}.{method} already has a handler")
+            self.endpoints[method] = _endpoint(method, func)
+            self.metrics.method(method, "rpc")
+            return func
+
+        return register
+
+    @property
+    def running(self) -> bool:
+        return bool(self._subs)
+
+    async def start(self, pool: ConnectionPool) -> None:
+        """Subscribe and start serving."""
+        if self._subs:
+            return
+        self._pool = pool
+        nc = pool.primary
+        shared = await nc.subscribe(f"{wire.RPC_PREFIX}.{self.name}.*", queue=self.name, cb=self._on_msg)
+        direct = await nc.subscribe(f"{wire.DIRECT_PREFIX}.{self.name}.{self.instance_id}.*", cb=self._on_msg)
+        self._subs = [shared, direct]
+        for sub in self._subs:
+            self.metrics.add_queue_depth_source(lambda s=sub: s.pending_msgs)
+        await nc.flush()
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        """Stop taking calls, let the calls in flight finish (up to ``grace_s``), then return."""
+        subs, self._subs = self._subs, []
+        for sub in subs:
+            try:
+                await sub.unsubscribe()
+            except Exception:  # connection already closed: nothing to unsubscribe
+                log.debug("unsubscribe failed", exc_info=True)
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=grace_s)
+
+    async def _on_msg(self, msg: Msg) -> None:
+        # Each call runs in its own task so a slow handler does not hold up the others.
+        task = asyncio.create_task(self._serve(msg))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, msg: Msg) -> None:
+        received = time.monotonic()
+        method = msg.subject[msg.subject.rfind(".") + 1 :]
+        headers = msg.headers or {}
+        budget = headers.get(wire.TIMEOUT_HEADER)
+        deadline = received + (int(budget) / 1000 if budget else 3600.0)
+        ep = self.endpoints.get(method)
+        if ep is None:
+            await self._reply_error(msg, UnknownMethod(f"{self.name} has no method {method!r}"))
+            return
+        stats = self.metrics.method(method)
+        stats.in_flight += 1
+        ctx = CallContext(
+            self.name, method, self.instance_id, headers.get(wire.CALL_ID_HEADER, ""), deadline, headers
+        )
+        token = _current_call.set(ctx)
+        error: AegisError | None = None
+        try:
+            req = ep.request
+            if req is None:
+                arg = decode(msg.data)
+            elif req is bytes:
+                arg = msg.data
+            elif isinstance(req, TypeAdapter):
+                arg = req.validate_json(msg.data or b"null")
+            else:
+                arg = req.model_validate_json(msg.data or b"null")
+            result = await (ep.func(arg, ctx) if ep.wants_ctx else ep.func(arg))
+            data = result if ep.response is None else ep.response.dump_json(result)
+            data = encode(data) if not isinstance(data, bytes) else data
+            if msg.reply:
+                if len(data) > self._max_payload():
+                    raise PayloadTooLarge(f"reply of {len(data)} bytes exceeds {self._max_payload()} bytes")
+                await self._pool.primary.publish(msg.reply, data, headers=self._reply_headers)  # type: ignore[union-attr]
+        except ValidationError as exc:
+            error = BadRequest(f"invalid request for {self.name}.{method}: {_brief(exc)}")
+        except AegisError as exc:
+            error = exc
+        except Exception as exc:
+            log.exception("handler %s.%s failed", self.name, method)
+            error = AegisError(f"{type(exc).__name__}: {exc}")
+        finally:
+            _current_call.reset(token)
+            stats.in_flight -= 1
+        if error is not None:
+            await self._reply_error(msg, error)
+        stats.record(time.monotonic() - received, None if error is None else error.message)
+
+    def _max_payload(self) -> int:
+        return self._pool.max_payload if self._pool else 1024 * 1024
+
+    async def _reply_error(self, msg: Msg, error: AegisError) -> None:
+        if not msg.reply or self._pool is None:
+            return
+        headers = {wire.ERROR_HEADER: error.message[:1024], wire.ERROR_CODE_HEADER: str(error.code)}
+        if self._reply_headers:
+            headers.update(self._reply_headers)
+        try:
+            await self._pool.primary.publish(msg.reply, b"", headers=headers)
+        except Exception:  # the caller's connection is gone; it will time out on its side
+            log.debug("error reply failed", exc_info=True)
+
+
+def _brief(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:3]:
+        loc = ".".join(str(p) for p in err["loc"]) or "(body)"
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)
+
+
+class RpcClient:
+    """Calls services over a :class:`ConnectionPool`.
+
+    ``call`` raises :class:`RpcTimeout` at the deadline, :class:`ServiceUnavailable` when nobody listens,
+    :class:`PayloadTooLarge` before sending an oversized request, and the handler's error otherwise.
+    """
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self.pool = pool
+
+    async def call(
+        self,
+        service: str,
+        method: str,
+        payload: Any = None,
+        *,
+        timeout: float | None = None,
+        response_model: type[T] | Any = None,
+        instance: str | None = None,
+        call_id: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
+        """Call ``service.method`` and return its decoded reply.
+
+        ``timeout`` defaults to the configured per-method timeout; inside a handler it is capped by the
+        handler's own remaining time. ``instance`` sends to one instance directly.
+        """
+        if timeout is None:
+            timeout = self.pool.settings.timeout_for(service, method)
+        outer = _current_call.get()
+        if outer is not None:
+            timeout = min(timeout, outer.remaining())
+            if timeout <= 0:
+                raise DeadlineExceeded(f"no time left to call {service}.{method}")
+        data = encode(payload)
+        limit = self.pool.max_payload
+        if len(data) > limit:
+            raise PayloadTooLarge(f"request to {service}.{method} is {len(data)} bytes; limit is {limit}")
+        hdrs = {wire.TIMEOUT_HEADER: str(max(1, int(timeout * 1000)))}
+        if call_id is not None:
+            hdrs[wire.CALL_ID_HEADER] = call_id
+        if headers:
+            hdrs.update(headers)
+        subject = (
+            f"{wire.DIRECT_PREFIX}.{service}.{instance}.{method}"
+            if instance
+            else f"{wire.RPC_PREFIX}.{service}.{method}"
+        )
+        msg = await self.request(subject, data, timeout, hdrs, what=f"{service}.{method}")
+        rh = msg.headers
+        if rh and wire.ERROR_CODE_HEADER in rh:
+            raise error_from_wire(
+                int(rh[wire.ERROR_CODE_HEADER]),
+                rh.get(wire.ERROR_HEADER, ""),
+                int(rh.get(wire.EPOCH_HEADER, 0) or 0),
+            )
+        return decode(msg.data, response_model)
+
+    async def request(
+        self, subject: str, data: bytes, timeout: float, headers: dict[str, str] | None, what: str
+    ) -> Msg:
+        """One request on the next pooled connection, with nats errors turned into SDK errors."""
+        try:
+            return await self.pool.next().request(subject, data, timeout=timeout, headers=headers)
+        except NoRespondersError:
+            raise ServiceUnavailable(f"no instance of {what} is listening") from None
+        except (TimeoutError, NatsTimeoutError):
+            raise RpcTimeout(f"{what} did not answer within {timeout:.3f}s") from None
+        except ConnectionClosedError:
+            raise ServiceUnavailable(f"connection closed; cannot call {what}") from None

@@ -1,0 +1,63 @@
+"""Subjects and headers: the one place that names what Aegis puts on the wire."""
+
+from __future__ import annotations
+
+import re
+
+# NATS micro (ADR-32) error headers.
+ERROR_HEADER = "Nats-Service-Error"
+ERROR_CODE_HEADER = "Nats-Service-Error-Code"
+
+# Remaining time budget of a call in milliseconds, as seen by the caller when it sent the request.
+# A budget rather than an absolute deadline, so clocks of caller and handler need not agree.
+TIMEOUT_HEADER = "Aegis-Timeout-Ms"
+# Idempotency / correlation key of a call or command.
+CALL_ID_HEADER = "Aegis-Call-Id"
+# Epoch of the single-active instance that produced a reply.
+EPOCH_HEADER = "Aegis-Epoch"
+# Instance that produced a reply.
+INSTANCE_HEADER = "Aegis-Instance"
+
+# JetStream de-duplication header.
+MSG_ID_HEADER = "Nats-Msg-Id"
+
+RPC_PREFIX = "aegis.rpc"
+DIRECT_PREFIX = "aegis.direct"
+EVENT_PREFIX = "aegis.evt"
+DLQ_PREFIX = "aegis.dlq"
+COMMAND_PREFIX = "aegis.cmd"
+
+EVENT_STREAM = "AEGIS_EVENTS"
+DLQ_STREAM = "AEGIS_DLQ"
+COMMAND_STREAM = "AEGIS_COMMANDS"
+
+# One NATS subject token: no dots, wildcards or whitespace. Also a valid KV key token.
+_TOKEN = re.compile(r"^[-_=a-zA-Z0-9]+$")
+
+
+def check_token(kind: str, value: str) -> str:
+    """Return ``value`` if it is a single valid subject token, else raise ValueError naming ``kind``."""
+    if not isinstance(value, str) or not _TOKEN.match(value):
+        raise ValueError(
+            f"invalid {kind} {value!r}: use letters, digits, '-', '_' or '=' (no dots, spaces or wildcards)"
+        )
+    return value
+
+
+def rpc_subject(service: str, method: str) -> str:
+    """Subject shared by all instances of ``service`` for ``method`` (queue group = service)."""
+    return f"{RPC_PREFIX}.{service}.{method}"
+
+
+def instance_rpc_subject(service: str, instance_id: str, method: str) -> str:
+    """Subject that reaches one instance directly (used by discovery and sticky routing)."""
+    return f"{DIRECT_PREFIX}.{service}.{instance_id}.{method}"
+
+
+def command_subject(service: str, command: str) -> str:
+    return f"{COMMAND_PREFIX}.{service}.{command}"
+
+
+def dlq_subject(subject: str) -> str:
+    """Dead-letter subject for an event that was published on ``subject``."""
+    return f"{DLQ_PREFIX}.{subject}"
