@@ -159,13 +159,15 @@ def _describe(err: ValidationError, file: Path | None) -> str:
     for item in err.errors():
         field = ".".join(str(p) for p in item["loc"]) or "(settings)"
         value = item.get("input")
-        if field != "(settings)" and field.split(".")[0] in ("password", "token"):
+        if field.split(".")[0] in ("password", "token"):
             value = "***"
         where = f" (from {file})" if file else ""
         msg = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             msg = "unknown setting"
-        lines.append(f"{field}: {msg} (got {value!r}){where}")
+        # A model-level error's input is every setting, secrets included: show only the message.
+        got = "" if field == "(settings)" else f" (got {value!r})"
+        lines.append(f"{field}: {msg}{got}{where}")
     return "invalid Aegis settings: " + "; ".join(lines)
 
 

@@ -61,3 +61,47 @@ def command_subject(service: str, command: str) -> str:
 def dlq_subject(subject: str) -> str:
     """Dead-letter subject for an event that was published on ``subject``."""
     return f"{DLQ_PREFIX}.{subject}"
+
+
+# --- Events and commands (sdk/events.py, sdk/commands.py) ---------------------------------------------
+
+# Inbox (core NATS subject) where a command's progress and result go; carried on the command message.
+REPLY_TO_HEADER = "Aegis-Reply-To"
+# What a message on a command's reply inbox is: "progress" or "result".
+REPLY_KIND_HEADER = "Aegis-Reply-Kind"
+# Per-message TTL (seconds) of a JetStream message; the stream needs allow_msg_ttl.
+MSG_TTL_HEADER = "Nats-TTL"
+
+# Headers of a dead-lettered event (besides ERROR_HEADER / ERROR_CODE_HEADER with the last error).
+DLQ_SUBJECT_HEADER = "Aegis-Dlq-Subject"
+DLQ_EVENT_ID_HEADER = "Aegis-Dlq-Event-Id"
+DLQ_DELIVERIES_HEADER = "Aegis-Dlq-Deliveries"
+DLQ_STREAM_SEQ_HEADER = "Aegis-Dlq-Stream-Seq"
+DLQ_CONSUMER_HEADER = "Aegis-Dlq-Consumer"
+
+_WILDCARD_TOKENS = ("*", ">")
+
+
+def check_topic(value: str, *, wildcards: bool = False) -> str:
+    """Return ``value`` if it is a valid event topic (dot-separated tokens), else raise ValueError.
+
+    With ``wildcards`` a token may be ``*`` (one token) and the last token may be ``>`` (the rest).
+    """
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"invalid topic {value!r}: expected dot-separated tokens like 'orders.created'")
+    tokens = value.split(".")
+    for i, tok in enumerate(tokens):
+        if wildcards and (tok == "*" or (tok == ">" and i == len(tokens) - 1)):
+            continue
+        if not _TOKEN.match(tok):
+            what = "wildcards are not allowed here" if tok in _WILDCARD_TOKENS else "bad token"
+            raise ValueError(
+                f"invalid topic {value!r}: {what} ({tok!r}); tokens use letters, digits, '-', '_' or '='"
+                + (", '*' or a final '>'" if wildcards else "")
+            )
+    return value
+
+
+def event_subject(topic: str) -> str:
+    """Subject of the events of ``topic`` (``orders.created`` -> ``aegis.evt.orders.created``)."""
+    return f"{EVENT_PREFIX}.{topic}"

@@ -1,0 +1,359 @@
+"""RPC on the real 3-node cluster: typed calls, typed errors on the wire, deadlines, payload limits."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from pydantic import BaseModel
+
+from sdk import wire
+from sdk.config import load_settings
+from sdk.connection import ConnectionPool
+from sdk.errors import (
+    BadRequest,
+    DeadlineExceeded,
+    NotActive,
+    PayloadTooLarge,
+    RemoteError,
+    RpcTimeout,
+    ServiceUnavailable,
+    UnknownMethod,
+)
+from sdk.rpc import CallContext, RpcClient, Service, current_call, decode, encode
+
+
+class AddRequest(BaseModel):
+    a: int
+    b: int
+
+
+class AddReply(BaseModel):
+    total: int
+
+
+def _name() -> str:
+    return f"svc-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+async def pool(nats_urls: list[str]) -> AsyncIterator[ConnectionPool]:
+    p = await ConnectionPool.connect(load_settings(servers=nats_urls, max_payload_bytes=64 * 1024))
+    yield p
+    await p.close()
+
+
+@pytest.fixture
+async def client(pool: ConnectionPool) -> RpcClient:
+    return RpcClient(pool)
+
+
+async def _started(pool: ConnectionPool, svc: Service) -> Service:
+    await svc.start(pool)
+    return svc
+
+
+async def test_typed_call_round_trip(pool: ConnectionPool, client: RpcClient) -> None:
+    svc = Service(_name())
+
+    @svc.rpc("add")
+    async def add(req: AddRequest, ctx: CallContext) -> AddReply:
+        return AddReply(total=req.a + req.b)
+
+    @svc.rpc("raw")
+    async def raw(data: bytes) -> bytes:
+        return data[::-1]
+
+    @svc.rpc("untyped")
+    async def untyped(data):  # noqa: ANN001, ANN202 - plain JSON in and out
+        return {"keys": sorted(data)}
+
+    @svc.rpc("numbers")
+    async def numbers(n: int) -> list[int]:
+        return list(range(n))
+
+    await _started(pool, svc)
+    try:
+        reply = await client.call(svc.name, "add", AddRequest(a=2, b=40), response_model=AddReply)
+        assert reply == AddReply(total=42)
+        assert await client.call(svc.name, "add", {"a": 1, "b": 1}) == {"total": 2}
+        assert await client.call(svc.name, "raw", b"abc", response_model=bytes) == b"cba"
+        assert await client.call(svc.name, "untyped", {"z": 1, "a": 2}) == {"keys": ["a", "z"]}
+        assert await client.call(svc.name, "numbers", 3, response_model=list[int]) == [0, 1, 2]
+    finally:
+        await svc.stop()
+
+
+async def test_handler_exception_becomes_error_reply_with_code(
+    pool: ConnectionPool, client: RpcClient
+) -> None:
+    svc = Service(_name())
+
+    @svc.rpc("boom")
+    async def boom(req: AddRequest) -> AddReply:
+        raise RuntimeError("disk on fire")
+
+    @svc.rpc("reject")
+    async def reject(req: AddRequest) -> AddReply:
+        raise RemoteError("limit breached", code=422)
+
+    @svc.rpc("standby")
+    async def standby(req: AddRequest) -> AddReply:
+        raise NotActive(epoch=7)
+
+    await _started(pool, svc)
+    try:
+        with pytest.raises(RemoteError) as err:
+            await client.call(svc.name, "boom", {"a": 1, "b": 2}, timeout=2)
+        assert err.value.code == 500 and "disk on fire" in err.value.message
+        with pytest.raises(RemoteError) as err:
+            await client.call(svc.name, "reject", {"a": 1, "b": 2}, timeout=2)
+        assert err.value.code == 422 and err.value.message == "limit breached"
+        with pytest.raises(NotActive) as na:
+            await client.call(svc.name, "standby", {"a": 1, "b": 2}, timeout=2)
+        assert na.value.code == 421
+        stats = svc.metrics.snapshot().methods
+        assert stats["boom"].errors == 1 and "disk on fire" in stats["boom"].last_error
+    finally:
+        await svc.stop()
+
+
+async def test_errors_travel_as_micro_headers(pool: ConnectionPool) -> None:
+    svc = Service(_name())
+
+    @svc.rpc("boom")
+    async def boom(req: AddRequest) -> AddReply:
+        raise RemoteError("nope", code=409)
+
+    await _started(pool, svc)
+    try:
+        msg = await pool.primary.request(wire.rpc_subject(svc.name, "boom"), b'{"a":1,"b":2}', timeout=2)
+        assert msg.headers[wire.ERROR_HEADER] == "nope"
+        assert msg.headers[wire.ERROR_CODE_HEADER] == "409"
+    finally:
+        await svc.stop()
+
+
+async def test_invalid_request_and_unknown_method(pool: ConnectionPool, client: RpcClient) -> None:
+    svc = Service(_name())
+
+    @svc.rpc("add")
+    async def add(req: AddRequest) -> AddReply:
+        return AddReply(total=req.a + req.b)
+
+    await _started(pool, svc)
+    try:
+        with pytest.raises(BadRequest, match=r"a: Input should be a valid integer"):
+            await client.call(svc.name, "add", {"a": "x", "b": 1}, timeout=2)
+        with pytest.raises(BadRequest):
+            await client.call(svc.name, "add", b"not json", timeout=2)
+        with pytest.raises(UnknownMethod, match="no method 'mul'"):
+            await client.call(svc.name, "mul", {"a": 1, "b": 1}, timeout=2)
+    finally:
+        await svc.stop()
+
+
+async def test_no_responders_is_service_unavailable(client: RpcClient) -> None:
+    with pytest.raises(ServiceUnavailable, match="no instance"):
+        await client.call(_name(), "add", {"a": 1}, timeout=2)
+
+
+async def test_timeout_raises_rpc_timeout_at_the_deadline(pool: ConnectionPool, client: RpcClient) -> None:
+    svc = Service(_name())
+    release = asyncio.Event()
+
+    @svc.rpc("slow")
+    async def slow(req: AddRequest) -> AddReply:
+        await release.wait()
+        return AddReply(total=0)
+
+    await _started(pool, svc)
+    try:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        with pytest.raises(RpcTimeout, match="did not answer within 0.300s"):
+            await client.call(svc.name, "slow", {"a": 1, "b": 2}, timeout=0.3)
+        elapsed = loop.time() - start
+        assert elapsed >= 0.3
+        assert svc.metrics.snapshot().in_flight == 1  # the handler is still running
+    finally:
+        release.set()
+        await svc.stop()
+    assert svc.metrics.snapshot().in_flight == 0
+
+
+async def test_deadline_propagates_to_handler_and_nested_calls(
+    pool: ConnectionPool, client: RpcClient
+) -> None:
+    inner, outer = Service(_name()), Service(_name())
+    seen: dict[str, float] = {}
+
+    @inner.rpc("leaf")
+    async def leaf(req: AddRequest, ctx: CallContext) -> float:
+        seen["leaf"] = ctx.remaining()
+        return ctx.remaining()
+
+    @outer.rpc("root")
+    async def root(req: AddRequest, ctx: CallContext) -> float:
+        assert current_call() is ctx
+        seen["root"] = ctx.remaining()
+        await asyncio.sleep(0.2)
+        # No timeout given: the default (5 s) is capped by what is left of the caller's 1 s budget.
+        return await client.call(inner.name, "leaf", req, response_model=float)
+
+    @outer.rpc("late")
+    async def late(req: AddRequest, ctx: CallContext) -> float:
+        await asyncio.sleep(0.15)
+        ctx.check_deadline()
+        return 0.0
+
+    await _started(pool, inner)
+    await _started(pool, outer)
+    try:
+        await client.call(outer.name, "root", {"a": 1, "b": 2}, timeout=1.0)
+        assert 0.5 < seen["root"] <= 1.0
+        assert 0 < seen["leaf"] <= seen["root"] - 0.2
+        with pytest.raises(RpcTimeout):
+            await client.call(outer.name, "late", {"a": 1, "b": 2}, timeout=0.1)
+        await asyncio.sleep(0.2)
+        assert "deadline" in outer.metrics.snapshot().methods["late"].last_error
+    finally:
+        await inner.stop()
+        await outer.stop()
+
+
+async def test_nested_call_with_no_time_left_fails_fast(pool: ConnectionPool, client: RpcClient) -> None:
+    svc = Service(_name())
+
+    @svc.rpc("spent")
+    async def spent(req: AddRequest, ctx: CallContext) -> str:
+        ctx.deadline = 0.0  # as if the budget were used up
+        try:
+            await client.call("anything", "x", None)
+        except DeadlineExceeded as exc:
+            return exc.message
+        return "called"
+
+    await _started(pool, svc)
+    try:
+        assert "no time left" in await client.call(svc.name, "spent", {"a": 1, "b": 2}, timeout=2)
+    finally:
+        await svc.stop()
+
+
+async def test_oversized_payloads_are_rejected(pool: ConnectionPool, client: RpcClient) -> None:
+    svc = Service(_name())
+
+    @svc.rpc("echo")
+    async def echo(data: bytes) -> bytes:
+        return data
+
+    @svc.rpc("blowup")
+    async def blowup(data: bytes) -> bytes:
+        return b"x" * (pool.max_payload + 1)
+
+    await _started(pool, svc)
+    try:
+        assert pool.max_payload == 64 * 1024
+        with pytest.raises(PayloadTooLarge, match="limit is 65536"):
+            await client.call(svc.name, "echo", b"x" * (pool.max_payload + 1), timeout=2)
+        assert svc.metrics.snapshot().methods["echo"].requests == 0  # never sent
+        assert (
+            await client.call(svc.name, "echo", b"x" * 1000, response_model=bytes, timeout=2) == b"x" * 1000
+        )
+        with pytest.raises(PayloadTooLarge, match="reply of 65537 bytes"):
+            await client.call(svc.name, "blowup", b"", timeout=2)
+    finally:
+        await svc.stop()
+
+
+async def test_direct_call_reaches_the_named_instance_and_queue_spreads(
+    pool: ConnectionPool, client: RpcClient
+) -> None:
+    name = _name()
+    instances = [Service(name, instance_id=f"i{n}") for n in range(2)]
+    for svc in instances:
+
+        @svc.rpc("who")
+        async def who(req: None, ctx: CallContext) -> str:
+            return ctx.instance_id
+
+        await svc.start(pool)
+    try:
+        for _ in range(5):
+            assert await client.call(name, "who", None, instance="i1", timeout=2) == "i1"
+        seen = {await client.call(name, "who", None, timeout=2) for _ in range(40)}
+        assert seen == {"i0", "i1"}
+    finally:
+        for svc in instances:
+            await svc.stop()
+
+
+async def test_concurrent_calls_are_served_concurrently(pool: ConnectionPool, client: RpcClient) -> None:
+    svc = Service(_name())
+    gate = asyncio.Event()
+    started = 0
+
+    @svc.rpc("wait")
+    async def wait(req: None) -> int:
+        nonlocal started
+        started += 1
+        if started == 10:
+            gate.set()
+        await asyncio.wait_for(gate.wait(), 5)
+        return started
+
+    await _started(pool, svc)
+    try:
+        results = await asyncio.gather(*(client.call(svc.name, "wait", None, timeout=6) for _ in range(10)))
+        assert results == [10] * 10  # all ten were inside the handler at once
+        snap = svc.metrics.snapshot()
+        assert snap.methods["wait"].requests == 10 and snap.methods["wait"].p99_ms > 0
+        assert snap.service == svc.name and snap.queue_depth == 0
+    finally:
+        await svc.stop()
+
+
+async def test_stop_lets_calls_in_flight_finish(pool: ConnectionPool, client: RpcClient) -> None:
+    svc = Service(_name())
+
+    @svc.rpc("slow")
+    async def slow(req: None) -> str:
+        await asyncio.sleep(0.3)
+        return "done"
+
+    await _started(pool, svc)
+    call = asyncio.create_task(client.call(svc.name, "slow", None, timeout=3))
+    await asyncio.sleep(0.1)
+    await svc.stop()
+    assert await call == "done"
+    assert not svc.running
+    with pytest.raises(ServiceUnavailable):
+        await client.call(svc.name, "slow", None, timeout=1)
+
+
+def test_registration_errors() -> None:
+    svc = Service(_name())
+    with pytest.raises(ValueError, match="invalid method name"):
+        svc.rpc("bad.name")
+    with pytest.raises(ValueError, match="invalid service name"):
+        Service("has space")
+    with pytest.raises(TypeError, match="async"):
+        svc.rpc("sync")(lambda req: req)
+
+    @svc.rpc("once")
+    async def once(req: None) -> None:
+        return None
+
+    with pytest.raises(ValueError, match="already has a handler"):
+        svc.rpc("once")(once)
+
+
+def test_encode_decode() -> None:
+    assert encode(None) == b"" and decode(b"") is None
+    assert decode(encode({"a": [1, 2]})) == {"a": [1, 2]}
+    assert decode(encode(AddReply(total=1)), AddReply) == AddReply(total=1)
+    assert decode(b"[1,2]", list[int]) == [1, 2]
+    assert decode(b"abc", bytes) == b"abc"
