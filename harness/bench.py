@@ -1,0 +1,288 @@
+"""``aegis bench``: the SDK against raw nats-py, measured in one run on one local cluster (NFR1).
+
+Raw and SDK rounds alternate (A B A B ...) and each side's rounds are merged into one HDR histogram, so
+slow drift of a shared machine hits both sides alike. Responders live in a separate process
+(:mod:`harness.bench_server`); the client side is this process. Ratios are SDK divided by raw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import nats
+from hdrh.histogram import HdrHistogram
+
+from harness.bench_server import METHOD, RAW_SUBJECT, SERVICE, Quote
+from harness.cluster import LocalCluster
+from harness.processes import spawn
+from sdk.config import load_settings
+from sdk.connection import ConnectionPool
+from sdk.events import EventBus
+from sdk.rpc import RpcClient
+
+T = TypeVar("T")
+Op = Callable[[], Awaitable[Any]]
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class BenchPlan:
+    """How much to measure. ``quick`` keeps the whole run under a minute."""
+
+    rounds: int
+    seq_ops: int
+    conc_ops: int
+    event_ops: int
+
+    @classmethod
+    def quick(cls) -> BenchPlan:
+        return cls(rounds=3, seq_ops=1500, conc_ops=6000, event_ops=3000)
+
+    @classmethod
+    def full(cls) -> BenchPlan:
+        return cls(rounds=5, seq_ops=5000, conc_ops=20000, event_ops=10000)
+
+
+def _run_loop(coro: Coroutine[Any, Any, T]) -> T:
+    """Run on uvloop, like the responders (both sides of every comparison share the loop)."""
+    import uvloop
+
+    return uvloop.run(coro)
+
+
+def _hist() -> HdrHistogram:
+    return HdrHistogram(1, 60_000_000, 3)
+
+
+def _summary(h: HdrHistogram, ops: int, seconds: float) -> dict[str, float]:
+    return {
+        "ops": ops,
+        "p50_ms": h.get_value_at_percentile(50) / 1000,
+        "p99_ms": h.get_value_at_percentile(99) / 1000,
+        "p999_ms": h.get_value_at_percentile(99.9) / 1000,
+        "max_ms": h.get_max_value() / 1000,
+        "per_s": ops / seconds if seconds > 0 else 0.0,
+    }
+
+
+async def _run(op: Op, ops: int, concurrency: int, h: HdrHistogram) -> float:
+    """Issue ``ops`` operations with ``concurrency`` workers; record each latency; return wall seconds."""
+    per_worker = [ops // concurrency + (1 if i < ops % concurrency else 0) for i in range(concurrency)]
+    clock = time.perf_counter
+
+    async def worker(n: int) -> None:
+        for _ in range(n):
+            t = clock()
+            await op()
+            h.record_value(max(1, int((clock() - t) * 1e6)))
+
+    start = clock()
+    await asyncio.gather(*(worker(n) for n in per_worker))
+    return clock() - start
+
+
+async def _compare(
+    ops: dict[str, Op], n: int, concurrency: int, rounds: int, warmup: int
+) -> dict[str, dict[str, float]]:
+    """Alternate rounds of each op; merge each side's rounds; return a summary per side."""
+    hists = {name: _hist() for name in ops}
+    seconds = dict.fromkeys(ops, 0.0)
+    for op in ops.values():
+        await _run(op, warmup, min(concurrency, warmup), _hist())
+    for _ in range(rounds):
+        for name, op in ops.items():
+            seconds[name] += await _run(op, n, concurrency, hists[name])
+    return {name: _summary(hists[name], n * rounds, seconds[name]) for name in ops}
+
+
+def _ratio(a: float, b: float) -> float:
+    return round(a / b, 3) if b else float("nan")
+
+
+async def measure(urls: list[str], plan: BenchPlan, progress: Progress = lambda _: None) -> dict[str, Any]:
+    """Run every comparison against a cluster whose client URLs are ``urls``.
+
+    The responders (:mod:`harness.bench_server`) must already listen on ``urls[0]``.
+    """
+    url = urls[0]  # client and responder on the same node for both sides: same topology
+    raw = pool = None
+    try:
+        raw = await nats.connect(url)
+        pool = await ConnectionPool.connect(load_settings(servers=[url], pool_size=1))
+        client = RpcClient(pool)
+        quote = Quote(symbol="EURUSD", price=1.08532, qty=1_000_000, side="buy")
+        body = quote.model_dump_json().encode()
+
+        async def raw_rpc() -> Any:
+            msg = await raw.request(RAW_SUBJECT, body, timeout=5)
+            return Quote.model_validate_json(msg.data)  # the raw caller decodes too
+
+        async def sdk_rpc() -> Any:
+            return await client.call(SERVICE, METHOD, quote, timeout=5, response_model=Quote)
+
+        rpc = {"raw": raw_rpc, "sdk": sdk_rpc}
+        out: dict[str, Any] = {}
+        progress("rpc, concurrency 1")
+        out["rpc_c1"] = await _compare(rpc, plan.seq_ops, 1, plan.rounds, warmup=300)
+        progress("rpc, concurrency 64")
+        out["rpc_c64"] = await _compare(rpc, plan.conc_ops, 64, plan.rounds, warmup=1000)
+
+        js = raw.jetstream()
+        bus = EventBus(pool)
+        await bus.ensure_streams()
+        raw_stream = f"BENCH_RAW_{uuid.uuid4().hex[:6]}"
+        await js.add_stream(
+            name=raw_stream, subjects=[f"benchraw.{raw_stream}.>"], num_replicas=min(3, len(urls))
+        )
+        try:
+            raw_subject = f"benchraw.{raw_stream}.tick"
+            topic = f"bench.{uuid.uuid4().hex[:6]}.tick"
+
+            async def raw_pub() -> Any:
+                return await js.publish(raw_subject, body, headers={"Nats-Msg-Id": uuid.uuid4().hex})
+
+            async def sdk_pub() -> Any:
+                return await bus.publish(topic, quote)
+
+            events = {"raw": raw_pub, "sdk": sdk_pub}
+            progress("event publish, concurrency 1")
+            out["event_c1"] = await _compare(events, plan.event_ops // 4, 1, plan.rounds, warmup=200)
+            progress("event publish, concurrency 64")
+            out["event_c64"] = await _compare(events, plan.event_ops, 64, plan.rounds, warmup=500)
+        finally:
+            await js.delete_stream(raw_stream)
+            await bus.close()
+        return out
+    finally:
+        if pool is not None:
+            await pool.close()
+        if raw is not None:
+            await raw.close()
+
+
+@contextmanager
+def responders(url: str) -> Iterator[subprocess.Popen[str]]:
+    """Run :mod:`harness.bench_server` against ``url`` until the block ends."""
+    proc = spawn(
+        [sys.executable, "-m", "harness.bench_server", url],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    try:
+        line = proc.stdout.readline()  # type: ignore[union-attr]
+        if line.strip() != "ready":
+            raise RuntimeError(f"bench responder failed to start (said {line!r})")
+        yield proc
+    finally:
+        proc.stdin.close()  # type: ignore[union-attr]  # EOF tells it to stop
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def ratios(results: dict[str, Any]) -> dict[str, float]:
+    """The contract keys of ``aegis bench --json``: SDK / raw."""
+    r = results
+    return {
+        "rpc_p99_ratio": _ratio(r["rpc_c1"]["sdk"]["p99_ms"], r["rpc_c1"]["raw"]["p99_ms"]),
+        "rpc_p50_ratio": _ratio(r["rpc_c1"]["sdk"]["p50_ms"], r["rpc_c1"]["raw"]["p50_ms"]),
+        "rpc_c64_p99_ratio": _ratio(r["rpc_c64"]["sdk"]["p99_ms"], r["rpc_c64"]["raw"]["p99_ms"]),
+        "rpc_throughput_ratio": _ratio(r["rpc_c64"]["sdk"]["per_s"], r["rpc_c64"]["raw"]["per_s"]),
+        "event_p99_ratio": _ratio(r["event_c1"]["sdk"]["p99_ms"], r["event_c1"]["raw"]["p99_ms"]),
+        "event_throughput_ratio": _ratio(r["event_c64"]["sdk"]["per_s"], r["event_c64"]["raw"]["per_s"]),
+    }
+
+
+def run_bench(
+    quick: bool, progress: Progress = lambda _: None, urls: list[str] | None = None
+) -> dict[str, Any]:
+    """Start a local 3-node cluster (unless ``urls`` is given), measure, and return the report."""
+    plan = BenchPlan.quick() if quick else BenchPlan.full()
+    started = time.time()
+
+    def go(u: list[str]) -> dict[str, Any]:
+        with responders(u[0]):
+            return _run_loop(measure(u, plan, progress))
+
+    if urls is None:
+        progress("starting a 3-node cluster")
+        with LocalCluster(size=3) as cluster:
+            results = go(cluster.urls)
+    else:
+        results = go(urls)
+    return {
+        **ratios(results),
+        "quick": quick,
+        "plan": plan.__dict__,
+        "results": results,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "took_s": round(time.time() - started, 1),
+        "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The report as a markdown table."""
+    rows = [
+        "| measure | raw p50 ms | SDK p50 ms | raw p99 ms | SDK p99 ms | raw p99.9 ms | SDK p99.9 ms | raw /s | SDK /s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    names = {
+        "rpc_c1": "RPC, concurrency 1",
+        "rpc_c64": "RPC, concurrency 64",
+        "event_c1": "event publish, concurrency 1",
+        "event_c64": "event publish, concurrency 64",
+    }
+    for key, label in names.items():
+        r, s = report["results"][key]["raw"], report["results"][key]["sdk"]
+        rows.append(
+            f"| {label} | {r['p50_ms']:.3f} | {s['p50_ms']:.3f} | {r['p99_ms']:.3f} | {s['p99_ms']:.3f} "
+            f"| {r['p999_ms']:.3f} | {s['p999_ms']:.3f} | {r['per_s']:.0f} | {s['per_s']:.0f} |"
+        )
+    rows.append("")
+    rows.append("| ratio (SDK / raw) | value | goal |")
+    rows.append("|---|---|---|")
+    goals = {
+        "rpc_p99_ratio": "<= 1.10",
+        "rpc_throughput_ratio": ">= 0.90",
+        "event_throughput_ratio": ">= 0.90",
+    }
+    for key in (
+        "rpc_p50_ratio",
+        "rpc_p99_ratio",
+        "rpc_c64_p99_ratio",
+        "rpc_throughput_ratio",
+        "event_p99_ratio",
+        "event_throughput_ratio",
+    ):
+        rows.append(f"| {key} | {report[key]:.3f} | {goals.get(key, '')} |")
+    return "\n".join(rows) + "\n"
+
+
+def write_report(report: dict[str, Any], directory: Path, name: str = "baseline") -> tuple[Path, Path]:
+    """Write ``<name>.json`` and ``<name>.md`` under ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    jpath, mpath = directory / f"{name}.json", directory / f"{name}.md"
+    jpath.write_text(json.dumps(report, indent=2) + "\n")
+    mpath.write_text(markdown(report))
+    return jpath, mpath

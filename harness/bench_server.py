@@ -1,0 +1,66 @@
+"""The responder process of ``aegis bench``: a raw nats-py echo and an SDK service, side by side.
+
+Run as ``python -m harness.bench_server URL``; prints ``ready`` once both listen, exits on stdin EOF.
+The two never run at the same time during a measurement, so they do not compete for the CPU.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import nats
+from pydantic import BaseModel
+
+from sdk.config import load_settings
+from sdk.connection import ConnectionPool
+from sdk.rpc import CallContext, Service
+
+RAW_SUBJECT = "bench.raw.echo"
+SERVICE = "bench"
+METHOD = "echo"
+
+
+class Quote(BaseModel):
+    """A payload shaped like a small market-data request."""
+
+    symbol: str
+    price: float
+    qty: int
+    side: str
+
+
+def service() -> Service:
+    """The SDK service used by the benchmark."""
+    svc = Service(SERVICE, instance_id="bench1")
+
+    @svc.rpc(METHOD)
+    async def echo(req: Quote, ctx: CallContext) -> Quote:
+        return req
+
+    return svc
+
+
+async def serve(url: str) -> None:
+    raw = await nats.connect(url)
+
+    async def echo(msg: nats.aio.msg.Msg) -> None:
+        await msg.respond(msg.data)
+
+    await raw.subscribe(RAW_SUBJECT, queue="bench", cb=echo)
+    pool = await ConnectionPool.connect(load_settings(servers=[url], pool_size=1))
+    svc = service()
+    await svc.start(pool)
+    await raw.flush()
+    print("ready", flush=True)
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, sys.stdin.read)
+    await svc.stop()
+    await pool.close()
+    await raw.close()
+
+
+if __name__ == "__main__":
+    import uvloop  # the bench client runs on uvloop too
+
+    uvloop.run(serve(sys.argv[1]))

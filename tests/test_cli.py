@@ -1,0 +1,122 @@
+"""The ``aegis`` command as a user runs it: a real subprocess, real cluster, real signals."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def _aegis(*args: str) -> list[str]:
+    return [sys.executable, "-m", "aegis.cli", *args]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+def _pids(output: str) -> list[int]:
+    return [int(p) for p in re.findall(r"pid (\d+)", output)]
+
+
+def _wait_dead(pids: list[int], timeout: float = 10) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        alive = [p for p in pids if _alive(p)]
+        if not alive:
+            return []
+        time.sleep(0.1)
+    return [p for p in pids if _alive(p)]
+
+
+def test_up_runs_cluster_and_demo_then_stops_everything() -> None:
+    proc = subprocess.run(
+        _aegis("up", "--duration", "3", "--rate", "100"),
+        capture_output=True,
+        text=True,
+        env=ENV,
+        cwd=ROOT,
+        timeout=120,
+    )
+    out = proc.stdout
+    assert proc.returncode == 0, proc.stderr + out
+    assert len(re.findall(r"nats://127\.0\.0\.1:\d+", out)) >= 3
+    pids = _pids(out)
+    assert len(pids) == 5  # 3 servers + 2 demo instances
+    ok = [int(n) for n in re.findall(r"ok (\d+)", out)]
+    assert ok and max(ok) > 50
+    assert "failed 0" in out
+    assert _wait_dead(pids) == []
+
+
+def test_ctrl_c_stops_everything() -> None:
+    proc = subprocess.Popen(
+        _aegis("up", "--rate", "50"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=ENV,
+        cwd=ROOT,
+    )
+    seen = ""
+    try:
+        deadline = time.monotonic() + 60
+        while "Ctrl-C stops everything" not in seen and time.monotonic() < deadline:
+            line = proc.stdout.readline()  # type: ignore[union-attr]
+            if not line:
+                break
+            seen += line
+        pids = _pids(seen)
+        assert len(pids) == 5, seen
+        time.sleep(1)
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, seen + rest
+    assert "stopped demo instances and cluster" in rest
+    assert _wait_dead(pids) == []
+
+
+@pytest.mark.slow
+def test_bench_quick_json_prints_the_contract_keys(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        _aegis("bench", "--quick", "--json", "--out", str(tmp_path)),
+        capture_output=True,
+        text=True,
+        env=ENV,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    for key in ("rpc_p99_ratio", "rpc_throughput_ratio", "event_throughput_ratio"):
+        assert math.isfinite(report[key]) and report[key] > 0, key
+    # The ratios are computed from the measured figures, not made up.
+    r = report["results"]
+    assert report["rpc_p99_ratio"] == round(r["rpc_c1"]["sdk"]["p99_ms"] / r["rpc_c1"]["raw"]["p99_ms"], 3)
+    assert r["rpc_c64"]["sdk"]["ops"] == r["rpc_c64"]["raw"]["ops"] > 0
+    print(
+        "\nbench --quick:",
+        {k: v for k, v in report.items() if k.endswith("_ratio")},
+        f"took {report['took_s']} s",
+    )
+    assert (tmp_path / "baseline.json").is_file() and "rpc_p99_ratio" in (
+        tmp_path / "baseline.md"
+    ).read_text()
