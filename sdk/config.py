@@ -56,6 +56,12 @@ class AegisSettings(BaseSettings):
         default_factory=dict,
         description='Per-method RPC timeouts, keyed "service.method" (or "service" for all its methods).',
     )
+    unavailable_retry_s: float = Field(
+        default=0.5,
+        ge=0,
+        le=60,
+        description="How long a call retries when no instance listens (capped by the call's timeout).",
+    )
 
     connect_timeout_s: float = Field(default=2.0, gt=0, le=60)
     reconnect_time_wait_s: float = Field(default=0.05, ge=0, le=60)

@@ -121,10 +121,31 @@ def decode(data: bytes, model: Any = None) -> Any:
 class _Endpoint:
     name: str
     func: Handler
-    request: Any  # validator: TypeAdapter | BaseModel subclass | bytes | None
-    response: TypeAdapter[Any] | None
+    parse: Callable[[bytes], Any]
+    """Turns the request payload into the handler's argument (raises ValidationError)."""
+    render: Callable[[Any], bytes]
+    """Turns the handler's return value into the reply payload."""
     wants_ctx: bool
-    kind: str = "rpc"
+
+
+def _parser(req_type: Any) -> Callable[[bytes], Any]:
+    if req_type is None:
+        return decode
+    if req_type is bytes:
+        return bytes
+    validate = (
+        req_type.model_validate_json
+        if isinstance(req_type, type) and issubclass(req_type, BaseModel)
+        else TypeAdapter(req_type).validate_json
+    )
+    return lambda data: validate(data or b"null")
+
+
+def _renderer(ret: Any) -> Callable[[Any], bytes]:
+    if ret is None or ret is type(None) or ret is bytes:
+        return encode
+    dump = TypeAdapter(ret).dump_json
+    return lambda value: value if isinstance(value, bytes) else dump(value)
 
 
 def _endpoint(name: str, func: Handler) -> _Endpoint:
@@ -132,13 +153,10 @@ def _endpoint(name: str, func: Handler) -> _Endpoint:
         raise TypeError(f"handler for {name!r} must be an async function")
     hints = get_type_hints(func)
     params = list(inspect.signature(func).parameters.values())
-    req_type: Any = hints.get(params[0].name) if params else None
-    if req_type is not None and req_type is not bytes:
-        if not (isinstance(req_type, type) and issubclass(req_type, BaseModel)):
-            req_type = TypeAdapter(req_type)
-    ret = hints.get("return")
-    response = None if ret in (None, type(None), bytes) else TypeAdapter(ret)
-    return _Endpoint(name, func, req_type, response, wants_ctx=len(params) >= 2)
+    req_type = hints.get(params[0].name) if params else None
+    return _Endpoint(
+        name, func, _parser(req_type), _renderer(hints.get("return")), wants_ctx=len(params) >= 2
+    )
 
 
 class Service:
@@ -224,18 +242,9 @@ class Service:
         token = _current_call.set(ctx)
         error: AegisError | None = None
         try:
-            req = ep.request
-            if req is None:
-                arg = decode(msg.data)
-            elif req is bytes:
-                arg = msg.data
-            elif isinstance(req, TypeAdapter):
-                arg = req.validate_json(msg.data or b"null")
-            else:
-                arg = req.model_validate_json(msg.data or b"null")
+            arg = ep.parse(msg.data)
             result = await (ep.func(arg, ctx) if ep.wants_ctx else ep.func(arg))
-            data = result if ep.response is None else ep.response.dump_json(result)
-            data = encode(data) if not isinstance(data, bytes) else data
+            data = ep.render(result)
             if msg.reply:
                 if len(data) > self._max_payload():
                     raise PayloadTooLarge(f"reply of {len(data)} bytes exceeds {self._max_payload()} bytes")
@@ -286,6 +295,7 @@ class RpcClient:
 
     def __init__(self, pool: ConnectionPool) -> None:
         self.pool = pool
+        self._subjects: dict[tuple[str, str, str | None], str] = {}
 
     async def call(
         self,
@@ -312,20 +322,22 @@ class RpcClient:
             if timeout <= 0:
                 raise DeadlineExceeded(f"no time left to call {service}.{method}")
         data = encode(payload)
-        limit = self.pool.max_payload
-        if len(data) > limit:
-            raise PayloadTooLarge(f"request to {service}.{method} is {len(data)} bytes; limit is {limit}")
-        hdrs = {wire.TIMEOUT_HEADER: str(max(1, int(timeout * 1000)))}
+        if len(data) > self.pool.max_payload:
+            raise PayloadTooLarge(
+                f"request to {service}.{method} is {len(data)} bytes; limit is {self.pool.max_payload}"
+            )
+        subject = self._subjects.get((service, method, instance)) or self._subject(service, method, instance)
+        hdrs = {wire.TIMEOUT_HEADER: str(int(timeout * 1000) or 1)}
         if call_id is not None:
             hdrs[wire.CALL_ID_HEADER] = call_id
         if headers:
             hdrs.update(headers)
-        subject = (
-            f"{wire.DIRECT_PREFIX}.{service}.{instance}.{method}"
-            if instance
-            else f"{wire.RPC_PREFIX}.{service}.{method}"
-        )
-        msg = await self.request(subject, data, timeout, hdrs, what=f"{service}.{method}")
+        try:
+            msg = await self.pool.next().request(subject, data, timeout=timeout, headers=hdrs)
+        except NoRespondersError:
+            msg = await self._retry_no_responders(subject, data, timeout, hdrs, f"{service}.{method}")
+        except Exception as exc:
+            raise _call_error(exc, f"{service}.{method}", timeout) from None
         rh = msg.headers
         if rh and wire.ERROR_CODE_HEADER in rh:
             raise error_from_wire(
@@ -335,15 +347,54 @@ class RpcClient:
             )
         return decode(msg.data, response_model)
 
-    async def request(
-        self, subject: str, data: bytes, timeout: float, headers: dict[str, str] | None, what: str
+    async def _retry_no_responders(
+        self, subject: str, data: bytes, timeout: float, hdrs: dict[str, str], what: str
     ) -> Msg:
-        """One request on the next pooled connection, with nats errors turned into SDK errors."""
-        try:
-            return await self.pool.next().request(subject, data, timeout=timeout, headers=headers)
-        except NoRespondersError:
-            raise ServiceUnavailable(f"no instance of {what} is listening") from None
-        except (TimeoutError, NatsTimeoutError):
-            raise RpcTimeout(f"{what} did not answer within {timeout:.3f}s") from None
-        except ConnectionClosedError:
-            raise ServiceUnavailable(f"connection closed; cannot call {what}") from None
+        """Retry a request nobody received, for up to ``unavailable_retry_s`` within the deadline.
+
+        No responders means no instance got the request, so a retry is safe even for a handler that
+        is not idempotent. It covers an instance that is restarting and a subscription that the other
+        nodes of the cluster have not learnt yet.
+        """
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        give_up = start + min(timeout, self.pool.settings.unavailable_retry_s)
+        delay = 0.005
+        while True:
+            now = loop.time()
+            if now + delay >= give_up:
+                raise ServiceUnavailable(f"no instance of {what} is listening")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.1)
+            left = timeout - (loop.time() - start)
+            hdrs[wire.TIMEOUT_HEADER] = str(int(left * 1000) or 1)
+            try:
+                return await self.pool.next().request(subject, data, timeout=left, headers=hdrs)
+            except NoRespondersError:
+                continue
+            except Exception as exc:
+                raise _call_error(exc, what, timeout) from None
+
+    def _subject(self, service: str, method: str, instance: str | None) -> str:
+        wire.check_token("service name", service)
+        wire.check_token("method name", method)
+        if instance is None:
+            subject = wire.rpc_subject(service, method)
+        else:
+            subject = wire.instance_rpc_subject(service, wire.check_token("instance id", instance), method)
+        if len(self._subjects) < 10_000:  # bounded: callers may vary names without limit
+            self._subjects[(service, method, instance)] = subject
+        return subject
+
+
+def _call_error(exc: Exception, what: str, timeout: float) -> Exception:
+    """The SDK error for a nats-py failure of a request; SDK errors pass through."""
+    if isinstance(exc, AegisError):
+        return exc
+    if isinstance(exc, NoRespondersError):
+        return ServiceUnavailable(f"no instance of {what} is listening")
+    if isinstance(exc, TimeoutError | NatsTimeoutError):
+        return RpcTimeout(f"{what} did not answer within {timeout:.3f}s")
+    if isinstance(exc, ConnectionClosedError):
+        return ServiceUnavailable(f"connection closed; cannot call {what}")
+    return ServiceUnavailable(f"cannot call {what}: {exc!r}")

@@ -155,9 +155,30 @@ async def test_invalid_request_and_unknown_method(pool: ConnectionPool, client: 
         await svc.stop()
 
 
-async def test_no_responders_is_service_unavailable(client: RpcClient) -> None:
+async def test_no_responders_is_service_unavailable_after_a_short_retry(client: RpcClient) -> None:
+    loop = asyncio.get_running_loop()
+    start = loop.time()
     with pytest.raises(ServiceUnavailable, match="no instance"):
         await client.call(_name(), "add", {"a": 1}, timeout=2)
+    assert 0.3 < loop.time() - start < 1.5  # retried for unavailable_retry_s (0.5 s), not the 2 s timeout
+
+
+async def test_call_waits_for_an_instance_that_starts_within_the_retry_window(
+    pool: ConnectionPool, client: RpcClient
+) -> None:
+    svc = Service(_name())
+
+    @svc.rpc("late")
+    async def late(req: None) -> str:
+        return "here"
+
+    call = asyncio.create_task(client.call(svc.name, "late", None, timeout=2))
+    await asyncio.sleep(0.1)
+    await svc.start(pool)
+    try:
+        assert await call == "here"
+    finally:
+        await svc.stop()
 
 
 async def test_timeout_raises_rpc_timeout_at_the_deadline(pool: ConnectionPool, client: RpcClient) -> None:

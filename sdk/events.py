@@ -1,0 +1,867 @@
+"""Events: durable publish/subscribe on JetStream, with retries, back-off and a dead-letter queue.
+
+Publishing::
+
+    bus = EventBus(pool, instance_id="pricer-1")
+    await bus.ensure_streams()                        # once, at deploy or start-up; idempotent
+    ack = await bus.publish("orders.created", OrderCreated(id=7), event_id="order-7")
+    ack.seq, ack.duplicate                            # a re-publish with the same event_id is a duplicate
+
+Subscribing::
+
+    async def on_order(event: OrderCreated, ctx: EventContext) -> None:
+        ...                                           # raise to have the event redelivered later
+
+    sub = await bus.subscribe("orders.>", on_order, group="billing")                    # one of the group
+    sub = await bus.subscribe("orders.>", on_order, group="cache", mode="broadcast")    # every instance
+    ...
+    await bus.close()
+
+Events live in the stream ``AEGIS_EVENTS`` (subjects ``aegis.evt.>``); topic ``orders.created`` is subject
+``aegis.evt.orders.created``. Each event carries ``Nats-Msg-Id`` (its event id), so a re-publish within the
+stream's duplicate window is stored once: after a timeout, publishing again with the same ``event_id`` is
+always safe.
+
+Delivery is at least once. A handler that raises gets the event again after a back-off that grows with the
+delivery count; after ``max_deliver`` failed deliveries, or at once when the payload does not validate
+against the handler's model (a poison event that can never succeed), the event is copied to the
+dead-letter stream ``AEGIS_DLQ`` on ``aegis.dlq.<original subject>`` with the last error in the headers,
+then terminated. The delivery limit is enforced here, not by the server (the consumer's own
+``max_deliver`` is unlimited): an event whose deliveries ran out through ack timeouts (a handler that hung,
+an instance that died) still ends up in the DLQ instead of sitting unprocessed in the stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import inspect
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, get_type_hints
+
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription as NatsSubscription
+from nats.errors import ConnectionClosedError, NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import api
+from nats.js.errors import APIError, NotFoundError
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from . import wire
+from .connection import ConnectionPool
+from .errors import AegisError, PayloadTooLarge, RemoteError, RpcTimeout, ServiceUnavailable
+from .metrics import InstanceMetrics
+from .rpc import encode
+
+log = logging.getLogger(__name__)
+
+EventHandler = Callable[..., Awaitable[Any]]
+Mode = Literal["compete", "broadcast"]
+
+DEFAULT_BACKOFF: tuple[float, ...] = (0.1, 0.5, 2.0, 5.0, 15.0)
+"""Seconds before redelivery after the 1st, 2nd, ... failed delivery (the last value repeats)."""
+
+# One attempt of a JetStream publish gets at most this long; a retry (same Nats-Msg-Id, so the stream
+# stores the event once) then rides out a stream-leader election, which takes 4-9 s in nats-server.
+_ATTEMPT_TIMEOUT_S = 2.0
+_FIRST_RETRY_S = 0.05
+_STATUS = "Status"
+_DESCRIPTION = "Description"
+
+
+# --------------------------------------------------------------------------------------------------
+# JetStream plumbing shared with sdk.commands
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PublishAck:
+    """The stream's acknowledgement of a stored message."""
+
+    stream: str
+    seq: int
+    duplicate: bool = False
+    """True when the stream already had a message with this id (``Nats-Msg-Id``) and stored nothing."""
+
+
+def _api_error(err: dict[str, Any], what: str) -> AegisError:
+    code = int(err.get("code") or 500)
+    desc = str(err.get("description") or "JetStream error")
+    text = f"{what}: {desc} (err_code {err.get('err_code')})"
+    if code == 503:
+        return ServiceUnavailable(text)
+    if "size" in desc and "exceeds" in desc:
+        return PayloadTooLarge(text)
+    return RemoteError(text, code)
+
+
+def jetstream_error(exc: BaseException, what: str) -> AegisError:
+    """Translate a nats-py error from a JetStream call into the SDK's typed error."""
+    if isinstance(exc, AegisError):
+        return exc
+    if isinstance(exc, NoRespondersError):
+        return ServiceUnavailable(f"{what}: no JetStream responder (stream missing or without leader)")
+    if isinstance(exc, TimeoutError | NatsTimeoutError):
+        return RpcTimeout(f"{what}: JetStream did not answer in time")
+    if isinstance(exc, ConnectionClosedError):
+        return ServiceUnavailable(f"{what}: connection closed")
+    if isinstance(exc, APIError):
+        return _api_error({"code": exc.code, "description": exc.description, "err_code": exc.err_code}, what)
+    return ServiceUnavailable(f"{what}: {exc!r}")
+
+
+async def js_publish(
+    pool: ConnectionPool,
+    subject: str,
+    data: bytes,
+    headers: dict[str, str],
+    timeout: float,
+    what: str,
+) -> PublishAck:
+    """Store one message in JetStream and wait for the stream's ack, as a typed-error call.
+
+    ``headers`` must carry ``Nats-Msg-Id``: failed attempts are retried with it until ``timeout``,
+    and the stream's de-duplication makes the retries safe. Uses the pool's connections round-robin.
+    """
+    deadline = time.monotonic() + timeout
+    attempt = 0
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            msg = await pool.next().request(
+                subject, data, timeout=min(remaining, _ATTEMPT_TIMEOUT_S), headers=headers
+            )
+        except (NoRespondersError, TimeoutError, NatsTimeoutError, ServiceUnavailable) as exc:
+            # ServiceUnavailable covers ConnectionLost: the connection dropped with the request in flight.
+            attempt += 1
+            pause = min(0.5, 0.02 * 2**attempt)
+            if deadline - time.monotonic() <= pause:
+                err = jetstream_error(exc, f"publish to {subject}")
+                if isinstance(err, RpcTimeout):
+                    err = RpcTimeout(
+                        f"publish to {subject} not acknowledged within {timeout:.3f}s; it may or may not be"
+                        " stored: publish again with the same event id to be sure"
+                    )
+                raise err from None
+            await asyncio.sleep(pause)
+            continue
+        except ConnectionClosedError as exc:
+            raise jetstream_error(exc, f"publish to {subject}") from None
+        resp = json.loads(msg.data)
+        err = resp.get("error")
+        if err is not None:
+            raise _api_error(err, what)
+        return PublishAck(resp["stream"], resp["seq"], resp.get("duplicate", False))
+
+
+def default_replicas(pool: ConnectionPool, wanted: int | None = None) -> int:
+    """Replicas for a stream: ``wanted``, else min(3, cluster size) read from the server's INFO."""
+    if wanted is not None:
+        return wanted
+    info = getattr(pool.primary, "_server_info", None) or {}
+    if not info.get("cluster"):
+        return 1
+    return max(1, min(3, len(info.get("connect_urls") or [])))
+
+
+async def ensure_stream(pool: ConnectionPool, config: api.StreamConfig) -> api.StreamInfo:
+    """Create the stream, or bring an existing one to ``config``; idempotent and safe to race.
+
+    A server without clustering refuses replicas > 1: the stream is then created with one replica.
+    """
+    js = pool.js
+    what = f"create stream {config.name}"
+    try:
+        try:
+            return await js.add_stream(config)
+        except APIError as exc:
+            if exc.err_code == 10074 and (config.num_replicas or 1) > 1:  # replicas > 1 need a cluster
+                config.num_replicas = 1
+                return await js.add_stream(config)
+            if exc.err_code != 10058:  # 10058: name in use with a different configuration
+                raise
+        return await js.update_stream(config)
+    except Exception as exc:
+        raise jetstream_error(exc, what) from exc
+
+
+def consumer_name(*parts: str) -> str:
+    """A valid consumer name from ``parts`` (readable prefix + hash, so distinct inputs never collide)."""
+    readable = "_".join(
+        re.sub(r"[^-_a-zA-Z0-9]", "_", p.replace(">", "all").replace("*", "any")) for p in parts
+    )
+    digest = hashlib.sha1("\x00".join(parts).encode()).hexdigest()[:10]
+    return f"{readable[:120]}_{digest}"
+
+
+class ConsumerLoop:
+    """Continuous pull from one durable JetStream consumer, feeding each message to ``handle``.
+
+    SDK-internal building block of :class:`EventBus` and :class:`~sdk.commands.CommandWorker`.
+
+    Why pull and not push: a pull consumer is shared by any number of instances without a deliver
+    group, an instance only asks for what it can take (``concurrency``), so no messages sit in the buffer
+    of a busy or dying instance, and an inactive pull consumer is removed by the server after
+    ``inactive_threshold``.
+
+    We pull with our own request loop instead of nats-py's ``fetch``: one lingering request of
+    ``expires`` seconds with idle heartbeats, re-issued as soon as it is used up. A missing heartbeat
+    (the consumer leader died or moved) triggers a new request after 1.5 s; a 503/409 status (the
+    consumer is gone: deleted, or removed for inactivity while the connection was down) re-creates it.
+    At stop, the inbox is unsubscribed (the server drops pull requests whose reply subject has no
+    interest, so no later message is sent into the void) and messages not yet handled are nak'ed, so
+    another instance gets them at once instead of after ``ack_wait``.
+    """
+
+    def __init__(
+        self,
+        pool: ConnectionPool,
+        stream: str,
+        config: api.ConsumerConfig,
+        handle: Callable[[Msg], Awaitable[None]],
+        *,
+        concurrency: int = 1,
+        expires: float = 5.0,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        assert config.name is not None
+        self.pool = pool
+        self.stream = stream
+        self.name: str = config.name
+        self.config = config
+        self._handle = handle
+        self._concurrency = concurrency
+        self._expires = expires
+        self._heartbeat = min(0.5, expires / 4)
+        self.num_pending = 0
+        """Messages in the consumer not yet delivered, as of the last message received (cached)."""
+        self._queue: asyncio.Queue[Msg | None] = asyncio.Queue()
+        self._sub: NatsSubscription | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._handlers: set[asyncio.Task[None]] = set()
+        self._freed = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._inbox = ""
+        self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{self.name}"
+
+    @property
+    def depth(self) -> int:
+        """Messages waiting for this instance: undelivered in the consumer plus received, not yet handled."""
+        return self.num_pending + self._queue.qsize()
+
+    async def ensure_consumer(self) -> api.ConsumerInfo:
+        """Create the consumer or update its config (an incompatible existing one is kept as it is),
+        then wait (briefly) until it has a leader: a pull request sent before that is lost."""
+        js = self.pool.js
+        what = f"create consumer {self.name}"
+        try:
+            info = await js.add_consumer(self.stream, config=self.config)
+        except APIError as exc:
+            if exc.code == 503:
+                raise jetstream_error(exc, what) from exc
+            try:
+                info = await js.consumer_info(self.stream, self.name)
+            except Exception:
+                raise jetstream_error(exc, what) from exc
+            log.warning("consumer %s exists with a config that cannot change (%s); using it", self.name, exc)
+        except Exception as exc:
+            raise jetstream_error(exc, what) from exc
+        deadline = time.monotonic() + 5.0
+        while info.cluster is not None and not info.cluster.leader and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            try:
+                info = await js.consumer_info(self.stream, self.name)
+            except Exception as exc:
+                raise jetstream_error(exc, what) from exc
+        return info
+
+    async def start(self) -> None:
+        """Create the consumer and start pulling."""
+        info = await self.ensure_consumer()
+        self.num_pending = info.num_pending or 0
+        nc = self.pool.primary
+        self._inbox = nc.new_inbox()
+        self._sub = await nc.subscribe(self._inbox, cb=self._on_msg)
+        self._task = asyncio.create_task(self._run(), name=f"aegis-pull-{self.name}")
+
+    async def _on_msg(self, msg: Msg) -> None:
+        self._queue.put_nowait(msg)
+
+    def _request(self, batch: int) -> bytes:
+        return b'{"batch":%d,"expires":%d,"idle_heartbeat":%d}' % (
+            batch,
+            int(self._expires * 1e9),
+            int(self._heartbeat * 1e9),
+        )
+
+    async def _run(self) -> None:
+        nc = self.pool.primary
+        silent = 0  # consecutive requests that got no answer at all
+        retry = _FIRST_RETRY_S
+        while not self._stop.is_set():
+            if nc.is_closed:
+                return
+            free = self._concurrency - len(self._handlers)
+            if free <= 0:
+                self._freed.clear()
+                await self._freed.wait()
+                continue
+            try:
+                await nc.publish(self._next_subject, self._request(free), reply=self._inbox)
+                outcome = await self._receive(free)
+            except ConnectionClosedError:
+                return
+            except Exception:  # never let the loop die: log, pause, go on
+                log.exception("pull loop of consumer %s failed; retrying", self.name)
+                outcome = "pause"
+            if outcome == "stop":
+                return
+            silent = silent + 1 if outcome == "silent" else 0
+            if outcome == "recreate" or silent >= 3:
+                # Consumer gone or without leader: re-create it, pausing longer each time in a row.
+                silent = 0
+                await self._sleep(retry)
+                retry = min(2.0, retry * 2)
+                if not self._stop.is_set():
+                    try:
+                        await self.ensure_consumer()
+                    except AegisError as exc:
+                        log.warning("consumer %s unavailable (%s); retrying", self.name, exc)
+                continue
+            retry = _FIRST_RETRY_S
+            if outcome == "pause":
+                await self._sleep(0.2)
+
+    async def _receive(self, want: int) -> str:
+        """Take the answers to one pull request; returns why it ended."""
+        got = 0
+        answered = False
+        while got < want:
+            try:
+                msg = await asyncio.wait_for(self._queue.get(), self._heartbeat * 3)
+            except TimeoutError:
+                return "done" if answered else "silent"
+            if msg is None:
+                return "stop"
+            answered = True
+            if not msg.reply:  # a status message of the pull request
+                headers = msg.headers or {}
+                status = headers.get(_STATUS)
+                if status == "100":  # idle heartbeat
+                    continue
+                if status in ("404", "408"):  # no messages / request expired: ask again
+                    return "done"
+                desc = str(headers.get(_DESCRIPTION, ""))
+                if status == "503" or "Deleted" in desc:
+                    return "recreate"
+                log.debug("consumer %s: pull status %s %s", self.name, status, desc)
+                return "pause"
+            got += 1
+            try:
+                self.num_pending = msg.metadata.num_pending
+            except Exception:  # not a JetStream message: cannot be acked, skip it
+                continue
+            if self._concurrency == 1:
+                await self._guarded(msg)
+            else:
+                task = asyncio.create_task(self._guarded(msg))
+                self._handlers.add(task)
+                task.add_done_callback(self._done)
+        return "done"
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._handlers.discard(task)
+        self._freed.set()
+
+    async def _guarded(self, msg: Msg) -> None:
+        try:
+            await self._handle(msg)
+        except Exception:
+            log.exception("consumer %s: message handling failed", self.name)
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._stop.wait(), seconds)
+        except TimeoutError:
+            pass
+
+    async def stop(self, *, delete: bool = False, grace: float = 5.0) -> None:
+        """Stop pulling; let handlers finish (up to ``grace`` s); nak what was not handled; maybe delete."""
+        self._stop.set()
+        self._freed.set()
+        self._queue.put_nowait(None)
+        running = [t for t in (self._task, *self._handlers) if t is not None]
+        if running:
+            _, late = await asyncio.wait(running, timeout=grace)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.gather(*late, return_exceptions=True)
+        if self._sub is not None:
+            try:
+                await self._sub.unsubscribe()
+            except Exception:  # connection already closed
+                log.debug("unsubscribe of %s failed", self.name, exc_info=True)
+            self._sub = None
+        while not self._queue.empty():
+            msg = self._queue.get_nowait()
+            if msg is not None and msg.reply:
+                try:
+                    await msg.nak()
+                except Exception:  # the server redelivers after ack_wait anyway
+                    break
+        if delete:
+            try:
+                await self.pool.js.delete_consumer(self.stream, self.name)
+            except NotFoundError:
+                pass
+            except Exception:  # the server removes it after inactive_threshold
+                log.debug("delete of consumer %s failed", self.name, exc_info=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# Events
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class EventContext:
+    """What an event handler knows about the delivery it is handling."""
+
+    subject: str
+    topic: str
+    event_id: str
+    delivered: int
+    """1 on the first delivery, 2 on the first redelivery, ..."""
+    stream_seq: int
+    published_at: datetime
+    consumer: str
+    group: str
+    headers: dict[str, str] = field(default_factory=dict)
+    _msg: Msg | None = field(default=None, repr=False)
+
+    async def in_progress(self) -> None:
+        """Tell the server the handler is still working, so ``ack_wait`` does not cause a redelivery."""
+        if self._msg is not None:
+            await self._msg.in_progress()
+
+
+def _validator(handler: EventHandler, model: Any) -> tuple[Any, bool]:
+    """The payload validator (None: plain JSON) and whether the handler takes a context argument."""
+    if not inspect.iscoroutinefunction(handler):
+        raise TypeError("an event handler must be an async function")
+    params = list(inspect.signature(handler).parameters.values())
+    wants_ctx = len(params) >= 2
+    if model is None and params:
+        model = get_type_hints(handler).get(params[0].name)
+    if model is None or model is bytes or (isinstance(model, type) and issubclass(model, BaseModel)):
+        return model, wants_ctx
+    return TypeAdapter(model), wants_ctx
+
+
+def _parse(data: bytes, validator: Any) -> Any:
+    if validator is None:
+        return json.loads(data) if data else None
+    if validator is bytes:
+        return data
+    if isinstance(validator, TypeAdapter):
+        return validator.validate_json(data or b"null")
+    return validator.model_validate_json(data or b"null")
+
+
+async def _quiet(op: Awaitable[None]) -> None:
+    try:
+        await op
+    except Exception:  # best effort: the server redelivers after ack_wait anyway
+        log.debug("ack operation failed", exc_info=True)
+
+
+def _header_text(text: str, limit: int = 1024) -> str:
+    """Header values cannot hold line breaks; keep them short."""
+    return " ".join(text.split())[:limit]
+
+
+class EventSubscription:
+    """A running subscription of :class:`EventBus`; stop it with :meth:`unsubscribe`."""
+
+    def __init__(
+        self,
+        bus: EventBus,
+        topic: str,
+        group: str,
+        mode: Mode,
+        handler: EventHandler,
+        validator: Any,
+        wants_ctx: bool,
+        *,
+        max_deliver: int,
+        backoff: Sequence[float],
+        metric: str,
+    ) -> None:
+        self.bus = bus
+        self.topic = topic
+        self.group = group
+        self.mode: Mode = mode
+        self._handler = handler
+        self._validator = validator
+        self._wants_ctx = wants_ctx
+        self.max_deliver = max_deliver
+        self._backoff = tuple(backoff)
+        self._stats = bus.metrics.method(metric, "event")
+        self._loop: ConsumerLoop | None = None
+        self._depth_source: Callable[[], int] | None = None
+
+    @property
+    def consumer(self) -> str:
+        """Name of the JetStream consumer behind this subscription."""
+        return self._loop.name if self._loop else ""
+
+    @property
+    def pending(self) -> int:
+        """Events waiting for this subscription (cached from the last delivery)."""
+        return self._loop.depth if self._loop else 0
+
+    async def _start(self, loop: ConsumerLoop) -> None:
+        self._loop = loop
+        await loop.start()
+        self._depth_source = lambda: loop.depth
+        self.bus.metrics.add_queue_depth_source(self._depth_source)
+
+    async def unsubscribe(self, grace: float = 5.0) -> None:
+        """Stop taking events. A broadcast consumer is deleted; a compete (group) consumer is kept."""
+        loop, self._loop = self._loop, None
+        if loop is None:
+            return
+        if self._depth_source is not None:
+            self.bus.metrics.remove_queue_depth_source(self._depth_source)
+        if self in self.bus._subs:
+            self.bus._subs.remove(self)
+        await loop.stop(delete=self.mode == "broadcast", grace=grace)
+
+    def _delay(self, delivered: int) -> float:
+        if not self._backoff:
+            return 0.0
+        return self._backoff[min(delivered, len(self._backoff)) - 1]
+
+    async def _on_message(self, msg: Msg) -> None:
+        start = time.monotonic()
+        md = msg.metadata
+        delivered = md.num_delivered
+        headers = msg.headers or {}
+        stats = self._stats
+        if delivered > self.max_deliver:
+            # The last allowed delivery timed out (handler hung or instance died): give up on it.
+            error = f"no successful handling after {self.max_deliver} deliveries (ack timeouts)"
+            await self._dead_letter(msg, error, 408)
+            stats.record(time.monotonic() - start, error)
+            return
+        try:
+            event = _parse(msg.data, self._validator)
+        except (ValidationError, ValueError) as exc:
+            error = f"invalid payload for {self.topic}: {_header_text(str(exc), 400)}"
+            await self._dead_letter(msg, error, 400)
+            stats.record(time.monotonic() - start, error)
+            return
+        stats.in_flight += 1
+        error_text: str | None = None
+        try:
+            if self._wants_ctx:
+                subject = msg.subject
+                ctx = EventContext(
+                    subject=subject,
+                    topic=subject[len(wire.EVENT_PREFIX) + 1 :],
+                    event_id=headers.get(wire.MSG_ID_HEADER, ""),
+                    delivered=delivered,
+                    stream_seq=md.sequence.stream,
+                    published_at=md.timestamp,
+                    consumer=md.consumer,
+                    group=self.group,
+                    headers=headers,
+                    _msg=msg,
+                )
+                await self._handler(event, ctx)
+            else:
+                await self._handler(event)
+        except asyncio.CancelledError:
+            # Stopped past the grace period: hand the event back at once rather than after ack_wait.
+            await asyncio.shield(_quiet(msg.nak()))
+            raise
+        except Exception as exc:
+            error_text = f"{type(exc).__name__}: {exc}"
+            code = exc.code if isinstance(exc, AegisError) else 500
+            if delivered >= self.max_deliver:
+                await self._dead_letter(msg, error_text, code)
+            else:
+                log.debug("handler for %s failed (delivery %d): %s", msg.subject, delivered, error_text)
+                await msg.nak(delay=self._delay(delivered))
+        else:
+            await msg.ack()
+        finally:
+            stats.in_flight -= 1
+        stats.record(time.monotonic() - start, error_text)
+
+    async def _dead_letter(self, msg: Msg, error: str, code: int) -> None:
+        md = msg.metadata
+        headers = dict(msg.headers or {})
+        event_id = headers.pop(wire.MSG_ID_HEADER, "")
+        headers.update(
+            {
+                # Re-dead-lettering after a lost term() is de-duplicated by the DLQ stream.
+                wire.MSG_ID_HEADER: f"dlq:{md.stream}:{md.sequence.stream}:{md.consumer}",
+                wire.DLQ_SUBJECT_HEADER: msg.subject,
+                wire.DLQ_EVENT_ID_HEADER: event_id,
+                wire.DLQ_DELIVERIES_HEADER: str(md.num_delivered),
+                wire.DLQ_STREAM_SEQ_HEADER: str(md.sequence.stream),
+                wire.DLQ_CONSUMER_HEADER: md.consumer,
+                wire.ERROR_HEADER: _header_text(error),
+                wire.ERROR_CODE_HEADER: str(code),
+            }
+        )
+        dlq = wire.dlq_subject(msg.subject)
+        try:
+            await js_publish(self.bus.pool, dlq, msg.data, headers, self.bus.timeout, f"dead-letter {dlq}")
+        except AegisError as exc:
+            # Keep the event: it comes back after the back-off and we try the DLQ again.
+            log.warning("cannot dead-letter %s (%s); will retry", msg.subject, exc)
+            await msg.nak(delay=self._backoff[-1] if self._backoff else 1.0)
+            return
+        log.warning("event %s (id %r) dead-lettered to %s: %s", msg.subject, event_id, dlq, error)
+        await msg.term()
+
+
+class EventBus:
+    """Publishes and subscribes to events over a :class:`ConnectionPool`; see the module docstring."""
+
+    def __init__(
+        self,
+        pool: ConnectionPool,
+        *,
+        metrics: InstanceMetrics | None = None,
+        instance_id: str | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        self.pool = pool
+        self.instance_id = wire.check_token("instance id", instance_id or uuid.uuid4().hex[:12])
+        self.metrics = metrics or InstanceMetrics("events", self.instance_id)
+        self.timeout = timeout if timeout is not None else pool.settings.rpc_timeout_s
+        """Default time for a publish to be acknowledged, retries included."""
+        self._subs: list[EventSubscription] = []
+        self._topics: set[str] = set()
+        self._streams_ready = False
+
+    async def ensure_streams(
+        self,
+        replicas: int | None = None,
+        *,
+        max_age: float = 7 * 24 * 3600.0,
+        dlq_max_age: float = 30 * 24 * 3600.0,
+        duplicate_window: float = 120.0,
+    ) -> None:
+        """Create or update ``AEGIS_EVENTS`` and ``AEGIS_DLQ`` (file storage, ``replicas`` defaults to
+        min(3, cluster size)); idempotent and safe to call from many instances at once."""
+        n = default_replicas(self.pool, replicas)
+        await ensure_stream(
+            self.pool,
+            api.StreamConfig(
+                name=wire.EVENT_STREAM,
+                subjects=[f"{wire.EVENT_PREFIX}.>"],
+                storage=api.StorageType.FILE,
+                retention=api.RetentionPolicy.LIMITS,
+                num_replicas=n,
+                max_age=max_age,
+                duplicate_window=duplicate_window,
+            ),
+        )
+        await ensure_stream(
+            self.pool,
+            api.StreamConfig(
+                name=wire.DLQ_STREAM,
+                subjects=[f"{wire.DLQ_PREFIX}.>"],
+                storage=api.StorageType.FILE,
+                retention=api.RetentionPolicy.LIMITS,
+                num_replicas=n,
+                max_age=dlq_max_age,
+                duplicate_window=duplicate_window,
+            ),
+        )
+        self._streams_ready = True
+
+    def _encode(self, topic: str, payload: Any) -> bytes:
+        if topic not in self._topics:
+            wire.check_topic(topic)
+            if len(self._topics) > 10_000:  # topics with ids in them must not grow the cache forever
+                self._topics.clear()
+            self._topics.add(topic)
+        data = encode(payload)
+        limit = self.pool.max_payload
+        if len(data) > limit:
+            raise PayloadTooLarge(f"event on {topic!r} is {len(data)} bytes; limit is {limit}")
+        return data
+
+    async def publish(
+        self,
+        topic: str,
+        payload: Any,
+        *,
+        event_id: str | None = None,
+        headers: dict[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> PublishAck:
+        """Store one event; return once the stream has acknowledged it (replicated to a quorum).
+
+        ``payload``: a pydantic model, JSON-able data or bytes. ``event_id`` (default: a new uuid) is the
+        de-duplication key. Raises ``ValueError`` for an invalid topic, :class:`PayloadTooLarge` before
+        sending, :class:`RpcTimeout` / :class:`ServiceUnavailable` when the stream does not acknowledge.
+        """
+        data = self._encode(topic, payload)
+        hdrs = {wire.MSG_ID_HEADER: event_id or uuid.uuid4().hex}
+        if headers:
+            hdrs.update(headers)
+        subject = f"{wire.EVENT_PREFIX}.{topic}"
+        return await js_publish(
+            self.pool, subject, data, hdrs, self.timeout if timeout is None else timeout, subject
+        )
+
+    async def publish_batch(
+        self,
+        events: Iterable[tuple[str, Any] | tuple[str, Any, str | None]],
+        *,
+        timeout: float | None = None,
+    ) -> list[PublishAck]:
+        """Publish many events pipelined (all in flight at once); acks in input order.
+
+        Each item is ``(topic, payload)`` or ``(topic, payload, event_id)``. Everything is validated and
+        encoded before the first send. If some publishes fail, the first error is raised after all
+        have finished; re-publishing the batch with the same event ids then stores each event once.
+        """
+        prepared: list[tuple[str, bytes, dict[str, str]]] = []
+        for item in events:
+            topic, payload = item[0], item[1]
+            event_id = item[2] if len(item) > 2 else None  # type: ignore[misc]
+            data = self._encode(topic, payload)
+            prepared.append(
+                (f"{wire.EVENT_PREFIX}.{topic}", data, {wire.MSG_ID_HEADER: event_id or uuid.uuid4().hex})
+            )
+        t = self.timeout if timeout is None else timeout
+        results = await asyncio.gather(
+            *(js_publish(self.pool, s, d, h, t, s) for s, d, h in prepared), return_exceptions=True
+        )
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+        return results  # type: ignore[return-value]
+
+    async def subscribe(
+        self,
+        topic: str,
+        handler: EventHandler,
+        *,
+        group: str,
+        mode: Mode = "compete",
+        model: Any = None,
+        max_deliver: int = 5,
+        backoff: Sequence[float] = DEFAULT_BACKOFF,
+        ack_wait: float = 30.0,
+        concurrency: int = 1,
+        deliver: Literal["new", "all"] = "new",
+        inactive_threshold: float | None = None,
+        name: str | None = None,
+    ) -> EventSubscription:
+        """Handle the events of ``topic`` (wildcards ``*`` and a final ``>`` allowed) with ``handler``.
+
+        ``mode="compete"``: one durable consumer per (``group``, ``topic``) shared by all instances, each
+        event handled by one of them; it survives restarts (events published meanwhile are delivered
+        later). ``mode="broadcast"``: a consumer per instance, every instance handles every event; it is
+        deleted by :meth:`EventSubscription.unsubscribe` / :meth:`close`, and by the server after
+        ``inactive_threshold`` seconds (default 60) without this instance pulling (a killed instance).
+
+        The handler is ``async def h(event, ctx: EventContext)`` (``ctx`` optional); the event is
+        validated into ``model``, else into the annotation of the handler's first parameter (``bytes``:
+        raw payload; none: plain JSON). ``deliver`` chooses where a *new* consumer starts: only events
+        published from now on, or everything still in the stream. ``concurrency`` events are handled
+        at once (1: in order). ``name`` names the handler in the metrics (default: the topic).
+        """
+        wire.check_topic(topic, wildcards=True)
+        wire.check_token("group", group)
+        if mode not in ("compete", "broadcast"):
+            raise ValueError(f"mode must be 'compete' or 'broadcast', got {mode!r}")
+        if max_deliver < 1:
+            raise ValueError(f"max_deliver must be >= 1, got {max_deliver}")
+        validator, wants_ctx = _validator(handler, model)
+        if not self._streams_ready:
+            await self.ensure_streams()
+        if mode == "compete":
+            cname = consumer_name(group, topic)
+            threshold = inactive_threshold
+        else:
+            cname = consumer_name(group, self.instance_id, topic)
+            threshold = inactive_threshold if inactive_threshold is not None else 60.0
+        metadata = {"aegis.group": group, "aegis.mode": mode, "aegis.max_deliver": str(max_deliver)}
+        if mode == "broadcast":
+            metadata["aegis.instance"] = self.instance_id
+        config = api.ConsumerConfig(
+            name=cname,
+            durable_name=cname,
+            filter_subject=f"{wire.EVENT_PREFIX}.{topic}",
+            deliver_policy=api.DeliverPolicy.NEW if deliver == "new" else api.DeliverPolicy.ALL,
+            ack_policy=api.AckPolicy.EXPLICIT,
+            ack_wait=ack_wait,
+            max_deliver=-1,  # enforced by EventSubscription, see the module docstring
+            max_ack_pending=max(1000, concurrency * 4),
+            inactive_threshold=threshold,
+            metadata=metadata,
+        )
+        sub = EventSubscription(
+            self,
+            topic,
+            group,
+            mode,
+            handler,
+            validator,
+            wants_ctx,
+            max_deliver=max_deliver,
+            backoff=backoff,
+            metric=name or topic,
+        )
+        loop = ConsumerLoop(
+            self.pool,
+            wire.EVENT_STREAM,
+            config,
+            sub._on_message,
+            concurrency=concurrency,
+            expires=max(1.0, min(5.0, (threshold or 20.0) / 4)),
+        )
+        await sub._start(loop)
+        self._subs.append(sub)
+        return sub
+
+    async def close(self, grace: float = 5.0) -> None:
+        """Stop every subscription (handlers get ``grace`` seconds to finish); delete broadcast consumers.
+
+        The pool is not closed: it belongs to the caller.
+        """
+        subs, self._subs = list(self._subs), []
+        await asyncio.gather(*(s.unsubscribe(grace) for s in subs))
+
+
+__all__ = [
+    "DEFAULT_BACKOFF",
+    "ConsumerLoop",
+    "EventBus",
+    "EventContext",
+    "EventSubscription",
+    "PublishAck",
+    "consumer_name",
+    "default_replicas",
+    "ensure_stream",
+    "jetstream_error",
+    "js_publish",
+]
