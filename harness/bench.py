@@ -23,13 +23,14 @@ from typing import Any, TypeVar
 
 import nats
 from hdrh.histogram import HdrHistogram
+from nats.js.api import StreamConfig
 
 from harness.bench_server import METHOD, RAW_SUBJECT, SERVICE, Quote
 from harness.cluster import LocalCluster
 from harness.processes import spawn
 from sdk.config import load_settings
 from sdk.connection import ConnectionPool
-from sdk.events import EventBus
+from sdk.events import EventBus, default_replicas, ensure_stream
 from sdk.rpc import RpcClient
 
 T = TypeVar("T")
@@ -48,11 +49,11 @@ class BenchPlan:
 
     @classmethod
     def quick(cls) -> BenchPlan:
-        return cls(rounds=3, seq_ops=1500, conc_ops=6000, event_ops=3000)
+        return cls(rounds=8, seq_ops=1000, conc_ops=5000, event_ops=3000)
 
     @classmethod
     def full(cls) -> BenchPlan:
-        return cls(rounds=5, seq_ops=5000, conc_ops=20000, event_ops=10000)
+        return cls(rounds=12, seq_ops=3000, conc_ops=15000, event_ops=8000)
 
 
 def _run_loop(coro: Coroutine[Any, Any, T]) -> T:
@@ -143,8 +144,12 @@ async def measure(urls: list[str], plan: BenchPlan, progress: Progress = lambda 
         bus = EventBus(pool)
         await bus.ensure_streams()
         raw_stream = f"BENCH_RAW_{uuid.uuid4().hex[:6]}"
-        await js.add_stream(
-            name=raw_stream, subjects=[f"benchraw.{raw_stream}.>"], num_replicas=min(3, len(urls))
+        # Same replication as the SDK's stream, and wait for its leader like the SDK does.
+        await ensure_stream(
+            pool,
+            StreamConfig(
+                name=raw_stream, subjects=[f"benchraw.{raw_stream}.>"], num_replicas=default_replicas(pool)
+            ),
         )
         try:
             raw_subject = f"benchraw.{raw_stream}.tick"

@@ -70,7 +70,14 @@ from .errors import (
     RpcTimeout,
     error_from_wire,
 )
-from .events import ConsumerLoop, consumer_name, default_replicas, ensure_stream, js_publish
+from .events import (
+    ConsumerLoop,
+    PublishAck,
+    consumer_name,
+    default_replicas,
+    ensure_stream,
+    js_publish,
+)
 from .metrics import InstanceMetrics
 from .rpc import decode, encode
 
@@ -123,7 +130,7 @@ def _command_error(code: int, message: str) -> AegisError:
 
 
 class CommandCall:
-    """A sent command: iterate :meth:`progress`, await :meth:`result`. Created by :meth:`CommandClient.send`."""
+    """A sent command: iterate :meth:`progress`, await :meth:`result`; made by :meth:`CommandClient.send`."""
 
     def __init__(
         self, client: CommandClient, service: str, command: str, call_id: str, timeout: float
@@ -134,8 +141,8 @@ class CommandCall:
         self.timeout = timeout
         self.deadline = time.monotonic() + timeout
         """``time.monotonic()`` value at which the call gives up with :class:`RpcTimeout`."""
-        self.ack: Any = None
-        """The stream's :class:`~sdk.events.PublishAck` of the command."""
+        self.ack: PublishAck | None = None
+        """The stream's acknowledgement of the command (set once :meth:`CommandClient.send` returns)."""
         self._client = client
         self._updates: asyncio.Queue[Any] = asyncio.Queue()
         self._done = asyncio.Event()
@@ -237,9 +244,10 @@ class CommandClient:
 
         Returns once the stream has acknowledged the command (not when it ran). ``timeout`` (default: the
         configured per-method timeout) is the whole budget, queueing included. ``call_id`` (default: a
-        new uuid) travels in ``Aegis-Call-Id``: a worker that already finished a command
-        with that id answers a re-send with the same result instead of running it again. Raises :class:`PayloadTooLarge` before
-        sending, :class:`RpcTimeout` / :class:`ServiceUnavailable` when the stream does not acknowledge.
+        new uuid) travels in ``Aegis-Call-Id``: a worker that already finished a command with that id
+        answers a re-send with the same result instead of running it again. Raises ``ValueError`` for
+        bad names, :class:`PayloadTooLarge` before sending, :class:`RpcTimeout` /
+        :class:`ServiceUnavailable` when the stream does not acknowledge.
         """
         wire.check_token("service name", service)
         wire.check_token("command name", command)
@@ -366,6 +374,13 @@ def _validator(handler: CommandHandler, model: Any) -> tuple[Any, bool]:
     return model, len(params) >= 2
 
 
+async def _quiet_nak(msg: Msg) -> None:
+    try:
+        await msg.nak()
+    except Exception:  # the server redelivers after ack_wait anyway
+        log.debug("nak failed", exc_info=True)
+
+
 class CommandWorker:
     """Runs command handlers of one process; see the module docstring."""
 
@@ -468,6 +483,7 @@ class CommandWorker:
             remaining = md.timestamp.timestamp() + int(budget) / 1000 - time.time()
         error: AegisError | None = None
         data = b""
+        ran = False
         if remaining <= 0:
             error = DeadlineExceeded(
                 f"command {reg.service}.{reg.command} reached a worker {-remaining:.3f}s after its deadline"
@@ -479,6 +495,7 @@ class CommandWorker:
                 500,
             )
         else:
+            ran = True
             data, error = await self._invoke(reg, msg, headers, call_id, start + remaining, md.num_delivered)
         reply_headers = {
             wire.REPLY_KIND_HEADER: _RESULT,
@@ -490,7 +507,7 @@ class CommandWorker:
             reply_headers[wire.ERROR_CODE_HEADER] = str(error.code)
             data = b""
         await self._ack(msg)
-        if call_id:
+        if call_id and ran:
             self._recent[call_id] = (data, reply_headers)
             if len(self._recent) > 1024:
                 self._recent.popitem(last=False)
@@ -527,6 +544,11 @@ class CommandWorker:
             if len(data) > self.pool.max_payload:
                 raise PayloadTooLarge(f"result of {len(data)} bytes exceeds {self.pool.max_payload} bytes")
             return data, None
+        except asyncio.CancelledError:
+            # Worker closing past its grace period: hand the command back so another worker takes it
+            # now instead of after ack_wait.
+            await asyncio.shield(_quiet_nak(msg))
+            raise
         except ValidationError as exc:
             return b"", BadRequest(f"invalid payload for {reg.service}.{reg.command}: {exc.errors()[:3]}")
         except AegisError as exc:

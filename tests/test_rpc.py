@@ -337,6 +337,40 @@ async def test_concurrent_calls_are_served_concurrently(pool: ConnectionPool, cl
         await svc.stop()
 
 
+async def test_max_concurrency_bounds_handlers_and_the_rest_wait_in_the_queue(
+    pool: ConnectionPool, client: RpcClient
+) -> None:
+    svc = Service(_name(), max_concurrency=2)
+    inside = 0
+    peak = 0
+    release = asyncio.Event()
+
+    @svc.rpc("hold")
+    async def hold(req: None) -> int:
+        nonlocal inside, peak
+        inside += 1
+        peak = max(peak, inside)
+        await release.wait()
+        inside -= 1
+        return peak
+
+    await _started(pool, svc)
+    try:
+        calls = [asyncio.create_task(client.call(svc.name, "hold", None, timeout=5)) for _ in range(5)]
+        for _ in range(100):
+            if svc.metrics.snapshot().queue_depth == 3:
+                break
+            await asyncio.sleep(0.01)
+        snap = svc.metrics.snapshot()
+        assert (snap.in_flight, snap.queue_depth) == (2, 3)
+        release.set()
+        assert max(await asyncio.gather(*calls)) == 2
+    finally:
+        await svc.stop()
+    with pytest.raises(ValueError, match="max_concurrency"):
+        Service(_name(), max_concurrency=0)
+
+
 async def test_stop_lets_calls_in_flight_finish(pool: ConnectionPool, client: RpcClient) -> None:
     svc = Service(_name())
 
