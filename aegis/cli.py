@@ -40,8 +40,6 @@ def bench(
     ),
 ) -> None:
     """Raw nats-py vs SDK: RPC latency and throughput, event publish; prints SDK/raw ratios."""
-    from rich.table import Table
-
     from harness.bench import markdown, run_bench, write_report
 
     with err.status("benchmark") as status:
@@ -53,15 +51,9 @@ def bench(
     if as_json:
         sys.stdout.write(json.dumps(report) + "\n")
         return
-    table = Table(title="SDK / raw nats-py (same cluster, same run)")
-    table.add_column("ratio")
-    table.add_column("value", justify="right")
-    for line in markdown(report).splitlines():
-        if line.startswith("| rpc_") or line.startswith("| event_"):
-            cells = [c.strip() for c in line.strip("|").split("|")]
-            table.add_row(f"{cells[0]} (goal {cells[2]})" if cells[2] else cells[0], cells[1])
-    Console().print(markdown(report).split("\n\n")[0])
-    Console().print(table)
+    from rich.markdown import Markdown
+
+    Console().print(Markdown(markdown(report)))
 
 
 def main() -> None:  # pragma: no cover - console script shim

@@ -94,29 +94,56 @@ async def _run(op: Op, ops: int, concurrency: int, h: HdrHistogram) -> float:
     return clock() - start
 
 
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds used so far by process ``pid`` (from /proc; 10 ms resolution)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def _compare(
-    ops: dict[str, Op], n: int, concurrency: int, rounds: int, warmup: int
+    ops: dict[str, Op], n: int, concurrency: int, rounds: int, warmup: int, others: dict[str, int]
 ) -> dict[str, dict[str, float]]:
-    """Alternate rounds of each op; merge each side's rounds; return a summary per side."""
+    """Alternate rounds of each op; merge each side's rounds; return a summary per side.
+
+    Besides latency and rate, each side gets the CPU microseconds per operation spent by this process
+    (``client_cpu_us``) and by each process in ``others`` (name -> pid), which shows where time goes.
+    """
     hists = {name: _hist() for name in ops}
     seconds = dict.fromkeys(ops, 0.0)
+    cpu = {name: dict.fromkeys(["client", *others], 0.0) for name in ops}
     for op in ops.values():
         await _run(op, warmup, min(concurrency, warmup), _hist())
     for _ in range(rounds):
         for name, op in ops.items():
+            before = {"client": time.process_time(), **{k: process_cpu_s(p) for k, p in others.items()}}
             seconds[name] += await _run(op, n, concurrency, hists[name])
-    return {name: _summary(hists[name], n * rounds, seconds[name]) for name in ops}
+            cpu[name]["client"] += time.process_time() - before["client"]
+            for k, pid in others.items():
+                cpu[name][k] += process_cpu_s(pid) - before[k]
+    out = {}
+    for name in ops:
+        total = n * rounds
+        out[name] = _summary(hists[name], total, seconds[name])
+        out[name].update({f"{k}_cpu_us": round(v / total * 1e6, 2) for k, v in cpu[name].items()})
+    return out
 
 
 def _ratio(a: float, b: float) -> float:
     return round(a / b, 3) if b else float("nan")
 
 
-async def measure(urls: list[str], plan: BenchPlan, progress: Progress = lambda _: None) -> dict[str, Any]:
+async def measure(
+    urls: list[str],
+    plan: BenchPlan,
+    progress: Progress = lambda _: None,
+    others: dict[str, int] | None = None,
+) -> dict[str, Any]:
     """Run every comparison against a cluster whose client URLs are ``urls``.
 
-    The responders (:mod:`harness.bench_server`) must already listen on ``urls[0]``.
+    The responders (:mod:`harness.bench_server`) must already listen on ``urls[0]``. ``others`` names
+    processes (responder, nats-server) whose CPU use per operation is reported too.
     """
+    others = others or {}
     url = urls[0]  # client and responder on the same node for both sides: same topology
     raw = pool = None
     try:
@@ -136,9 +163,9 @@ async def measure(urls: list[str], plan: BenchPlan, progress: Progress = lambda 
         rpc = {"raw": raw_rpc, "sdk": sdk_rpc}
         out: dict[str, Any] = {}
         progress("rpc, concurrency 1")
-        out["rpc_c1"] = await _compare(rpc, plan.seq_ops, 1, plan.rounds, warmup=300)
+        out["rpc_c1"] = await _compare(rpc, plan.seq_ops, 1, plan.rounds, warmup=300, others=others)
         progress("rpc, concurrency 64")
-        out["rpc_c64"] = await _compare(rpc, plan.conc_ops, 64, plan.rounds, warmup=1000)
+        out["rpc_c64"] = await _compare(rpc, plan.conc_ops, 64, plan.rounds, warmup=1000, others=others)
 
         js = raw.jetstream()
         bus = EventBus(pool)
@@ -163,9 +190,13 @@ async def measure(urls: list[str], plan: BenchPlan, progress: Progress = lambda 
 
             events = {"raw": raw_pub, "sdk": sdk_pub}
             progress("event publish, concurrency 1")
-            out["event_c1"] = await _compare(events, plan.event_ops // 4, 1, plan.rounds, warmup=200)
+            out["event_c1"] = await _compare(
+                events, plan.event_ops // 4, 1, plan.rounds, warmup=200, others=others
+            )
             progress("event publish, concurrency 64")
-            out["event_c64"] = await _compare(events, plan.event_ops, 64, plan.rounds, warmup=500)
+            out["event_c64"] = await _compare(
+                events, plan.event_ops, 64, plan.rounds, warmup=500, others=others
+            )
         finally:
             await js.delete_stream(raw_stream)
             await bus.close()
@@ -221,16 +252,17 @@ def run_bench(
     plan = BenchPlan.quick() if quick else BenchPlan.full()
     started = time.time()
 
-    def go(u: list[str]) -> dict[str, Any]:
-        with responders(u[0]):
-            return _run_loop(measure(u, plan, progress))
+    def go(u: list[str], server_pid: int | None) -> dict[str, Any]:
+        with responders(u[0]) as proc:
+            others = {"responder": proc.pid} | ({"nats_server": server_pid} if server_pid else {})
+            return _run_loop(measure(u, plan, progress, others))
 
     if urls is None:
         progress("starting a 3-node cluster")
         with LocalCluster(size=3) as cluster:
-            results = go(cluster.urls)
+            results = go(cluster.urls, cluster.nodes[0].pid)
     else:
-        results = go(urls)
+        results = go(urls, None)
     return {
         **ratios(results),
         "quick": quick,
@@ -264,13 +296,21 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {label} | {r['p50_ms']:.3f} | {s['p50_ms']:.3f} | {r['p99_ms']:.3f} | {s['p99_ms']:.3f} "
             f"| {r['p999_ms']:.3f} | {s['p999_ms']:.3f} | {r['per_s']:.0f} | {s['per_s']:.0f} |"
         )
+    rows += ["", "CPU microseconds per operation, by process (where the time goes):", ""]
+    procs = [k.removesuffix("_cpu_us") for k in report["results"]["rpc_c1"]["raw"] if k.endswith("_cpu_us")]
+    rows.append("| measure | " + " | ".join(f"raw {p} | SDK {p}" for p in procs) + " |")
+    rows.append("|---|" + "---|---|" * len(procs))
+    for key, label in names.items():
+        r, s = report["results"][key]["raw"], report["results"][key]["sdk"]
+        cells = " | ".join(f"{r[p + '_cpu_us']:.1f} | {s[p + '_cpu_us']:.1f}" for p in procs)
+        rows.append(f"| {label} | {cells} |")
     rows.append("")
-    rows.append("| ratio (SDK / raw) | value | goal |")
-    rows.append("|---|---|---|")
+    rows.append("| ratio (SDK / raw) | value | goal | met |")
+    rows.append("|---|---|---|---|")
     goals = {
-        "rpc_p99_ratio": "<= 1.10",
-        "rpc_throughput_ratio": ">= 0.90",
-        "event_throughput_ratio": ">= 0.90",
+        "rpc_p99_ratio": ("<= 1.10", lambda v: v <= 1.10),
+        "rpc_throughput_ratio": (">= 0.90", lambda v: v >= 0.90),
+        "event_throughput_ratio": (">= 0.90", lambda v: v >= 0.90),
     }
     for key in (
         "rpc_p50_ratio",
@@ -280,7 +320,9 @@ def markdown(report: dict[str, Any]) -> str:
         "event_p99_ratio",
         "event_throughput_ratio",
     ):
-        rows.append(f"| {key} | {report[key]:.3f} | {goals.get(key, '')} |")
+        goal, met = goals.get(key, ("", None))
+        verdict = "" if met is None else ("yes" if met(report[key]) else "**no**")
+        rows.append(f"| {key} | {report[key]:.3f} | {goal} | {verdict} |")
     return "\n".join(rows) + "\n"
 
 
