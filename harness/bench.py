@@ -254,7 +254,7 @@ def run_bench(
 
     def go(u: list[str], server_pid: int | None) -> dict[str, Any]:
         with responders(u[0]) as proc:
-            others = {"responder": proc.pid} | ({"nats_server": server_pid} if server_pid else {})
+            others = {"responder": proc.pid} | ({"nats_server_n1": server_pid} if server_pid else {})
             return _run_loop(measure(u, plan, progress, others))
 
     if urls is None:
@@ -265,6 +265,7 @@ def run_bench(
         results = go(urls, None)
     return {
         **ratios(results),
+        "command": "aegis bench --quick" if quick else "make bench  (= aegis bench)",
         "quick": quick,
         "plan": plan.__dict__,
         "results": results,
@@ -280,7 +281,11 @@ def run_bench(
 
 def markdown(report: dict[str, Any]) -> str:
     """The report as a markdown table."""
+    cmd = report.get("command", "aegis bench")
     rows = [
+        f"Recorded {report['recorded_at']} by `{cmd}` ({report['machine']['cpus']} CPUs, "
+        f"Python {report['machine']['python']}); SDK and raw rounds alternate in one run on one cluster.",
+        "",
         "| measure | raw p50 ms | SDK p50 ms | raw p99 ms | SDK p99 ms | raw p99.9 ms | SDK p99.9 ms | raw /s | SDK /s |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
