@@ -42,7 +42,6 @@ server every ``ack_wait / 3`` that it is still busy, so long commands are not re
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import logging
 import math
@@ -51,12 +50,12 @@ import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, get_type_hints
+from typing import Any
 
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
 from nats.js import api
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import ValidationError
 
 from . import wire
 from .connection import ConnectionPool
@@ -79,7 +78,7 @@ from .events import (
     js_publish,
 )
 from .metrics import InstanceMetrics
-from .rpc import decode, encode
+from .rpc import decode, encode, payload_parser
 
 log = logging.getLogger(__name__)
 
@@ -352,26 +351,11 @@ class _Registration:
     service: str
     command: str
     handler: CommandHandler
-    validator: Any
+    validator: Callable[[bytes], Any]
     wants_ctx: bool
     max_deliver: int
     ack_wait: float
     loop: ConsumerLoop | None = None
-
-
-def _validator(handler: CommandHandler, model: Any) -> tuple[Any, bool]:
-    if not inspect.iscoroutinefunction(handler):
-        raise TypeError("a command handler must be an async function")
-    params = list(inspect.signature(handler).parameters.values())
-    if model is None and params:
-        model = get_type_hints(handler).get(params[0].name)
-    if (
-        model is not None
-        and model is not bytes
-        and not (isinstance(model, type) and issubclass(model, BaseModel))
-    ):
-        model = TypeAdapter(model)
-    return model, len(params) >= 2
 
 
 async def _quiet_nak(msg: Msg) -> None:
@@ -429,7 +413,7 @@ class CommandWorker:
         key = (service, command)
         if key in self._handlers:
             raise ValueError(f"{service}.{command} already has a handler on this worker")
-        validator, wants_ctx = _validator(handler, model)
+        validator, wants_ctx = payload_parser(handler, model, kind="a command handler")
         if not self._stream_ready:
             await self.ensure_stream()
         reg = _Registration(service, command, handler, validator, wants_ctx, max_deliver, ack_wait)
@@ -530,15 +514,7 @@ class CommandWorker:
         stats.in_flight += 1
         keepalive = asyncio.create_task(self._keep_alive(msg, reg.ack_wait / 3))
         try:
-            v = reg.validator
-            if v is None:
-                arg = decode(msg.data)
-            elif v is bytes:
-                arg = msg.data
-            elif isinstance(v, TypeAdapter):
-                arg = v.validate_json(msg.data or b"null")
-            else:
-                arg = v.model_validate_json(msg.data or b"null")
+            arg = reg.validator(msg.data)
             result = await (reg.handler(arg, ctx) if reg.wants_ctx else reg.handler(arg))
             data = encode(result)
             if len(data) > self.pool.max_payload:

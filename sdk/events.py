@@ -36,7 +36,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
-import inspect
 import itertools
 import json
 import logging
@@ -46,7 +45,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, TypeVar, get_type_hints
+from typing import Any, Literal, TypeVar
 
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
@@ -56,13 +55,13 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import api
 from nats.js.errors import APIError, NotFoundError
 from nats.js.errors import ServiceUnavailableError as JsServiceUnavailableError
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import ValidationError
 
 from . import wire
 from .connection import ConnectionPool
 from .errors import AegisError, PayloadTooLarge, RemoteError, RpcTimeout, ServiceUnavailable
 from .metrics import InstanceMetrics
-from .rpc import encode
+from .rpc import encode, payload_parser
 
 log = logging.getLogger(__name__)
 
@@ -582,29 +581,6 @@ class EventContext:
             await self._msg.in_progress()
 
 
-def _validator(handler: EventHandler, model: Any) -> tuple[Any, bool]:
-    """The payload validator (None: plain JSON) and whether the handler takes a context argument."""
-    if not inspect.iscoroutinefunction(handler):
-        raise TypeError("an event handler must be an async function")
-    params = list(inspect.signature(handler).parameters.values())
-    wants_ctx = len(params) >= 2
-    if model is None and params:
-        model = get_type_hints(handler).get(params[0].name)
-    if model is None or model is bytes or (isinstance(model, type) and issubclass(model, BaseModel)):
-        return model, wants_ctx
-    return TypeAdapter(model), wants_ctx
-
-
-def _parse(data: bytes, validator: Any) -> Any:
-    if validator is None:
-        return json.loads(data) if data else None
-    if validator is bytes:
-        return data
-    if isinstance(validator, TypeAdapter):
-        return validator.validate_json(data or b"null")
-    return validator.model_validate_json(data or b"null")
-
-
 async def _quiet(op: Awaitable[None]) -> None:
     try:
         await op
@@ -627,7 +603,7 @@ class EventSubscription:
         group: str,
         mode: Mode,
         handler: EventHandler,
-        validator: Any,
+        validator: Callable[[bytes], Any],
         wants_ctx: bool,
         *,
         max_deliver: int,
@@ -693,7 +669,7 @@ class EventSubscription:
             stats.record(time.monotonic() - start, error)
             return settled
         try:
-            event = _parse(msg.data, self._validator)
+            event = self._validator(msg.data)
         except (ValidationError, ValueError) as exc:
             error = f"invalid payload for {self.topic}: {_header_text(str(exc), 400)}"
             settled = await self._dead_letter(msg, error, 400)
@@ -937,7 +913,7 @@ class EventBus:
             raise ValueError(f"mode must be 'compete' or 'broadcast', got {mode!r}")
         if max_deliver < 1:
             raise ValueError(f"max_deliver must be >= 1, got {max_deliver}")
-        validator, wants_ctx = _validator(handler, model)
+        validator, wants_ctx = payload_parser(handler, model, kind="an event handler")
         if not self._streams_ready:
             await self.ensure_streams()
         if mode == "compete":

@@ -148,15 +148,25 @@ def _renderer(ret: Any) -> Callable[[Any], bytes]:
     return lambda value: value if isinstance(value, bytes) else dump(value)
 
 
+def payload_parser(
+    handler: Handler, model: Any = None, *, kind: str = "a handler"
+) -> tuple[Callable[[bytes], Any], bool]:
+    """How to turn a payload into ``handler``'s first argument, and whether the handler takes a context.
+
+    ``model`` (or else the first parameter's annotation) picks the type: a pydantic model, any type pydantic
+    validates, ``bytes`` for the raw payload, or nothing for plain JSON. Shared by RPC, events and commands.
+    """
+    if not inspect.iscoroutinefunction(handler):
+        raise TypeError(f"{kind} must be an async function")
+    params = list(inspect.signature(handler).parameters.values())
+    if model is None and params:
+        model = get_type_hints(handler).get(params[0].name)
+    return _parser(model), len(params) >= 2
+
+
 def _endpoint(name: str, func: Handler) -> _Endpoint:
-    if not inspect.iscoroutinefunction(func):
-        raise TypeError(f"handler for {name!r} must be an async function")
-    hints = get_type_hints(func)
-    params = list(inspect.signature(func).parameters.values())
-    req_type = hints.get(params[0].name) if params else None
-    return _Endpoint(
-        name, func, _parser(req_type), _renderer(hints.get("return")), wants_ctx=len(params) >= 2
-    )
+    parse, wants_ctx = payload_parser(func, kind=f"handler for {name!r}")
+    return _Endpoint(name, func, parse, _renderer(get_type_hints(func).get("return")), wants_ctx)
 
 
 class Service:
