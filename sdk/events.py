@@ -782,30 +782,22 @@ class EventBus:
         """Create or update ``AEGIS_EVENTS`` and ``AEGIS_DLQ`` (file storage, ``replicas`` defaults to
         min(3, cluster size)); idempotent and safe to call from many instances at once."""
         n = default_replicas(self.pool, replicas)
-        await ensure_stream(
-            self.pool,
-            api.StreamConfig(
-                name=wire.EVENT_STREAM,
-                subjects=[f"{wire.EVENT_PREFIX}.>"],
-                storage=api.StorageType.FILE,
-                retention=api.RetentionPolicy.LIMITS,
-                num_replicas=n,
-                max_age=max_age,
-                duplicate_window=duplicate_window,
-            ),
-        )
-        await ensure_stream(
-            self.pool,
-            api.StreamConfig(
-                name=wire.DLQ_STREAM,
-                subjects=[f"{wire.DLQ_PREFIX}.>"],
-                storage=api.StorageType.FILE,
-                retention=api.RetentionPolicy.LIMITS,
-                num_replicas=n,
-                max_age=dlq_max_age,
-                duplicate_window=duplicate_window,
-            ),
-        )
+        for name, prefix, age in (
+            (wire.EVENT_STREAM, wire.EVENT_PREFIX, max_age),
+            (wire.DLQ_STREAM, wire.DLQ_PREFIX, dlq_max_age),
+        ):
+            await ensure_stream(
+                self.pool,
+                api.StreamConfig(
+                    name=name,
+                    subjects=[f"{prefix}.>"],
+                    storage=api.StorageType.FILE,
+                    retention=api.RetentionPolicy.LIMITS,
+                    num_replicas=n,
+                    max_age=age,
+                    duplicate_window=duplicate_window,
+                ),
+            )
         self._streams_ready = True
 
     def _new_id(self) -> str:

@@ -42,8 +42,8 @@ async def _continuous_calls(client: RpcClient, service: str, seconds: float, fau
     return {"ok": ok, "failed": failed, "longest_gap_s": longest_gap, "errors": sorted(errors)}
 
 
-async def _service_on(url: str) -> tuple[Service, ConnectionPool]:
-    pool = await ConnectionPool.connect(load_settings(servers=[url], pool_size=1))
+async def _service_on(servers: list[str]) -> tuple[Service, ConnectionPool]:
+    pool = await ConnectionPool.connect(load_settings(servers=servers, pool_size=1))
     svc = Service(f"ping-{uuid.uuid4().hex[:6]}")
 
     @svc.rpc("ping")
@@ -59,7 +59,7 @@ async def test_killing_the_clients_node_costs_under_a_second(cluster: LocalClust
     client_pool = await ConnectionPool.connect(load_settings(servers=urls, pool_size=1))
     victim = cluster.node_for_url(client_pool.connected_urls[0]).name
     # The service sits on another node, so only the client's connection is hit.
-    svc, svc_pool = await _service_on(next(u for u in urls if cluster.node_for_url(u).name != victim))
+    svc, svc_pool = await _service_on([next(u for u in urls if cluster.node_for_url(u).name != victim)])
     try:
         result = await _continuous_calls(RpcClient(client_pool), svc.name, 3.0, lambda: cluster.kill(victim))
         print(f"\nclient's node killed: {result}, pool {client_pool.stats}")
@@ -76,15 +76,8 @@ async def test_killing_the_clients_node_costs_under_a_second(cluster: LocalClust
 
 async def test_killing_the_services_node_costs_under_a_second(cluster: LocalCluster) -> None:
     urls = cluster.urls
-    svc_pool = await ConnectionPool.connect(load_settings(servers=urls[1:] + urls[:1], pool_size=1))
+    svc, svc_pool = await _service_on(urls[1:] + urls[:1])
     victim = cluster.node_for_url(svc_pool.connected_urls[0]).name
-    svc = Service(f"ping-{uuid.uuid4().hex[:6]}")
-
-    @svc.rpc("ping")
-    async def ping(req: None) -> str:
-        return "pong"
-
-    await svc.start(svc_pool)
     other = next(u for u in urls if cluster.node_for_url(u).name != victim)
     client_pool = await ConnectionPool.connect(load_settings(servers=[other], pool_size=1))
     try:
