@@ -30,7 +30,8 @@ from harness.cluster import LocalCluster
 from harness.processes import spawn
 from sdk.config import load_settings
 from sdk.connection import ConnectionPool
-from sdk.events import EventBus, default_replicas, ensure_stream
+from sdk.events import EventBus
+from sdk.jetstream import default_replicas, ensure_stream
 from sdk.rpc import RpcClient
 
 T = TypeVar("T")

@@ -69,14 +69,8 @@ from .errors import (
     RpcTimeout,
     error_from_wire,
 )
-from .events import (
-    ConsumerLoop,
-    PublishAck,
-    consumer_name,
-    default_replicas,
-    ensure_stream,
-    js_publish,
-)
+from .events import ConsumerLoop, consumer_name
+from .jetstream import PublishAck, default_replicas, ensure_stream, js_publish
 from .metrics import InstanceMetrics
 from .rpc import decode, encode, payload_parser
 

@@ -17,7 +17,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -39,6 +39,9 @@ class AegisSettings(BaseSettings):
     """Validated settings. Times are in seconds, sizes in bytes."""
 
     model_config = SettingsConfigDict(env_prefix="AEGIS_", extra="forbid", validate_default=True)
+
+    # The TOML file the settings were loaded from (for setting_sources); not a setting itself.
+    _config_file: Path | None = PrivateAttr(default=None)
 
     servers: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["nats://127.0.0.1:4222"],
@@ -71,6 +74,28 @@ class AegisSettings(BaseSettings):
 
     max_payload_bytes: int = Field(
         default=1024 * 1024, ge=1024, le=64 * 1024 * 1024, description="Largest request/reply/event."
+    )
+
+    heartbeat_interval_s: float = Field(
+        default=1.0, ge=0.05, le=60, description="How often an instance rewrites its registry record."
+    )
+    instance_ttl_s: int = Field(
+        default=3,
+        ge=1,
+        le=3600,
+        description="Whole seconds (server granularity) after the last heartbeat when a record disappears.",
+    )
+    metrics_history_interval_s: float = Field(
+        default=10.0,
+        ge=0,
+        le=3600,
+        description="Snapshot period into the AEGIS_METRICS stream; 0 turns it off.",
+    )
+    metrics_history_max_age_s: float = Field(
+        default=24 * 3600.0, gt=0, le=90 * 24 * 3600.0, description="Retention of the AEGIS_METRICS stream."
+    )
+    require_definition: bool = Field(
+        default=False, description="Strict mode: refuse to start a service that has no definition."
     )
 
     @field_validator("servers", mode="before")
@@ -131,6 +156,11 @@ class AegisSettings(BaseSettings):
             raise ValueError("password is set but user is not")
         if self.token is not None and self.user is not None:
             raise ValueError("set either user/password or token, not both")
+        if self.instance_ttl_s < 2 * self.heartbeat_interval_s:
+            raise ValueError(
+                f"instance_ttl_s ({self.instance_ttl_s}) must be at least twice heartbeat_interval_s"
+                f" ({self.heartbeat_interval_s}), so one late heartbeat does not drop the record"
+            )
         return self
 
     def timeout_for(self, service: str, method: str) -> float:
@@ -191,7 +221,9 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Ae
             raise ConfigError(f"config file {str(file)!r} is not valid TOML: {exc}") from exc
     token = _config_file_var.set(file)
     try:
-        return AegisSettings(**overrides)
+        settings = AegisSettings(**overrides)
+        settings._config_file = file
+        return settings
     except ValidationError as exc:
         raise ConfigError(_describe(exc, file)) from None
     except SettingsError as exc:
@@ -201,8 +233,11 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Ae
 
 
 def setting_sources(settings: AegisSettings, config_file: str | Path | None = None) -> dict[str, Source]:
-    """Where each field's value came from: ``env``, ``file``, ``override`` or ``default``."""
-    path = config_file if config_file is not None else os.environ.get(CONFIG_FILE_ENV)
+    """Where each field's value came from: ``env``, ``file``, ``override`` or ``default``.
+
+    The file is ``config_file``, else the one the settings were loaded from, else ``AEGIS_CONFIG_FILE``.
+    """
+    path = config_file or settings._config_file or os.environ.get(CONFIG_FILE_ENV)
     file_keys: set[str] = set()
     if path and Path(path).is_file():
         with Path(path).open("rb") as fh:

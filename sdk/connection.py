@@ -18,10 +18,12 @@ import logging
 from dataclasses import dataclass, field
 
 from nats.aio.client import Client as NatsClient
+from nats.errors import ConnectionClosedError, NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 
 from .config import AegisSettings
-from .errors import ServiceUnavailable
+from .errors import AegisError, NoResponders, RpcTimeout, ServiceUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -162,3 +164,16 @@ async def connect(settings: AegisSettings | None = None, **overrides: object) ->
 
 
 __all__ = ["ConnectionLost", "ConnectionPool", "PoolStats", "connect"]
+
+
+def request_error(exc: Exception, what: str, timeout: float) -> Exception:
+    """The SDK error for a nats-py failure of a request (``what`` names the call); SDK errors pass through."""
+    if isinstance(exc, AegisError):
+        return exc
+    if isinstance(exc, NoRespondersError):
+        return NoResponders(f"no instance of {what} is listening")
+    if isinstance(exc, TimeoutError | NatsTimeoutError):
+        return RpcTimeout(f"{what} did not answer within {timeout:.3f}s")
+    if isinstance(exc, ConnectionClosedError):
+        return ServiceUnavailable(f"connection closed; cannot call {what}")
+    return ServiceUnavailable(f"cannot call {what}: {exc!r}")

@@ -27,10 +27,29 @@ class ConfigError(AegisError):
     code = 400
 
 
-class BadRequest(AegisError):
-    """The request payload did not validate against the handler's request model."""
+class BadRequest(AegisError, ValueError):
+    """The input is invalid: a request payload that does not validate, a name that is not a valid token."""
 
     code = 400
+
+
+class NotFound(AegisError):
+    """The named service definition, instance or key does not exist."""
+
+    code = 404
+
+
+class Conflict(AegisError):
+    """A compare-and-set lost: the entry exists already, or changed since the revision the caller read.
+
+    ``revision`` is the entry's current revision (0 when it does not exist), so a caller can re-read and retry.
+    """
+
+    code = 409
+
+    def __init__(self, message: str = "", revision: int = 0) -> None:
+        super().__init__(message)
+        self.revision = revision
 
 
 class UnknownMethod(AegisError):
@@ -55,6 +74,10 @@ class ServiceUnavailable(AegisError):
     """Nobody can serve the call (no responders, or every attempt failed until the deadline)."""
 
     code = 503
+
+
+class NoResponders(ServiceUnavailable):
+    """No subscriber received the request, so nothing ran: retrying it elsewhere is always safe."""
 
 
 class DeadlineExceeded(AegisError):
@@ -92,6 +115,7 @@ class CommandFailed(RemoteError):
 _BY_CODE: dict[int, type[AegisError]] = {
     BadRequest.code: BadRequest,
     UnknownMethod.code: UnknownMethod,
+    Conflict.code: Conflict,
     PayloadTooLarge.code: PayloadTooLarge,
     DeadlineExceeded.code: DeadlineExceeded,
     NotActive.code: NotActive,

@@ -38,23 +38,28 @@ from typing import Any, TypeVar, get_type_hints
 import pydantic_core
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from nats.errors import ConnectionClosedError, NoRespondersError
-from nats.errors import TimeoutError as NatsTimeoutError
+from nats.errors import NoRespondersError
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from . import wire
-from .connection import ConnectionPool
+from .connection import ConnectionPool, request_error
+from .effective_config import effective_config
 from .errors import (
     AegisError,
     BadRequest,
+    ConfigError,
     DeadlineExceeded,
+    NoResponders,
+    NotFound,
     PayloadTooLarge,
-    RpcTimeout,
-    ServiceUnavailable,
     UnknownMethod,
     error_from_wire,
 )
+from .heartbeat import Heartbeat
 from .metrics import InstanceMetrics
+from .micro import MicroResponder
+from .registry import Registry, ensure_registry
+from .schema import EffectiveConfig
 
 log = logging.getLogger(__name__)
 
@@ -181,13 +186,23 @@ class Service:
     """
 
     def __init__(
-        self, name: str, *, instance_id: str | None = None, version: str = "0.0.0", max_concurrency: int = 64
+        self,
+        name: str,
+        *,
+        instance_id: str | None = None,
+        version: str = "0.0.0",
+        description: str = "",
+        max_concurrency: int = 64,
     ) -> None:
         if not 1 <= max_concurrency <= 10_000:
             raise ValueError(f"max_concurrency must be 1..10000, got {max_concurrency}")
         self.name = wire.check_token("service name", name)
         self.instance_id = wire.check_token("instance id", instance_id or uuid.uuid4().hex[:12])
         self.version = version
+        self.description = description
+        self.heartbeat: Heartbeat | None = None
+        """The registry presence, once started with ``register=True``."""
+        self.config: EffectiveConfig | None = None
         self.metrics = InstanceMetrics(self.name, self.instance_id)
         self.endpoints: dict[str, _Endpoint] = {}
         self._pool: ConnectionPool | None = None
@@ -199,6 +214,7 @@ class Service:
         self._idle = asyncio.Event()
         self._depth_sources: list[Callable[[], int]] = []
         self._reply_headers: dict[str, str] | None = None
+        self._micro = MicroResponder(self)
 
     def rpc(self, method: str) -> Callable[[Handler], Handler]:
         """Decorator registering an async handler for ``method``."""
@@ -217,23 +233,59 @@ class Service:
     def running(self) -> bool:
         return bool(self._subs)
 
-    async def start(self, pool: ConnectionPool) -> None:
-        """Subscribe and start serving."""
+    async def start(self, pool: ConnectionPool, *, register: bool = True) -> None:
+        """Subscribe and start serving; with ``register`` also join the registry (heartbeats).
+
+        Besides its methods, the instance answers NATS micro discovery (``$SRV.PING|INFO|STATS``) and
+        requests for its effective configuration. With the ``require_definition`` setting (strict mode) a
+        service that has no definition in the registry refuses to start with :class:`ConfigError`.
+        """
         if self._subs:
             return
+        self.config = effective_config(pool.settings, self.name, self.instance_id)
+        if register:
+            await ensure_registry(pool)
+            if pool.settings.require_definition:
+                await self._check_definition(pool)
         self._pool = pool
         nc = pool.primary
         self._workers = [asyncio.create_task(self._work()) for _ in range(self.max_concurrency)]
         shared = await nc.subscribe(f"{wire.RPC_PREFIX}.{self.name}.*", queue=self.name, cb=self._on_msg)
         direct = await nc.subscribe(f"{wire.DIRECT_PREFIX}.{self.name}.{self.instance_id}.*", cb=self._on_msg)
-        self._subs = [shared, direct]
-        self._depth_sources = [self._queue.qsize, *(lambda s=sub: s.pending_msgs for sub in self._subs)]
+        control = await nc.subscribe(
+            wire.control_subject(self.name, self.instance_id, "config"), cb=self._on_config_request
+        )
+        self._subs = [shared, direct, control]
+        self._depth_sources = [self._queue.qsize, *(lambda s=sub: s.pending_msgs for sub in (shared, direct))]
         for source in self._depth_sources:
             self.metrics.add_queue_depth_source(source)
+        await self._micro.start(nc)
         await nc.flush()
+        if register:
+            self.heartbeat = Heartbeat(
+                pool, self.metrics, version=self.version, config_hash=self.config.config_hash
+            )
+            await self.heartbeat.start()
+
+    async def _check_definition(self, pool: ConnectionPool) -> None:
+        try:
+            await Registry(pool).get_definition(self.name)
+        except NotFound:
+            raise ConfigError(
+                f"service {self.name!r} has no definition in the registry and require_definition is on"
+                " (strict mode): define it first, or turn strict mode off"
+            ) from None
+
+    async def _on_config_request(self, msg: Msg) -> None:
+        if msg.reply and self.config is not None and self._pool is not None:
+            await self._pool.primary.publish(msg.reply, self.config.model_dump_json().encode())
 
     async def stop(self, grace_s: float = 5.0) -> None:
-        """Stop taking calls, let the calls in flight finish (up to ``grace_s``), then return."""
+        """Leave the registry, stop taking calls, let the calls in flight finish (up to ``grace_s``)."""
+        heartbeat, self.heartbeat = self.heartbeat, None
+        if heartbeat is not None:
+            await heartbeat.stop()  # first, so discovery stops routing here before the subscriptions go
+        await self._micro.stop()
         subs, self._subs = self._subs, []
         for sub in subs:
             try:
@@ -355,11 +407,14 @@ class RpcClient:
         instance: str | None = None,
         call_id: str | None = None,
         headers: dict[str, str] | None = None,
+        retry_no_responders: bool = True,
     ) -> Any:
         """Call ``service.method`` and return its decoded reply.
 
         ``timeout`` defaults to the configured per-method timeout; inside a handler it is capped by the
-        handler's own remaining time. ``instance`` sends to one instance directly.
+        handler's own remaining time. ``instance`` sends to one instance directly. With
+        ``retry_no_responders=False`` a call nobody received raises :class:`NoResponders` at once (discovery
+        then tries another instance) instead of retrying for ``unavailable_retry_s``.
         """
         if timeout is None:
             timeout = self.pool.settings.timeout_for(service, method)
@@ -382,9 +437,11 @@ class RpcClient:
         try:
             msg = await self.pool.next().request(subject, data, timeout=timeout, headers=hdrs)
         except NoRespondersError:
+            if not retry_no_responders:
+                raise NoResponders(f"no instance of {service}.{method} is listening on {subject}") from None
             msg = await self._retry_no_responders(subject, data, timeout, hdrs, f"{service}.{method}")
         except Exception as exc:
-            raise _call_error(exc, f"{service}.{method}", timeout) from None
+            raise request_error(exc, f"{service}.{method}", timeout) from None
         rh = msg.headers
         if rh and wire.ERROR_CODE_HEADER in rh:
             raise error_from_wire(
@@ -410,7 +467,7 @@ class RpcClient:
         while True:
             now = loop.time()
             if now + delay >= give_up:
-                raise ServiceUnavailable(f"no instance of {what} is listening")
+                raise NoResponders(f"no instance of {what} is listening")
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.1)
             left = timeout - (loop.time() - start)
@@ -420,7 +477,7 @@ class RpcClient:
             except NoRespondersError:
                 continue
             except Exception as exc:
-                raise _call_error(exc, what, timeout) from None
+                raise request_error(exc, what, timeout) from None
 
     def _subject(self, service: str, method: str, instance: str | None) -> str:
         wire.check_token("service name", service)
@@ -432,16 +489,3 @@ class RpcClient:
         if len(self._subjects) < 10_000:  # bounded: callers may vary names without limit
             self._subjects[(service, method, instance)] = subject
         return subject
-
-
-def _call_error(exc: Exception, what: str, timeout: float) -> Exception:
-    """The SDK error for a nats-py failure of a request; SDK errors pass through."""
-    if isinstance(exc, AegisError):
-        return exc
-    if isinstance(exc, NoRespondersError):
-        return ServiceUnavailable(f"no instance of {what} is listening")
-    if isinstance(exc, TimeoutError | NatsTimeoutError):
-        return RpcTimeout(f"{what} did not answer within {timeout:.3f}s")
-    if isinstance(exc, ConnectionClosedError):
-        return ServiceUnavailable(f"connection closed; cannot call {what}")
-    return ServiceUnavailable(f"cannot call {what}: {exc!r}")

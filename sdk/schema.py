@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class MethodStats(BaseModel):
@@ -35,3 +38,103 @@ class MetricsSnapshot(BaseModel):
     methods: dict[str, MethodStats] = Field(default_factory=dict)
     in_flight: int = 0
     queue_depth: int = Field(0, description="Messages waiting in the instance's subscriptions/consumers.")
+
+
+class InstanceStatus(StrEnum):
+    """Lifecycle of an instance as its registry record shows it."""
+
+    STARTING = "STARTING"
+    ACTIVE = "ACTIVE"
+    """Serving. For a single-active group: the one instance holding the lease."""
+    STANDBY = "STANDBY"
+    """Single-active groups only: up, not serving exclusive methods, ready to take over."""
+    UNHEALTHY = "UNHEALTHY"
+    """Up but unable to do its job (e.g. it cannot write its heartbeat). Often only visible locally."""
+    STOPPING = "STOPPING"
+
+
+def _token(value: str, kind: str) -> str:
+    from .wire import check_token  # wire imports errors only; imported here to keep schema import-light
+
+    return check_token(kind, value)
+
+
+class ServiceDefinition(BaseModel):
+    """A service that may run (FR3): stored in the definitions bucket under its name, without TTL."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(description="Service name: one subject token ([-_=a-zA-Z0-9]).")
+    owner: str = Field("", max_length=200, description="Team or person on call for it.")
+    description: str = Field("", max_length=2000)
+    version: str = Field("0.0.0", max_length=64)
+    single_active: bool = Field(
+        False, description="Exactly one instance serves (sticky single-active group)."
+    )
+    created_at: float = Field(0.0, description="Wall-clock UNIX time of creation (set by the registry).")
+    updated_at: float = Field(
+        0.0, description="Wall-clock UNIX time of the last change (set by the registry)."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_token(cls, value: str) -> str:
+        return _token(value, "service name")
+
+
+class ServiceInstance(BaseModel):
+    """One running instance (FR3): its heartbeat record in the instances bucket, key ``<service>.<id>``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    service: str
+    instance_id: str
+    version: str = "0.0.0"
+    host: str = ""
+    pid: int = 0
+    status: InstanceStatus = InstanceStatus.STARTING
+    role: str | None = Field(None, description='Single-active groups: "active" or "standby".')
+    epoch: int | None = Field(None, description="Single-active groups: the lease epoch this instance knows.")
+    started_at: float = Field(0.0, description="Wall-clock UNIX time the instance started.")
+    last_heartbeat: float = Field(0.0, description="Wall-clock UNIX time of this record's write.")
+    heartbeat_interval_s: float = 1.0
+    ttl_s: int = Field(3, description="The record disappears this long after the last heartbeat.")
+    metrics: MetricsSnapshot | None = None
+    config_hash: str = Field("", description="sha256 of the instance's effective configuration (redacted).")
+
+    @field_validator("service")
+    @classmethod
+    def _service_is_token(cls, value: str) -> str:
+        return _token(value, "service name")
+
+    @field_validator("instance_id")
+    @classmethod
+    def _instance_is_token(cls, value: str) -> str:
+        return _token(value, "instance id")
+
+    @property
+    def key(self) -> str:
+        """The record's key in the instances bucket."""
+        return f"{self.service}.{self.instance_id}"
+
+
+class SettingValue(BaseModel):
+    """One setting of an instance and where its value came from."""
+
+    model_config = ConfigDict(frozen=True)
+
+    value: Any
+    source: Literal["default", "env", "file", "override"]
+    secret: bool = False
+    """True when ``value`` is redacted."""
+
+
+class EffectiveConfig(BaseModel):
+    """An instance's settings as it runs with them, secrets redacted (FR6)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    service: str
+    instance_id: str
+    config_hash: str
+    settings: dict[str, SettingValue]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from .errors import BadRequest
+
 # NATS micro (ADR-32) error headers.
 ERROR_HEADER = "Nats-Service-Error"
 ERROR_CODE_HEADER = "Nats-Service-Error-Code"
@@ -21,24 +23,40 @@ INSTANCE_HEADER = "Aegis-Instance"
 # JetStream de-duplication header.
 MSG_ID_HEADER = "Nats-Msg-Id"
 
+# KV headers written by hand (sdk/registry.py): compare-and-set, and what a removal marker is.
+EXPECTED_LAST_SUBJECT_SEQ_HEADER = "Nats-Expected-Last-Subject-Sequence"
+KV_OPERATION_HEADER = "KV-Operation"
+ROLLUP_HEADER = "Nats-Rollup"
+# Set by the server on the marker it leaves when a key's TTL expires (value "MaxAge").
+MARKER_REASON_HEADER = "Nats-Marker-Reason"
+
 RPC_PREFIX = "aegis.rpc"
 DIRECT_PREFIX = "aegis.direct"
 EVENT_PREFIX = "aegis.evt"
 DLQ_PREFIX = "aegis.dlq"
 COMMAND_PREFIX = "aegis.cmd"
+# Per-instance metrics snapshots: aegis.metrics.<service>.<instance_id> in stream AEGIS_METRICS.
+METRICS_PREFIX = "aegis.metrics"
+# Per-instance control requests (effective configuration): aegis.ctl.<service>.<instance_id>.<what>.
+CONTROL_PREFIX = "aegis.ctl"
 
 EVENT_STREAM = "AEGIS_EVENTS"
 DLQ_STREAM = "AEGIS_DLQ"
 COMMAND_STREAM = "AEGIS_COMMANDS"
+METRICS_STREAM = "AEGIS_METRICS"
+
+# Registry buckets (sdk/registry.py): which services may run, and which instances run.
+DEFINITIONS_BUCKET = "aegis_definitions"
+INSTANCES_BUCKET = "aegis_instances"
 
 # One NATS subject token: no dots, wildcards or whitespace. Also a valid KV key token.
 _TOKEN = re.compile(r"^[-_=a-zA-Z0-9]+$")
 
 
 def check_token(kind: str, value: str) -> str:
-    """Return ``value`` if it is a single valid subject token, else raise ValueError naming ``kind``."""
+    """Return ``value`` if it is a single valid subject token, else raise BadRequest (a ValueError)."""
     if not isinstance(value, str) or not _TOKEN.match(value):
-        raise ValueError(
+        raise BadRequest(
             f"invalid {kind} {value!r}: use letters, digits, '-', '_' or '=' (no dots, spaces or wildcards)"
         )
     return value
@@ -52,6 +70,14 @@ def rpc_subject(service: str, method: str) -> str:
 def instance_rpc_subject(service: str, instance_id: str, method: str) -> str:
     """Subject that reaches one instance directly (used by discovery and sticky routing)."""
     return f"{DIRECT_PREFIX}.{service}.{instance_id}.{method}"
+
+
+def metrics_subject(service: str, instance_id: str) -> str:
+    return f"{METRICS_PREFIX}.{service}.{instance_id}"
+
+
+def control_subject(service: str, instance_id: str, what: str) -> str:
+    return f"{CONTROL_PREFIX}.{service}.{instance_id}.{what}"
 
 
 def command_subject(service: str, command: str) -> str:
@@ -83,19 +109,19 @@ _WILDCARD_TOKENS = ("*", ">")
 
 
 def check_topic(value: str, *, wildcards: bool = False) -> str:
-    """Return ``value`` if it is a valid event topic (dot-separated tokens), else raise ValueError.
+    """Return ``value`` if it is a valid event topic (dot-separated tokens), else raise BadRequest.
 
     With ``wildcards`` a token may be ``*`` (one token) and the last token may be ``>`` (the rest).
     """
     if not isinstance(value, str) or not value:
-        raise ValueError(f"invalid topic {value!r}: expected dot-separated tokens like 'orders.created'")
+        raise BadRequest(f"invalid topic {value!r}: expected dot-separated tokens like 'orders.created'")
     tokens = value.split(".")
     for i, tok in enumerate(tokens):
         if wildcards and (tok == "*" or (tok == ">" and i == len(tokens) - 1)):
             continue
         if not _TOKEN.match(tok):
             what = "wildcards are not allowed here" if tok in _WILDCARD_TOKENS else "bad token"
-            raise ValueError(
+            raise BadRequest(
                 f"invalid topic {value!r}: {what} ({tok!r}); tokens use letters, digits, '-', '_' or '='"
                 + (", '*' or a final '>'" if wildcards else "")
             )

@@ -22,15 +22,8 @@ from sdk import wire
 from sdk.config import load_settings
 from sdk.connection import ConnectionPool
 from sdk.errors import PayloadTooLarge, RemoteError, RpcTimeout, ServiceUnavailable
-from sdk.events import (
-    EventBus,
-    EventContext,
-    default_replicas,
-    ensure_stream,
-    jetstream_error,
-    js_publish,
-    retry_transient,
-)
+from sdk.events import EventBus, EventContext
+from sdk.jetstream import default_replicas, ensure_stream, jetstream_error, js_publish, retry_transient
 
 MAX_PAYLOAD = 64 * 1024
 
