@@ -3,6 +3,11 @@
 Raw and SDK rounds alternate (A B A B ...) and each side's rounds are merged into one HDR histogram, so
 slow drift of a shared machine hits both sides alike. Responders live in a separate process
 (:mod:`harness.bench_server`); the client side is this process. Ratios are SDK divided by raw.
+
+The RPC comparisons have a third side, ``discovery``: the same call made through a
+:class:`~sdk.discovery.DiscoveryClient` (KV-watch-fed instance cache, routing to the instance's own
+subject) while the responder is registered (heartbeat with metrics snapshot every second, metrics history
+every second). Its ratios are against the same raw rounds as the plain SDK's.
 """
 
 from __future__ import annotations
@@ -25,11 +30,13 @@ import nats
 from hdrh.histogram import HdrHistogram
 from nats.js.api import StreamConfig
 
-from harness.bench_server import METHOD, RAW_SUBJECT, SERVICE, Quote
+from harness.bench_server import INSTANCE, METHOD, RAW_SUBJECT, SERVICE, Quote
 from harness.cluster import LocalCluster
 from harness.processes import spawn
+from sdk import wire
 from sdk.config import load_settings
 from sdk.connection import ConnectionPool
+from sdk.discovery import DiscoveryClient
 from sdk.events import EventBus
 from sdk.jetstream import default_replicas, ensure_stream
 from sdk.rpc import RpcClient
@@ -129,6 +136,13 @@ async def _compare(
     return out
 
 
+async def _metrics_snapshots(js: Any) -> int:
+    """How many metrics snapshots of the bench instance the ``AEGIS_METRICS`` stream holds."""
+    subject = wire.metrics_subject(SERVICE, INSTANCE)
+    info = await js.stream_info(wire.METRICS_STREAM, subjects_filter=subject)
+    return int((info.state.subjects or {}).get(subject, 0))
+
+
 def _ratio(a: float, b: float) -> float:
     return round(a / b, 3) if b else float("nan")
 
@@ -146,11 +160,16 @@ async def measure(
     """
     others = others or {}
     url = urls[0]  # client and responder on the same node for both sides: same topology
-    raw = pool = None
+    raw = pool = discovery = None
     try:
         raw = await nats.connect(url)
         pool = await ConnectionPool.connect(load_settings(servers=[url], pool_size=1))
         client = RpcClient(pool)
+        discovery = await DiscoveryClient(pool).start()
+        # Measure the routed path, not the fallback to the shared subject: wait until the watch knows bench1.
+        await discovery.watch.wait_for(
+            lambda: any(r.instance_id == INSTANCE for r in discovery.watch.routable(SERVICE)), timeout=10
+        )
         quote = Quote(symbol="EURUSD", price=1.08532, qty=1_000_000, side="buy")
         body = quote.model_dump_json().encode()
 
@@ -161,14 +180,28 @@ async def measure(
         async def sdk_rpc() -> Any:
             return await client.call(SERVICE, METHOD, quote, timeout=5, response_model=Quote)
 
-        rpc = {"raw": raw_rpc, "sdk": sdk_rpc}
+        async def discovery_rpc() -> Any:
+            return await discovery.call(SERVICE, METHOD, quote, timeout=5, response_model=Quote)
+
+        rpc = {"raw": raw_rpc, "sdk": sdk_rpc, "discovery": discovery_rpc}
         out: dict[str, Any] = {}
+        js = raw.jetstream()
+        snapshots_before = await _metrics_snapshots(js)
+        updates_before = discovery.watch.updates
         progress("rpc, concurrency 1")
         out["rpc_c1"] = await _compare(rpc, plan.seq_ops, 1, plan.rounds, warmup=300, others=others)
         progress("rpc, concurrency 64")
         out["rpc_c64"] = await _compare(rpc, plan.conc_ops, 64, plan.rounds, warmup=1000, others=others)
+        out["discovery"] = {
+            "strategy": discovery.strategy,
+            "fallbacks": discovery.fallbacks,
+            "routable_instances": [r.key for r in discovery.watch.routable(SERVICE)],
+            # heartbeats (and any other record change) the client's watch applied while measuring
+            "watch_updates": discovery.watch.updates - updates_before,
+            # metrics snapshots the responder appended to AEGIS_METRICS while measuring
+            "metrics_snapshots": await _metrics_snapshots(js) - snapshots_before,
+        }
 
-        js = raw.jetstream()
         bus = EventBus(pool)
         await bus.ensure_streams()
         raw_stream = f"BENCH_RAW_{uuid.uuid4().hex[:6]}"
@@ -203,6 +236,8 @@ async def measure(
             await bus.close()
         return out
     finally:
+        if discovery is not None:
+            await discovery.close()
         if pool is not None:
             await pool.close()
         if raw is not None:
@@ -243,6 +278,14 @@ def ratios(results: dict[str, Any]) -> dict[str, float]:
         "rpc_throughput_ratio": _ratio(r["rpc_c64"]["sdk"]["per_s"], r["rpc_c64"]["raw"]["per_s"]),
         "event_p99_ratio": _ratio(r["event_c1"]["sdk"]["p99_ms"], r["event_c1"]["raw"]["p99_ms"]),
         "event_throughput_ratio": _ratio(r["event_c64"]["sdk"]["per_s"], r["event_c64"]["raw"]["per_s"]),
+        "discovery_rpc_p99_ratio": _ratio(r["rpc_c1"]["discovery"]["p99_ms"], r["rpc_c1"]["raw"]["p99_ms"]),
+        "discovery_rpc_p50_ratio": _ratio(r["rpc_c1"]["discovery"]["p50_ms"], r["rpc_c1"]["raw"]["p50_ms"]),
+        "discovery_rpc_c64_p99_ratio": _ratio(
+            r["rpc_c64"]["discovery"]["p99_ms"], r["rpc_c64"]["raw"]["p99_ms"]
+        ),
+        "discovery_rpc_throughput_ratio": _ratio(
+            r["rpc_c64"]["discovery"]["per_s"], r["rpc_c64"]["raw"]["per_s"]
+        ),
     }
 
 
@@ -266,6 +309,7 @@ def run_bench(
         results = go(urls, None)
     return {
         **ratios(results),
+        "discovery_fallbacks": results["discovery"]["fallbacks"],
         "command": "aegis bench --quick" if quick else "make bench  (= aegis bench)",
         "quick": quick,
         "plan": plan.__dict__,
@@ -290,24 +334,38 @@ def markdown(report: dict[str, Any]) -> str:
         "| measure | raw p50 ms | SDK p50 ms | raw p99 ms | SDK p99 ms | raw p99.9 ms | SDK p99.9 ms | raw /s | SDK /s |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    names = {
-        "rpc_c1": "RPC, concurrency 1",
-        "rpc_c64": "RPC, concurrency 64",
-        "event_c1": "event publish, concurrency 1",
-        "event_c64": "event publish, concurrency 64",
-    }
-    for key, label in names.items():
-        r, s = report["results"][key]["raw"], report["results"][key]["sdk"]
+    # (result key, SDK side, label); the discovery rows compare with the same raw rounds as the RPC rows.
+    measures = [
+        ("rpc_c1", "sdk", "RPC, concurrency 1"),
+        ("rpc_c1", "discovery", "RPC via discovery, concurrency 1"),
+        ("rpc_c64", "sdk", "RPC, concurrency 64"),
+        ("rpc_c64", "discovery", "RPC via discovery, concurrency 64"),
+        ("event_c1", "sdk", "event publish, concurrency 1"),
+        ("event_c64", "sdk", "event publish, concurrency 64"),
+    ]
+    measures = [m for m in measures if m[1] in report["results"][m[0]]]
+    for key, side, label in measures:
+        r, s = report["results"][key]["raw"], report["results"][key][side]
         rows.append(
             f"| {label} | {r['p50_ms']:.3f} | {s['p50_ms']:.3f} | {r['p99_ms']:.3f} | {s['p99_ms']:.3f} "
             f"| {r['p999_ms']:.3f} | {s['p999_ms']:.3f} | {r['per_s']:.0f} | {s['per_s']:.0f} |"
         )
+    d = report["results"].get("discovery")
+    if d:
+        rows += [
+            "",
+            f"RPC via discovery: `DiscoveryClient` ({d['strategy']}, watch cache) to the instance's own subject, "
+            f"responder registered (heartbeat with metrics every second, metrics history every second). "
+            f"While measuring: {d['fallbacks']} calls fell back to the shared subject, the client's watch "
+            f"applied {d['watch_updates']} record updates, the responder stored {d['metrics_snapshots']} "
+            f"metrics snapshots; routable instances: {', '.join(d['routable_instances']) or 'none'}.",
+        ]
     rows += ["", "CPU microseconds per operation, by process (where the time goes):", ""]
     procs = [k.removesuffix("_cpu_us") for k in report["results"]["rpc_c1"]["raw"] if k.endswith("_cpu_us")]
     rows.append("| measure | " + " | ".join(f"raw {p} | SDK {p}" for p in procs) + " |")
     rows.append("|---|" + "---|---|" * len(procs))
-    for key, label in names.items():
-        r, s = report["results"][key]["raw"], report["results"][key]["sdk"]
+    for key, side, label in measures:
+        r, s = report["results"][key]["raw"], report["results"][key][side]
         cells = " | ".join(f"{r[p + '_cpu_us']:.1f} | {s[p + '_cpu_us']:.1f}" for p in procs)
         rows.append(f"| {label} | {cells} |")
     rows.append("")
@@ -317,6 +375,7 @@ def markdown(report: dict[str, Any]) -> str:
         "rpc_p99_ratio": ("<= 1.10", lambda v: v <= 1.10),
         "rpc_throughput_ratio": (">= 0.90", lambda v: v >= 0.90),
         "event_throughput_ratio": (">= 0.90", lambda v: v >= 0.90),
+        "discovery_rpc_p99_ratio": ("<= 1.10", lambda v: v <= 1.10),
     }
     for key in (
         "rpc_p50_ratio",
@@ -325,7 +384,13 @@ def markdown(report: dict[str, Any]) -> str:
         "rpc_throughput_ratio",
         "event_p99_ratio",
         "event_throughput_ratio",
+        "discovery_rpc_p50_ratio",
+        "discovery_rpc_p99_ratio",
+        "discovery_rpc_c64_p99_ratio",
+        "discovery_rpc_throughput_ratio",
     ):
+        if key not in report:
+            continue
         goal, met = goals.get(key, ("", None))
         verdict = "" if met is None else ("yes" if met(report[key]) else "**no**")
         rows.append(f"| {key} | {report[key]:.3f} | {goal} | {verdict} |")

@@ -2,6 +2,11 @@
 
 Run as ``python -m harness.bench_server URL``; prints ``ready`` once both listen, exits on stdin EOF.
 The two never run at the same time during a measurement, so they do not compete for the CPU.
+
+The SDK service joins the registry as any service does (heartbeat with metrics snapshot every second,
+micro and effective-config responders), and appends its metrics history every second instead of every ten,
+so the discovery row of the bench measures calls with all of that running. Its raw neighbour shares the
+process, so the background work costs both sides alike.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from sdk.rpc import CallContext, Service
 RAW_SUBJECT = "bench.raw.echo"
 SERVICE = "bench"
 METHOD = "echo"
+INSTANCE = "bench1"
+METRICS_HISTORY_INTERVAL_S = 1.0
 
 
 class Quote(BaseModel):
@@ -32,7 +39,7 @@ class Quote(BaseModel):
 
 def service() -> Service:
     """The SDK service used by the benchmark."""
-    svc = Service(SERVICE, instance_id="bench1")
+    svc = Service(SERVICE, instance_id=INSTANCE)
 
     @svc.rpc(METHOD)
     async def echo(req: Quote, ctx: CallContext) -> Quote:
@@ -48,9 +55,12 @@ async def serve(url: str) -> None:
         await msg.respond(msg.data)
 
     await raw.subscribe(RAW_SUBJECT, queue="bench", cb=echo)
-    pool = await ConnectionPool.connect(load_settings(servers=[url], pool_size=1))
+    settings = load_settings(
+        servers=[url], pool_size=1, metrics_history_interval_s=METRICS_HISTORY_INTERVAL_S
+    )
+    pool = await ConnectionPool.connect(settings)
     svc = service()
-    await svc.start(pool)
+    await svc.start(pool, register=True)  # registry record, heartbeats, metrics history
     await raw.flush()
     print("ready", flush=True)
     loop = asyncio.get_running_loop()

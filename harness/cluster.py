@@ -436,7 +436,8 @@ class LocalCluster:
         """Start ``node`` again with the same ports, config and store.
 
         A node that is still running is first stopped gracefully (SIGTERM). With ``wait`` (default)
-        returns once it is healthy and sees a JetStream meta leader.
+        returns once it is healthy, sees a JetStream meta leader, and the meta leader counts every running
+        node as a current peer (before that, creating a replicated stream fails with "peer offline").
         """
         with self._lock:
             self._check_open()
@@ -448,6 +449,7 @@ class LocalCluster:
                 deadline = time.monotonic() + self.startup_timeout_s
                 self._wait_healthy(n, deadline)
                 self._wait_meta_leader(n, deadline)
+                self._wait_peers_online(deadline)
             return n.info()
 
     def kill(self, node: NodeRef) -> int | None:
@@ -793,6 +795,23 @@ class LocalCluster:
             if time.monotonic() > deadline:
                 raise self._fail(n, f"{n.name} sees no JetStream meta leader in time")
             time.sleep(0.05)
+
+    def _wait_peers_online(self, deadline: float) -> None:
+        if self.size == 1:
+            return
+        running = {n.name for n in self._nodes if n.running and not n.paused}
+        while time.monotonic() < deadline:
+            leader = self.meta_leader(timeout=0.5)
+            if leader in running:
+                try:
+                    replicas = (self.jsz(leader, timeout=0.5).get("meta_cluster") or {}).get("replicas") or []
+                except (OSError, ClusterError, ValueError):
+                    replicas = []
+                current = {r["name"] for r in replicas if r.get("current") and not r.get("offline")}
+                if running - {leader} <= current:
+                    return
+            time.sleep(0.05)
+        raise ClusterError(f"the JetStream meta leader does not see all of {sorted(running)} as current peers")
 
 
 def _iter_streams(jsz: dict[str, Any], account: str) -> Iterator[dict[str, Any]]:

@@ -68,7 +68,8 @@ class InstanceWatch:
         self.pool = pool
         self.service = wire.check_token("service name", service) if service else None
         self._by_service: dict[str, dict[str, _Known]] = {}
-        self._routable: dict[str, tuple[ServiceInstance, ...]] = {}
+        # service -> (routable records, monotonic time when the first of them turns stale)
+        self._routable: dict[str, tuple[tuple[ServiceInstance, ...], float]] = {}
         self._suspects: dict[str, int] = {}  # key -> revision that was suspected
         self._sub: Any = None
         self._ready = asyncio.Event()
@@ -157,8 +158,9 @@ class InstanceWatch:
         """Instances a call may go to: status ACTIVE or STANDBY, not suspected dead, fresh if any is."""
         cached = self._routable.get(service)
         now = time.monotonic()
-        if cached is not None and all(now - self._seen(r) <= r.ttl_s + _STALE_GRACE_S for r in cached):
-            return cached
+        # Every change to a record or suspicion drops the cached entry, so its freshness deadline holds.
+        if cached is not None and now <= cached[1]:
+            return cached[0]
         known = self._by_service.get(service, {})
         live = [
             k
@@ -167,13 +169,14 @@ class InstanceWatch:
         ]
         fresh = [k for k in live if now - k.seen <= k.record.ttl_s + _STALE_GRACE_S]
         # All stale means KV or the watch is down, not that every instance died: keep the last known list.
-        chosen = tuple(k.record for k in (fresh or live))
-        self._routable[service] = chosen
+        picked = fresh or live
+        chosen = tuple(k.record for k in picked)
+        # All stale: a deadline already past, so each call looks again (as it must until one is fresh).
+        self._routable[service] = (
+            chosen,
+            min((k.seen + k.record.ttl_s + _STALE_GRACE_S for k in picked), default=float("inf")),
+        )
         return chosen
-
-    def _seen(self, record: ServiceInstance) -> float:
-        known = self._by_service.get(record.service, {}).get(record.key)
-        return known.seen if known else 0.0
 
     def suspect(self, record: ServiceInstance) -> None:
         """Avoid ``record``'s instance (nobody answered on its subject) until its record changes."""

@@ -86,6 +86,7 @@ class Heartbeat:
         self.failures = 0
         self._poke = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
 
     @property
     def status(self) -> InstanceStatus:
@@ -113,6 +114,7 @@ class Heartbeat:
         """Write the record (or start retrying if KV is unavailable) and start the heartbeat loops."""
         if self._tasks:
             return
+        self._stopping = False
         await ensure_registry(self.pool)
         await self._write()
         self._tasks = [asyncio.create_task(self._beat(), name=f"heartbeat {self.key}")]
@@ -122,11 +124,16 @@ class Heartbeat:
     async def stop(self, timeout: float = 2.0) -> None:
         """Stop heartbeating and remove the record (a purge marker that ages out)."""
         tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
         if not tasks:
             return
+        self._stopping = True
+        for task in tasks:
+            task.cancel()
+        # A cancel can be lost inside nats-py's request (asyncio.wait_for in 3.11 swallows it when the
+        # reply lands at the same moment); the loops also check _stopping, so they end within one write.
+        _, pending = await asyncio.wait(tasks, timeout=timeout)
+        for task in pending:
+            task.cancel()
         try:
             # Not a compare-and-set: the key is this instance's own, whatever its last revision.
             await kv_write(
@@ -145,7 +152,7 @@ class Heartbeat:
     async def _beat(self) -> None:
         delay = self.interval
         streak = 0  # failed writes in a row
-        while True:
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._poke.wait(), delay)
             self._poke.clear()
@@ -196,7 +203,7 @@ class Heartbeat:
     async def _history(self) -> None:
         subject = wire.metrics_subject(self.metrics.service, self.metrics.instance_id)
         period = self.pool.settings.metrics_history_interval_s
-        while True:
+        while not self._stopping:
             await asyncio.sleep(period)
             data = self.metrics.snapshot().model_dump_json().encode()
             headers = {wire.MSG_ID_HEADER: uuid.uuid4().hex}

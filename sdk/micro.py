@@ -110,7 +110,6 @@ class MicroResponder:
                 await _unsubscribe(sub)
             raise
         self._subs = subs
-        await nc.flush()
 
     async def stop(self) -> None:
         """Unsubscribe; the instance no longer answers PING/INFO/STATS. Safe to call twice."""

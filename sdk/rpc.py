@@ -38,7 +38,7 @@ from typing import Any, TypeVar, get_type_hints
 import pydantic_core
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from nats.errors import NoRespondersError
+from nats.errors import ConnectionReconnectingError, FlushTimeoutError, NoRespondersError
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from . import wire
@@ -260,7 +260,12 @@ class Service:
         for source in self._depth_sources:
             self.metrics.add_queue_depth_source(source)
         await self._micro.start(nc)
-        await nc.flush()
+        try:
+            await nc.flush(timeout=2)
+        except (FlushTimeoutError, ConnectionReconnectingError):
+            # Reconnecting: nats-py replays the subscriptions once connected; callers that arrive
+            # before that get no responders and retry (or try another instance).
+            log.warning("%s.%s: subscriptions not confirmed (reconnecting)", self.name, self.instance_id)
         if register:
             self.heartbeat = Heartbeat(
                 pool, self.metrics, version=self.version, config_hash=self.config.config_hash

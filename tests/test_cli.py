@@ -106,17 +106,34 @@ def test_bench_quick_json_prints_the_contract_keys(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
-    for key in ("rpc_p99_ratio", "rpc_throughput_ratio", "event_throughput_ratio"):
+    for key in (
+        "rpc_p99_ratio",
+        "rpc_throughput_ratio",
+        "event_throughput_ratio",
+        "discovery_rpc_p99_ratio",
+        "discovery_rpc_p50_ratio",
+        "discovery_rpc_c64_p99_ratio",
+        "discovery_rpc_throughput_ratio",
+    ):
         assert math.isfinite(report[key]) and report[key] > 0, key
     # The ratios are computed from the measured figures, not made up.
     r = report["results"]
     assert report["rpc_p99_ratio"] == round(r["rpc_c1"]["sdk"]["p99_ms"] / r["rpc_c1"]["raw"]["p99_ms"], 3)
     assert r["rpc_c64"]["sdk"]["ops"] == r["rpc_c64"]["raw"]["ops"] > 0
+    # The discovery row: same raw rounds, every call routed to the instance through the watch cache,
+    # with the responder's heartbeats and metrics history running meanwhile.
+    assert report["discovery_rpc_p99_ratio"] == round(
+        r["rpc_c1"]["discovery"]["p99_ms"] / r["rpc_c1"]["raw"]["p99_ms"], 3
+    )
+    assert r["rpc_c1"]["discovery"]["ops"] == r["rpc_c1"]["raw"]["ops"] > 0
+    assert report["discovery_fallbacks"] == 0
+    assert r["discovery"]["routable_instances"] == ["bench.bench1"]
+    assert r["discovery"]["watch_updates"] > 0 and r["discovery"]["metrics_snapshots"] > 0
     print(
         "\nbench --quick:",
         {k: v for k, v in report.items() if k.endswith("_ratio")},
         f"took {report['took_s']} s",
     )
-    assert (tmp_path / "baseline.json").is_file() and "rpc_p99_ratio" in (
-        tmp_path / "baseline.md"
-    ).read_text()
+    md = (tmp_path / "baseline.md").read_text()
+    assert (tmp_path / "baseline.json").is_file() and "rpc_p99_ratio" in md
+    assert "discovery_rpc_p99_ratio" in md and "RPC via discovery, concurrency 1" in md
