@@ -39,7 +39,9 @@ def _who(name: str, instance_id: str, hold: asyncio.Event | None = None) -> Serv
     return svc
 
 
-async def _group(pool: ConnectionPool, n: int, hold: asyncio.Event | None = None) -> tuple[str, list[Service]]:
+async def _group(
+    pool: ConnectionPool, n: int, hold: asyncio.Event | None = None
+) -> tuple[str, list[Service]]:
     name = f"disc-{uuid.uuid4().hex[:8]}"
     services = [_who(name, f"i{k}", hold) for k in range(n)]
     for svc in services:

@@ -31,7 +31,7 @@ from sdk import wire
 from sdk.config import load_settings
 from sdk.connection import ConnectionPool
 from sdk.errors import BadRequest
-from sdk.micro import MICRO_PREFIX, MicroResponder, micro_subject, rfc3339_utc
+from sdk.micro import MICRO_PREFIX, micro_subject, rfc3339_utc
 from sdk.rpc import RpcClient, Service
 
 VERBS = ("PING", "INFO", "STATS")
@@ -55,28 +55,20 @@ async def pool(nats_urls: list[str]) -> AsyncIterator[ConnectionPool]:
 
 
 class Running:
-    """A started service and whichever micro responder answers for it (its own or one started here)."""
+    """A started service and the micro responder that ``Service.start`` started for it."""
 
-    def __init__(self, svc: Service, micro: MicroResponder, owned: bool) -> None:
+    def __init__(self, svc: Service) -> None:
         self.svc = svc
-        self.micro = micro
-        self.owned = owned
+        self.micro = svc._micro
 
     async def stop(self) -> None:
         await self.svc.stop(grace_s=1.0)
-        if self.owned:
-            await self.micro.stop()
 
 
 async def started_service(pool: ConnectionPool, svc: Service) -> Running:
-    """Start ``svc``; start a :class:`MicroResponder` for it unless ``Service.start`` already did."""
     await svc.start(pool)
-    micro = getattr(svc, "_micro", None)
-    if isinstance(micro, MicroResponder) and micro.running:
-        return Running(svc, micro, owned=False)
-    micro = MicroResponder(svc)
-    await micro.start(pool.primary)
-    return Running(svc, micro, owned=True)
+    assert svc._micro.running  # every Aegis service answers $SRV requests
+    return Running(svc)
 
 
 def _calc(name: str | None = None, **kwargs: object) -> Service:

@@ -7,7 +7,7 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -32,6 +32,16 @@ async def pool(nats_urls: list[str]) -> AsyncIterator[ConnectionPool]:
     p = await ConnectionPool.connect(load_settings(servers=nats_urls, metrics_history_interval_s=0.3))
     yield p
     await p.close()
+
+
+async def _eventually(predicate: Callable[[], bool], timeout: float) -> bool:
+    """Poll ``predicate`` until it holds or ``timeout`` passes; its last value."""
+    deadline = time.monotonic() + timeout
+    for _ in range(int(timeout / 0.05) + 1):
+        if predicate() or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    return predicate()
 
 
 def _echo(name: str, instance_id: str | None = None) -> Service:
@@ -205,10 +215,8 @@ async def test_heartbeat_survives_kv_outage_and_recovers(cluster: LocalCluster) 
     try:
         for victim in victims:
             cluster.kill(victim)
-        deadline = time.monotonic() + 10
-        while hb.healthy and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        assert not hb.healthy and hb.status is InstanceStatus.UNHEALTHY
+        assert await _eventually(lambda: not hb.healthy, 10)
+        assert hb.status is InstanceStatus.UNHEALTHY
         failures = hb.failures
         await asyncio.sleep(1.0)
         assert hb.failures > failures  # still trying
@@ -217,9 +225,7 @@ async def test_heartbeat_survives_kv_outage_and_recovers(cluster: LocalCluster) 
     finally:
         for victim in victims:
             cluster.restart(victim)
-    deadline = time.monotonic() + 30
-    while not hb.healthy and time.monotonic() < deadline:
-        await asyncio.sleep(0.1)
+    await _eventually(lambda: hb.healthy, 30)
     print(f"heartbeat: {hb.failures} failed writes during the outage, healthy again: {hb.healthy}")
     assert hb.healthy and hb.status is InstanceStatus.ACTIVE
     rec = await Registry(pool).get_instance(name, svc.instance_id)
