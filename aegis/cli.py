@@ -56,6 +56,56 @@ def bench(
     Console().print(Markdown(markdown(report)))
 
 
+def _server_list(servers: str | None) -> list[str] | None:
+    return [u.strip() for u in servers.split(",") if u.strip()] if servers else None
+
+
+SERVERS_OPTION = typer.Option(None, "--servers", help="Comma-separated NATS URLs (default: AEGIS_SERVERS).")
+
+
+@app.command()
+def instances(
+    service: str | None = typer.Argument(None, help="Only this service's instances."),
+    servers: str | None = SERVERS_OPTION,
+    as_json: bool = typer.Option(False, "--json", help="Print the records as one JSON list."),
+) -> None:
+    """Registered instances: status, epoch, host, heartbeat age, calls, errors, p99."""
+    from aegis.registry_cmd import instances_table, list_instances
+    from sdk.errors import AegisError
+
+    try:
+        found = list_instances(_server_list(servers), service)
+    except AegisError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    if as_json:
+        sys.stdout.write(json.dumps([r.model_dump(mode="json") for r in found]) + "\n")
+        return
+    Console().print(instances_table(found))
+
+
+@app.command()
+def config(
+    service: str = typer.Argument(..., help="Service name."),
+    instance: str = typer.Argument(..., help="Instance id (see `aegis instances`)."),
+    servers: str | None = SERVERS_OPTION,
+    as_json: bool = typer.Option(False, "--json", help="Print the EffectiveConfig as JSON."),
+) -> None:
+    """One running instance's effective configuration: every setting, its source, secrets redacted."""
+    from aegis.registry_cmd import config_table, instance_config
+    from sdk.errors import AegisError
+
+    try:
+        cfg = instance_config(_server_list(servers), service, instance)
+    except AegisError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    if as_json:
+        sys.stdout.write(cfg.model_dump_json() + "\n")
+        return
+    Console().print(config_table(cfg))
+
+
 def main() -> None:  # pragma: no cover - console script shim
     app()
 

@@ -13,6 +13,7 @@ map (``_resp_map``), the single private attribute the SDK touches.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 from dataclasses import dataclass, field
@@ -75,6 +76,8 @@ class ConnectionPool:
         except Exception as exc:
             for nc in clients:
                 await nc.close()
+            if isinstance(exc, AegisError):
+                raise
             raise ServiceUnavailable(f"cannot connect to NATS at {settings.servers}: {exc!r}") from exc
         return cls(settings, clients, stats)
 
@@ -152,7 +155,16 @@ async def _connect_one(settings: AegisSettings, stats: PoolStats, index: int) ->
         kwargs["token"] = settings.token.get_secret_value()
     if settings.creds_file is not None:
         kwargs["user_credentials"] = str(settings.creds_file)
-    await nc.connect(**kwargs)
+    # nats-py treats the first connect like a reconnect: with max_reconnect_attempts=-1 it would retry
+    # unreachable servers forever. Give every server one connect timeout (twice over), then fail.
+    first_connect = settings.connect_timeout_s * 2 * len(settings.servers) + settings.reconnect_time_wait_s
+    try:
+        await asyncio.wait_for(nc.connect(**kwargs), first_connect)
+    except TimeoutError:
+        await nc.close()
+        raise ServiceUnavailable(
+            f"no NATS server reachable at {', '.join(settings.servers)} within {first_connect:.1f}s"
+        ) from None
     return nc
 
 
@@ -161,9 +173,6 @@ async def connect(settings: AegisSettings | None = None, **overrides: object) ->
     from .config import load_settings
 
     return await ConnectionPool.connect(settings or load_settings(**overrides))
-
-
-__all__ = ["ConnectionLost", "ConnectionPool", "PoolStats", "connect"]
 
 
 def request_error(exc: Exception, what: str, timeout: float) -> Exception:
@@ -177,3 +186,6 @@ def request_error(exc: Exception, what: str, timeout: float) -> Exception:
     if isinstance(exc, ConnectionClosedError):
         return ServiceUnavailable(f"connection closed; cannot call {what}")
     return ServiceUnavailable(f"cannot call {what}: {exc!r}")
+
+
+__all__ = ["ConnectionLost", "ConnectionPool", "PoolStats", "connect", "request_error"]
