@@ -1,0 +1,301 @@
+"""The sticky single-active election as a pure, sans-IO state machine (the ``Lease`` TLA+ spec, in Python).
+
+No asyncio, no NATS: the driver (:mod:`sdk.single_active`) or the simulator (``sim/``) feeds it events with the
+instance's own monotonic time, and carries out the actions it returns. One instance, one machine::
+
+    m = Election(ElectionParams())
+    actions = m.start(now, KeyState(rev=0, kind="none"))     # -> [Campaign... Write(op="acquire", expected=0)]
+    actions = m.write_ok(now, rev=7)                          # -> [StartServing(epoch=7), Timer(...)]
+    m.serving(now)                                            # True while the lease window lasts
+
+Names follow ``spec/tla/Lease.tla``: ``role`` (standby/active/releasing), ``epoch`` (revision of the write that
+made this instance active: its fencing token), ``my_rev`` (revision of its last acknowledged write),
+``deadline`` (it serves only while ``now < deadline``), ``last_send`` (renewal schedule), ``seen``/``seen_at``
+(newest key state a standby knows and when it learnt it, on its own clock). One request is in flight at a time.
+
+The rules, briefly (spec/README.md has the full argument):
+
+* A standby campaigns when the key is absent or a delete/expiry marker, or when it has seen no new revision for
+  ``lease_s`` on its own clock: a create (expected revision 0) or a compare-and-set on the revision it saw.
+* A successful write opens a serving window of ``window_s = lease_s * (1 - rho) / (1 + rho)`` counted from when
+  the write was *sent* (the KV may have applied it late): a slow active and a fast standby can then never
+  overlap, for clock rates within ``1 +/- rho``.
+* The active renews by compare-and-set every ``renew_s``; a failed compare-and-set means it lost: it stops at
+  once. A timeout (outcome unknown, e.g. no stream leader) keeps it active: it retries on the same revision and
+  serves until its window ends, then resumes on the first renewal that lands.
+* A standby whose campaign timed out restarts its timer (the KV is unavailable, not the active dead), so when the
+  KV returns the incumbent's renewal lands first and nobody changes leader needlessly.
+* A graceful stop stops serving, then deletes the key by compare-and-set; standbys take over at once on the marker.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+Role = Literal["standby", "active", "releasing"]
+Kind = Literal["val", "del", "exp", "none"]
+Op = Literal["acquire", "renew", "release"]
+
+
+@dataclass(frozen=True, slots=True)
+class ElectionParams:
+    """Timing of one single-active group. Seconds of the instance's monotonic clock.
+
+    ``drift`` is rho: the bound on how much any clock's rate may differ from real time (0.05 = 5 %).
+    """
+
+    lease_s: float = 0.9
+    renew_s: float = 0.25
+    drift: float = 0.05
+    write_timeout_s: float = 0.25
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.drift < 0.5:
+            raise ValueError(f"drift must be in [0, 0.5), got {self.drift}")
+        if self.lease_s <= 0 or self.renew_s <= 0 or self.write_timeout_s <= 0:
+            raise ValueError("lease_s, renew_s and write_timeout_s must be > 0")
+        if self.renew_s * 3 > self.lease_s:
+            raise ValueError(
+                f"renew_s ({self.renew_s}) must be at most lease_s / 3 ({self.lease_s / 3:.3f}):"
+                " the active must renew several times per lease"
+            )
+        if self.renew_s + self.write_timeout_s >= self.window_s:
+            raise ValueError(
+                f"renew_s + write_timeout_s ({self.renew_s + self.write_timeout_s:.3f}) must be below the serving"
+                f" window ({self.window_s:.3f}), or a renewal cannot land before the window ends"
+            )
+
+    @property
+    def window_s(self) -> float:
+        """How long a write keeps its writer serving, from its send time."""
+        return self.lease_s * (1 - self.drift) / (1 + self.drift)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyState:
+    """What the election key holds: its revision and kind (value, delete or expiry marker, absent)."""
+
+    rev: int
+    kind: Kind
+
+
+# --- actions ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """Publish to the election key: create (``expected`` 0) or compare-and-set on ``expected``.
+
+    ``op`` "acquire" and "renew" write a value with the TTL header; "release" writes a delete marker.
+    """
+
+    op: Op
+    expected: int
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class StartServing:
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class StopServing:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Timer:
+    """Call :meth:`Election.tick` at local time ``at`` (replaces any earlier timer)."""
+
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Exit:
+    """The graceful stop is complete (whatever the release's outcome)."""
+
+
+Action = Write | StartServing | StopServing | Timer | Exit
+
+
+@dataclass(slots=True)
+class _Request:
+    op: Op
+    expected: int
+    sent_at: float
+
+
+@dataclass(slots=True)
+class Election:
+    """One instance's election state; see the module docstring. Every method returns the actions to carry out."""
+
+    params: ElectionParams = field(default_factory=ElectionParams)
+    role: Role = "standby"
+    epoch: int = 0
+    my_rev: int = 0
+    deadline: float = -math.inf
+    last_send: float = -math.inf
+    seen: KeyState = field(default_factory=lambda: KeyState(0, "none"))
+    seen_at: float = 0.0
+    request: _Request | None = None
+    started: bool = False
+    stopping: bool = False
+    _was_serving: bool = False
+
+    # -- queries -------------------------------------------------------------------------------------------
+
+    def serving(self, now: float) -> bool:
+        """True while this instance may answer exclusive calls: it holds the lease and its window lasts."""
+        return self.role == "active" and now < self.deadline
+
+    def ready(self, now: float) -> bool:
+        """A standby may campaign: the key is gone or a marker, or silent for a whole lease on our clock."""
+        return self.seen.kind != "val" or now - self.seen_at >= self.params.lease_s
+
+    # -- events --------------------------------------------------------------------------------------------
+
+    def start(self, now: float, key: KeyState) -> list[Action]:
+        """The process starts: it read the key (``KeyState(0, "none")`` if absent)."""
+        self.started = True
+        self.role = "standby"
+        self.request = None
+        self.seen = key
+        self.seen_at = now
+        return self._step(now)
+
+    def observe(self, now: float, key: KeyState) -> list[Action]:
+        """The watch delivered a revision of the key. Only newer revisions count; actives ignore it."""
+        if self.role == "standby" and key.rev > self.seen.rev and key.kind != "none":
+            self.seen = key
+            self.seen_at = now
+        return self._step(now)
+
+    def write_ok(self, now: float, rev: int) -> list[Action]:
+        """The request in flight was stored at revision ``rev``."""
+        req = self._take()
+        if req is None:
+            return self._step(now)
+        if req.op == "release":
+            return self._exited(now)
+        if req.op == "acquire" or self.role == "active":
+            if req.op == "acquire":
+                self.epoch = rev
+                self.last_send = req.sent_at
+            self.role = "active"
+            self.my_rev = rev
+            self.deadline = req.sent_at + self.params.window_s
+        return self._step(now)
+
+    def write_failed(self, now: float, current: KeyState) -> list[Action]:
+        """The compare-and-set lost: the key is at ``current`` (someone else wrote, or it expired)."""
+        req = self._take()
+        if req is None:
+            return self._step(now)
+        if req.op == "release":
+            return self._exited(now)
+        self.role = "standby"
+        self.seen = current
+        self.seen_at = now
+        return self._step(now)
+
+    def write_timeout(self, now: float) -> list[Action]:
+        """No answer to the request in flight: its outcome is unknown (KV without a leader, connection lost)."""
+        req = self._take()
+        if req is None:
+            return self._step(now)
+        if req.op == "release":
+            return self._exited(now)
+        if req.op == "acquire" and self.role == "standby":
+            # The KV is unavailable, not (necessarily) the active dead: wait a whole lease again, so the
+            # incumbent's renewal wins when the KV returns.
+            self.seen_at = now
+        return self._step(now)
+
+    def tick(self, now: float) -> list[Action]:
+        """The timer fired (or the driver wants the machine to look at the time). A request without an
+        answer for ``write_timeout_s`` counts as timed out; a late answer to it is then ignored."""
+        if self.request is not None and now >= self.request.sent_at + self.params.write_timeout_s:
+            return self.write_timeout(now)
+        return self._step(now)
+
+    def stop(self, now: float) -> list[Action]:
+        """Graceful stop: stop serving at once, release the key when no request is in flight."""
+        self.stopping = True
+        if self.role != "active":
+            self.role = "standby"
+            return [*self._serving_change(now), Exit()]
+        return self._step(now)
+
+    def crash(self) -> None:
+        """The process died (for simulators): everything in memory is gone."""
+        self.started = False
+        self.role = "standby"
+        self.request = None
+        self._was_serving = False
+
+    # -- internals -----------------------------------------------------------------------------------------
+
+    def _take(self) -> _Request | None:
+        req, self.request = self.request, None
+        return req
+
+    def _exited(self, now: float) -> list[Action]:
+        self.role = "standby"
+        self.started = False
+        return [*self._serving_change(now), Exit()]
+
+    def _send(self, now: float, op: Op, expected: int) -> Write:
+        self.request = _Request(op, expected, now)
+        if op == "renew":
+            self.last_send = now
+        return Write(op, expected, self.epoch if op != "acquire" else 0)
+
+    def _step(self, now: float) -> list[Action]:
+        out: list[Action] = []
+        p = self.params
+        if self.started and self.request is None:
+            if self.role == "active" and self.stopping:
+                self.role = "releasing"
+                out.extend(self._serving_change(now))
+                out.append(self._send(now, "release", self.my_rev))
+            elif self.role == "active" and now - self.last_send >= p.renew_s:
+                out.append(self._send(now, "renew", self.my_rev))
+            elif self.role == "standby" and not self.stopping and self.ready(now):
+                out.append(self._send(now, "acquire", self.seen.rev))
+        out.extend(self._serving_change(now))
+        if self.started:
+            out.append(Timer(self._next_wakeup(now)))
+        return out
+
+    def _serving_change(self, now: float) -> list[Action]:
+        serving = self.serving(now)
+        if serving == self._was_serving:
+            return []
+        self._was_serving = serving
+        if serving:
+            return [StartServing(self.epoch)]
+        reason = (
+            "lost the lease"
+            if self.role == "standby"
+            else "releasing"
+            if self.role == "releasing"
+            else "lease window ended before a renewal landed"
+        )
+        return [StopServing(reason)]
+
+    def _next_wakeup(self, now: float) -> float:
+        p = self.params
+        times = []
+        if self.request is not None:
+            times.append(self.request.sent_at + p.write_timeout_s)
+        elif self.role == "active":
+            times.append(self.last_send + p.renew_s)
+        elif self.role == "standby" and self.seen.kind == "val":
+            times.append(self.seen_at + p.lease_s)
+        if self.role == "active" and now < self.deadline:
+            times.append(self.deadline)
+        future = [t for t in times if t > now]
+        return min(future) if future else now + p.renew_s
