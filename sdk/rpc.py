@@ -414,7 +414,32 @@ class RpcClient:
         headers: dict[str, str] | None = None,
         retry_no_responders: bool = True,
     ) -> Any:
-        """Call ``service.method`` and return its decoded reply.
+        """Call ``service.method`` and return its reply decoded into ``response_model`` (see :meth:`request`)."""
+        msg = await self.request(
+            service,
+            method,
+            payload,
+            timeout=timeout,
+            instance=instance,
+            call_id=call_id,
+            headers=headers,
+            retry_no_responders=retry_no_responders,
+        )
+        return decode(msg.data, response_model)
+
+    async def request(
+        self,
+        service: str,
+        method: str,
+        payload: Any = None,
+        *,
+        timeout: float | None = None,
+        instance: str | None = None,
+        call_id: str | None = None,
+        headers: dict[str, str] | None = None,
+        retry_no_responders: bool = True,
+    ) -> Msg:
+        """Call ``service.method`` and return the raw reply message (headers included, e.g. its epoch).
 
         ``timeout`` defaults to the configured per-method timeout; inside a handler it is capped by the
         handler's own remaining time. ``instance`` sends to one instance directly. With
@@ -454,7 +479,7 @@ class RpcClient:
                 rh.get(wire.ERROR_HEADER, ""),
                 int(rh.get(wire.EPOCH_HEADER, 0) or 0),
             )
-        return decode(msg.data, response_model)
+        return msg
 
     async def _retry_no_responders(
         self, subject: str, data: bytes, timeout: float, hdrs: dict[str, str], what: str

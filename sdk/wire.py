@@ -48,6 +48,8 @@ METRICS_STREAM = "AEGIS_METRICS"
 # Registry buckets (sdk/registry.py): which services may run, and which instances run.
 DEFINITIONS_BUCKET = "aegis_definitions"
 INSTANCES_BUCKET = "aegis_instances"
+# Single-active election keys leader.<service>.<group> (sdk/single_active.py).
+ELECTION_BUCKET = "aegis_election"
 
 # One NATS subject token: no dots, wildcards or whitespace. Also a valid KV key token.
 _TOKEN = re.compile(r"^[-_=a-zA-Z0-9]+$")

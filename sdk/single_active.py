@@ -1,0 +1,363 @@
+"""Sticky single-active services: exactly one instance of a group serves its exclusive methods.
+
+The election logic is :class:`sdk.election.Election` (pure, follows ``spec/tla/Lease.tla``); this module is
+the thin asyncio + NATS driver around it::
+
+    svc = SingleActiveService("orders", instance_id="orders-1")
+
+    @svc.exclusive_rpc("place")                # only the active instance runs it
+    async def place(req: Order, ctx: CallContext) -> Ack: ...
+
+    @svc.rpc("status")                         # every instance answers
+    async def status(req: None) -> str: ...
+
+    await svc.start(pool)                      # STANDBY, then ACTIVE if it wins the election
+
+The election key is ``leader.<service>.<group>`` in the R3 bucket ``aegis_election`` (history 1, per-key TTL as
+a backstop). Its value names the holder; the revision of the write that made an instance active is its
+**epoch**, sent with every reply (``Aegis-Epoch``). A standby answers exclusive methods with
+:class:`~sdk.errors.NotActive` carrying the epoch it knows. The instance record in the registry shows
+ACTIVE/STANDBY, role and epoch within milliseconds of a change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from nats.aio.msg import Msg
+from nats.js import api
+from nats.js.errors import KeyDeletedError, NotFoundError
+from pydantic import BaseModel
+
+from . import wire
+from .connection import ConnectionPool
+from .election import (
+    Action,
+    Election,
+    ElectionParams,
+    Exit,
+    KeyState,
+    StartServing,
+    StopServing,
+    Timer,
+    Write,
+)
+from .errors import AegisError, Conflict, NotActive
+from .jetstream import default_replicas, ensure_stream, jetstream_error, retry_transient
+from .registry import bucket, kv_write
+from .rpc import Handler, Service
+from .schema import InstanceStatus
+
+log = logging.getLogger(__name__)
+
+# Removal markers of the election bucket age out after this long; must stay <= the key TTL.
+ELECTION_MARKER_TTL_S = 1
+
+
+class TraceSink(Protocol):
+    """Where trace events go (the spec's NDJSON vocabulary; see sdk/trace_events.py)."""
+
+    def write(self, instance: str, action: str, **fields: Any) -> None: ...
+
+
+class LeaderRecord(BaseModel):
+    """The election key's value. ``epoch`` is 0 in the acquiring write (its own revision is the epoch)."""
+
+    instance_id: str
+    epoch: int = 0
+
+
+def leader_key(service: str, group: str) -> str:
+    return f"leader.{wire.check_token('service name', service)}.{wire.check_token('group', group)}"
+
+
+def key_state(msg_headers: dict[str, str] | None, rev: int, has_data: bool) -> KeyState:
+    """Kind of a KV entry from its headers: value, delete marker (DEL/PURGE) or expiry marker."""
+    headers = msg_headers or {}
+    if wire.MARKER_REASON_HEADER in headers:
+        return KeyState(rev, "exp")
+    if headers.get(wire.KV_OPERATION_HEADER) in ("DEL", "PURGE"):
+        return KeyState(rev, "del")
+    return KeyState(rev, "val" if has_data else "exp")
+
+
+async def ensure_election_bucket(pool: ConnectionPool, replicas: int | None = None) -> None:
+    """The ``aegis_election`` bucket: R3, history 1, per-key TTL allowed, markers age out after 1 s."""
+    await ensure_stream(
+        pool,
+        api.StreamConfig(
+            name=f"KV_{wire.ELECTION_BUCKET}",
+            subjects=[f"$KV.{wire.ELECTION_BUCKET}.>"],
+            allow_direct=True,
+            allow_rollup_hdrs=True,
+            allow_msg_ttl=True,
+            subject_delete_marker_ttl=ELECTION_MARKER_TTL_S,
+            deny_delete=True,
+            discard=api.DiscardPolicy.NEW,
+            duplicate_window=120.0,
+            max_msgs_per_subject=1,
+            num_replicas=default_replicas(pool, replicas),
+            storage=api.StorageType.FILE,
+        ),
+    )
+
+
+class SingleActiveService(Service):
+    """A :class:`~sdk.rpc.Service` whose instances elect one active; see the module docstring.
+
+    ``params`` sets the timing (lease, renewal interval, drift bound, write timeout; validated against each
+    other); ``ttl_s`` is the key's TTL backstop in whole seconds (kept above a KV outage, so an outage does not
+    expire the incumbent's key). ``trace`` writes the spec's NDJSON trace events.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        group: str = "default",
+        params: ElectionParams | None = None,
+        ttl_s: int = 10,
+        trace: TraceSink | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(name, **kwargs)
+        self.group = wire.check_token("group", group)
+        self.params = params or ElectionParams()
+        if ttl_s < self.params.lease_s:
+            raise ValueError(f"ttl_s ({ttl_s}) must be at least the lease ({self.params.lease_s}s)")
+        self.ttl_s = int(ttl_s)
+        self.key = leader_key(self.name, self.group)
+        self.election = Election(self.params)
+        self.trace = trace
+        self.exclusive: set[str] = set()
+        self.known_epoch = 0
+        """Newest epoch this instance knows (its own while active)."""
+        self.leader: str | None = None
+        """Instance id holding the key, as last seen."""
+        self._events: asyncio.Queue[Callable[[float], list[Action]]] = asyncio.Queue()
+        self._driver: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._watch: Any = None
+        self._exited = asyncio.Event()
+        self._reply_headers = {wire.EPOCH_HEADER: "0", wire.INSTANCE_HEADER: self.instance_id}
+
+    # -- API ---------------------------------------------------------------------------------------------
+
+    def exclusive_rpc(self, method: str) -> Callable[[Handler], Handler]:
+        """Decorator: ``method`` runs only on the active instance; standbys raise NotActive."""
+
+        def register(func: Handler) -> Handler:
+            self.rpc(method)(func)
+            endpoint = self.endpoints[method]
+            inner = endpoint.func
+
+            async def guarded(*args: Any) -> Any:
+                if not self.election.serving(time.monotonic()):
+                    raise NotActive(
+                        f"{self.name}.{self.instance_id} is not the active instance"
+                        f" (leader {self.leader or 'unknown'}, epoch {self.known_epoch})",
+                        epoch=self.known_epoch,
+                    )
+                return await inner(*args)
+
+            endpoint.func = guarded
+            self.exclusive.add(method)
+            return func
+
+        return register
+
+    @property
+    def is_active(self) -> bool:
+        return self.election.serving(time.monotonic())
+
+    async def start(self, pool: ConnectionPool, *, register: bool = True) -> None:
+        """Join the group as a standby and start the election (may become active within milliseconds)."""
+        if self._driver is not None:
+            return
+        await ensure_election_bucket(pool)
+        await super().start(pool, register=register)
+        if self.heartbeat is not None:
+            self.heartbeat.update(status=InstanceStatus.STANDBY, role="standby")
+        self._exited.clear()
+        self._events = asyncio.Queue()
+        self.election = Election(self.params)
+        first = await self._read_key(pool)
+        self._driver = asyncio.create_task(self._drive(), name=f"election {self.key}")
+        self._watch = await self._watch_key(pool)
+        self._post(lambda now: self.election.start(now, first))
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        """Stop serving, hand the key over (delete by compare-and-set), then stop like any service."""
+        if self._driver is not None:
+            self._post(self.election.stop)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._exited.wait(), self.params.write_timeout_s * 4)
+            driver, self._driver = self._driver, None
+            driver.cancel()
+            await asyncio.gather(driver, return_exceptions=True)
+            if self._timer is not None:
+                self._timer.cancel()
+            if self._watch is not None:
+                with contextlib.suppress(Exception):
+                    await self._watch.unsubscribe()
+                self._watch = None
+        await super().stop(grace_s)
+
+    # -- driver ------------------------------------------------------------------------------------------
+
+    def _post(self, event: Callable[[float], list[Action]]) -> None:
+        self._events.put_nowait(event)
+
+    async def _drive(self) -> None:
+        while True:
+            event = await self._events.get()
+            try:
+                actions = event(time.monotonic())
+            except Exception:
+                log.exception("%s: election event failed", self.key)
+                continue
+            for action in actions:
+                self._carry_out(action)
+
+    def _carry_out(self, action: Action) -> None:
+        if isinstance(action, Write):
+            self._emit(action.op if action.op != "acquire" else "campaign", rev=action.expected)
+            asyncio.create_task(self._write(action), name=f"{self.key} {action.op}")
+        elif isinstance(action, Timer):
+            if self._timer is not None:
+                self._timer.cancel()
+            loop = asyncio.get_running_loop()
+            delay = max(0.0, action.at - time.monotonic())
+            self._timer = loop.call_later(delay, self._post, self.election.tick)
+        elif isinstance(action, StartServing):
+            self.known_epoch = action.epoch
+            self.leader = self.instance_id
+            self._reply_headers[wire.EPOCH_HEADER] = str(action.epoch)
+            self._emit("serve", epoch=action.epoch)
+            if self.heartbeat is not None:
+                self.heartbeat.update(status=InstanceStatus.ACTIVE, role="active", epoch=action.epoch)
+            log.info("%s: ACTIVE with epoch %d", self.key, action.epoch)
+        elif isinstance(action, StopServing):
+            self._emit("stop_serving", epoch=self.election.epoch, reason=action.reason)
+            if self.heartbeat is not None:
+                self.heartbeat.update(status=InstanceStatus.STANDBY, role="standby", epoch=self.known_epoch)
+            log.info("%s: stopped serving (%s)", self.key, action.reason)
+        elif isinstance(action, Exit):
+            self._exited.set()
+
+    async def _write(self, w: Write) -> None:
+        pool = self._pool
+        assert pool is not None
+        value = (
+            b""
+            if w.op == "release"
+            else LeaderRecord(instance_id=self.instance_id, epoch=w.epoch).model_dump_json().encode()
+        )
+        try:
+            rev = await kv_write(
+                pool,
+                wire.ELECTION_BUCKET,
+                self.key,
+                value,
+                revision=w.expected,
+                ttl_s=None if w.op == "release" else self.ttl_s,
+                delete=w.op == "release",
+                timeout=self.params.write_timeout_s,
+            )
+        except Conflict as exc:
+            current = await self._kind_of(pool, exc.revision)
+            self._emit("lose" if w.op != "acquire" else "campaign_failed", rev=current.rev)
+            self._post(lambda now: self.election.write_failed(now, current))
+            return
+        except AegisError as exc:
+            log.debug("%s: %s timed out or failed: %s", self.key, w.op, exc)
+            self._emit("timeout", rev=w.expected)
+            self._post(self.election.write_timeout)
+            return
+        self._emit({"acquire": "acquire", "renew": "renew", "release": "release"}[w.op], rev=rev)
+        self._post(lambda now: self.election.write_ok(now, rev))
+
+    async def _read_key(self, pool: ConnectionPool) -> KeyState:
+        kv = bucket(pool, wire.ELECTION_BUCKET)
+        try:
+            entry = await retry_transient(lambda: kv.get(self.key), f"read {self.key}")
+        except NotFoundError:
+            return KeyState(0, "none")
+        except KeyDeletedError as exc:
+            return KeyState(exc.entry.revision or 0, "del")
+        except AegisError:
+            raise
+        except Exception as exc:
+            raise jetstream_error(exc, f"read {self.key}") from exc
+        self._learn(entry.value, entry.revision or 0)
+        return KeyState(entry.revision or 0, "val" if entry.value else "exp")
+
+    async def _kind_of(self, pool: ConnectionPool, rev: int) -> KeyState:
+        if rev == 0:
+            return KeyState(0, "none")
+        try:
+            current = await self._read_key(pool)
+        except AegisError:
+            return KeyState(rev, "val")  # unknown kind: "val" is the cautious guess (wait a lease)
+        return current if current.rev >= rev else KeyState(rev, "val")
+
+    async def _watch_key(self, pool: ConnectionPool) -> Any:
+        async def on_msg(msg: Msg) -> None:
+            rev = msg.metadata.sequence.stream
+            state = key_state(msg.headers, rev, bool(msg.data))
+            if state.kind == "val":
+                self._learn(msg.data, rev)
+            self._emit("observe", rev=rev, kind=state.kind)
+            self._post(lambda now: self.election.observe(now, state))
+
+        return await retry_transient(
+            lambda: pool.js.subscribe(
+                f"$KV.{wire.ELECTION_BUCKET}.{self.key}",
+                stream=f"KV_{wire.ELECTION_BUCKET}",
+                cb=on_msg,
+                ordered_consumer=True,
+                idle_heartbeat=1.0,
+                deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT,
+            ),
+            f"watch {self.key}",
+        )
+
+    def _learn(self, data: bytes, rev: int) -> None:
+        try:
+            record = LeaderRecord.model_validate_json(data)
+        except ValueError:
+            return
+        epoch = record.epoch or rev
+        if epoch >= self.known_epoch:
+            self.known_epoch = epoch
+            self.leader = record.instance_id
+            if not self.election.serving(time.monotonic()):
+                self._reply_headers[wire.EPOCH_HEADER] = str(epoch)
+                if self.heartbeat is not None and self.heartbeat.record.epoch != epoch:
+                    self.heartbeat.update(epoch=epoch)
+
+    def _emit(self, action: str, **fields: Any) -> None:
+        if self.trace is not None:
+            self.trace.write(self.instance_id, action, local=time.monotonic(), **fields)
+
+
+def parse_leader(data: bytes) -> LeaderRecord | None:
+    """The election key's value, or None for markers and foreign data."""
+    try:
+        return LeaderRecord.model_validate_json(data) if data else None
+    except ValueError:
+        return None
+
+
+__all__ = [
+    "LeaderRecord",
+    "SingleActiveService",
+    "ensure_election_bucket",
+    "leader_key",
+    "parse_leader",
+]
