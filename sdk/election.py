@@ -23,8 +23,11 @@ The rules, briefly (spec/README.md has the full argument):
 * The active renews by compare-and-set every ``renew_s``; a failed compare-and-set means it lost: it stops at
   once. A timeout (outcome unknown, e.g. no stream leader) keeps it active: it retries on the same revision and
   serves until its window ends, then resumes on the first renewal that lands.
-* A standby whose campaign timed out restarts its timer (the KV is unavailable, not the active dead), so when the
-  KV returns the incumbent's renewal lands first and nobody changes leader needlessly.
+* Before campaigning, a standby probes the KV (a scratch write, then a read of the key through the stream leader)
+  and campaigns only if the KV takes writes and the key has not moved. If the probe (or a campaign) times out, the
+  KV is unavailable, not necessarily the active dead: after the next successful probe the standby waits a whole
+  lease, so the incumbent (renewing every ``renew_s``) keeps the key when the KV returns. The probe costs one
+  round trip per takeover.
 * A graceful stop stops serving, then deletes the key by compare-and-set; standbys take over at once on the marker.
 """
 
@@ -97,6 +100,12 @@ class Write:
 
 
 @dataclass(frozen=True, slots=True)
+class Probe:
+    """Check that the KV takes writes again (a write to a scratch key beside the election key), then read the
+    election key and report it with :meth:`Election.read_done` (``write_timeout`` on failure)."""
+
+
+@dataclass(frozen=True, slots=True)
 class StartServing:
     epoch: int
 
@@ -118,12 +127,12 @@ class Exit:
     """The graceful stop is complete (whatever the release's outcome)."""
 
 
-Action = Write | StartServing | StopServing | Timer | Exit
+Action = Write | Probe | StartServing | StopServing | Timer | Exit
 
 
 @dataclass(slots=True)
 class _Request:
-    op: Op
+    op: Op | Literal["read"]
     expected: int
     sent_at: float
 
@@ -143,6 +152,8 @@ class Election:
     request: _Request | None = None
     started: bool = False
     stopping: bool = False
+    probe: bool = False
+    """A probe or campaign timed out (KV unavailable): after the next successful probe, wait a whole lease."""
     _was_serving: bool = False
 
     # -- queries -------------------------------------------------------------------------------------------
@@ -152,7 +163,10 @@ class Election:
         return self.role == "active" and now < self.deadline
 
     def ready(self, now: float) -> bool:
-        """A standby may campaign: the key is gone or a marker, or silent for a whole lease on our clock."""
+        """A standby may campaign: the key is gone or a marker, or silent for a whole lease on our clock.
+        While the KV is unavailable it only probes, every ``renew_s``."""
+        if self.probe:
+            return now - self.seen_at >= self.params.renew_s
         return self.seen.kind != "val" or now - self.seen_at >= self.params.lease_s
 
     # -- events --------------------------------------------------------------------------------------------
@@ -180,6 +194,8 @@ class Election:
             return self._step(now)
         if req.op == "release":
             return self._exited(now)
+        if req.op == "read":
+            return self._step(now)
         if req.op == "acquire" or self.role == "active":
             if req.op == "acquire":
                 self.epoch = rev
@@ -189,13 +205,24 @@ class Election:
             self.deadline = req.sent_at + self.params.window_s
         return self._step(now)
 
-    def write_failed(self, now: float, current: KeyState) -> list[Action]:
-        """The compare-and-set lost: the key is at ``current`` (someone else wrote, or it expired)."""
+    def write_failed(self, now: float, current: KeyState, *, ours: bool = False) -> list[Action]:
+        """The compare-and-set lost: the key is at ``current`` (someone else wrote, or it expired).
+
+        ``ours``: the key still holds this instance's own record and epoch. That happens when an earlier renewal
+        timed out but was stored after all: nobody else wrote since, so the active keeps the lease, continues
+        from ``current.rev`` and renews at once (its window still counts from its last *acknowledged* write).
+        """
         req = self._take()
         if req is None:
             return self._step(now)
         if req.op == "release":
             return self._exited(now)
+        if req.op == "read":
+            return self._step(now)
+        if ours and req.op == "renew" and self.role == "active" and current.kind == "val":
+            self.my_rev = current.rev
+            self.last_send = -math.inf
+            return self._step(now)
         self.role = "standby"
         self.seen = current
         self.seen_at = now
@@ -208,11 +235,30 @@ class Election:
             return self._step(now)
         if req.op == "release":
             return self._exited(now)
-        if req.op == "acquire" and self.role == "standby":
-            # The KV is unavailable, not (necessarily) the active dead: wait a whole lease again, so the
-            # incumbent's renewal wins when the KV returns.
+        if req.op in ("acquire", "read") and self.role == "standby":
+            # The KV is unavailable, not (necessarily) the active dead. Campaigning again as soon as it
+            # returns would race the incumbent's renewal: first read the key, then wait a whole lease.
+            self.probe = True
             self.seen_at = now
         return self._step(now)
+
+    def read_done(self, now: float, key: KeyState) -> list[Action]:
+        """The key read that a :class:`Probe` asked for: the KV answers again. The lease timer restarts now,
+        so an incumbent that renews within a lease keeps the key."""
+        req = self._take()
+        if req is None or req.op != "read":
+            return self._step(now)
+        recovering, self.probe = self.probe, False
+        if key.rev > self.seen.rev:
+            self.seen, self.seen_at = key, now  # the key moved while we probed: count from here
+        elif recovering:
+            self.seen_at = now  # the KV was down until now: give the incumbent a whole lease to renew
+        out: list[Action] = []
+        # Campaign only if still ready: the watch may have delivered a newer revision meanwhile.
+        if self.role == "standby" and not self.stopping and not recovering and self.ready(now):
+            out.append(self._send(now, "acquire", self.seen.rev))
+        out.extend(self._step(now))
+        return out
 
     def tick(self, now: float) -> list[Action]:
         """The timer fired (or the driver wants the machine to look at the time). A request without an
@@ -264,7 +310,10 @@ class Election:
             elif self.role == "active" and now - self.last_send >= p.renew_s:
                 out.append(self._send(now, "renew", self.my_rev))
             elif self.role == "standby" and not self.stopping and self.ready(now):
-                out.append(self._send(now, "acquire", self.seen.rev))
+                # Probe first: a campaign sent while the KV cannot commit may land much later, after the
+                # incumbent's renewal attempts failed, and depose it for nothing.
+                self.request = _Request("read", self.seen.rev, now)
+                out.append(Probe())
         out.extend(self._serving_change(now))
         if self.started:
             out.append(Timer(self._next_wakeup(now)))
@@ -293,6 +342,8 @@ class Election:
             times.append(self.request.sent_at + p.write_timeout_s)
         elif self.role == "active":
             times.append(self.last_send + p.renew_s)
+        elif self.role == "standby" and self.probe:
+            times.append(self.seen_at + p.renew_s)
         elif self.role == "standby" and self.seen.kind == "val":
             times.append(self.seen_at + p.lease_s)
         if self.role == "active" and now < self.deadline:

@@ -114,9 +114,13 @@ async def ensure_registry(pool: ConnectionPool, replicas: int | None = None) -> 
         _ready.add(pool)
 
 
-def bucket(pool: ConnectionPool, name: str) -> KeyValue:
-    """nats-py's KV handle for one of the registry buckets (reads and watches)."""
-    return KeyValue(name=name, stream=f"KV_{name}", pre=f"$KV.{name}.", js=pool.js, direct=True)
+def bucket(pool: ConnectionPool, name: str, *, direct: bool = True) -> KeyValue:
+    """nats-py's KV handle for one of the registry buckets (reads and watches).
+
+    ``direct`` reads may be answered by any replica, even one cut off from a quorum; ``direct=False`` asks
+    the stream leader, so a successful read also proves the bucket can take writes right now.
+    """
+    return KeyValue(name=name, stream=f"KV_{name}", pre=f"$KV.{name}.", js=pool.js, direct=direct)
 
 
 async def kv_write(

@@ -42,6 +42,7 @@ from .election import (
     ElectionParams,
     Exit,
     KeyState,
+    Probe,
     StartServing,
     StopServing,
     Timer,
@@ -228,6 +229,8 @@ class SingleActiveService(Service):
         if isinstance(action, Write):
             self._emit(action.op if action.op != "acquire" else "campaign", rev=action.expected)
             asyncio.create_task(self._write(action), name=f"{self.key} {action.op}")
+        elif isinstance(action, Probe):
+            asyncio.create_task(self._probe(), name=f"{self.key} read")
         elif isinstance(action, Timer):
             if self._timer is not None:
                 self._timer.cancel()
@@ -270,9 +273,9 @@ class SingleActiveService(Service):
                 timeout=self.params.write_timeout_s,
             )
         except Conflict as exc:
-            current = await self._kind_of(pool, exc.revision)
-            self._emit("lose" if w.op != "acquire" else "campaign_failed", rev=current.rev)
-            self._post(lambda now: self.election.write_failed(now, current))
+            current, ours = await self._after_conflict(pool, w, exc.revision)
+            self._emit("lose" if w.op != "acquire" else "campaign_failed", rev=current.rev, ours=ours)
+            self._post(lambda now: self.election.write_failed(now, current, ours=ours))
             return
         except AegisError as exc:
             log.debug("%s: %s timed out or failed: %s", self.key, w.op, exc)
@@ -282,29 +285,72 @@ class SingleActiveService(Service):
         self._emit({"acquire": "acquire", "renew": "renew", "release": "release"}[w.op], rev=rev)
         self._post(lambda now: self.election.write_ok(now, rev))
 
-    async def _read_key(self, pool: ConnectionPool) -> KeyState:
-        kv = bucket(pool, wire.ELECTION_BUCKET)
+    async def _probe(self) -> None:
+        assert self._pool is not None
+        pool = self._pool
         try:
-            entry = await retry_transient(lambda: kv.get(self.key), f"read {self.key}")
+            # A write proves the bucket takes writes again (a read can be answered without a quorum); the
+            # incumbent then has a whole lease to land its renewal before this standby campaigns.
+            await kv_write(
+                pool,
+                wire.ELECTION_BUCKET,
+                f"probe.{self.name}.{self.group}.{self.instance_id}",
+                b"",
+                revision=None,
+                ttl_s=ELECTION_MARKER_TTL_S,
+                timeout=self.params.write_timeout_s,
+            )
+            key = await asyncio.wait_for(self._read_key(pool, direct=False), self.params.write_timeout_s)
+        except (AegisError, TimeoutError):
+            self._post(self.election.write_timeout)
+            return
+        self._emit("probe", rev=key.rev, kind=key.kind)
+        self._post(lambda now: self.election.read_done(now, key))
+
+    async def _read_key(self, pool: ConnectionPool, *, direct: bool = True) -> KeyState:
+        return (await self._read_entry(pool, direct=direct))[0]
+
+    async def _read_entry(
+        self, pool: ConnectionPool, *, direct: bool = True
+    ) -> tuple[KeyState, LeaderRecord | None]:
+        """The key's state and, for a value, the record in it."""
+        kv = bucket(pool, wire.ELECTION_BUCKET, direct=direct)
+        try:
+            entry = await (
+                retry_transient(lambda: kv.get(self.key), f"read {self.key}") if direct else kv.get(self.key)
+            )
         except NotFoundError:
-            return KeyState(0, "none")
+            return KeyState(0, "none"), None
         except KeyDeletedError as exc:
-            return KeyState(exc.entry.revision or 0, "del")
+            return KeyState(exc.entry.revision or 0, "del"), None
         except AegisError:
             raise
         except Exception as exc:
             raise jetstream_error(exc, f"read {self.key}") from exc
-        self._learn(entry.value, entry.revision or 0)
-        return KeyState(entry.revision or 0, "val" if entry.value else "exp")
+        rev = entry.revision or 0
+        if not entry.value:
+            return KeyState(rev, "exp"), None
+        self._learn(entry.value, rev)
+        return KeyState(rev, "val"), parse_leader(entry.value)
 
-    async def _kind_of(self, pool: ConnectionPool, rev: int) -> KeyState:
+    async def _after_conflict(self, pool: ConnectionPool, w: Write, rev: int) -> tuple[KeyState, bool]:
+        """The key's state after a lost compare-and-set at ``rev``, and whether it still holds our own lease
+        (an earlier renewal of ours that timed out was stored after all)."""
         if rev == 0:
-            return KeyState(0, "none")
+            return KeyState(0, "none"), False
         try:
-            current = await self._read_key(pool)
+            current, record = await self._read_entry(pool)
         except AegisError:
-            return KeyState(rev, "val")  # unknown kind: "val" is the cautious guess (wait a lease)
-        return current if current.rev >= rev else KeyState(rev, "val")
+            return KeyState(rev, "val"), False  # unknown: "val" is the cautious guess (wait a lease)
+        if current.rev < rev:
+            return KeyState(rev, "val"), False
+        ours = (
+            w.op == "renew"
+            and record is not None
+            and record.instance_id == self.instance_id
+            and record.epoch == w.epoch
+        )
+        return current, ours
 
     async def _watch_key(self, pool: ConnectionPool) -> Any:
         async def on_msg(msg: Msg) -> None:

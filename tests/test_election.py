@@ -25,6 +25,7 @@ from sdk.election import (
     ElectionParams,
     Exit,
     KeyState,
+    Probe,
     StartServing,
     StopServing,
     Timer,
@@ -66,6 +67,7 @@ class World:
     hi_served: int = 0
     served: set[int] = field(default_factory=set)
     failovers: int = 0
+    owner: tuple[int, int] = (-1, 0)
 
     def __post_init__(self) -> None:
         self.nodes = [Node(Election(self.params), rate) for rate in self.rates]
@@ -108,6 +110,9 @@ class World:
             if isinstance(a, Write):
                 inc = node.incarnation
                 self.at(self.t + self.delay(), lambda a=a, i=i, inc=inc: self.apply(i, a, inc))
+            elif isinstance(a, Probe):
+                inc = node.incarnation
+                self.at(self.t + self.delay(), lambda i=i, inc=inc: self.read(i, inc))
             elif isinstance(a, Timer):
                 node.timer_token += 1
                 token = node.timer_token
@@ -131,14 +136,17 @@ class World:
             return  # lost: the sender times out
         if w.expected != self.key.rev:
             current = self.key
+            # the key still holds this instance's own renewal (an earlier one whose answer came too late)
+            ours = w.op == "renew" and current.kind == "val" and self.owner == (i, w.epoch)
             self.at(
                 self.t + self.delay(),
-                lambda: self.to_node_if(i, inc, lambda now: self.m(i).write_failed(now, current)),
+                lambda: self.to_node_if(i, inc, lambda now: self.m(i).write_failed(now, current, ours=ours)),
             )
             return
         self.rev += 1
         rev = self.rev
         self.key = KeyState(rev, "del" if w.op == "release" else "val")
+        self.owner = (i, rev if w.op == "acquire" else w.epoch)
         if w.op == "acquire":
             if self.granted and rev <= self.granted[-1]:
                 raise Violation(f"epoch {rev} granted after {self.granted[-1]}")
@@ -149,6 +157,14 @@ class World:
         self.broadcast(self.key)
         if self.key.kind == "val":
             self.at(self.t + TTL_S, lambda: self.expire(rev))
+
+    def read(self, i: int, inc: int) -> None:
+        if self.kv_up:
+            key = self.key
+            self.at(
+                self.t + self.delay(),
+                lambda: self.to_node_if(i, inc, lambda now: self.m(i).read_done(now, key)),
+            )
 
     def expire(self, rev: int) -> None:
         if self.kv_up and self.key.rev == rev and self.key.kind == "val":

@@ -1,0 +1,206 @@
+"""SingleActiveService and StickyClient in-process on the real 3-node cluster (the subprocess faults are in
+tests/test_failover.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from harness.cluster import LocalCluster
+from sdk import wire
+from sdk.config import load_settings
+from sdk.connection import ConnectionPool
+from sdk.discovery import InstanceWatch
+from sdk.election import ElectionParams
+from sdk.errors import NotActive, ServiceUnavailable
+from sdk.registry import kv_write
+from sdk.rpc import CallContext, RpcClient
+from sdk.schema import InstanceStatus
+from sdk.single_active import SingleActiveService, ensure_election_bucket, leader_key
+from sdk.sticky import StickyClient
+
+
+@pytest.fixture
+async def pool(nats_urls: list[str]) -> AsyncIterator[ConnectionPool]:
+    p = await ConnectionPool.connect(load_settings(servers=nats_urls))
+    yield p
+    await p.close()
+
+
+def _ledger(name: str, instance_id: str) -> SingleActiveService:
+    svc = SingleActiveService(name, instance_id=instance_id)
+
+    @svc.exclusive_rpc("book")
+    async def book(req: int, ctx: CallContext) -> str:
+        return ctx.instance_id
+
+    @svc.rpc("whoami")
+    async def whoami(req: None, ctx: CallContext) -> str:
+        return ctx.instance_id
+
+    return svc
+
+
+async def _group(pool: ConnectionPool, n: int = 3) -> tuple[str, list[SingleActiveService]]:
+    name = f"ledger-{uuid.uuid4().hex[:8]}"
+    services = [_ledger(name, f"l{i}") for i in range(n)]
+    for svc in services:
+        await svc.start(pool)
+    await _until(lambda: sum(s.is_active for s in services) == 1, 5)
+    return name, services
+
+
+async def _until(predicate, timeout: float) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    for _ in range(int(timeout / 0.01) + 1):
+        if predicate():
+            return
+        if time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.01)
+    assert predicate(), "condition not met in time"
+
+
+def _active(services: list[SingleActiveService]) -> SingleActiveService:
+    (active,) = [s for s in services if s.is_active]
+    return active
+
+
+async def test_one_active_standbys_answer_not_active_with_the_epoch(pool: ConnectionPool) -> None:
+    name, services = await _group(pool)
+    try:
+        active = _active(services)
+        rpc = RpcClient(pool)
+        msg = await rpc.request(name, "book", 1, instance=active.instance_id)
+        assert msg.headers[wire.EPOCH_HEADER] == str(active.election.epoch) and active.election.epoch > 0
+        for standby in (s for s in services if s is not active):
+            with pytest.raises(NotActive) as exc:
+                await rpc.call(name, "book", 1, instance=standby.instance_id)
+            assert exc.value.epoch == active.election.epoch
+            assert await rpc.call(name, "whoami", instance=standby.instance_id) == standby.instance_id
+        assert await StickyClient(pool).call_active(name, "book", 7) == active.instance_id
+    finally:
+        for svc in services:
+            await svc.stop()
+
+
+async def test_registry_shows_roles_and_epoch_right_after_a_handover(pool: ConnectionPool) -> None:
+    name, services = await _group(pool)
+    watch = InstanceWatch(pool, name)
+    await watch.start()
+    try:
+
+        def statuses() -> dict[str, tuple[InstanceStatus, int | None]]:
+            return {r.instance_id: (r.status, r.epoch) for r in watch.records(name)}
+
+        old = _active(services)
+        await watch.wait_for(lambda: statuses().get(old.instance_id, (None,))[0] is InstanceStatus.ACTIVE)
+        stopped = time.monotonic()
+        await old.stop()
+        rest = [s for s in services if s is not old]
+        await _until(lambda: any(s.is_active for s in rest), 2)
+        new = _active(rest)
+        await watch.wait_for(
+            lambda: statuses().get(new.instance_id) == (InstanceStatus.ACTIVE, new.election.epoch), timeout=2
+        )
+        shown = time.monotonic() - stopped
+        others = [statuses()[s.instance_id] for s in rest if s is not new]
+        assert others == [(InstanceStatus.STANDBY, new.election.epoch)]
+        assert new.election.epoch > old.election.epoch
+        print(
+            f"graceful handover: new ACTIVE with epoch {new.election.epoch} in the registry after {shown * 1000:.0f} ms"
+        )
+    finally:
+        await watch.stop()
+        for svc in services:
+            await svc.stop()
+
+
+async def test_sticky_client_rides_a_graceful_handover_and_rejects_stale_epochs(pool: ConnectionPool) -> None:
+    name, services = await _group(pool, 2)
+    client = StickyClient(pool)
+    try:
+        first = await client.call_active(name, "book", 1)
+        await _active(services).stop()
+        second = await client.call_active(name, "book", 2, timeout=3)
+        assert {first, second} == {"l0", "l1"}
+        key = leader_key(name, "default")
+        group = client._groups[key]
+        assert group.accepted == _active([s for s in services if s.instance_id == second]).election.epoch
+    finally:
+        await client.close()
+        for svc in services:
+            await svc.stop()
+
+
+async def test_no_instance_raises_service_unavailable_at_the_deadline(pool: ConnectionPool) -> None:
+    client = StickyClient(pool)
+    started = time.monotonic()
+    with pytest.raises(ServiceUnavailable, match="no active instance .* within 0.500s; tried: no leader"):
+        await client.call_active(f"nobody-{uuid.uuid4().hex[:6]}", "book", 1, timeout=0.5)
+    took = time.monotonic() - started
+    await client.close()
+    assert 0.45 <= took < 1.5
+
+
+async def test_takeover_over_an_expiry_marker(pool: ConnectionPool) -> None:
+    """A key that expired leaves a MaxAge marker; a new instance must win by CAS on the marker's revision."""
+    name = f"ledger-{uuid.uuid4().hex[:8]}"
+    key = leader_key(name, "default")
+    await ensure_election_bucket(pool)
+    marker = asyncio.Event()
+
+    async def on_msg(msg) -> None:  # type: ignore[no-untyped-def]
+        if (msg.headers or {}).get(wire.MARKER_REASON_HEADER):
+            marker.set()
+
+    sub = await pool.js.subscribe(f"$KV.{wire.ELECTION_BUCKET}.{key}", cb=on_msg, ordered_consumer=True)
+    rev = await kv_write(pool, wire.ELECTION_BUCKET, key, b'{"instance_id": "ghost"}', revision=0, ttl_s=1)
+    await asyncio.wait_for(marker.wait(), 5)
+    svc = _ledger(name, "fresh")
+    try:
+        await svc.start(pool)
+        await _until(
+            lambda: svc.is_active, 0.8
+        )  # at once, not after a lease: the marker says the key is free
+        assert svc.election.epoch > rev + 1
+    finally:
+        await sub.unsubscribe()
+        await svc.stop()
+
+
+def test_timing_parameters_are_validated_against_each_other() -> None:
+    with pytest.raises(ValueError, match="lease_s / 3"):
+        ElectionParams(lease_s=0.9, renew_s=0.5)
+    with pytest.raises(ValueError, match="serving window"):
+        ElectionParams(lease_s=0.9, renew_s=0.3, write_timeout_s=0.6)
+    with pytest.raises(ValueError, match="ttl_s"):
+        SingleActiveService("x", params=ElectionParams(lease_s=3, renew_s=0.5), ttl_s=2)
+
+
+async def test_kv_outage_stops_serving_and_resumes_without_a_leader_change(cluster: LocalCluster) -> None:
+    keep = cluster.nodes[0]
+    pool = await ConnectionPool.connect(load_settings(servers=[keep.url]))
+    name, services = await _group(pool)
+    active = _active(services)
+    epoch = active.election.epoch
+    victims = [n.name for n in cluster.nodes[1:]]
+    try:
+        for victim in victims:  # in a thread: the instances' timers must keep running meanwhile
+            await asyncio.to_thread(cluster.kill, victim)
+        await _until(lambda: not active.is_active, 3)  # it cannot renew: it fences itself
+        assert not any(s.is_active for s in services)
+    finally:
+        for victim in victims:
+            await asyncio.to_thread(cluster.restart, victim)
+    try:
+        await _until(lambda: any(s.is_active for s in services), 15)
+        assert _active(services) is active and active.election.epoch == epoch  # the incumbent renewed
+    finally:
+        for svc in services:
+            await svc.stop()
+        await pool.close()
