@@ -97,12 +97,16 @@ class Write:
     op: Op
     expected: int
     epoch: int
+    req: int
+    """Request id: pass it back with the answer (a late answer to an older request is ignored)."""
 
 
 @dataclass(frozen=True, slots=True)
 class Probe:
     """Check that the KV takes writes again (a write to a scratch key beside the election key), then read the
     election key and report it with :meth:`Election.read_done` (``write_timeout`` on failure)."""
+
+    req: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +139,7 @@ class _Request:
     op: Op | Literal["read"]
     expected: int
     sent_at: float
+    id: int
 
 
 @dataclass(slots=True)
@@ -152,6 +157,7 @@ class Election:
     request: _Request | None = None
     started: bool = False
     stopping: bool = False
+    requests_sent: int = 0
     probe: bool = False
     """A probe or campaign timed out (KV unavailable): after the next successful probe, wait a whole lease."""
     _was_serving: bool = False
@@ -187,39 +193,39 @@ class Election:
             self.seen_at = now
         return self._step(now)
 
-    def write_ok(self, now: float, rev: int) -> list[Action]:
+    def write_ok(self, now: float, rev: int, req: int) -> list[Action]:
         """The request in flight was stored at revision ``rev``."""
-        req = self._take()
-        if req is None:
+        request = self._take(req)
+        if request is None:
             return self._step(now)
-        if req.op == "release":
+        if request.op == "release":
             return self._exited(now)
-        if req.op == "read":
+        if request.op == "read":
             return self._step(now)
-        if req.op == "acquire" or self.role == "active":
-            if req.op == "acquire":
+        if request.op == "acquire" or self.role == "active":
+            if request.op == "acquire":
                 self.epoch = rev
-                self.last_send = req.sent_at
+                self.last_send = request.sent_at
             self.role = "active"
             self.my_rev = rev
-            self.deadline = req.sent_at + self.params.window_s
+            self.deadline = request.sent_at + self.params.window_s
         return self._step(now)
 
-    def write_failed(self, now: float, current: KeyState, *, ours: bool = False) -> list[Action]:
+    def write_failed(self, now: float, current: KeyState, req: int, *, ours: bool = False) -> list[Action]:
         """The compare-and-set lost: the key is at ``current`` (someone else wrote, or it expired).
 
         ``ours``: the key still holds this instance's own record and epoch. That happens when an earlier renewal
         timed out but was stored after all: nobody else wrote since, so the active keeps the lease, continues
         from ``current.rev`` and renews at once (its window still counts from its last *acknowledged* write).
         """
-        req = self._take()
-        if req is None:
+        request = self._take(req)
+        if request is None:
             return self._step(now)
-        if req.op == "release":
+        if request.op == "release":
             return self._exited(now)
-        if req.op == "read":
+        if request.op == "read":
             return self._step(now)
-        if ours and req.op == "renew" and self.role == "active" and current.kind == "val":
+        if ours and request.op == "renew" and self.role == "active" and current.kind == "val":
             self.my_rev = current.rev
             self.last_send = -math.inf
             return self._step(now)
@@ -228,25 +234,25 @@ class Election:
         self.seen_at = now
         return self._step(now)
 
-    def write_timeout(self, now: float) -> list[Action]:
+    def write_timeout(self, now: float, req: int) -> list[Action]:
         """No answer to the request in flight: its outcome is unknown (KV without a leader, connection lost)."""
-        req = self._take()
-        if req is None:
+        request = self._take(req)
+        if request is None:
             return self._step(now)
-        if req.op == "release":
+        if request.op == "release":
             return self._exited(now)
-        if req.op in ("acquire", "read") and self.role == "standby":
+        if request.op in ("acquire", "read") and self.role == "standby":
             # The KV is unavailable, not (necessarily) the active dead. Campaigning again as soon as it
             # returns would race the incumbent's renewal: first read the key, then wait a whole lease.
             self.probe = True
             self.seen_at = now
         return self._step(now)
 
-    def read_done(self, now: float, key: KeyState) -> list[Action]:
+    def read_done(self, now: float, key: KeyState, req: int) -> list[Action]:
         """The key read that a :class:`Probe` asked for: the KV answers again. The lease timer restarts now,
         so an incumbent that renews within a lease keeps the key."""
-        req = self._take()
-        if req is None or req.op != "read":
+        request = self._take(req)
+        if request is None or request.op != "read":
             return self._step(now)
         recovering, self.probe = self.probe, False
         if key.rev > self.seen.rev:
@@ -264,7 +270,7 @@ class Election:
         """The timer fired (or the driver wants the machine to look at the time). A request without an
         answer for ``write_timeout_s`` counts as timed out; a late answer to it is then ignored."""
         if self.request is not None and now >= self.request.sent_at + self.params.write_timeout_s:
-            return self.write_timeout(now)
+            return self.write_timeout(now, self.request.id)
         return self._step(now)
 
     def stop(self, now: float) -> list[Action]:
@@ -284,9 +290,12 @@ class Election:
 
     # -- internals -----------------------------------------------------------------------------------------
 
-    def _take(self) -> _Request | None:
-        req, self.request = self.request, None
-        return req
+    def _take(self, req: int) -> _Request | None:
+        """The request in flight if ``req`` names it; None for an answer to an older request (ignored)."""
+        if self.request is None or self.request.id != req:
+            return None
+        request, self.request = self.request, None
+        return request
 
     def _exited(self, now: float) -> list[Action]:
         self.role = "standby"
@@ -294,10 +303,14 @@ class Election:
         return [*self._serving_change(now), Exit()]
 
     def _send(self, now: float, op: Op, expected: int) -> Write:
-        self.request = _Request(op, expected, now)
+        self.request = _Request(op, expected, now, self._next_id())
         if op == "renew":
             self.last_send = now
-        return Write(op, expected, self.epoch if op != "acquire" else 0)
+        return Write(op, expected, self.epoch if op != "acquire" else 0, self.request.id)
+
+    def _next_id(self) -> int:
+        self.requests_sent += 1
+        return self.requests_sent
 
     def _step(self, now: float) -> list[Action]:
         out: list[Action] = []
@@ -312,8 +325,8 @@ class Election:
             elif self.role == "standby" and not self.stopping and self.ready(now):
                 # Probe first: a campaign sent while the KV cannot commit may land much later, after the
                 # incumbent's renewal attempts failed, and depose it for nothing.
-                self.request = _Request("read", self.seen.rev, now)
-                out.append(Probe())
+                self.request = _Request("read", self.seen.rev, now, self._next_id())
+                out.append(Probe(self.request.id))
         out.extend(self._serving_change(now))
         if self.started:
             out.append(Timer(self._next_wakeup(now)))

@@ -230,7 +230,7 @@ class SingleActiveService(Service):
             self._emit(action.op if action.op != "acquire" else "campaign", rev=action.expected)
             asyncio.create_task(self._write(action), name=f"{self.key} {action.op}")
         elif isinstance(action, Probe):
-            asyncio.create_task(self._probe(), name=f"{self.key} read")
+            asyncio.create_task(self._probe(action.req), name=f"{self.key} probe")
         elif isinstance(action, Timer):
             if self._timer is not None:
                 self._timer.cancel()
@@ -275,17 +275,17 @@ class SingleActiveService(Service):
         except Conflict as exc:
             current, ours = await self._after_conflict(pool, w, exc.revision)
             self._emit("lose" if w.op != "acquire" else "campaign_failed", rev=current.rev, ours=ours)
-            self._post(lambda now: self.election.write_failed(now, current, ours=ours))
+            self._post(lambda now: self.election.write_failed(now, current, w.req, ours=ours))
             return
         except AegisError as exc:
             log.debug("%s: %s timed out or failed: %s", self.key, w.op, exc)
             self._emit("timeout", rev=w.expected)
-            self._post(self.election.write_timeout)
+            self._post(lambda now: self.election.write_timeout(now, w.req))
             return
         self._emit({"acquire": "acquire", "renew": "renew", "release": "release"}[w.op], rev=rev)
-        self._post(lambda now: self.election.write_ok(now, rev))
+        self._post(lambda now: self.election.write_ok(now, rev, w.req))
 
-    async def _probe(self) -> None:
+    async def _probe(self, req: int) -> None:
         assert self._pool is not None
         pool = self._pool
         try:
@@ -302,10 +302,10 @@ class SingleActiveService(Service):
             )
             key = await asyncio.wait_for(self._read_key(pool, direct=False), self.params.write_timeout_s)
         except (AegisError, TimeoutError):
-            self._post(self.election.write_timeout)
+            self._post(lambda now: self.election.write_timeout(now, req))
             return
         self._emit("probe", rev=key.rev, kind=key.kind)
-        self._post(lambda now: self.election.read_done(now, key))
+        self._post(lambda now: self.election.read_done(now, key, req))
 
     async def _read_key(self, pool: ConnectionPool, *, direct: bool = True) -> KeyState:
         return (await self._read_entry(pool, direct=direct))[0]

@@ -112,7 +112,7 @@ class World:
                 self.at(self.t + self.delay(), lambda a=a, i=i, inc=inc: self.apply(i, a, inc))
             elif isinstance(a, Probe):
                 inc = node.incarnation
-                self.at(self.t + self.delay(), lambda i=i, inc=inc: self.read(i, inc))
+                self.at(self.t + self.delay(), lambda i=i, inc=inc, r=a.req: self.read(i, inc, r))
             elif isinstance(a, Timer):
                 node.timer_token += 1
                 token = node.timer_token
@@ -140,7 +140,7 @@ class World:
             ours = w.op == "renew" and current.kind == "val" and self.owner == (i, w.epoch)
             self.at(
                 self.t + self.delay(),
-                lambda: self.to_node_if(i, inc, lambda now: self.m(i).write_failed(now, current, ours=ours)),
+                lambda: self.to_node_if(i, inc, lambda now: self.m(i).write_failed(now, current, w.req, ours=ours)),
             )
             return
         self.rev += 1
@@ -152,18 +152,18 @@ class World:
                 raise Violation(f"epoch {rev} granted after {self.granted[-1]}")
             self.granted.append(rev)
         self.at(
-            self.t + self.delay(), lambda: self.to_node_if(i, inc, lambda now: self.m(i).write_ok(now, rev))
+            self.t + self.delay(), lambda: self.to_node_if(i, inc, lambda now: self.m(i).write_ok(now, rev, w.req))
         )
         self.broadcast(self.key)
         if self.key.kind == "val":
             self.at(self.t + TTL_S, lambda: self.expire(rev))
 
-    def read(self, i: int, inc: int) -> None:
+    def read(self, i: int, inc: int, req: int) -> None:
         if self.kv_up:
             key = self.key
             self.at(
                 self.t + self.delay(),
-                lambda: self.to_node_if(i, inc, lambda now: self.m(i).read_done(now, key)),
+                lambda: self.to_node_if(i, inc, lambda now: self.m(i).read_done(now, key, req)),
             )
 
     def expire(self, rev: int) -> None:
@@ -266,7 +266,7 @@ RATES_IN_BOUND = st.lists(st.floats(1 - PARAMS.drift, 1 + PARAMS.drift), min_siz
 DELAYS = st.lists(st.floats(0.0005, 0.3), min_size=1, max_size=20)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rates=RATES_IN_BOUND, delays=DELAYS, faults=st.lists(FAULTS, max_size=8))
 def test_no_two_instances_serve_at_once_within_the_drift_bound(
     rates: list[float], delays: list[float], faults: list
