@@ -26,14 +26,13 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 from nats.aio.msg import Msg
-from nats.js import api
 from pydantic import ValidationError
 
 from . import wire
 from .connection import ConnectionPool
 from .errors import AegisError, NoResponders, RpcTimeout
 from .jetstream import jetstream_error, retry_transient
-from .registry import ensure_registry
+from .registry import ensure_registry, kv_watch
 from .rpc import RpcClient, current_call
 from .schema import InstanceStatus, ServiceInstance
 
@@ -44,9 +43,6 @@ STRATEGIES: tuple[Strategy, ...] = ("round_robin", "random", "least_in_flight")
 
 # Statuses whose instances take plain RPC calls (a standby serves every non-exclusive method).
 ROUTABLE = frozenset({InstanceStatus.ACTIVE, InstanceStatus.STANDBY})
-# Idle heartbeat of the watch consumer: after two missed ones nats-py re-creates the consumer from the
-# last sequence it saw, so a watch on a killed node's consumer recovers in about 2 s.
-_WATCH_HEARTBEAT_S = 1.0
 # A record not refreshed for its TTL plus this is stale (its expiry marker may have been lost while the
 # stream had no leader); stale records are skipped while the service has fresh ones.
 _STALE_GRACE_S = 1.0
@@ -83,20 +79,9 @@ class InstanceWatch:
         if self._sub is not None:
             return
         await ensure_registry(self.pool)
-        subject = f"$KV.{wire.INSTANCES_BUCKET}." + (f"{self.service}.*" if self.service else ">")
-
-        async def subscribe() -> Any:
-            return await self.pool.js.subscribe(
-                subject,
-                stream=f"KV_{wire.INSTANCES_BUCKET}",
-                cb=self._on_msg,
-                ordered_consumer=True,
-                idle_heartbeat=_WATCH_HEARTBEAT_S,
-                deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT,
-                inactive_threshold=300.0,
-            )
-
-        self._sub = await retry_transient(subscribe, "watch instances")
+        self._sub = await kv_watch(
+            self.pool, wire.INSTANCES_BUCKET, f"{self.service}.*" if self.service else ">", self._on_msg
+        )
         try:
             info = await retry_transient(self._sub.consumer_info, "watch instances")
             if info.num_pending == 0 and self._sub.delivered == 0:

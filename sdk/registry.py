@@ -25,10 +25,12 @@ import asyncio
 import time
 import uuid
 import weakref
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from nats.js import api
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext, api
 from nats.js.errors import KeyDeletedError, NotFoundError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel, ValidationError
@@ -121,6 +123,30 @@ def bucket(pool: ConnectionPool, name: str, *, direct: bool = True) -> KeyValue:
     the stream leader, so a successful read also proves the bucket can take writes right now.
     """
     return KeyValue(name=name, stream=f"KV_{name}", pre=f"$KV.{name}.", js=pool.js, direct=direct)
+
+
+# Idle heartbeat of KV watches: after two missed ones nats-py re-creates the ordered consumer from the last
+# sequence it saw, so a watch whose consumer lived on a killed node recovers in about 2 s.
+WATCH_HEARTBEAT_S = 1.0
+
+
+async def kv_watch(
+    pool: ConnectionPool, bucket_name: str, keys: str, cb: Callable[[Msg], Awaitable[None]]
+) -> JetStreamContext.PushSubscription:
+    """Watch ``keys`` (a key or a pattern) of a bucket: ``cb`` gets the last entry of each key, then every
+    change, markers included (see :func:`sdk.single_active.key_state` for telling them apart)."""
+    return await retry_transient(
+        lambda: pool.js.subscribe(
+            kv_subject(bucket_name, keys),
+            stream=f"KV_{bucket_name}",
+            cb=cb,
+            ordered_consumer=True,
+            idle_heartbeat=WATCH_HEARTBEAT_S,
+            deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT,
+            inactive_threshold=300.0,
+        ),
+        f"watch {bucket_name} {keys}",
+    )
 
 
 async def kv_write(

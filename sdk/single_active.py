@@ -50,7 +50,7 @@ from .election import (
 )
 from .errors import AegisError, Conflict, NotActive
 from .jetstream import default_replicas, ensure_stream, jetstream_error, retry_transient
-from .registry import bucket, kv_write
+from .registry import bucket, kv_watch, kv_write
 from .rpc import Handler, Service
 from .schema import InstanceStatus
 
@@ -361,17 +361,7 @@ class SingleActiveService(Service):
             self._emit("observe", rev=rev, kind=state.kind)
             self._post(lambda now: self.election.observe(now, state))
 
-        return await retry_transient(
-            lambda: pool.js.subscribe(
-                f"$KV.{wire.ELECTION_BUCKET}.{self.key}",
-                stream=f"KV_{wire.ELECTION_BUCKET}",
-                cb=on_msg,
-                ordered_consumer=True,
-                idle_heartbeat=1.0,
-                deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT,
-            ),
-            f"watch {self.key}",
-        )
+        return await kv_watch(pool, wire.ELECTION_BUCKET, self.key, on_msg)
 
     def _learn(self, data: bytes, rev: int) -> None:
         try:

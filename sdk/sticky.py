@@ -27,12 +27,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nats.aio.msg import Msg
-from nats.js import api
 
 from . import wire
 from .connection import ConnectionPool
 from .errors import NoResponders, NotActive, RpcTimeout, ServiceUnavailable
-from .jetstream import retry_transient
+from .registry import kv_watch
 from .rpc import RpcClient, decode
 from .single_active import ensure_election_bucket, key_state, leader_key, parse_leader
 
@@ -91,17 +90,7 @@ class StickyClient:
                     leader.instance_id, leader.epoch = record.instance_id, epoch
             leader.changed.set()
 
-        leader.watch = await retry_transient(
-            lambda: self.pool.js.subscribe(
-                f"$KV.{wire.ELECTION_BUCKET}.{key}",
-                stream=f"KV_{wire.ELECTION_BUCKET}",
-                cb=on_msg,
-                ordered_consumer=True,
-                idle_heartbeat=1.0,
-                deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT,
-            ),
-            f"watch {key}",
-        )
+        leader.watch = await kv_watch(self.pool, wire.ELECTION_BUCKET, key, on_msg)
         return leader
 
     async def call_active(
