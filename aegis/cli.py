@@ -56,6 +56,55 @@ def bench(
     Console().print(Markdown(markdown(report)))
 
 
+@app.command()
+def failover(
+    kills: int = typer.Option(10, min=0, max=1000, help="kill -9 of the active instance, this many times."),
+    graceful: int = typer.Option(5, min=0, max=1000, help="Graceful stops (SIGTERM) of the active."),
+    seed: int = typer.Option(1, help="Seeds the order of the faults and the moments they hit."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+    out: Path | None = typer.Option(
+        None, help="Also write <out>/failover.json and <out>/failover.md (nothing is written without it)."
+    ),
+) -> None:
+    """Failover of the single-active demo group on a fresh local 3-node cluster (real processes).
+
+    Kills (kill -9) or stops (SIGTERM) the active instance in seeded order while a sticky client calls it
+    back to back and a prober calls every instance directly; restarts each victim as a standby before the
+    next fault. Reports the client-visible gaps (fault -> first reply from a new epoch: p50/p99/max),
+    split-brain answers and epoch regressions (both must be 0). Exit code 1 when either is not 0.
+    """
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from harness.failover import markdown as failover_md
+    from harness.failover import run_failover
+    from harness.failover import write_report as write_failover
+
+    columns = (
+        TextColumn("failover"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} {task.description}"),
+    )
+    with Progress(*columns, TimeElapsedColumn(), console=err, transient=True) as bar:
+        task = bar.add_task("", total=max(1, kills + graceful))
+        report = run_failover(
+            kills=kills,
+            graceful=graceful,
+            seed=seed,
+            progress=lambda done, total, what: bar.update(task, completed=done, description=what),
+        )
+    if out is not None:
+        jpath, mpath = write_failover(report, out)
+        err.print(f"wrote {jpath} and {mpath}")
+    if as_json:
+        sys.stdout.write(json.dumps(report) + "\n")
+    else:
+        from rich.markdown import Markdown
+
+        Console().print(Markdown(failover_md(report)))
+    if report["split_brain"] or report["epoch_regressions"]:
+        raise typer.Exit(1)
+
+
 def _server_list(servers: str | None) -> list[str] | None:
     return [u.strip() for u in servers.split(",") if u.strip()] if servers else None
 
@@ -104,6 +153,72 @@ def config(
         sys.stdout.write(cfg.model_dump_json() + "\n")
         return
     Console().print(config_table(cfg))
+
+
+@app.command()
+def spec(
+    quick: bool = typer.Option(False, "--quick", help="Only the CI configurations (a minute or two)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+    config: list[str] = typer.Option(
+        [], "--config", help="Run only this configuration (spec/tla/NAME.cfg); repeatable."
+    ),
+    parallel: int = typer.Option(2, min=1, max=8, help="TLC processes at a time (one worker each)."),
+) -> None:
+    """Model-check the election spec (spec/tla) with TLC: real configs must pass, negative controls must fail.
+
+    Exits non-zero when any configuration did not do what it is expected to do.
+    """
+    from harness.spec_run import run_suite, table
+    from harness.tlc import TlcUnavailable
+
+    try:
+        report = run_suite(quick, config or None, parallel=parallel, console=None if as_json else err)
+    except (TlcUnavailable, KeyError) as exc:
+        err.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+    if as_json:
+        sys.stdout.write(json.dumps(report) + "\n")
+    else:
+        Console().print(table(report))
+        for bad in report["unexpected"]:
+            err.print(f"[red]{bad['config']}: {bad['reason']}[/]")
+    raise typer.Exit(1 if report["unexpected"] else 0)
+
+
+@app.command("trace-check")
+def trace_check(
+    trace: Path = typer.Argument(..., exists=True, dir_okay=False, help="NDJSON trace of election events."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+) -> None:
+    """Check an election trace against the TLA+ spec with TLC; print the first line no behaviour explains.
+
+    Exits 0 when the trace is accepted, 1 when it is rejected, 2 when it cannot be read.
+    """
+    from harness.tlc import TlcUnavailable
+    from harness.trace_check import TraceCheckError, check_trace
+    from sdk.trace_events import TraceError
+
+    try:
+        verdict = check_trace(trace)
+    except TraceError as exc:
+        err.print(f"[red]{trace}: {exc}[/]", soft_wrap=True)
+        raise typer.Exit(2) from None
+    except (TlcUnavailable, TraceCheckError) as exc:
+        err.print(f"[red]{exc}[/]", soft_wrap=True)
+        raise typer.Exit(2) from None
+    if as_json:
+        sys.stdout.write(json.dumps({"trace": str(trace), **verdict.summary()}) + "\n")
+    elif verdict.accepted:
+        Console().print(f"[green]accepted[/]: all {verdict.events} events are a behaviour of the spec")
+    else:
+        event = verdict.first_bad_event
+        shown = event.model_dump_json(exclude_none=True) if event else ""
+        Console().print(
+            f"[red]rejected[/] at line {verdict.first_bad_line}: no behaviour of the spec explains it "
+            f"(the {verdict.explained} events before it are explained)\n  {shown}",
+            soft_wrap=True,
+        )
+    raise typer.Exit(0 if verdict.accepted else 1)
 
 
 def main() -> None:  # pragma: no cover - console script shim

@@ -1,28 +1,42 @@
-"""The demo that ``aegis up`` runs on the local cluster: a quote service and a steady client.
+"""The demo that ``aegis up`` runs on the local cluster: a quote service, a single-active ledger, clients.
 
 ``python -m harness.demo serve --instance q1 URL [URL ...]`` runs one instance of the ``quotes`` service
-until stdin closes or SIGTERM. :class:`DemoClient` produces steady traffic against it and keeps the
-figures the live status line shows.
+until SIGTERM. :class:`DemoClient` produces steady traffic against it and keeps the figures the live status
+line shows.
+
+``python -m harness.demo serve-active --instance L1 URL [URL ...]`` runs one instance of the single-active
+``ledger`` group: its exclusive ``book`` answers only on the active instance with who answered and in which
+epoch; ``whoami`` answers everywhere. It prints ``ready`` once started and stops gracefully (releasing the
+election key) on SIGTERM, SIGINT or, when stdin is a pipe, when stdin closes. :class:`StickyDemoClient` calls
+``book`` at a steady rate through the sticky client. :mod:`harness.failover` kills and stops these processes.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import signal
+import stat
+import sys
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from hdrh.histogram import HdrHistogram
 from pydantic import BaseModel
 
 from sdk.config import load_settings
 from sdk.connection import ConnectionPool
+from sdk.election import ElectionParams
 from sdk.errors import AegisError
 from sdk.rpc import CallContext, RpcClient, Service
+from sdk.single_active import SingleActiveService
+from sdk.sticky import StickyClient
 
 SERVICE = "quotes"
+ACTIVE_SERVICE = "ledger"
 
 
 class QuoteRequest(BaseModel):
@@ -67,6 +81,78 @@ async def serve(instance_id: str, urls: list[str]) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await svc.stop()
+    await pool.close()
+
+
+class BookRequest(BaseModel):
+    ref: str = ""
+    amount: int = 0
+
+
+def ledger_service(
+    instance_id: str,
+    *,
+    name: str = ACTIVE_SERVICE,
+    group: str = "default",
+    params: ElectionParams | None = None,
+    ttl_s: int = 10,
+) -> SingleActiveService:
+    """The single-active demo: ``book`` runs on the active instance only and says who answered in which epoch
+    (the reply's ``Aegis-Epoch`` header carries the epoch too); ``whoami`` answers on every instance."""
+    svc = SingleActiveService(
+        name, instance_id=instance_id, group=group, params=params or ElectionParams(), ttl_s=ttl_s
+    )
+
+    @svc.exclusive_rpc("book")
+    async def book(req: BookRequest | None, ctx: CallContext) -> dict[str, Any]:
+        return {"instance": ctx.instance_id, "epoch": svc.known_epoch}
+
+    @svc.rpc("whoami")
+    async def whoami(req: None, ctx: CallContext) -> dict[str, Any]:
+        return {"instance": ctx.instance_id, "active": svc.is_active, "epoch": svc.known_epoch}
+
+    return svc
+
+
+def _stop_on_stdin_eof(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+    """When stdin is a pipe, its closing (the parent went away or asked us to stop) stops the instance.
+
+    Only for pipes: a child started with stdin=/dev/null would otherwise read EOF at once and stop.
+    """
+    try:
+        if not stat.S_ISFIFO(os.fstat(sys.stdin.fileno()).st_mode):
+            return
+    except (OSError, ValueError):
+        return
+
+    class _Eof(asyncio.Protocol):
+        def connection_lost(self, exc: Exception | None) -> None:
+            stop.set()
+
+    loop.create_task(loop.connect_read_pipe(_Eof, sys.stdin))
+
+
+async def serve_active(
+    instance_id: str,
+    urls: list[str],
+    *,
+    service: str = ACTIVE_SERVICE,
+    group: str = "default",
+    params: ElectionParams | None = None,
+    ttl_s: int = 10,
+) -> None:
+    """Run one ledger instance until SIGTERM/SIGINT/stdin EOF; then stop gracefully (releases the key)."""
+    pool = await ConnectionPool.connect(load_settings(servers=urls, name=f"{service}-{instance_id}"))
+    svc = ledger_service(instance_id, name=service, group=group, params=params, ttl_s=ttl_s)
+    await svc.start(pool)
+    print("ready", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    _stop_on_stdin_eof(loop, stop)
     await stop.wait()
     await svc.stop()
     await pool.close()
@@ -121,14 +207,88 @@ class DemoClient:
             await asyncio.sleep(max(0.0, period - (time.perf_counter() - t)))
 
 
+@dataclass
+class StickyStats:
+    """What the sticky demo client saw: counts and who answered last in which epoch."""
+
+    ok: int = 0
+    failed: int = 0
+    last_error: str = ""
+    instance: str = "-"
+    epoch: int = 0
+    hist: HdrHistogram = field(default_factory=lambda: HdrHistogram(1, 60_000_000, 3))
+
+    def line(self) -> str:
+        p99 = self.hist.get_value_at_percentile(99) / 1000 if self.ok else 0.0
+        err = f" last error: {self.last_error}" if self.failed else ""
+        return (
+            f"active {self.instance} epoch {self.epoch}  sticky ok {self.ok}  failed {self.failed}"
+            f"  p99 {p99:.2f} ms{err}"
+        )
+
+
+class StickyDemoClient:
+    """Steady traffic to the active ledger instance: ``rate`` ``book`` calls per second via StickyClient."""
+
+    def __init__(self, pool: ConnectionPool, rate: float = 50.0, service: str = ACTIVE_SERVICE) -> None:
+        self.client = StickyClient(pool)
+        self.rate = rate
+        self.service = service
+        self.stats = StickyStats()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        period = 1.0 / self.rate
+        n = 0
+        try:
+            while not stop.is_set():
+                t = time.perf_counter()
+                n += 1
+                try:
+                    reply = await self.client.call_active(
+                        self.service, "book", BookRequest(ref=f"up-{n}", amount=n), timeout=2.0
+                    )
+                    self.stats.ok += 1
+                    self.stats.hist.record_value(max(1, int((time.perf_counter() - t) * 1e6)))
+                    self.stats.instance, self.stats.epoch = reply["instance"], int(reply["epoch"])
+                except AegisError as exc:
+                    self.stats.failed += 1
+                    self.stats.last_error = f"{type(exc).__name__}: {exc.message}"
+                await asyncio.sleep(max(0.0, period - (time.perf_counter() - t)))
+        finally:
+            await self.client.close()
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="cmd", required=True)
-    s = sub.add_parser("serve")
+    s = sub.add_parser("serve", help="one instance of the quotes service")
     s.add_argument("--instance", required=True)
     s.add_argument("urls", nargs="+")
+    a = sub.add_parser("serve-active", help="one instance of the single-active ledger group")
+    a.add_argument("--instance", required=True)
+    a.add_argument("--service", default=ACTIVE_SERVICE, help="service name (tests use a unique one)")
+    a.add_argument("--group", default="default")
+    defaults = ElectionParams()
+    a.add_argument("--lease", type=float, default=defaults.lease_s, help="lease_s")
+    a.add_argument("--renew", type=float, default=defaults.renew_s, help="renew_s")
+    a.add_argument("--drift", type=float, default=defaults.drift, help="drift bound rho")
+    a.add_argument("--write-timeout", type=float, default=defaults.write_timeout_s, help="write_timeout_s")
+    a.add_argument("--ttl", type=int, default=10, help="election key TTL backstop, whole seconds")
+    a.add_argument("urls", nargs="+")
     args = parser.parse_args()
-    asyncio.run(serve(args.instance, args.urls))
+    if args.cmd == "serve":
+        asyncio.run(serve(args.instance, args.urls))
+        return
+    params = ElectionParams(
+        lease_s=args.lease, renew_s=args.renew, drift=args.drift, write_timeout_s=args.write_timeout
+    )
+    asyncio.run(
+        serve_active(
+            args.instance, args.urls, service=args.service, group=args.group, params=params, ttl_s=args.ttl
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -113,6 +113,7 @@ class StickyClient:
         call_id = idempotency_key or uuid.uuid4().hex
         tried: list[str] = []
         backoff = _FIRST_BACKOFF_S
+        last_target: str | None = None
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -130,18 +131,19 @@ class StickyClient:
                 if leader.instance_id is None:
                     tried.append("no leader in the election key")
                 continue
+            if target != last_target:
+                backoff, last_target = _FIRST_BACKOFF_S, target
             try:
-                msg = await self.rpc.request(
-                    service,
-                    method,
-                    payload,
-                    timeout=min(left, self.attempt_timeout_s),
-                    instance=target,
-                    call_id=call_id,
-                    retry_no_responders=False,
-                )
+                msg = await self._attempt(leader, target, service, method, payload, left, call_id)
+            except _LeaderChanged:
+                tried.append(f"{target}: no answer before the key named a new leader")
+                continue
             except NotActive as exc:
                 tried.append(f"{target}: not active (it knows epoch {exc.epoch})")
+                if exc.epoch < leader.epoch:
+                    # It was just elected and has not yet processed its own acquire: ask again in a moment.
+                    await asyncio.sleep(min(_FIRST_BACKOFF_S, max(0.0, deadline - time.monotonic())))
+                    continue
             except (NoResponders, RpcTimeout) as exc:
                 tried.append(f"{target}: {type(exc).__name__}")
             except ServiceUnavailable as exc:
@@ -163,6 +165,44 @@ class StickyClient:
                 except TimeoutError:
                     pass
                 backoff = min(backoff * 2, _MAX_BACKOFF_S)
+
+    async def _attempt(
+        self,
+        leader: _Leader,
+        target: str,
+        service: str,
+        method: str,
+        payload: Any,
+        left: float,
+        call_id: str,
+    ) -> Msg:
+        """One request to ``target``; abandoned (``_LeaderChanged``) as soon as the key names another leader,
+        so a request stuck on a dead active does not hold the call for the whole attempt timeout."""
+        request = asyncio.ensure_future(
+            self.rpc.request(
+                service,
+                method,
+                payload,
+                timeout=min(left, self.attempt_timeout_s),
+                instance=target,
+                call_id=call_id,
+                retry_no_responders=False,
+            )
+        )
+        while True:
+            leader.changed.clear()
+            changed = asyncio.ensure_future(leader.changed.wait())
+            done, _ = await asyncio.wait({request, changed}, return_when=asyncio.FIRST_COMPLETED)
+            if request in done:
+                changed.cancel()
+                return request.result()
+            if leader.instance_id != target:
+                request.cancel()
+                raise _LeaderChanged
+
+
+class _LeaderChanged(Exception):
+    """The election key named a new leader while a request to the old one was in flight."""
 
 
 __all__ = ["StickyClient"]

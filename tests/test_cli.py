@@ -57,10 +57,13 @@ def test_up_runs_cluster_and_demo_then_stops_everything() -> None:
     assert proc.returncode == 0, proc.stderr + out
     assert len(re.findall(r"nats://127\.0\.0\.1:\d+", out)) >= 3
     pids = _pids(out)
-    assert len(pids) == 5  # 3 servers + 2 demo instances
+    assert len(pids) == 8  # 3 servers + 2 demo instances + 3 single-active ledger instances
     ok = [int(n) for n in re.findall(r"ok (\d+)", out)]
     assert ok and max(ok) > 50
     assert "failed 0" in out
+    # the ledger line: who is active in which epoch, and the sticky client's counts
+    sticky = re.findall(r"active (L\d) epoch (\d+)  sticky ok (\d+)  failed (\d+)", out)
+    assert sticky and int(sticky[-1][1]) > 0 and int(sticky[-1][2]) > 0 and sticky[-1][3] == "0", out
     assert _wait_dead(pids) == []
 
 
@@ -82,7 +85,7 @@ def test_ctrl_c_stops_everything() -> None:
                 break
             seen += line
         pids = _pids(seen)
-        assert len(pids) == 5, seen
+        assert len(pids) == 8, seen
         time.sleep(1)
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=30)
