@@ -27,7 +27,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 from nats.aio.msg import Msg
 from nats.js import api
@@ -53,17 +53,17 @@ from .jetstream import default_replicas, ensure_stream, jetstream_error, retry_t
 from .registry import bucket, kv_watch, kv_write
 from .rpc import Handler, Service
 from .schema import InstanceStatus
+from .trace_events import Action as TA
+from .trace_events import KeyKind, TraceWriter
+from .trace_events import Op as TOp
+
+# The election machine's key kinds as the trace vocabulary names them.
+_KINDS = {"val": KeyKind.VALUE, "del": KeyKind.DELETED, "exp": KeyKind.EXPIRED, "none": KeyKind.ABSENT}
 
 log = logging.getLogger(__name__)
 
 # Removal markers of the election bucket age out after this long; must stay <= the key TTL.
 ELECTION_MARKER_TTL_S = 1
-
-
-class TraceSink(Protocol):
-    """Where trace events go (the spec's NDJSON vocabulary; see sdk/trace_events.py)."""
-
-    def write(self, instance: str, action: str, **fields: Any) -> None: ...
 
 
 class LeaderRecord(BaseModel):
@@ -123,7 +123,7 @@ class SingleActiveService(Service):
         group: str = "default",
         params: ElectionParams | None = None,
         ttl_s: int = 10,
-        trace: TraceSink | None = None,
+        trace: TraceWriter | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(name, **kwargs)
@@ -164,6 +164,8 @@ class SingleActiveService(Service):
                         f" (leader {self.leader or 'unknown'}, epoch {self.known_epoch})",
                         epoch=self.known_epoch,
                     )
+                if self.trace is not None:
+                    self._emit(TA.SERVE, epoch=self.election.epoch)
                 return await inner(*args)
 
             endpoint.func = guarded
@@ -188,6 +190,7 @@ class SingleActiveService(Service):
         self._events = asyncio.Queue()
         self.election = Election(self.params)
         first = await self._read_key(pool)
+        self._emit(TA.START, rev=first.rev, kind=_KINDS[first.kind])
         self._driver = asyncio.create_task(self._drive(), name=f"election {self.key}")
         self._watch = await self._watch_key(pool)
         self._post(lambda now: self.election.start(now, first))
@@ -227,7 +230,7 @@ class SingleActiveService(Service):
 
     def _carry_out(self, action: Action) -> None:
         if isinstance(action, Write):
-            self._emit(action.op if action.op != "acquire" else "campaign", rev=action.expected)
+            self._emit(TA.REQUEST, op=TOp(action.op), rev=action.expected, epoch=action.epoch)
             asyncio.create_task(self._write(action), name=f"{self.key} {action.op}")
         elif isinstance(action, Probe):
             asyncio.create_task(self._probe(action.req), name=f"{self.key} probe")
@@ -241,12 +244,10 @@ class SingleActiveService(Service):
             self.known_epoch = action.epoch
             self.leader = self.instance_id
             self._reply_headers[wire.EPOCH_HEADER] = str(action.epoch)
-            self._emit("serve", epoch=action.epoch)
             if self.heartbeat is not None:
                 self.heartbeat.update(status=InstanceStatus.ACTIVE, role="active", epoch=action.epoch)
             log.info("%s: ACTIVE with epoch %d", self.key, action.epoch)
         elif isinstance(action, StopServing):
-            self._emit("stop_serving", epoch=self.election.epoch, reason=action.reason)
             if self.heartbeat is not None:
                 self.heartbeat.update(status=InstanceStatus.STANDBY, role="standby", epoch=self.known_epoch)
             log.info("%s: stopped serving (%s)", self.key, action.reason)
@@ -274,15 +275,27 @@ class SingleActiveService(Service):
             )
         except Conflict as exc:
             current, ours = await self._after_conflict(pool, w, exc.revision)
-            self._emit("lose" if w.op != "acquire" else "campaign_failed", rev=current.rev, ours=ours)
+            if w.op == "acquire":
+                self._emit(TA.OUTBID, rev=current.rev, kind=_KINDS[current.kind])
+            elif w.op == "renew":
+                self._emit(TA.ADOPT if ours else TA.LOSE, rev=current.rev, epoch=w.epoch)
+            else:
+                self._emit(TA.RELEASE, rev=0)
             self._post(lambda now: self.election.write_failed(now, current, w.req, ours=ours))
             return
         except AegisError as exc:
             log.debug("%s: %s timed out or failed: %s", self.key, w.op, exc)
-            self._emit("timeout", rev=w.expected)
+            self._emit(TA.TIMEOUT, op=TOp(w.op), rev=w.expected)
             self._post(lambda now: self.election.write_timeout(now, w.req))
             return
-        self._emit({"acquire": "acquire", "renew": "renew", "release": "release"}[w.op], rev=rev)
+        if w.op == "release":
+            self._emit(TA.RELEASE, rev=rev)
+        else:
+            self._emit(
+                TA.ACQUIRE if w.op == "acquire" else TA.RENEW,
+                rev=rev,
+                epoch=rev if w.op == "acquire" else w.epoch,
+            )
         self._post(lambda now: self.election.write_ok(now, rev, w.req))
 
     async def _probe(self, req: int) -> None:
@@ -304,7 +317,8 @@ class SingleActiveService(Service):
         except (AegisError, TimeoutError):
             self._post(lambda now: self.election.write_timeout(now, req))
             return
-        self._emit("probe", rev=key.rev, kind=key.kind)
+        if key.rev > self.election.seen.rev:  # the probe saw the key move: to the spec, an observation
+            self._emit(TA.OBSERVE, rev=key.rev, kind=_KINDS[key.kind])
         self._post(lambda now: self.election.read_done(now, key, req))
 
     async def _read_key(self, pool: ConnectionPool, *, direct: bool = True) -> KeyState:
@@ -358,7 +372,7 @@ class SingleActiveService(Service):
             state = key_state(msg.headers, rev, bool(msg.data))
             if state.kind == "val":
                 self._learn(msg.data, rev)
-            self._emit("observe", rev=rev, kind=state.kind)
+            self._emit(TA.OBSERVE, rev=rev, kind=_KINDS[state.kind])
             self._post(lambda now: self.election.observe(now, state))
 
         return await kv_watch(pool, wire.ELECTION_BUCKET, self.key, on_msg)
@@ -377,9 +391,9 @@ class SingleActiveService(Service):
                 if self.heartbeat is not None and self.heartbeat.record.epoch != epoch:
                     self.heartbeat.update(epoch=epoch)
 
-    def _emit(self, action: str, **fields: Any) -> None:
+    def _emit(self, action: TA, **fields: Any) -> None:
         if self.trace is not None:
-            self.trace.write(self.instance_id, action, local=time.monotonic(), **fields)
+            self.trace.emit(self.instance_id, action, **fields)
 
 
 def parse_leader(data: bytes) -> LeaderRecord | None:
