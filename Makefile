@@ -3,9 +3,15 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test bench lint clean
+.PHONY: setup jre run test bench spec lint clean
 
-setup: $(STAMP)
+setup: $(STAMP) jre
+
+# TLC (make spec, the spec tests) needs a Java runtime; install one only when there is none.
+jre:
+	@command -v java >/dev/null 2>&1 || { \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq default-jre-headless; }
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -21,6 +27,9 @@ test: setup
 
 bench: setup
 	$(VENV)/bin/aegis bench
+
+spec: setup
+	$(VENV)/bin/aegis spec
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -811,7 +811,9 @@ class LocalCluster:
                 if running - {leader} <= current:
                     return
             time.sleep(0.05)
-        raise ClusterError(f"the JetStream meta leader does not see all of {sorted(running)} as current peers")
+        raise ClusterError(
+            f"the JetStream meta leader does not see all of {sorted(running)} as current peers"
+        )
 
 
 def _iter_streams(jsz: dict[str, Any], account: str) -> Iterator[dict[str, Any]]:

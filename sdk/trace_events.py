@@ -7,7 +7,7 @@ Every election step the SDK takes is one NDJSON line, and each line names the st
 
 Example::
 
-    from sdk.trace_events import Action, KeyKind, TraceWriter
+    from sdk.trace_events import Action, KeyKind, Op, TraceParams, TraceWriter
 
     with TraceWriter("trace.ndjson", params=TraceParams(lease=1.5)) as trace:
         trace.emit("api-1", Action.START, rev=0, kind=KeyKind.ABSENT)
@@ -181,7 +181,7 @@ class TraceWriter:
     def __init__(self, path: str | Path, params: TraceParams | None = None) -> None:
         self.path = Path(path)
         fresh = not self.path.exists() or self.path.stat().st_size == 0
-        self._file: IO[str] = open(self.path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
+        self._file: IO[str] = open(self.path, "a", encoding="utf-8", buffering=1)
         if fresh and params is not None:
             self._file.write(json.dumps({"params": params.model_dump()}) + "\n")
 

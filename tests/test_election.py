@@ -140,7 +140,9 @@ class World:
             ours = w.op == "renew" and current.kind == "val" and self.owner == (i, w.epoch)
             self.at(
                 self.t + self.delay(),
-                lambda: self.to_node_if(i, inc, lambda now: self.m(i).write_failed(now, current, w.req, ours=ours)),
+                lambda: self.to_node_if(
+                    i, inc, lambda now: self.m(i).write_failed(now, current, w.req, ours=ours)
+                ),
             )
             return
         self.rev += 1
@@ -152,7 +154,8 @@ class World:
                 raise Violation(f"epoch {rev} granted after {self.granted[-1]}")
             self.granted.append(rev)
         self.at(
-            self.t + self.delay(), lambda: self.to_node_if(i, inc, lambda now: self.m(i).write_ok(now, rev, w.req))
+            self.t + self.delay(),
+            lambda: self.to_node_if(i, inc, lambda now: self.m(i).write_ok(now, rev, w.req)),
         )
         self.broadcast(self.key)
         if self.key.kind == "val":

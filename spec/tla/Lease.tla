@@ -1,0 +1,625 @@
+------------------------------- MODULE Lease -------------------------------
+(***************************************************************************)
+(* Sticky single-active election and failover on a NATS KV key.           *)
+(*                                                                         *)
+(* The reference definition of the protocol: the SDK's sans-IO state       *)
+(* machine, the simulator and the trace checker all follow this module.    *)
+(* spec/README.md explains it in prose, with the real-world value of every *)
+(* constant.                                                               *)
+(*                                                                         *)
+(* Time is discrete. `now` counts real ticks; every instance has its own   *)
+(* monotonic clock lc[i] that advances Rate +/- Drift units per tick. The  *)
+(* protocol itself only knows DriftBound (what it assumes about clocks);   *)
+(* a negative control sets Drift > DriftBound.                             *)
+(*                                                                         *)
+(* Variables hold absolute times and revisions so that a trace can be      *)
+(* replayed against them (TraceLease.tla). Model checking uses the VIEW    *)
+(* `View`, which keeps only what the future depends on (time differences,  *)
+(* saturated, and revisions by rank), so the checked state space is finite *)
+(* without bounding time or revisions.                                     *)
+(***************************************************************************)
+EXTENDS Naturals, Integers, FiniteSets, Sequences, TLC
+
+CONSTANTS
+    Inst,          \* instance ids
+    Rate,          \* local clock units per real tick at nominal speed
+    Drift,         \* real clock drift: a clock advances Rate-Drift .. Rate+Drift units per tick
+    DriftBound,    \* the drift the protocol assumes (used in its serving window)
+    Lease,         \* lease duration, local units: a standby takes over after this much silence
+    RenewEvery,    \* the active sends a renewal this many local units after its previous one
+    TTL,           \* per-key TTL on the server, real ticks (a backstop that writes an expiry marker)
+    ExpiryLate,    \* the server runs expiry up to this many ticks after the TTL has passed
+    ObsDelay,      \* a standby's watch delivers a new revision at most this many ticks after the write
+    NetDelay,      \* a request reaches the KV, and its answer comes back, within this many ticks (each way)
+    MaxCrashes,    \* fault budget: crashes (kill -9) over a whole behaviour
+    MaxPauses,     \* fault budget: pauses (GC, SIGSTOP) of unbounded length
+    MaxOutages,    \* fault budget: KV unavailability periods (stream leader election) of unbounded length
+    MaxReleases,   \* graceful stops over a whole behaviour
+    Timely,        \* TRUE: the timing bounds above are enforced (needed for failover bounds and liveness)
+    Fencing,       \* TRUE: an active stops serving at the end of its window (FALSE: negative control)
+    UseCAS,        \* TRUE: takeover by compare-and-set (FALSE: plain put, negative control)
+    WithClient,    \* model a client (replies in flight, epoch check); FALSE keeps the state space small
+    ClientCheck,   \* TRUE: clients drop replies older than the newest epoch they accepted
+    WindowRule     \* "safe": Lease*(1-rho)/(1+rho); "design": Lease*(1-rho) as DESIGN.md first said
+
+ASSUME /\ Rate \in Nat \ {0} /\ Drift \in Nat /\ DriftBound \in Nat
+       /\ Drift <= Rate /\ DriftBound < Rate
+       /\ {Lease, RenewEvery, TTL} \subseteq Nat \ {0}
+       /\ ObsDelay < TTL     \* watches deliver a marker before it ages out
+       /\ {ExpiryLate, ObsDelay, NetDelay, MaxCrashes, MaxPauses, MaxOutages, MaxReleases} \subseteq Nat
+       /\ {Timely, Fencing, UseCAS, WithClient, ClientCheck} \subseteq BOOLEAN
+       /\ WindowRule \in {"safe", "design"}
+
+(* The serving window in local units, counted from the send time of the   *)
+(* last acknowledged write. With rho = DriftBound/Rate: a slow active      *)
+(* needs Window/(Rate-DriftBound) ticks to use it up, a fast standby needs *)
+(* at least Lease/(Rate+DriftBound) ticks to time out, hence               *)
+(* Window <= Lease*(Rate-DriftBound)/(Rate+DriftBound).                    *)
+Window == IF WindowRule = "safe"
+          THEN (Lease * (Rate - DriftBound)) \div (Rate + DriftBound)
+          ELSE (Lease * (Rate - DriftBound)) \div Rate
+
+(* The window must outlast a worst-case round trip, or a new active may  *)
+(* never get to serve (its window would be over when the answer comes).  *)
+ASSUME Timely => Window > (Rate + Drift) * 2 * NetDelay
+
+Max(a, b) == IF a > b THEN a ELSE b
+Min(a, b) == IF a < b THEN a ELSE b
+Ceil(a, b) == (a + b - 1) \div b
+
+(* Timing promises, in real ticks, checked by TLC (FailoverBounded). In  *)
+(* MC_2inst and MC_2inst_delays they are tight: one tick less is violated. *)
+(* A standby may take over when the key expires (TTL + ExpiryLate after   *)
+(* the last write) or when its own timer runs out (LeaseTicks: Lease on a *)
+(* clock that may run slow), whichever comes first. Then: the last write  *)
+(* (a renewal in flight at the crash, or the delete of a graceful stop)   *)
+(* lands within NetDelay, the watch tells the standby within ObsDelay; a  *)
+(* campaign it already had in flight on a revision just superseded costs *)
+(* a round trip (2 * NetDelay), and its own compare-and-set another.      *)
+TakeoverDelay == ObsDelay + 5 * NetDelay
+LeaseTicks == IF Drift < Rate THEN Ceil(Lease, Rate - Drift) ELSE Lease   \* a clock that may stop: no bound
+FailoverBound == Min(LeaseTicks, TTL + ExpiryLate) + TakeoverDelay
+(* After a graceful stop the delete marker lets a standby in at once.     *)
+ReleaseBound == TakeoverDelay
+
+Kinds == {"val", "del", "exp", "none"}      \* value, delete marker, expiry (MaxAge) marker, absent
+NoKey == [rev |-> 0, kind |-> "none", ep |-> 0, wAt |-> 0]
+NoReq == [op |-> "none", exp |-> 0, ep |-> 0, sentAt |-> 0, t |-> 0, st |-> "none", rev |-> 0, kind |-> "none",
+          cep |-> 0]
+NoFo == [k |-> "none", t |-> 0]
+
+VARIABLES
+    now,        \* real time, ticks
+    lc,         \* lc[i]: instance i's monotonic clock, local units
+    up,         \* up[i]: the process runs
+    paused,     \* paused[i]: the process is stopped (GC, SIGSTOP); its clock keeps running
+    role,       \* "standby" | "active" | "releasing"
+    epoch,      \* epoch[i]: revision of the write that made i active (its fencing token)
+    myRev,      \* myRev[i]: revision of i's last acknowledged write (base of its next CAS)
+    deadline,   \* deadline[i]: i serves only while lc[i] < deadline[i]
+    lastSend,   \* lastSend[i]: local send time of i's last lease write (renewal schedule)
+    seen,       \* seen[i]: [rev, kind] of the newest key state standby i knows of
+    seenAt,     \* seenAt[i]: local time at which i learnt seen[i]
+    wpos,       \* wpos[i]: newest revision i's watch has delivered (a watch never goes back)
+    req,        \* req[i]: i's request in flight, or its answer (NoReq when idle)
+    ghost,      \* ghost[i]: a request sent before i crashed; it may still land
+    kv,         \* the election key: [rev, kind, ep (epoch in the value), wAt (real write time)]
+    prev,       \* the key state before kv: a watch may still deliver it late
+    seq,        \* the stream's last sequence number (revisions come from here)
+    kvUp,       \* the KV accepts reads and writes (it has a stream leader)
+    crashes, pauses, outages, releases,   \* faults used so far
+    replies,    \* epochs of replies in flight to the client
+    cliEpoch,   \* newest epoch the client has accepted or discovered
+    cliStale,   \* history: the client accepted a reply older than one it had accepted
+    hiServed,   \* history: the newest epoch that ever served
+    fo          \* history: [k, t] ticks since the serving instance crashed/released while nobody serves
+
+inst == <<lc, up, paused, role, epoch, myRev, deadline, lastSend, seen, seenAt, wpos, req, ghost>>
+store == <<kv, prev, seq, kvUp>>
+env == <<crashes, pauses, outages, releases>>
+client == <<replies, cliEpoch, cliStale>>
+hist == <<hiServed, fo>>
+vars == <<now, inst, store, env, client, hist>>
+
+-----------------------------------------------------------------------------
+(* Derived state *)
+
+(* i answers clients: it holds the lease and its window has not run out.  *)
+Serving(i) == /\ up[i]
+              /\ role[i] = "active"
+              /\ Fencing => lc[i] < deadline[i]
+
+SomeServing == \E i \in Inst : Serving(i)
+
+(* The revision a CAS must name: 0 when the key is absent. *)
+CurRev == kv.rev
+
+(* A standby may campaign: the key is gone or marked deleted/expired, or *)
+(* it has seen no new revision for the whole lease on its own clock.     *)
+Ready(i) == seen[i].kind \in {"del", "exp", "none"} \/ lc[i] - seenAt[i] >= Lease
+
+Observable(e, i) == e.kind \in {"val", "del", "exp"} /\ e.rev > wpos[i]
+
+Runs(i) == up[i] /\ ~paused[i]
+
+-----------------------------------------------------------------------------
+Init ==
+    /\ now = 0
+    /\ lc = [i \in Inst |-> 0]
+    /\ up = [i \in Inst |-> FALSE]
+    /\ paused = [i \in Inst |-> FALSE]
+    /\ role = [i \in Inst |-> "standby"]
+    /\ epoch = [i \in Inst |-> 0]
+    /\ myRev = [i \in Inst |-> 0]
+    /\ deadline = [i \in Inst |-> 0]
+    /\ lastSend = [i \in Inst |-> 0]
+    /\ seen = [i \in Inst |-> [rev |-> 0, kind |-> "none"]]
+    /\ seenAt = [i \in Inst |-> 0]
+    /\ wpos = [i \in Inst |-> 0]
+    /\ req = [i \in Inst |-> NoReq]
+    /\ ghost = [i \in Inst |-> NoReq]
+    /\ kv = NoKey
+    /\ prev = NoKey
+    /\ seq = 0
+    /\ kvUp = TRUE
+    /\ crashes = 0 /\ pauses = 0 /\ outages = 0 /\ releases = 0
+    /\ replies = {}
+    /\ cliEpoch = 0
+    /\ cliStale = FALSE
+    /\ hiServed = 0
+    /\ fo = NoFo
+
+-----------------------------------------------------------------------------
+(* Time *)
+
+(* Something that must happen before the clock moves on (Timely only).    *)
+Urgent ==
+    \/ \E i \in Inst :
+         /\ Runs(i)
+         /\ \/ role[i] = "active" /\ req[i].op = "none" /\ lc[i] - lastSend[i] >= RenewEvery
+            \/ role[i] = "standby" /\ req[i].op = "none" /\ Ready(i)
+            \/ req[i].st \in {"ok", "fail", "timeout"} /\ now - req[i].t >= NetDelay
+            \/ role[i] = "standby" /\ Observable(kv, i) /\ now - kv.wAt >= ObsDelay
+    \/ kvUp /\ \E i \in Inst : \E q \in {req[i], ghost[i]} : q.st = "sent" /\ now - q.t >= NetDelay
+    \/ kvUp /\ kv.kind = "val" /\ now - kv.wAt >= TTL + ExpiryLate
+
+Tick ==
+    /\ Timely => ~Urgent
+    /\ now' = now + 1
+    /\ \E d \in [Inst -> Rate - Drift .. Rate + Drift] :
+          lc' = [i \in Inst |-> lc[i] + IF up[i] THEN d[i] ELSE Rate]
+    /\ UNCHANGED <<up, paused, role, epoch, myRev, deadline, lastSend, seen, seenAt, wpos, req, ghost>>
+    /\ UNCHANGED <<store, env, client>>
+
+-----------------------------------------------------------------------------
+(* Instances *)
+
+Start(i) ==            \* a process starts (first start or restart): it reads the key
+    /\ ~up[i]
+    /\ kvUp
+    /\ up' = [up EXCEPT ![i] = TRUE]
+    /\ paused' = [paused EXCEPT ![i] = FALSE]
+    /\ role' = [role EXCEPT ![i] = "standby"]
+    /\ req' = [req EXCEPT ![i] = NoReq]
+    /\ seen' = [seen EXCEPT ![i] = [rev |-> kv.rev, kind |-> kv.kind]]
+    /\ seenAt' = [seenAt EXCEPT ![i] = lc[i]]
+    /\ wpos' = [wpos EXCEPT ![i] = seq]     \* a new watch starts at the key's current entry
+    /\ UNCHANGED <<now, lc, epoch, myRev, deadline, lastSend, ghost, store, env, client>>
+
+Send(i, op, exp) ==
+    req' = [req EXCEPT ![i] = [NoReq EXCEPT !.op = op, !.exp = exp, !.ep = epoch[i],
+                                            !.sentAt = lc[i], !.t = now, !.st = "sent"]]
+
+Campaign(i) ==         \* a standby asks for the key: create, or CAS on the revision it saw
+    /\ Runs(i)
+    /\ role[i] = "standby"
+    /\ req[i].op = "none"
+    /\ Ready(i)
+    /\ Send(i, "acquire", seen[i].rev)
+    /\ UNCHANGED <<now, lc, up, paused, role, epoch, myRev, deadline, lastSend, seen, seenAt, wpos, ghost>>
+    /\ UNCHANGED <<store, env, client>>
+
+SendRenew(i) ==        \* the active renews by CAS on its last revision (TTL header included)
+    /\ Runs(i)
+    /\ role[i] = "active"
+    /\ req[i].op = "none"
+    /\ lc[i] - lastSend[i] >= RenewEvery
+    /\ Send(i, "renew", myRev[i])
+    /\ lastSend' = [lastSend EXCEPT ![i] = lc[i]]
+    /\ UNCHANGED <<now, lc, up, paused, role, epoch, myRev, deadline, seen, seenAt, wpos, ghost>>
+    /\ UNCHANGED <<store, env, client>>
+
+Release(i) ==          \* graceful stop: stop serving first, then delete by CAS
+    /\ Runs(i)
+    /\ role[i] = "active"
+    /\ req[i].op = "none"
+    /\ releases < MaxReleases
+    /\ releases' = releases + 1
+    /\ role' = [role EXCEPT ![i] = "releasing"]
+    /\ Send(i, "release", myRev[i])
+    /\ UNCHANGED <<now, lc, up, paused, epoch, myRev, deadline, lastSend, seen, seenAt, wpos, ghost>>
+    /\ UNCHANGED <<store, crashes, pauses, outages, client>>
+
+(* i learns how its request ended. A failed CAS names the key's current  *)
+(* revision, kind and the epoch in its value (cep).                       *)
+Answer(i) ==
+    LET q == req[i]
+        mine == q.st = "fail" /\ q.kind = "val" /\ q.cep = epoch[i]   \* my own timed-out write landed
+    IN
+    /\ Runs(i)
+    /\ q.st \in {"ok", "fail", "timeout"}
+    /\ \/ /\ q.op = "release" /\ mine
+          \* delete again, on the revision my lost renewal wrote
+          /\ Send(i, "release", q.rev)
+          /\ UNCHANGED <<up, role, epoch, myRev, deadline, lastSend, seen, seenAt, wpos>>
+       \/ /\ q.op = "release" /\ ~mine                \* otherwise the process exits
+          /\ req' = [req EXCEPT ![i] = NoReq]
+          /\ up' = [up EXCEPT ![i] = FALSE]
+          /\ role' = [role EXCEPT ![i] = "standby"]
+          /\ UNCHANGED <<epoch, myRev, deadline, lastSend, seen, seenAt, wpos>>
+       \/ /\ q.op \in {"acquire", "renew"} /\ q.st = "ok"
+          /\ req' = [req EXCEPT ![i] = NoReq]
+          /\ role' = [role EXCEPT ![i] = "active"]
+          /\ epoch' = [epoch EXCEPT ![i] = IF q.op = "acquire" THEN q.rev ELSE epoch[i]]
+          /\ myRev' = [myRev EXCEPT ![i] = q.rev]
+          \* the window counts from when the write was SENT: the KV may have applied it late
+          /\ deadline' = [deadline EXCEPT ![i] = q.sentAt + Window]
+          /\ lastSend' = [lastSend EXCEPT ![i] = IF q.op = "acquire" THEN q.sentAt ELSE lastSend[i]]
+          /\ UNCHANGED <<up, seen, seenAt, wpos>>
+       \/ /\ q.op = "renew" /\ mine
+          \* adopt the revision of my own lost renewal; the window stays as it was (its send time is unknown)
+          /\ req' = [req EXCEPT ![i] = NoReq]
+          /\ myRev' = [myRev EXCEPT ![i] = q.rev]
+          /\ UNCHANGED <<up, role, epoch, deadline, lastSend, seen, seenAt, wpos>>
+       \/ /\ q.op \in {"acquire", "renew"} /\ q.st = "fail" /\ ~(q.op = "renew" /\ mine)
+          \* someone else wrote (or the key is gone): stop at once; restart the timer from now,
+          \* unless the watch already told us something newer. "Absent" (0) has no revision to
+          \* compare: it counts as newer only if the watch delivered nothing since the request left.
+          /\ req' = [req EXCEPT ![i] = NoReq]
+          /\ role' = [role EXCEPT ![i] = "standby"]
+          /\ IF \/ role[i] # "standby"
+                \/ q.rev > seen[i].rev
+                \/ q.rev = 0 /\ seen[i].rev <= q.exp
+             THEN /\ seen' = [seen EXCEPT ![i] = [rev |-> q.rev, kind |-> q.kind]]
+                  /\ seenAt' = [seenAt EXCEPT ![i] = lc[i]]
+             ELSE UNCHANGED <<seen, seenAt>>
+          /\ UNCHANGED <<up, epoch, myRev, deadline, lastSend, wpos>>
+       \/ /\ q.op \in {"acquire", "renew"} /\ q.st = "timeout"
+          \* outcome unknown: keep serving until the window ends, retry on the same revision
+          /\ req' = [req EXCEPT ![i] = NoReq]
+          /\ UNCHANGED <<up, role, epoch, myRev, deadline, lastSend, seen, seenAt, wpos>>
+    /\ UNCHANGED <<now, lc, paused, ghost, store, env, client>>
+
+Observe(i) ==          \* the watch delivers a revision (possibly the previous one, late)
+    /\ Runs(i)
+    /\ role[i] = "standby"
+    /\ \E e \in {kv, prev} :
+          /\ Observable(e, i)
+          /\ seen' = [seen EXCEPT ![i] = [rev |-> e.rev, kind |-> e.kind]]
+          /\ wpos' = [wpos EXCEPT ![i] = e.rev]
+    /\ seenAt' = [seenAt EXCEPT ![i] = lc[i]]
+    /\ UNCHANGED <<now, lc, up, paused, role, epoch, myRev, deadline, lastSend, req, ghost>>
+    /\ UNCHANGED <<store, env, client>>
+
+Crash(i) ==            \* kill -9: a request in flight may still land
+    /\ up[i]
+    /\ crashes < MaxCrashes
+    /\ ghost[i].op = "none"
+    /\ crashes' = crashes + 1
+    /\ up' = [up EXCEPT ![i] = FALSE]
+    /\ paused' = [paused EXCEPT ![i] = FALSE]
+    /\ role' = [role EXCEPT ![i] = "standby"]
+    /\ ghost' = [ghost EXCEPT ![i] = IF req[i].st = "sent" THEN req[i] ELSE NoReq]
+    /\ req' = [req EXCEPT ![i] = NoReq]
+    /\ UNCHANGED <<now, lc, epoch, myRev, deadline, lastSend, seen, seenAt, wpos>>
+    /\ UNCHANGED <<store, pauses, outages, releases, client>>
+
+Pause(i) ==
+    /\ Runs(i)
+    /\ pauses < MaxPauses
+    /\ pauses' = pauses + 1
+    /\ paused' = [paused EXCEPT ![i] = TRUE]
+    /\ UNCHANGED <<now, lc, up, role, epoch, myRev, deadline, lastSend, seen, seenAt, wpos, req, ghost>>
+    /\ UNCHANGED <<store, crashes, outages, releases, client>>
+
+Resume(i) ==
+    /\ up[i] /\ paused[i]
+    /\ paused' = [paused EXCEPT ![i] = FALSE]
+    /\ UNCHANGED <<now, lc, up, role, epoch, myRev, deadline, lastSend, seen, seenAt, wpos, req, ghost>>
+    /\ UNCHANGED <<store, env, client>>
+
+-----------------------------------------------------------------------------
+(* The KV (a JetStream stream with history 1 and per-message TTL) *)
+
+Write(k) ==
+    /\ kv' = k
+    /\ prev' = kv
+    /\ seq' = k.rev
+
+
+(* What the KV does with request q: a compare-and-set on the key's last   *)
+(* revision (0 = absent, i.e. create). The answer of a failed one carries *)
+(* the current revision and kind (NATS reports the current sequence; the  *)
+(* SDK reads the entry to learn the kind).                                *)
+Outcome(q) ==
+    LET ok == IF q.op = "acquire" /\ ~UseCAS THEN TRUE ELSE q.exp = CurRev
+        new == seq + 1
+    IN IF ok THEN [q EXCEPT !.st = "ok", !.rev = new, !.t = now]
+             ELSE [q EXCEPT !.st = "fail", !.rev = CurRev, !.kind = kv.kind, !.cep = kv.ep, !.t = now]
+
+WriteFor(a) ==
+    IF a.st = "ok"
+    THEN Write([rev |-> a.rev, kind |-> IF a.op = "release" THEN "del" ELSE "val",
+                ep |-> IF a.op = "acquire" THEN a.rev ELSE IF a.op = "renew" THEN a.ep ELSE 0,
+                wAt |-> now])
+    ELSE UNCHANGED <<kv, prev, seq>>
+
+Apply(i) ==
+    /\ kvUp
+    /\ req[i].st = "sent"
+    /\ LET a == Outcome(req[i]) IN
+         /\ req' = [req EXCEPT ![i] = a]
+         /\ WriteFor(a)
+    /\ UNCHANGED <<now, lc, up, paused, role, epoch, myRev, deadline, lastSend, seen, seenAt, wpos, ghost>>
+    /\ UNCHANGED <<kvUp, env, client>>
+
+ApplyGhost(i) ==       \* a dead instance's request lands; nobody hears the answer
+    /\ kvUp
+    /\ ghost[i].st = "sent"
+    /\ WriteFor(Outcome(ghost[i]))
+    /\ ghost' = [ghost EXCEPT ![i] = NoReq]
+    /\ UNCHANGED <<now, lc, up, paused, role, epoch, myRev, deadline, lastSend, seen, seenAt, wpos, req>>
+    /\ UNCHANGED <<kvUp, env, client>>
+
+(* While the stream has no leader, requests and answers get lost: the     *)
+(* sender sees a timeout and cannot tell whether the write happened.      *)
+Drop(i) ==
+    /\ ~kvUp
+    /\ req[i].st \in {"sent", "ok", "fail"}
+    /\ req' = [req EXCEPT ![i] = [@ EXCEPT !.st = "timeout", !.t = now]]
+    /\ UNCHANGED <<now, lc, up, paused, role, epoch, myRev, deadline, lastSend, seen, seenAt, wpos, ghost>>
+    /\ UNCHANGED <<store, env, client>>
+
+DropGhost(i) ==
+    /\ ~kvUp
+    /\ ghost[i].st = "sent"
+    /\ ghost' = [ghost EXCEPT ![i] = NoReq]
+    /\ UNCHANGED <<now, lc, up, paused, role, epoch, myRev, deadline, lastSend, seen, seenAt, wpos, req>>
+    /\ UNCHANGED <<store, env, client>>
+
+Expire ==              \* TTL backstop: the server replaces the value by an expiry marker
+    /\ kvUp
+    /\ kv.kind = "val"
+    /\ now - kv.wAt >= TTL
+    /\ Write([rev |-> seq + 1, kind |-> "exp", ep |-> 0, wAt |-> now])
+    /\ UNCHANGED <<now, inst, kvUp, env, client>>
+
+SilentExpire ==        \* without a stream leader a message can expire with no marker at all
+    /\ ~kvUp
+    /\ kv.kind = "val"
+    /\ now - kv.wAt >= TTL
+    /\ kv' = NoKey
+    /\ prev' = kv
+    /\ UNCHANGED <<now, inst, seq, kvUp, env, client>>
+
+MarkerGone ==          \* a delete/expiry marker ages out (marker TTL <= key TTL): the key is absent
+    /\ kv.kind \in {"del", "exp"}
+    /\ now - kv.wAt >= TTL
+    /\ kv' = NoKey
+    /\ prev' = kv
+    /\ UNCHANGED <<now, inst, seq, kvUp, env, client>>
+
+KVDown ==              \* the stream loses its leader (4-9 s in NATS)
+    /\ kvUp
+    /\ outages < MaxOutages
+    /\ outages' = outages + 1
+    /\ kvUp' = FALSE
+    /\ UNCHANGED <<now, inst, kv, prev, seq, crashes, pauses, releases, client>>
+
+KVRecover ==
+    /\ ~kvUp
+    /\ kvUp' = TRUE
+    /\ UNCHANGED <<now, inst, kv, prev, seq, env, client>>
+
+-----------------------------------------------------------------------------
+(* A client: replies carry the epoch of the instance that produced them;  *)
+(* they can be delayed and overtaken. The client routes by the newest     *)
+(* epoch it discovered and drops replies from older epochs.               *)
+
+Serve(i) ==
+    /\ WithClient
+    /\ Runs(i)
+    /\ Serving(i)
+    /\ epoch[i] \notin replies
+    /\ Cardinality(replies) < 2
+    /\ replies' = replies \cup {epoch[i]}
+    /\ UNCHANGED <<now, inst, store, env, cliEpoch, cliStale>>
+
+Deliver ==
+    /\ WithClient
+    /\ \E e \in replies :
+          /\ replies' = replies \ {e}
+          /\ IF ClientCheck /\ e < cliEpoch
+             THEN UNCHANGED <<cliEpoch, cliStale>>
+             ELSE /\ cliEpoch' = Max(cliEpoch, e)
+                  /\ cliStale' = (cliStale \/ e < cliEpoch)
+    /\ UNCHANGED <<now, inst, store, env>>
+
+Discover ==            \* the client reads the key to learn the current epoch
+    /\ WithClient
+    /\ kvUp
+    /\ kv.kind = "val"
+    /\ kv.ep > cliEpoch
+    /\ cliEpoch' = kv.ep
+    /\ UNCHANGED <<now, inst, store, env, replies, cliStale>>
+
+-----------------------------------------------------------------------------
+(* History variables, updated by every step *)
+
+Calm == kvUp /\ \A j \in Inst : up[j] => ~paused[j]
+
+History ==
+    /\ hiServed' = LET es == {epoch'[i] : i \in {j \in Inst : Serving(j)'}} \cup {hiServed}
+                   IN CHOOSE m \in es : \A x \in es : x <= m
+    /\ fo' = IF SomeServing'
+             THEN NoFo
+             ELSE IF \E i \in Inst : /\ Serving(i) /\ ~up'[i] /\ Calm'
+                                     /\ \E j \in Inst \ {i} : up'[j] /\ role'[j] = "standby"
+             THEN [k |-> "crash", t |-> 0]
+             ELSE IF \E i \in Inst : /\ Serving(i) /\ role'[i] = "releasing" /\ Calm'
+                                     /\ \E j \in Inst \ {i} : up'[j] /\ role'[j] = "standby"
+             THEN [k |-> "release", t |-> 0]
+             ELSE IF \/ fo.k = "none"
+                     \/ ~Calm'
+                     \/ crashes' > crashes
+                     \/ ~\E j \in Inst : up'[j] /\ role'[j] # "releasing"
+             THEN NoFo
+             ELSE [fo EXCEPT !.t = fo.t + (now' - now)]
+
+-----------------------------------------------------------------------------
+Step ==
+    \/ Tick
+    \/ \E i \in Inst :
+          \/ Start(i) \/ Campaign(i) \/ SendRenew(i) \/ Release(i) \/ Answer(i) \/ Observe(i)
+          \/ Crash(i) \/ Pause(i) \/ Resume(i)
+          \/ Apply(i) \/ ApplyGhost(i) \/ Drop(i) \/ DropGhost(i)
+          \/ Serve(i)
+    \/ Expire \/ SilentExpire \/ MarkerGone \/ KVDown \/ KVRecover
+    \/ Deliver \/ Discover
+
+Next == Step /\ History
+
+(* Timely steps happen; faults (crash, pause, outage, release) need not.  *)
+Fairness ==
+    /\ SF_vars(Tick /\ History)
+    /\ \A i \in Inst : WF_vars((Campaign(i) \/ SendRenew(i) \/ Answer(i) \/ Observe(i)) /\ History)
+    /\ \A i \in Inst : WF_vars((Apply(i) \/ ApplyGhost(i) \/ Resume(i)) /\ History)
+    /\ WF_vars(Expire /\ History)
+    /\ WF_vars(KVRecover /\ History)
+
+Spec == Init /\ [][Next]_vars
+FairSpec == Spec /\ Fairness
+
+-----------------------------------------------------------------------------
+(* Properties *)
+
+TypeOK ==
+    /\ now \in Nat
+    /\ lc \in [Inst -> Nat]
+    /\ up \in [Inst -> BOOLEAN] /\ paused \in [Inst -> BOOLEAN]
+    /\ role \in [Inst -> {"standby", "active", "releasing"}]
+    /\ \A i \in Inst : req[i].op \in {"none", "acquire", "renew", "release"}
+    /\ \A i \in Inst : req[i].st \in {"none", "sent", "ok", "fail", "timeout"}
+    /\ \A i \in Inst : ghost[i].st \in {"none", "sent"}
+    /\ kv.kind \in Kinds /\ prev.kind \in Kinds
+    /\ kv.rev <= seq /\ prev.rev <= seq
+    /\ fo.k \in {"none", "crash", "release"}
+
+(* Safety: never two instances serving at the same real time. *)
+NoOverlap == \A i, j \in Inst : (i # j) => ~(Serving(i) /\ Serving(j))
+
+(* An instance that serves holds the newest epoch that has ever served:   *)
+(* epochs order the serving periods, so they work as fencing tokens.      *)
+ServingHoldsNewestEpoch == \A i \in Inst : Serving(i) => epoch[i] = hiServed
+
+(* The client never accepts a reply from an older epoch after a newer one. *)
+ClientNeverGoesBack == ~cliStale
+
+(* Bounded failover and bounded handover, checked on the history clock fo. *)
+FailoverBounded ==
+    /\ fo.k = "crash" => fo.t <= FailoverBound
+    /\ fo.k = "release" => fo.t <= ReleaseBound
+
+(* Epochs strictly increase from one serving period to the next: an     *)
+(* instance that serves with an epoch other than the last one that served *)
+(* has a newer one. (An instance may still take in a late "acquired"     *)
+(* answer for an old epoch; its window has run out by then, so it never  *)
+(* serves with it, and its first renewal fails.)                         *)
+EpochsStrictlyIncrease ==
+    [][\A i \in Inst : (Serving(i)' /\ epoch'[i] # hiServed) => epoch'[i] > hiServed]_vars
+
+(* Liveness under fairness: once the KV stays available and some instance *)
+(* stays up (faults have a budget, so they end), an instance serves, and  *)
+(* serves again and again. With coarse ticks a renewal can leave a gap of *)
+(* a few steps inside a tick, hence []<> rather than <>[]; KeepsServing   *)
+(* is the stronger form for parameters that leave room for the renewal   *)
+(* round trip inside the window.                                         *)
+EventuallyServes ==
+    <>[](kvUp /\ \E i \in Inst : up[i]) => []<>SomeServing
+
+KeepsServing ==
+    <>[](kvUp /\ \E i \in Inst : up[i]) => <>[]SomeServing
+
+-----------------------------------------------------------------------------
+(* The view: what the future depends on. Time only matters as saturated   *)
+(* differences; revisions only by their order (a new revision is always   *)
+(* larger than every stored one), so they are replaced by their rank.     *)
+
+(* Revisions that can still influence the future (a request's expected *)
+(* revision only while it is in flight, and so on).                      *)
+QRevs(q) ==
+    (IF q.st \in {"sent", "fail"} THEN {q.exp} ELSE {})
+    \cup (IF q.st = "sent" /\ q.op = "renew" THEN {q.ep} ELSE {})
+    \cup (IF q.st \in {"ok", "fail"} THEN {q.rev} ELSE {})
+
+Relevant(i) ==
+    QRevs(ghost[i])
+    \cup IF ~up[i] THEN {}
+         ELSE QRevs(req[i])
+              \cup (IF role[i] = "active" THEN {epoch[i], myRev[i]} ELSE {})
+              \cup (IF role[i] = "releasing" THEN {epoch[i]} ELSE {})
+              \cup (IF role[i] = "standby" THEN {seen[i].rev} ELSE {})
+
+PrevMatters == prev.kind \in {"val", "del", "exp"} /\ \E i \in Inst : up[i] /\ wpos[i] < prev.rev
+
+Revs == {0, kv.rev, kv.ep, hiServed}
+        \cup (IF WithClient THEN replies \cup {cliEpoch} ELSE {})
+        \cup (IF PrevMatters THEN {prev.rev} ELSE {})
+        \cup UNION {Relevant(i) : i \in Inst}
+
+SentCap == Max(Window, RenewEvery)
+
+(* How long ago the key was written, as far as expiry and watch delays care. *)
+KvAge ==
+    CASE kv.kind = "val" -> Min(now - kv.wAt, IF Timely THEN TTL + ExpiryLate ELSE TTL)
+      [] kv.kind \in {"del", "exp"} -> Min(now - kv.wAt, TTL)
+      [] OTHER -> 0
+
+QView(q, i, ghostly, rk) ==
+    IF q.op = "none" THEN <<>>
+    ELSE <<q.op, q.st,
+           IF q.st \in {"sent", "fail"} THEN rk[q.exp] ELSE 0,
+           IF q.op = "renew" /\ q.st = "sent" THEN rk[q.ep] ELSE 0,
+           IF q.st \in {"ok", "fail"} THEN rk[q.rev] ELSE 0,
+           q.kind, q.st = "fail" /\ q.cep = epoch[i] /\ ~ghostly,
+           \* the send time only matters for the window (and schedule) a success will start
+           IF ghostly \/ q.op = "release" \/ q.st \in {"fail", "timeout"} THEN 0
+           ELSE Min(lc[i] - q.sentAt, SentCap),
+           IF Timely THEN Min(now - q.t, NetDelay) ELSE 0>>
+
+IView(i, rk) ==
+    IF ~up[i] THEN <<"down", QView(ghost[i], i, TRUE, rk)>>
+    ELSE <<role[i], paused[i], QView(req[i], i, FALSE, rk), QView(ghost[i], i, TRUE, rk),
+           \* what the watch can still deliver: only kv and prev can be newer than wpos[i]
+           kv.rev > wpos[i], prev.rev > wpos[i],
+           CASE role[i] = "active" ->
+                  <<rk[epoch[i]], rk[myRev[i]],
+                    IF Fencing THEN Min(Max(deadline[i] - lc[i], 0), Window) ELSE 0,
+                    Min(lc[i] - lastSend[i], RenewEvery)>>
+             [] role[i] = "releasing" -> <<rk[epoch[i]]>>
+             [] OTHER ->
+                  <<rk[seen[i].rev], seen[i].kind,
+                    IF seen[i].kind = "val" THEN Min(lc[i] - seenAt[i], Lease) ELSE Lease>> >>
+
+View ==
+    LET rv == Revs
+        rk == [v \in rv |-> Cardinality({x \in rv : x < v})]
+    IN << [i \in Inst |-> IView(i, rk)],
+          <<rk[kv.rev], kv.kind, rk[kv.ep], KvAge>>,
+          IF PrevMatters THEN <<rk[prev.rev], prev.kind>> ELSE <<>>,
+          kvUp, crashes, pauses, outages, releases,
+          IF WithClient THEN <<{rk[e] : e \in replies}, rk[cliEpoch], cliStale>> ELSE <<>>,
+          rk[hiServed],
+          <<fo.k, Min(fo.t, Max(FailoverBound, ReleaseBound) + 1)>> >>
+
+=============================================================================
