@@ -43,7 +43,7 @@ class Action(StrEnum):
     ADOPT = "adopt"  # a renewal failed on a revision its own lost renewal wrote: it continues from rev
     LOSE = "lose"  # a renewal failed (someone else wrote, or the key is gone): it stops serving at once
     OUTBID = "outbid"  # a campaign failed: the key has moved on to rev (kind); it stays standby
-    TIMEOUT = "timeout"  # a request got no answer; outcome unknown
+    TIMEOUT = "timeout"  # a request (op, if given) got no answer; outcome unknown (a release: it exits)
     RELEASE = "release"  # graceful stop finished (rev: the delete marker, 0 if the delete failed)
     SERVE = "serve"  # it answered a client with epoch
     OBSERVE = "observe"  # its watch delivered rev (kind)
@@ -85,13 +85,15 @@ class TraceEvent(BaseModel):
     epoch: int = Field(0, ge=0, description="the instance's epoch (fencing token) at this step, 0: none")
     local: float = Field(ge=0, description="the instance's monotonic clock, seconds")
     wall: float = Field(ge=0, description="wall clock, seconds since the epoch")
-    op: Op | None = Field(None, description="for request: what the compare-and-set is for")
+    op: Op | None = Field(None, description="for request (and timeout): what the compare-and-set is for")
     kind: KeyKind | None = Field(None, description="for start/observe/lose/outbid: what the key holds")
 
     @model_validator(mode="after")
     def _fields_fit_action(self) -> Self:
-        if (self.action == Action.REQUEST) != (self.op is not None):
-            raise ValueError("op is required for action 'request' and only there")
+        if self.action == Action.REQUEST and self.op is None:
+            raise ValueError("op is required for action 'request'")
+        if self.op is not None and self.action not in (Action.REQUEST, Action.TIMEOUT):
+            raise ValueError("op belongs to 'request' and 'timeout' only")
         if self.action in _NEEDS_KIND and self.kind is None:
             raise ValueError(f"kind is required for action {self.action.value!r}")
         if self.action in _NEEDS_EPOCH and self.epoch == 0:

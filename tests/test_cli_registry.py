@@ -33,6 +33,12 @@ async def test_instances_and_config_show_a_running_service(nats_urls: list[str])
         return "pong"
 
     await svc.start(pool)
+    # The first heartbeat may have failed on a loaded machine; the record appears once one lands.
+    assert svc.heartbeat is not None
+    for _ in range(100):
+        if svc.heartbeat.writes:
+            break
+        await asyncio.sleep(0.05)
     servers = ",".join(nats_urls)
     try:
         code, out, err = await _aegis("instances", svc.name, "--json", "--servers", servers)

@@ -74,6 +74,31 @@ def test_renewal_with_a_revision_the_kv_never_wrote_is_rejected(tmp_path: Path) 
     assert verdict.first_bad_line == 21
 
 
+def test_renewal_lost_in_an_outage_and_adopted_is_accepted(tmp_path: Path) -> None:
+    # a's renewal lands (rev 2) but its answer is lost while the stream has no leader; the retry on
+    # rev 1 fails on a value carrying a's own epoch, so a adopts rev 2 and renews on it.
+    def ev(t: float, action: str, **kw: object) -> dict:
+        return {"instance": "a", "action": action, **kw, "local": 50.0 + t, "wall": 1.7e9 + t}
+
+    rows = [
+        ev(0.000, "start", rev=0, kind="absent"),
+        ev(0.001, "request", op="acquire", rev=0),
+        ev(0.002, "acquire", rev=1, epoch=1),
+        ev(0.500, "request", op="renew", rev=1, epoch=1),
+        ev(1.000, "timeout", op="renew", rev=1, epoch=1),
+        ev(1.100, "request", op="renew", rev=1, epoch=1),
+        ev(1.102, "adopt", rev=2, epoch=1),
+        ev(1.200, "request", op="renew", rev=2, epoch=1),
+        ev(1.202, "renew", rev=3, epoch=1),
+        ev(1.300, "serve", epoch=1),
+    ]
+    assert check_trace(_write(tmp_path / "adopt.ndjson", rows)).accepted
+    # Had a lost instead (no value of its own in the key), the same failure could not be explained.
+    rows[6] = ev(1.102, "lose", rev=2, epoch=1)
+    verdict = check_trace(_write(tmp_path / "lose.ndjson", rows))
+    assert not verdict.accepted and verdict.first_bad_line == 7
+
+
 @pytest.mark.parametrize(
     ("text", "line", "words"),
     [

@@ -73,7 +73,7 @@ Explains(e) ==
                             /\ e.kind \in {"any", q.kind}
          [] e.a = "outbid" -> Answer(i) /\ q.op = "acquire" /\ q.st = "fail" /\ q.rev = e.rev
                               /\ e.kind \in {"any", q.kind}
-         [] e.a = "timeout" -> Answer(i) /\ q.op \in {"acquire", "renew"} /\ q.st = "timeout"
+         [] e.a = "timeout" -> Answer(i) /\ q.st = "timeout" /\ e.op \in {"none", q.op}
          [] e.a = "release" -> Answer(i) /\ q.op = "release" /\ ~up'[i]
                                /\ (e.rev = 0 \/ (q.st = "ok" /\ q.rev = e.rev))
          [] e.a = "serve" -> Serving(i) /\ ~paused[i] /\ epoch[i] = e.ep /\ UNCHANGED vars
