@@ -216,11 +216,16 @@ class Election:
 
         ``ours``: the key still holds this instance's own record and epoch. That happens when an earlier renewal
         timed out but was stored after all: nobody else wrote since, so the active keeps the lease, continues
-        from ``current.rev`` and renews at once (its window still counts from its last *acknowledged* write).
+        from ``current.rev`` and renews at once (its window still counts from its last *acknowledged* write);
+        a release deletes again on ``current.rev``.
         """
         request = self._take(req)
         if request is None:
             return self._step(now)
+        if request.op == "release" and ours and current.kind == "val":
+            # Our own lost renewal is in the key: delete again on its revision, so standbys need not
+            # wait out the lease (the spec's graceful-stop rule).
+            return [self._send(now, "release", current.rev), *self._step(now)]
         if request.op == "release":
             return self._exited(now)
         if request.op == "read":

@@ -279,7 +279,7 @@ class SingleActiveService(Service):
                 self._emit(TA.OUTBID, rev=current.rev, kind=_KINDS[current.kind])
             elif w.op == "renew":
                 self._emit(TA.ADOPT if ours else TA.LOSE, rev=current.rev, epoch=w.epoch)
-            else:
+            elif not ours:  # when ours, it deletes again: the retry's request event says so
                 self._emit(TA.RELEASE, rev=0)
             self._post(lambda now: self.election.write_failed(now, current, w.req, ours=ours))
             return
@@ -359,7 +359,7 @@ class SingleActiveService(Service):
         if current.rev < rev:
             return KeyState(rev, "val"), False
         ours = (
-            w.op == "renew"
+            w.op in ("renew", "release")
             and record is not None
             and record.instance_id == self.instance_id
             and record.epoch == w.epoch

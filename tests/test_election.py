@@ -137,7 +137,7 @@ class World:
         if w.expected != self.key.rev:
             current = self.key
             # the key still holds this instance's own renewal (an earlier one whose answer came too late)
-            ours = w.op == "renew" and current.kind == "val" and self.owner == (i, w.epoch)
+            ours = w.op in ("renew", "release") and current.kind == "val" and self.owner == (i, w.epoch)
             self.at(
                 self.t + self.delay(),
                 lambda: self.to_node_if(
@@ -315,3 +315,28 @@ def test_negative_controls_find_split_brain(fencing: bool) -> None:
         except Violation as exc:
             found.append(str(exc))
     assert found and "serve at once" in found[0]
+
+
+def test_release_deletes_again_when_the_key_holds_our_lost_renewal() -> None:
+    m = Election(PARAMS)
+    probe = next(a for a in m.start(0.0, KeyState(0, "none")) if isinstance(a, Probe))
+    acquire = next(a for a in m.read_done(0.001, KeyState(0, "none"), probe.req) if isinstance(a, Write))
+    m.write_ok(0.002, 1, acquire.req)
+    renew = next(a for a in m.tick(0.3) if isinstance(a, Write))
+    assert (renew.op, renew.expected) == ("renew", 1)
+    m.stop(0.4)  # asked to stop while the renewal is in flight: the release waits for its answer
+    # the renewal times out (the KV stored it at revision 2 all the same): now the release goes out, on rev 1
+    release = next(a for a in m.tick(0.3 + PARAMS.write_timeout_s) if isinstance(a, Write))
+    assert (release.op, release.expected) == ("release", 1)
+    again = [
+        a for a in m.write_failed(0.56, KeyState(2, "val"), release.req, ours=True) if isinstance(a, Write)
+    ]
+    assert [(a.op, a.expected) for a in again] == [("release", 2)]
+    assert any(isinstance(a, Exit) for a in m.write_ok(0.57, 3, again[0].req))
+    # someone else's write in the key: nothing to delete, just exit
+    m2 = Election(PARAMS)
+    p2 = next(a for a in m2.start(0.0, KeyState(0, "none")) if isinstance(a, Probe))
+    a2 = next(a for a in m2.read_done(0.001, KeyState(0, "none"), p2.req) if isinstance(a, Write))
+    m2.write_ok(0.002, 1, a2.req)
+    r2 = next(a for a in m2.stop(0.1) if isinstance(a, Write))
+    assert any(isinstance(a, Exit) for a in m2.write_failed(0.11, KeyState(5, "val"), r2.req))
