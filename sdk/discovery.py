@@ -32,7 +32,7 @@ from . import wire
 from .connection import ConnectionPool
 from .errors import AegisError, NoResponders, RpcTimeout
 from .jetstream import jetstream_error, retry_transient
-from .registry import ensure_registry, kv_watch
+from .registry import ensure_registry, key_state, kv_watch
 from .rpc import RpcClient, current_call
 from .schema import InstanceStatus, ServiceInstance
 
@@ -109,10 +109,9 @@ class InstanceWatch:
     async def _on_msg(self, msg: Msg) -> None:
         key = msg.subject[len(wire.INSTANCES_BUCKET) + 5 :]  # after "$KV.<bucket>."
         meta = msg.metadata
-        headers = msg.headers or {}
         service = key.partition(".")[0]
         record: ServiceInstance | None = None
-        if msg.data and wire.KV_OPERATION_HEADER not in headers and wire.MARKER_REASON_HEADER not in headers:
+        if msg.data and key_state(msg.headers, meta.sequence.stream, True).kind == "val":
             try:
                 record = ServiceInstance.model_validate_json(msg.data)
             except ValidationError as exc:

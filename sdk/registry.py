@@ -37,6 +37,7 @@ from pydantic import BaseModel, ValidationError
 
 from . import wire
 from .connection import ConnectionPool
+from .election import KeyState
 from .errors import AegisError, BadRequest, Conflict, NotFound
 from .jetstream import default_replicas, ensure_stream, jetstream_error, js_publish, retry_transient
 from .schema import ServiceDefinition, ServiceInstance
@@ -71,7 +72,9 @@ def kv_subject(bucket: str, key: str) -> str:
     return f"$KV.{bucket}.{key}"
 
 
-def _kv_stream_config(bucket: str, replicas: int, history: int, marker_ttl: float | None) -> api.StreamConfig:
+def kv_stream_config(bucket: str, replicas: int, history: int, marker_ttl: float | None) -> api.StreamConfig:
+    """The stream behind KV bucket ``bucket``; ``marker_ttl`` (seconds) allows per-key TTLs and makes
+    removal markers age out."""
     # The same stream nats-py's create_key_value makes, so nats-py (and the nats CLI) read it as a bucket.
     return api.StreamConfig(
         name=f"KV_{bucket}",
@@ -97,8 +100,8 @@ async def ensure_registry(pool: ConnectionPool, replicas: int | None = None) -> 
         if pool in _ready:
             return
         n = default_replicas(pool, replicas)
-        await ensure_stream(pool, _kv_stream_config(wire.DEFINITIONS_BUCKET, n, DEFINITIONS_HISTORY, None))
-        await ensure_stream(pool, _kv_stream_config(wire.INSTANCES_BUCKET, n, 1, MARKER_TTL_S))
+        await ensure_stream(pool, kv_stream_config(wire.DEFINITIONS_BUCKET, n, DEFINITIONS_HISTORY, None))
+        await ensure_stream(pool, kv_stream_config(wire.INSTANCES_BUCKET, n, 1, MARKER_TTL_S))
         await ensure_stream(
             pool,
             api.StreamConfig(
@@ -134,7 +137,7 @@ async def kv_watch(
     pool: ConnectionPool, bucket_name: str, keys: str, cb: Callable[[Msg], Awaitable[None]]
 ) -> JetStreamContext.PushSubscription:
     """Watch ``keys`` (a key or a pattern) of a bucket: ``cb`` gets the last entry of each key, then every
-    change, markers included (see :func:`sdk.single_active.key_state` for telling them apart)."""
+    change, markers included (see :func:`key_state` for telling them apart)."""
     return await retry_transient(
         lambda: pool.js.subscribe(
             kv_subject(bucket_name, keys),
@@ -147,6 +150,16 @@ async def kv_watch(
         ),
         f"watch {bucket_name} {keys}",
     )
+
+
+def key_state(msg_headers: dict[str, str] | None, rev: int, has_data: bool) -> KeyState:
+    """Kind of a KV entry from its headers: value, delete marker (DEL/PURGE) or expiry marker."""
+    headers = msg_headers or {}
+    if wire.MARKER_REASON_HEADER in headers:
+        return KeyState(rev, "exp")
+    if headers.get(wire.KV_OPERATION_HEADER) in ("DEL", "PURGE"):
+        return KeyState(rev, "del")
+    return KeyState(rev, "val" if has_data else "exp")
 
 
 async def kv_write(

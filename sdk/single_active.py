@@ -30,7 +30,6 @@ from collections.abc import Callable
 from typing import Any
 
 from nats.aio.msg import Msg
-from nats.js import api
 from nats.js.errors import KeyDeletedError, NotFoundError
 from pydantic import BaseModel
 
@@ -50,7 +49,7 @@ from .election import (
 )
 from .errors import AegisError, Conflict, NotActive
 from .jetstream import default_replicas, ensure_stream, jetstream_error, retry_transient
-from .registry import bucket, kv_watch, kv_write
+from .registry import bucket, key_state, kv_stream_config, kv_watch, kv_write
 from .rpc import Handler, Service
 from .schema import InstanceStatus
 from .trace_events import Action as TA
@@ -77,34 +76,11 @@ def leader_key(service: str, group: str) -> str:
     return f"leader.{wire.check_token('service name', service)}.{wire.check_token('group', group)}"
 
 
-def key_state(msg_headers: dict[str, str] | None, rev: int, has_data: bool) -> KeyState:
-    """Kind of a KV entry from its headers: value, delete marker (DEL/PURGE) or expiry marker."""
-    headers = msg_headers or {}
-    if wire.MARKER_REASON_HEADER in headers:
-        return KeyState(rev, "exp")
-    if headers.get(wire.KV_OPERATION_HEADER) in ("DEL", "PURGE"):
-        return KeyState(rev, "del")
-    return KeyState(rev, "val" if has_data else "exp")
-
-
 async def ensure_election_bucket(pool: ConnectionPool, replicas: int | None = None) -> None:
     """The ``aegis_election`` bucket: R3, history 1, per-key TTL allowed, markers age out after 1 s."""
     await ensure_stream(
         pool,
-        api.StreamConfig(
-            name=f"KV_{wire.ELECTION_BUCKET}",
-            subjects=[f"$KV.{wire.ELECTION_BUCKET}.>"],
-            allow_direct=True,
-            allow_rollup_hdrs=True,
-            allow_msg_ttl=True,
-            subject_delete_marker_ttl=ELECTION_MARKER_TTL_S,
-            deny_delete=True,
-            discard=api.DiscardPolicy.NEW,
-            duplicate_window=120.0,
-            max_msgs_per_subject=1,
-            num_replicas=default_replicas(pool, replicas),
-            storage=api.StorageType.FILE,
-        ),
+        kv_stream_config(wire.ELECTION_BUCKET, default_replicas(pool, replicas), 1, ELECTION_MARKER_TTL_S),
     )
 
 

@@ -31,9 +31,9 @@ from nats.aio.msg import Msg
 from . import wire
 from .connection import ConnectionPool
 from .errors import NoResponders, NotActive, RpcTimeout, ServiceUnavailable
-from .registry import kv_watch
+from .registry import key_state, kv_watch
 from .rpc import RpcClient, decode
-from .single_active import ensure_election_bucket, key_state, leader_key, parse_leader
+from .single_active import ensure_election_bucket, leader_key, parse_leader
 
 _FIRST_BACKOFF_S = 0.01
 _MAX_BACKOFF_S = 0.2
