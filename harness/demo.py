@@ -22,6 +22,7 @@ import stat
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hdrh.histogram import HdrHistogram
@@ -34,6 +35,7 @@ from sdk.errors import AegisError
 from sdk.rpc import CallContext, RpcClient, Service
 from sdk.single_active import SingleActiveService
 from sdk.sticky import StickyClient
+from sdk.trace_events import TraceParams, TraceWriter
 
 SERVICE = "quotes"
 ACTIVE_SERVICE = "ledger"
@@ -98,11 +100,17 @@ def ledger_service(
     group: str = "default",
     params: ElectionParams | None = None,
     ttl_s: int = 10,
+    trace: TraceWriter | None = None,
 ) -> SingleActiveService:
     """The single-active demo: ``book`` runs on the active instance only and says who answered in which epoch
     (the reply's ``Aegis-Epoch`` header carries the epoch too); ``whoami`` answers on every instance."""
     svc = SingleActiveService(
-        name, instance_id=instance_id, group=group, params=params or ElectionParams(), ttl_s=ttl_s
+        name,
+        instance_id=instance_id,
+        group=group,
+        params=params or ElectionParams(),
+        ttl_s=ttl_s,
+        trace=trace,
     )
 
     @svc.exclusive_rpc("book")
@@ -142,10 +150,18 @@ async def serve_active(
     group: str = "default",
     params: ElectionParams | None = None,
     ttl_s: int = 10,
+    trace: Path | None = None,
 ) -> None:
-    """Run one ledger instance until SIGTERM/SIGINT/stdin EOF; then stop gracefully (releases the key)."""
+    """Run one ledger instance until SIGTERM/SIGINT/stdin EOF; then stop gracefully (releases the key).
+    ``trace``: append the spec's NDJSON election trace to this file."""
+    params = params or ElectionParams()
+    writer = (
+        None
+        if trace is None
+        else TraceWriter(trace, params=TraceParams(lease=params.lease_s, drift=params.drift, ttl=ttl_s))
+    )
     pool = await ConnectionPool.connect(load_settings(servers=urls, name=f"{service}-{instance_id}"))
-    svc = ledger_service(instance_id, name=service, group=group, params=params, ttl_s=ttl_s)
+    svc = ledger_service(instance_id, name=service, group=group, params=params, ttl_s=ttl_s, trace=writer)
     await svc.start(pool)
     print("ready", flush=True)
     stop = asyncio.Event()
@@ -156,6 +172,8 @@ async def serve_active(
     await stop.wait()
     await svc.stop()
     await pool.close()
+    if writer is not None:
+        writer.close()
 
 
 @dataclass
@@ -276,6 +294,7 @@ def main() -> None:
     a.add_argument("--drift", type=float, default=defaults.drift, help="drift bound rho")
     a.add_argument("--write-timeout", type=float, default=defaults.write_timeout_s, help="write_timeout_s")
     a.add_argument("--ttl", type=int, default=10, help="election key TTL backstop, whole seconds")
+    a.add_argument("--trace", type=Path, help="append the election's NDJSON trace events to this file")
     a.add_argument("urls", nargs="+")
     args = parser.parse_args()
     if args.cmd == "serve":
@@ -286,7 +305,13 @@ def main() -> None:
     )
     asyncio.run(
         serve_active(
-            args.instance, args.urls, service=args.service, group=args.group, params=params, ttl_s=args.ttl
+            args.instance,
+            args.urls,
+            service=args.service,
+            group=args.group,
+            params=params,
+            ttl_s=args.ttl,
+            trace=args.trace,
         )
     )
 

@@ -47,6 +47,8 @@ from sdk.election import ElectionParams
 from sdk.errors import AegisError, NotActive
 from sdk.rpc import RpcClient, decode
 from sdk.sticky import StickyClient
+from sdk.trace_events import Action as TraceAction
+from sdk.trace_events import Trace, TraceParams, TraceWriter, merge_traces
 
 ROOT = Path(__file__).resolve().parent.parent
 INSTANCES = ("L1", "L2", "L3")
@@ -110,6 +112,19 @@ class Hit:
 
 
 # --- analysis (pure) -----------------------------------------------------------------------------------
+
+
+def _wait_stopped(pid: int, timeout: float = 1.0) -> None:
+    """Wait (bounded) until the kernel reports the process stopped (state T)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return
+        if stat.rpartition(")")[2].split()[0] in ("T", "t"):
+            return
+        time.sleep(0.0005)
 
 
 def split_brain(hits: Sequence[Hit]) -> list[tuple[Hit, Hit]]:
@@ -184,12 +199,17 @@ class FailoverRig:
         instances: Sequence[str] = INSTANCES,
         params: RigParams | None = None,
         log_dir: Path | None = None,
+        trace_dir: Path | None = None,
     ) -> None:
         self.urls = list(urls)
         self.service = service
         self.instances = list(instances)
         self.params = params or RigParams()
         self.log_dir = log_dir
+        self.trace_dir = trace_dir
+        """When set, every instance writes its election trace here (``<instance>.ndjson``) and the rig adds
+        its crash/pause/resume events (``faults.ndjson``); :meth:`trace` merges them."""
+        self._faults: TraceWriter | None = None
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.calls: list[Call] = []
         self.hits: list[Hit] = []
@@ -234,6 +254,7 @@ class FailoverRig:
             str(e.write_timeout_s),
             "--ttl",
             str(self.params.ttl_s),
+            *(["--trace", str(self.trace_dir / f"{instance}.ndjson")] if self.trace_dir else []),
             *self.urls,
         ]
 
@@ -288,18 +309,41 @@ class FailoverRig:
         await asyncio.gather(*(self.wait_ready(n) for n in names))
 
     def signal(self, instance: str, sig: int) -> float:
-        """Send ``sig`` to the instance's process; returns the monotonic time just before sending."""
+        """Send ``sig`` to the instance's process; returns the monotonic time just before sending.
+        SIGSTOP and SIGCONT go into the trace as the spec's pause and resume."""
         proc = self.procs[instance]
         at = time.monotonic()
         if proc.poll() is None:
             proc.send_signal(sig)
+            if sig == signal.SIGSTOP:
+                _wait_stopped(proc.pid)  # its last trace line comes before the pause line
+                self._trace_fault(instance, TraceAction.PAUSE)
+            elif sig == signal.SIGCONT:
+                self._trace_fault(instance, TraceAction.RESUME)
         return at
 
     def kill(self, instance: str) -> float:
         """kill -9; returns the fault time."""
         at = self.signal(instance, signal.SIGKILL)
         self.procs[instance].wait(timeout=10)
+        self._trace_fault(instance, TraceAction.CRASH)  # stamped after death: after its last line
         return at
+
+    def _trace_fault(self, instance: str, action: TraceAction) -> None:
+        if self.trace_dir is None:
+            return
+        if self._faults is None:
+            e = self.params.election
+            self._faults = TraceWriter(
+                self.trace_dir / "faults.ndjson",
+                params=TraceParams(lease=e.lease_s, drift=e.drift, ttl=self.params.ttl_s),
+            )
+        self._faults.emit(instance, action)
+
+    def trace(self, out: Path) -> Trace:
+        """Merge the instances' traces and the rig's fault events into ``out`` (call after :meth:`close`)."""
+        assert self.trace_dir is not None, "the rig was started without a trace_dir"
+        return merge_traces(sorted(p for p in self.trace_dir.glob("*.ndjson") if p != out), out)
 
     async def wait_exit(self, instance: str, timeout: float = 10.0) -> int | None:
         """Wait for the process to exit (SIGKILL after ``timeout``); its exit status."""
@@ -403,6 +447,9 @@ class FailoverRig:
                 await asyncio.to_thread(proc.wait, 10)
             if proc.stdout is not None:
                 proc.stdout.close()
+        if self._faults is not None:
+            self._faults.close()
+            self._faults = None
         if self.sticky is not None:
             with contextlib.suppress(Exception):
                 await self.sticky.close()

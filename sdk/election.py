@@ -11,7 +11,8 @@ instance's own monotonic time, and carries out the actions it returns. One insta
 Names follow ``spec/tla/Lease.tla``: ``role`` (standby/active/releasing), ``epoch`` (revision of the write that
 made this instance active: its fencing token), ``my_rev`` (revision of its last acknowledged write),
 ``deadline`` (it serves only while ``now < deadline``), ``last_send`` (renewal schedule), ``seen``/``seen_at``
-(newest key state a standby knows and when it learnt it, on its own clock). One request is in flight at a time.
+(the key state a standby goes by and when it learnt it, on its own clock), ``wpos`` (the newest revision its
+watch delivered: the watch cursor, kept apart from ``seen``). One request is in flight at a time.
 
 The rules, briefly (spec/README.md has the full argument):
 
@@ -29,6 +30,9 @@ The rules, briefly (spec/README.md has the full argument):
   lease, so the incumbent (renewing every ``renew_s``) keeps the key when the KV returns. The probe costs one
   round trip per takeover.
 * A graceful stop stops serving, then deletes the key by compare-and-set; standbys take over at once on the marker.
+* Stale knowledge never wins: a watch delivery counts only if newer than the watch cursor; the answer to a failed
+  campaign counts only if its revision is newer than ``seen``, or, for "absent" (no revision), if the watch
+  delivered nothing since the campaign left.
 """
 
 from __future__ import annotations
@@ -154,6 +158,7 @@ class Election:
     last_send: float = -math.inf
     seen: KeyState = field(default_factory=lambda: KeyState(0, "none"))
     seen_at: float = 0.0
+    wpos: int = 0
     request: _Request | None = None
     started: bool = False
     stopping: bool = False
@@ -184,13 +189,13 @@ class Election:
         self.request = None
         self.seen = key
         self.seen_at = now
+        self.wpos = key.rev  # a new watch starts at the key's current entry
         return self._step(now)
 
     def observe(self, now: float, key: KeyState) -> list[Action]:
-        """The watch delivered a revision of the key. Only newer revisions count; actives ignore it."""
-        if self.role == "standby" and key.rev > self.seen.rev and key.kind != "none":
-            self.seen = key
-            self.seen_at = now
+        """The watch delivered a revision of the key. A standby takes it when it is newer than anything its
+        watch delivered before (``wpos``); an active ignores it. Check ``wpos`` to see whether it counted."""
+        self._learn(now, key)
         return self._step(now)
 
     def write_ok(self, now: float, rev: int, req: int) -> list[Action]:
@@ -234,9 +239,15 @@ class Election:
             self.my_rev = current.rev
             self.last_send = -math.inf
             return self._step(now)
+        # Lost. Restart the timer from this answer, unless the watch already told a standby something newer.
+        if (
+            self.role != "standby"
+            or current.rev > self.seen.rev
+            or (current.rev == 0 and self.seen.rev <= request.expected)
+        ):
+            self.seen = current
+            self.seen_at = now
         self.role = "standby"
-        self.seen = current
-        self.seen_at = now
         return self._step(now)
 
     def write_timeout(self, now: float, req: int) -> list[Action]:
@@ -260,9 +271,7 @@ class Election:
         if request is None or request.op != "read":
             return self._step(now)
         recovering, self.probe = self.probe, False
-        if key.rev > self.seen.rev:
-            self.seen, self.seen_at = key, now  # the key moved while we probed: count from here
-        elif recovering:
+        if not self._learn(now, key) and recovering:  # a newer revision restarts the timer anyway
             self.seen_at = now  # the KV was down until now: give the incumbent a whole lease to renew
         out: list[Action] = []
         # Campaign only if still ready: the watch may have delivered a newer revision meanwhile.
@@ -294,6 +303,14 @@ class Election:
         self._was_serving = False
 
     # -- internals -----------------------------------------------------------------------------------------
+
+    def _learn(self, now: float, key: KeyState) -> bool:
+        """An observation (watch delivery, or the probe's read through the leader): a standby takes a
+        revision newer than its watch cursor and restarts its timer. True if it did."""
+        if self.role != "standby" or key.kind == "none" or key.rev <= self.wpos:
+            return False
+        self.seen, self.seen_at, self.wpos = key, now, key.rev
+        return True
 
     def _take(self, req: int) -> _Request | None:
         """The request in flight if ``req`` names it; None for an answer to an older request (ignored)."""

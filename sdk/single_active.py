@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -89,7 +90,8 @@ class SingleActiveService(Service):
 
     ``params`` sets the timing (lease, renewal interval, drift bound, write timeout; validated against each
     other); ``ttl_s`` is the key's TTL backstop in whole seconds (kept above a KV outage, so an outage does not
-    expire the incumbent's key). ``trace`` writes the spec's NDJSON trace events.
+    expire the incumbent's key). ``trace`` writes the spec's NDJSON trace events; ``serve`` events are sampled,
+    at most one per ``trace_serve_every_s`` (0: every exclusive call) plus the first of each epoch.
     """
 
     def __init__(
@@ -100,6 +102,7 @@ class SingleActiveService(Service):
         params: ElectionParams | None = None,
         ttl_s: int = 10,
         trace: TraceWriter | None = None,
+        trace_serve_every_s: float = 0.01,
         **kwargs: Any,
     ) -> None:
         super().__init__(name, **kwargs)
@@ -111,6 +114,8 @@ class SingleActiveService(Service):
         self.key = leader_key(self.name, self.group)
         self.election = Election(self.params)
         self.trace = trace
+        self.trace_serve_every_s = trace_serve_every_s
+        self._serve_traced = (0, -math.inf)  # (epoch, local time) of the last serve event written
         self.exclusive: set[str] = set()
         self.known_epoch = 0
         """Newest epoch this instance knows (its own while active)."""
@@ -134,14 +139,15 @@ class SingleActiveService(Service):
             inner = endpoint.func
 
             async def guarded(*args: Any) -> Any:
-                if not self.election.serving(time.monotonic()):
+                now = time.monotonic()
+                if not self.election.serving(now):
                     raise NotActive(
                         f"{self.name}.{self.instance_id} is not the active instance"
                         f" (leader {self.leader or 'unknown'}, epoch {self.known_epoch})",
                         epoch=self.known_epoch,
                     )
                 if self.trace is not None:
-                    self._emit(TA.SERVE, epoch=self.election.epoch)
+                    self._trace_serve(now)
                 return await inner(*args)
 
             endpoint.func = guarded
@@ -293,9 +299,7 @@ class SingleActiveService(Service):
         except (AegisError, TimeoutError):
             self._post(lambda now: self.election.write_timeout(now, req))
             return
-        if key.rev > self.election.seen.rev:  # the probe saw the key move: to the spec, an observation
-            self._emit(TA.OBSERVE, rev=key.rev, kind=_KINDS[key.kind])
-        self._post(lambda now: self.election.read_done(now, key, req))
+        self._post(lambda now: self._observed(now, key, lambda: self.election.read_done(now, key, req)))
 
     async def _read_key(self, pool: ConnectionPool, *, direct: bool = True) -> KeyState:
         return (await self._read_entry(pool, direct=direct))[0]
@@ -348,10 +352,18 @@ class SingleActiveService(Service):
             state = key_state(msg.headers, rev, bool(msg.data))
             if state.kind == "val":
                 self._learn(msg.data, rev)
-            self._emit(TA.OBSERVE, rev=rev, kind=_KINDS[state.kind])
-            self._post(lambda now: self.election.observe(now, state))
+            self._post(lambda now: self._observed(now, state, lambda: self.election.observe(now, state)))
 
         return await kv_watch(pool, wire.ELECTION_BUCKET, self.key, on_msg)
+
+    def _observed(self, now: float, key: KeyState, event: Callable[[], list[Action]]) -> list[Action]:
+        """Feed the machine an observation (watch delivery or probe read); trace it as the spec's ``observe``
+        only when the machine took it (a revision newer than its watch cursor, as a standby)."""
+        cursor = self.election.wpos
+        actions = event()
+        if self.election.wpos != cursor:
+            self._emit(TA.OBSERVE, rev=key.rev, kind=_KINDS[key.kind], local=now)
+        return actions
 
     def _learn(self, data: bytes, rev: int) -> None:
         try:
@@ -366,6 +378,12 @@ class SingleActiveService(Service):
                 self._reply_headers[wire.EPOCH_HEADER] = str(epoch)
                 if self.heartbeat is not None and self.heartbeat.record.epoch != epoch:
                     self.heartbeat.update(epoch=epoch)
+
+    def _trace_serve(self, now: float) -> None:
+        epoch, last = self._serve_traced
+        if epoch != self.election.epoch or now - last >= self.trace_serve_every_s:
+            self._serve_traced = (self.election.epoch, now)
+            self._emit(TA.SERVE, epoch=self.election.epoch, local=now)
 
     def _emit(self, action: TA, **fields: Any) -> None:
         if self.trace is not None:

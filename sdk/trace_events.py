@@ -173,6 +173,23 @@ def read_trace(path: str | Path) -> Trace:
         return parse_trace(f)
 
 
+def merge_traces(paths: Iterable[str | Path], out: str | Path) -> Trace:
+    """Merge the traces of several processes into one file in wall-clock order (ties keep file order) and
+    return it (``out`` is replaced). All inputs must carry the same settings; raises :class:`TraceError`
+    otherwise."""
+    traces = [(Path(p), read_trace(p)) for p in paths]
+    headers = {t.params for _, t in traces if t.events}
+    if len(headers) > 1:
+        raise TraceError(1, f"the traces were recorded with different settings: {sorted(map(str, headers))}")
+    params = headers.pop() if headers else TraceParams()
+    events = sorted((e for _, t in traces for e in t.events), key=lambda e: e.wall)
+    Path(out).unlink(missing_ok=True)
+    with TraceWriter(out, params=params) as writer:
+        for event in events:
+            writer.write(event)
+    return read_trace(out)
+
+
 class TraceWriter:
     """Appends trace events to an NDJSON file, one line each, flushed per line.
 

@@ -340,3 +340,38 @@ def test_release_deletes_again_when_the_key_holds_our_lost_renewal() -> None:
     m2.write_ok(0.002, 1, a2.req)
     r2 = next(a for a in m2.stop(0.1) if isinstance(a, Write))
     assert any(isinstance(a, Exit) for a in m2.write_failed(0.11, KeyState(5, "val"), r2.req))
+
+
+def _campaign(m: Election, now: float, key: KeyState, actions: list[Action] | None = None) -> Write:
+    """Drive a ready standby through its probe (from ``actions``, else a tick) to the campaign it sends."""
+    probe = next(a for a in (m.tick(now) if actions is None else actions) if isinstance(a, Probe))
+    return next(a for a in m.read_done(now, key, probe.req) if isinstance(a, Write))
+
+
+def test_a_stale_failure_answer_does_not_override_the_watch() -> None:
+    """The spec's ordering rule: what the watch delivered since a campaign left beats the campaign's answer."""
+    m = Election(PARAMS)
+    m.start(0.0, KeyState(5, "val"))
+    acquire = _campaign(m, PARAMS.lease_s, KeyState(5, "val"))
+    assert (acquire.op, acquire.expected) == ("acquire", 5)
+    # the incumbent renewed (6) and then stopped gracefully (7); the watch delivers the marker first ...
+    m.observe(1.0, KeyState(7, "del"))
+    # ... and then the campaign's answer, naming revision 6: older news, ignored
+    actions = m.write_failed(1.01, KeyState(6, "val"), acquire.req)
+    assert (m.seen, m.seen_at) == (KeyState(7, "del"), 1.0)
+    # it takes over at once on the marker (probe, then a campaign on 7) instead of waiting a whole lease
+    again = _campaign(m, 1.02, KeyState(7, "del"), actions)
+    assert again.expected == 7
+    # "absent" has no revision: it counts only if the watch delivered nothing since the campaign left
+    m.observe(1.03, KeyState(8, "val"))
+    m.write_failed(1.04, KeyState(0, "none"), again.req)
+    assert m.seen == KeyState(8, "val") and not m.ready(1.04)
+    # with no delivery in between, "absent" counts: the standby creates the key
+    m2 = Election(PARAMS)
+    first = _campaign(m2, 0.0, KeyState(5, "del"), m2.start(0.0, KeyState(5, "del")))
+    actions = m2.write_failed(0.01, KeyState(0, "none"), first.req)
+    assert m2.seen == KeyState(0, "none")
+    assert _campaign(m2, 0.02, KeyState(0, "none"), actions).expected == 0
+    # the watch cursor is separate from what it believes: a late delivery of the old marker changes nothing
+    m2.observe(0.03, KeyState(5, "del"))
+    assert m2.seen == KeyState(0, "none") and m2.wpos == 5
