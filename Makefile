@@ -3,15 +3,21 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup jre run test bench spec lint clean
+.PHONY: setup jre nft run test bench spec sim campaign lint clean
 
-setup: $(STAMP) jre
+setup: $(STAMP) jre nft
 
 # TLC (make spec, the spec tests) needs a Java runtime; install one only when there is none.
 jre:
 	@command -v java >/dev/null 2>&1 || { \
 		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq default-jre-headless; }
+
+# Partition faults (aegis campaign) cut loopback ports with nftables; install it only when there is no nft.
+nft:
+	@command -v nft >/dev/null 2>&1 || [ -x /usr/sbin/nft ] || { \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq nftables; }
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -30,6 +36,16 @@ bench: setup
 
 spec: setup
 	$(VENV)/bin/aegis spec
+
+# Simulation campaign (fault mixes + lease x renew sweep): reports/sim-default.json/.html, sim-predicted-failover.json
+sim: setup
+	$(VENV)/bin/aegis sim
+
+# Fault campaigns on a local cluster (harness/campaigns/*.yaml): reports/<name>.json/.md/.html.
+# `make campaign` runs every campaign but the smoke test (about 25 minutes); `make campaign CAMPAIGNS=mixed` one.
+CAMPAIGNS ?= instance-crash instance-pause nats-node-crash partition rolling-restart mixed
+campaign: setup
+	@for c in $(CAMPAIGNS); do $(VENV)/bin/aegis campaign harness/campaigns/$$c.yaml --out reports || exit 1; done
 
 lint: setup
 	$(VENV)/bin/ruff check .

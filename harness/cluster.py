@@ -215,6 +215,8 @@ class NodeInfo:
     config_path: Path
     url: str
     monitor_url: str
+    gid: int | None = None
+    """Group id the node's process runs with (``node_gids``), so nftables can match its sockets."""
 
 
 NodeRef = int | str | NodeInfo
@@ -233,6 +235,7 @@ class _Node:
     config_path: Path
     proc: subprocess.Popen[bytes] | None = None
     paused: bool = False
+    gid: int | None = None
 
     @property
     def url(self) -> str:
@@ -261,6 +264,7 @@ class _Node:
             config_path=self.config_path,
             url=self.url,
             monitor_url=self.monitor_url,
+            gid=self.gid,
         )
 
 
@@ -304,6 +308,7 @@ class LocalCluster:
         startup_timeout_s: float = 30,
         extra_config: str = "",
         jetstream_extra: str = "",
+        node_gids: bool | Sequence[int] = False,
     ) -> None:
         """Prepare (not start) a cluster.
 
@@ -322,6 +327,10 @@ class LocalCluster:
             startup_timeout_s: bound for :meth:`start` / :meth:`restart` to see nodes healthy.
             extra_config: verbatim text appended to every node's config (top level).
             jetstream_extra: verbatim text added inside every node's ``jetstream { }`` block.
+            node_gids: run each node with its own group id (uid unchanged), exposed as
+                :attr:`NodeInfo.gid`, so :mod:`harness.firewall` can partition it: True picks fresh
+                ids (:func:`harness.firewall.allocate_gids`), a sequence gives one per node. Needs
+                root (setgid); off by default.
         """
         if size < 1:
             raise ValueError("size must be >= 1")
@@ -346,6 +355,15 @@ class LocalCluster:
         self._base_dir: Path | None = None if base_dir is None else Path(base_dir).resolve()
         self._closed = False
         ports = free_ports(3 * size)
+        gids: list[int | None] = [None] * size
+        if node_gids is True:
+            from harness.firewall import allocate_gids
+
+            gids = list(allocate_gids(size))
+        elif node_gids is not False:
+            gids = list(node_gids)
+            if len(gids) != size:
+                raise ValueError(f"node_gids has {len(gids)} entries for {size} nodes")
         self._nodes: list[_Node] = []
         for i in range(size):
             self._nodes.append(
@@ -359,6 +377,7 @@ class LocalCluster:
                     store_dir=Path(),
                     log_path=Path(),
                     config_path=Path(),
+                    gid=gids[i],
                 )
             )
         if self._base_dir is not None:
@@ -731,7 +750,10 @@ class LocalCluster:
         with open(n.log_path, "ab") as f:
             f.write(f"\n===== harness.cluster: starting {n.name} at {time.ctime()} =====\n".encode())
             f.flush()
-            n.proc = spawn([self.binary, "-c", str(n.config_path)], stdout=f, stderr=subprocess.STDOUT)
+            extra: dict[str, Any] = {} if n.gid is None else {"group": n.gid}
+            n.proc = spawn(
+                [self.binary, "-c", str(n.config_path)], stdout=f, stderr=subprocess.STDOUT, **extra
+            )
         n.paused = False
         log.debug("started %s pid %d (%s)", n.name, n.proc.pid, n.url)
 

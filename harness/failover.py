@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import math
 import os
 import platform
 import random
@@ -37,8 +36,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.checkers import Call, Hit, epoch_regressions, longest_gap, percentile, split_brain
 from harness.cluster import LocalCluster, install_signal_cleanup
 from harness.demo import ACTIVE_SERVICE, BookRequest
+from harness.firewall import allocate_gids
 from harness.processes import spawn
 from sdk import wire
 from sdk.config import load_settings
@@ -89,31 +90,6 @@ class RigParams:
         }
 
 
-@dataclass(slots=True)
-class Call:
-    """One sticky call: monotonic send/receive times, outcome, who answered in which epoch."""
-
-    sent: float
-    received: float
-    ok: bool
-    instance: str = ""
-    epoch: int = 0
-    error: str = ""
-
-
-@dataclass(slots=True)
-class Hit:
-    """One successful direct probe of an instance (epoch from the reply's ``Aegis-Epoch`` header)."""
-
-    sent: float
-    received: float
-    instance: str
-    epoch: int
-
-
-# --- analysis (pure) -----------------------------------------------------------------------------------
-
-
 def _wait_stopped(pid: int, timeout: float = 1.0) -> None:
     """Wait (bounded) until the kernel reports the process stopped (state T)."""
     end = time.monotonic() + timeout
@@ -125,64 +101,6 @@ def _wait_stopped(pid: int, timeout: float = 1.0) -> None:
         if stat.rpartition(")")[2].split()[0] in ("T", "t"):
             return
         time.sleep(0.0005)
-
-
-def split_brain(hits: Sequence[Hit]) -> list[tuple[Hit, Hit]]:
-    """Pairs (old, new): ``old`` was sent after ``new`` came back although ``new.epoch > old.epoch``.
-
-    One pair per offending hit, ``new`` being the earliest-received success of any newer epoch.
-    """
-    first: dict[int, Hit] = {}
-    for h in hits:
-        if h.epoch not in first or h.received < first[h.epoch].received:
-            first[h.epoch] = h
-    # earliest success of any epoch newer than e, for each e (suffix minimum over epochs, newest first)
-    newer: dict[int, Hit | None] = {}
-    best: Hit | None = None
-    for e in sorted(first, reverse=True):
-        newer[e] = best
-        if best is None or first[e].received < best.received:
-            best = first[e]
-    out = []
-    for h in hits:
-        n = newer.get(h.epoch)
-        if n is not None and h.sent > n.received:
-            out.append((h, n))
-    return out
-
-
-def epoch_regressions(calls: Sequence[Call]) -> int:
-    """Accepted sticky replies (in completion order) whose epoch is below one accepted before."""
-    top, bad = 0, 0
-    for c in calls:
-        if not c.ok:
-            continue
-        if c.epoch < top:
-            bad += 1
-        top = max(top, c.epoch)
-    return bad
-
-
-def longest_gap(calls: Sequence[Call], since: float, until: float) -> float:
-    """Longest stretch in [since, until] without a successful sticky reply."""
-    last, worst = since, 0.0
-    for c in calls:
-        if c.ok and since <= c.received <= until:
-            worst = max(worst, c.received - last)
-            last = c.received
-    return max(worst, until - last)
-
-
-def percentile(values: Sequence[float], p: float) -> float | None:
-    """Nearest-rank percentile (``p`` in 0..100) of ``values``; None when empty."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, math.ceil(p / 100 * len(ordered)))
-    return ordered[min(rank, len(ordered)) - 1]
-
-
-# --- the rig -------------------------------------------------------------------------------------------
 
 
 class FailoverRig:
@@ -200,6 +118,7 @@ class FailoverRig:
         params: RigParams | None = None,
         log_dir: Path | None = None,
         trace_dir: Path | None = None,
+        gids: bool = False,
     ) -> None:
         self.urls = list(urls)
         self.service = service
@@ -210,6 +129,10 @@ class FailoverRig:
         """When set, every instance writes its election trace here (``<instance>.ndjson``) and the rig adds
         its crash/pause/resume events (``faults.ndjson``); :meth:`trace` merges them."""
         self._faults: TraceWriter | None = None
+        self.gids: dict[str, int] = (
+            dict(zip(self.instances, allocate_gids(len(self.instances)), strict=True)) if gids else {}
+        )
+        """Group id of each instance's processes (when ``gids``): the nemesis cuts their traffic by it."""
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.calls: list[Call] = []
         self.hits: list[Hit] = []
@@ -265,7 +188,8 @@ class FailoverRig:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             stderr = (self.log_dir / f"{self.service}-{instance}.log").open("ab")
         try:
-            proc = spawn(self._args(instance), stdout=subprocess.PIPE, stderr=stderr, cwd=ROOT)
+            extra = {"group": self.gids[instance]} if instance in self.gids else {}
+            proc = spawn(self._args(instance), stdout=subprocess.PIPE, stderr=stderr, cwd=ROOT, **extra)
         finally:
             if stderr is not subprocess.DEVNULL:
                 stderr.close()

@@ -296,11 +296,11 @@ class Election:
         return self._step(now)
 
     def crash(self) -> None:
-        """The process died (for simulators): everything in memory is gone."""
-        self.started = False
-        self.role = "standby"
-        self.request = None
-        self._was_serving = False
+        """The process died (for simulators): everything in memory is gone; :meth:`start` begins afresh."""
+        fresh = Election(self.params)
+        for name in self.__slots__:  # type: ignore[attr-defined]
+            if name != "requests_sent":  # ids stay unique across restarts of one object
+                setattr(self, name, getattr(fresh, name))
 
     # -- internals -----------------------------------------------------------------------------------------
 

@@ -375,3 +375,15 @@ def test_a_stale_failure_answer_does_not_override_the_watch() -> None:
     # the watch cursor is separate from what it believes: a late delivery of the old marker changes nothing
     m2.observe(0.03, KeyState(5, "del"))
     assert m2.seen == KeyState(0, "none") and m2.wpos == 5
+
+
+def test_crash_forgets_everything_so_a_restart_campaigns_again() -> None:
+    m = Election(PARAMS)
+    probe = next(a for a in m.start(0.0, KeyState(0, "none")) if isinstance(a, Probe))
+    acquire = next(a for a in m.read_done(0.0, KeyState(0, "none"), probe.req) if isinstance(a, Write))
+    m.write_ok(0.001, 1, acquire.req)
+    m.stop(0.1)  # crashes in the middle of a graceful stop
+    m.crash()
+    assert (m.role, m.epoch, m.stopping, m.probe, m.wpos) == ("standby", 0, False, False, 0)
+    actions = m.start(5.0, KeyState(2, "del"))
+    assert any(isinstance(a, Probe) for a in actions)  # campaigns on the marker: not stuck "stopping"

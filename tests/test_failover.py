@@ -17,27 +17,24 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from harness.checkers import Call, Hit, epoch_regressions, longest_gap, percentile, split_brain
 from harness.cluster import LocalCluster
 from harness.demo import BookRequest
-from harness.failover import (
-    Call,
-    FailoverRig,
-    Hit,
-    epoch_regressions,
-    longest_gap,
-    percentile,
-    split_brain,
-)
+from harness.failover import FailoverRig
+from harness.trace_check import check_trace
 from sdk.errors import NotFound, ServiceUnavailable
 from sdk.registry import Registry
 from sdk.schema import InstanceStatus
 from sdk.single_active import ensure_election_bucket
 from sdk.sticky import StickyClient
+from sdk.trace_events import Action as TraceAction
+from sdk.trace_events import TraceWriter
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -197,6 +194,55 @@ async def test_election_stream_leader_killed_no_split_brain(rig: FailoverRig, cl
         f" epochs seen {summary['epochs_seen'][-3:]}"
     )
     assert split_brain(rig.hits) == []
+
+
+async def test_a_real_failover_trace_is_a_behaviour_of_the_spec(nats_urls: list[str], tmp_path: Path) -> None:
+    """Three real instances write the spec's trace; the rig adds the kill -9. TLC accepts the merged trace of
+    the failover, and rejects the same trace with the crash taken out and the victim serving after its
+    successor (so the check can fail on this very trace)."""
+    traces = tmp_path / "traces"
+    traces.mkdir()
+    service = f"ledger-{uuid.uuid4().hex[:8]}"
+    async with FailoverRig(nats_urls, service=service, log_dir=tmp_path, trace_dir=traces) as rig:
+        await asyncio.sleep(0.3)
+        victim, epoch = await rig.active()
+        at = rig.kill(victim)
+        first = await rig.wait_new_epoch(at, epoch, timeout=10)
+        assert first is not None, "no reply from a new epoch within 10 s of kill -9"
+        await asyncio.sleep(0.2)
+    trace = rig.trace(tmp_path / "failover.ndjson")
+    actions = Counter(e.action for e in trace.events)
+    assert actions[TraceAction.CRASH] == 1 and actions[TraceAction.ACQUIRE] >= 2, actions
+    assert actions[TraceAction.RELEASE] >= 1 and actions[TraceAction.SERVE] >= 2, actions
+    verdict = await asyncio.to_thread(check_trace, tmp_path / "failover.ndjson")
+    print(f"\nfailover trace: {verdict.summary()}")
+    assert verdict.accepted, verdict.summary()
+
+    # Tampered: the victim was not killed, and answers with its old epoch just after its successor served.
+    events = [e for e in trace.events if e.action != TraceAction.CRASH]
+    new_serve = next(
+        i for i, e in enumerate(events) if e.action == TraceAction.SERVE and e.epoch == first.epoch
+    )
+    last = max((e for e in events[:new_serve] if e.instance == victim), key=lambda e: e.wall)
+    late = events[new_serve].wall + 0.001
+    stale = last.model_copy(
+        update={
+            "action": TraceAction.SERVE,
+            "epoch": epoch,
+            "rev": 0,
+            "op": None,
+            "kind": None,
+            "wall": late,
+            "local": last.local + (late - last.wall),
+        }
+    )
+    events.insert(new_serve + 1, stale)
+    tampered = tmp_path / "tampered.ndjson"
+    with TraceWriter(tampered, params=trace.params) as writer:
+        for e in events:
+            writer.write(e)
+    bad = await asyncio.to_thread(check_trace, tampered)
+    assert not bad.accepted and bad.first_bad_event == stale, bad.summary()
 
 
 @pytest.mark.slow

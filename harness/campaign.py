@@ -1,0 +1,375 @@
+"""``aegis campaign FILE``: a Jepsen-style fault campaign on a real local NATS cluster, checked and reported.
+
+The runner is generic; the campaign is data (:mod:`harness.campaign_spec`). It starts a local cluster, the
+single-active ledger group (:class:`~harness.failover.FailoverRig`: real SDK processes writing election
+traces, a sticky client calling back to back, a prober calling every instance directly), optionally quotes
+service processes, and the RPC / event / command workloads (:mod:`harness.workload`). Then, for each fault of
+the seeded schedule: wait a random settle time, inject the fault (:mod:`harness.nemesis`), wait until the
+sticky client is steady again, heal (restart what was killed, resume what was paused, drop the partition)
+and wait until every instance is back. The checkers (:mod:`harness.checkers`) judge the history; the first
+fault's stretch of the merged election trace is checked against the TLA+ spec with TLC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.campaign_report import by_class, ks_distance
+from harness.campaign_spec import INSTANCE_FAULTS, Campaign, FaultStep
+from harness.checkers import (
+    duplicate_commands,
+    failed_calls,
+    failover_time,
+    longest_gap,
+    lost_events,
+    percentile,
+    split_brain,
+)
+from harness.cluster import LocalCluster, install_signal_cleanup
+from harness.failover import FailoverRig, RigParams
+from harness.nemesis import AsyncNemesis, FirewallUnavailable
+from harness.processes import spawn
+from harness.workload import CommandWorkload, EventWorkload, RpcWorkload
+from sdk.config import load_settings
+from sdk.connection import ConnectionPool
+from sdk.trace_events import TraceEvent
+
+ROOT = Path(__file__).resolve().parent.parent
+PREDICTION = ROOT / "reports" / "sim-predicted-failover.json"
+TRACE_CHECK_MAX_EVENTS = 3000
+"""The trace prefix checked with TLC: the start and the first fault, bounded so TLC stays quick."""
+
+Progress = Callable[[int, int, str], None]
+
+
+class RigControl:
+    """The :class:`~harness.nemesis.InstanceControl` of a :class:`FailoverRig`, for the nemesis's worker thread:
+    blocking calls, bridged to the rig's event loop where the rig is async."""
+
+    def __init__(self, rig: FailoverRig, loop: asyncio.AbstractEventLoop) -> None:
+        self.rig = rig
+        self.loop = loop
+
+    def names(self) -> list[str]:
+        return list(self.rig.instances)
+
+    def active(self) -> str | None:
+        last = self.rig.last_ok()
+        return last.instance if last is not None and time.monotonic() - last.received < 0.5 else None
+
+    def pid(self, name: str) -> int | None:
+        proc = self.rig.procs.get(name)
+        return proc.pid if proc is not None and proc.poll() is None else None
+
+    def gid(self, name: str) -> int | None:
+        return self.rig.gids.get(name)
+
+    def kill(self, name: str) -> None:
+        self.rig.kill(name)
+
+    def signal(self, name: str, sig: int) -> None:
+        self.rig.signal(name, sig)
+
+    def restart(self, name: str) -> None:
+        """Start it again and wait (bounded) until it answers as a standby."""
+
+        async def again() -> None:
+            started = await self.rig.restart(name)
+            if not await self.rig.wait_standby(name, started, timeout=20):
+                raise RuntimeError(f"{name} did not come back as a standby within 20 s")
+
+        asyncio.run_coroutine_threadsafe(again(), self.loop).result(timeout=60)
+
+
+@dataclass
+class _Quotes:
+    """The plain RPC service's processes (``python -m harness.demo serve``)."""
+
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    async def start(self, urls: list[str], count: int, log_dir: Path) -> None:
+        for n in range(count):
+            log = (log_dir / f"quotes-Q{n + 1}.log").open("ab")
+            try:
+                args = [sys.executable, "-m", "harness.demo", "serve", "--instance", f"Q{n + 1}", *urls]
+                self.procs.append(spawn(args, stdout=subprocess.PIPE, stderr=log, cwd=ROOT))
+            finally:
+                log.close()
+        for proc in self.procs:
+            assert proc.stdout is not None
+            line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 30)
+            if line.strip() != b"ready":
+                raise RuntimeError(f"a quotes instance failed to start (see {log_dir})")
+
+    async def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                await asyncio.to_thread(proc.wait, 5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                await asyncio.to_thread(proc.wait, 5)
+            if proc.stdout is not None:
+                proc.stdout.close()
+
+
+async def _run(
+    campaign: Campaign, cluster: LocalCluster, work: Path, progress: Progress | None
+) -> dict[str, Any]:
+    rng = random.Random(campaign.seed)
+    schedule = campaign.schedule()
+    topo, load = campaign.topology, campaign.workload
+    instances = [f"L{n + 1}" for n in range(topo.instances)]
+    trace_dir = work / "traces" if campaign.trace else None
+    if trace_dir is not None:
+        trace_dir.mkdir(parents=True)
+    started = time.monotonic()
+    faults: list[dict[str, Any]] = []
+    skipped: list[str] = []
+    quotes = _Quotes()
+    pool = await ConnectionPool.connect(load_settings(servers=cluster.urls, name=f"campaign-{campaign.name}"))
+    rpc = events = commands = None
+    rig = FailoverRig(
+        cluster.urls,
+        instances=instances,
+        params=RigParams(),
+        log_dir=work,
+        trace_dir=trace_dir,
+        gids=True,
+    )
+    nemesis = AsyncNemesis(cluster, RigControl(rig, asyncio.get_running_loop()), seed=campaign.seed)
+    try:
+        if progress:
+            progress(0, len(schedule), f"starting {len(instances)} ledger instances and the workloads")
+        await rig.start()
+        await quotes.start(cluster.urls, topo.rpc_instances, work)
+        if load.rpc_rate and topo.rpc_instances:
+            rpc = RpcWorkload(pool, load.rpc_rate)
+            await rpc.start()
+        if load.event_rate:
+            events = EventWorkload(pool, load.event_rate)
+            await events.start()
+        if load.command_rate:
+            commands = CommandWorkload(pool, load.command_rate)
+            await commands.start()
+        others = {"rpc": rpc, "events": events, "commands": commands}
+        for i, step in enumerate(schedule):
+            await asyncio.sleep(rng.uniform(*campaign.settle_s))
+            victim, old_epoch = await rig.active(timeout=campaign.recover_timeout_s)
+            if progress:
+                progress(i, len(schedule), f"{step.kind} -> {step.target}")
+            t0, w0 = time.monotonic(), time.time()
+            try:
+                injected = await nemesis.inject(step)
+            except FirewallUnavailable as exc:
+                skipped.append(f"{step.kind}: {exc}")
+                continue
+            # A fault with a duration heals on its own clock (SIGCONT, node restart, partition dropped); a
+            # killed or stopped instance is restarted once the client is steady again.
+            heal = (
+                asyncio.create_task(nemesis.heal_after(injected, step.duration_s))
+                if step.duration_s
+                else None
+            )
+            recovered = await rig.wait_recovered(
+                t0, min_s=max(step.duration_s, 0.5), steady_s=1.0, timeout=campaign.recover_timeout_s
+            )
+            t1 = time.monotonic()
+            if heal is not None:
+                await heal
+            await nemesis.restore(injected)
+            first = failover_time([c for c in rig.calls if c.received <= t1], t0, old_epoch)
+            window_hits = [h for h in rig.hits if t0 - 5 <= h.sent <= t1 + 5]
+            faults.append(
+                {
+                    "n": i + 1,
+                    "kind": step.kind,
+                    "target": injected.target,
+                    "active_before": victim,
+                    "old_epoch": old_epoch,
+                    "new_epoch": first.epoch if first else None,
+                    "new_active": first.instance if first else None,
+                    "failover_s": round(first.received - t0, 4) if first else None,
+                    "gap_s": round(longest_gap(rig.calls, t0, t1), 4),
+                    "recovered": recovered,
+                    "failed_calls": failed_calls(rig.calls, t0, t1),
+                    "failed_ops": {
+                        name: failed_calls(w.calls, t0, t1) for name, w in others.items() if w is not None
+                    },
+                    "split_brain": len(split_brain(window_hits)),
+                    "at_s": round(t0 - started, 3),
+                    "until_s": round(t1 - started, 3),
+                    "wall": w0,
+                    "wall_recovered": time.time(),
+                    "details": _jsonable(injected.details),
+                }
+            )
+        if progress:
+            progress(len(schedule), len(schedule), "checking")
+        for w in (rpc, commands, events):
+            if w is not None:
+                await w.stop()
+        if events is not None:
+            await events.drain(30)
+        await asyncio.sleep(0.3)
+        summary = rig.summary()
+    finally:
+        for w in (rpc, events, commands):
+            if w is not None:
+                with contextlib.suppress(Exception):
+                    await w.close()
+        await nemesis.heal_all()
+        await nemesis.close()
+        await rig.close()
+        await quotes.stop()
+        await pool.close()
+    lost = lost_events(events.acked, events.received) if events else []
+    dups = duplicate_commands(commands.processed) if commands else {}
+    report: dict[str, Any] = {
+        "runs": len(faults),
+        "split_brain": summary["split_brain"],
+        "lost_events": len(lost),
+        "failover_p50_s": percentile([f["failover_s"] for f in faults if f["failover_s"] is not None], 50),
+        "failover_p99_s": percentile([f["failover_s"] for f in faults if f["failover_s"] is not None], 99),
+        "gap_p99_s": percentile([f["gap_s"] for f in faults], 99),
+        "trace_validated": False,
+        "duplicate_commands": len(dups),
+        "epoch_regressions": summary["epoch_regressions"],
+        "calls": summary["calls"],
+        "failed_calls": summary["failed_calls"],
+        "events_acked": len(events.acked) if events else 0,
+        "lost_event_ids": lost[:20],
+        "commands_completed": len(commands.completed) if commands else 0,
+        "duplicate_command_ids": dict(list(dups.items())[:20]),
+        "by_class": by_class(faults),
+        "faults": faults,
+        "skipped": skipped,
+        "campaign": campaign.model_dump(mode="json"),
+        "took_s": round(time.monotonic() - started, 1),
+        "timeline": _timeline(rig, {"rpc": rpc, "events": events, "commands": commands}, started),
+    }
+    if trace_dir is not None and faults:
+        report["trace"] = await asyncio.to_thread(_check_trace_prefix, rig, work, faults[0]["wall_recovered"])
+        report["trace_validated"] = bool(report["trace"]["accepted"])
+    report["prediction"] = _prediction(faults)
+    report["expectations_broken"] = _broken(campaign, report)
+    return report
+
+
+def _jsonable(details: dict[str, Any]) -> dict[str, Any]:
+    import json
+
+    return json.loads(json.dumps(details, default=str))
+
+
+def _timeline(rig: FailoverRig, others: dict[str, Any], started: float) -> dict[str, Any]:
+    clients = {"sticky": rig.calls, **{k: w.calls for k, w in others.items() if w is not None}}
+    return {
+        "clients": list(clients),
+        "failures": {
+            k: [round(c.sent - started, 3) for c in calls if not c.ok][:5000] for k, calls in clients.items()
+        },
+    }
+
+
+def _check_trace_prefix(rig: FailoverRig, work: Path, until_wall: float) -> dict[str, Any]:
+    """Merge the traces, keep the events up to the first fault's recovery (a prefix of a behaviour is a
+    behaviour) and at most ``TRACE_CHECK_MAX_EVENTS``, and check them with TLC."""
+    from harness.tlc import TlcUnavailable
+    from harness.trace_check import TraceCheckError, check
+    from sdk.trace_events import Trace
+
+    merged = rig.trace(work / "trace.ndjson")
+    events: list[TraceEvent] = [e for e in merged.events if e.wall <= until_wall][:TRACE_CHECK_MAX_EVENTS]
+    prefix = Trace(merged.params, tuple(events), merged.lines[: len(events)])
+    try:
+        verdict = check(prefix)
+    except (TraceCheckError, TlcUnavailable) as exc:
+        return {
+            "accepted": False,
+            "error": str(exc)[:500],
+            "file": str(work / "trace.ndjson"),
+            "note": "(TLC failed)",
+        }
+    return {
+        **verdict.summary(),
+        "file": str(work / "trace.ndjson"),
+        "note": f"({len(events)} of {len(merged.events)} events: the start and the first fault)",
+    }
+
+
+def _prediction(faults: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The simulator's predicted crash-failover distribution beside the measured one, when both exist."""
+    import json
+
+    real = [f["failover_s"] for f in faults if f["kind"] == "instance-kill" and f["failover_s"] is not None]
+    if not real or not PREDICTION.exists():
+        return None
+    data = json.loads(PREDICTION.read_text())
+    sim = [float(x) for x in data.get("samples_s", [])]
+    if not sim:
+        return None
+    return {
+        "source": str(PREDICTION.relative_to(ROOT)),
+        "sim_samples": len(sim),
+        "sim_p50_s": percentile(sim, 50),
+        "sim_p99_s": percentile(sim, 99),
+        "sim_samples_s": sim[:2000],
+        "real_samples": len(real),
+        "real_p50_s": percentile(real, 50),
+        "real_p99_s": percentile(real, 99),
+        "ks_distance": ks_distance(sim, real),
+    }
+
+
+def _broken(campaign: Campaign, report: dict[str, Any]) -> list[str]:
+    e = campaign.expect
+    out = []
+    if report["split_brain"] > e.split_brain:
+        out.append(f"split brain {report['split_brain']} > {e.split_brain}")
+    if report["lost_events"] > e.lost_events:
+        out.append(f"lost events {report['lost_events']} > {e.lost_events}")
+    if report["duplicate_commands"] > e.duplicate_commands:
+        out.append(f"commands processed twice {report['duplicate_commands']} > {e.duplicate_commands}")
+    if e.failed_calls is not None and report["failed_calls"] > e.failed_calls:
+        out.append(f"failed sticky calls {report['failed_calls']} > {e.failed_calls}")
+    if report["epoch_regressions"]:
+        out.append(f"epoch regressions {report['epoch_regressions']} > 0")
+    trace = report.get("trace")
+    if trace is not None and not report["trace_validated"]:
+        why = trace.get("error") or f"rejected at line {trace.get('first_bad_line')} of {trace.get('file')}"
+        out.append(f"election trace not validated: {why}")
+    unrecovered = [f["n"] for f in report["faults"] if not f["recovered"]]
+    if unrecovered:
+        out.append(f"not recovered within {campaign.recover_timeout_s:.0f} s after faults {unrecovered}")
+    return out
+
+
+def run_campaign(campaign: Campaign, *, progress: Progress | None = None) -> dict[str, Any]:
+    """Start a local cluster of ``campaign.topology.nodes`` nodes, run the campaign on it, stop everything."""
+    install_signal_cleanup()
+    topo = campaign.topology
+    with (
+        tempfile.TemporaryDirectory(prefix=f"aegis-campaign-{campaign.name}-") as tmp,
+        LocalCluster(
+            topo.nodes, sync_interval=topo.sync_interval, node_gids=True, extra_config='ping_interval: "1s"'
+        ) as cluster,
+    ):
+        cluster.start()
+        return asyncio.run(_run(campaign, cluster, Path(tmp), progress))
+
+
+__all__ = ["INSTANCE_FAULTS", "FaultStep", "run_campaign"]

@@ -1,0 +1,197 @@
+"""Fault campaigns: the YAML schema, the checkers, the report, and the smoke campaign end to end (real cluster,
+real SDK processes, real faults: what CI runs)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.campaign_report import by_class, html, ks_distance, markdown
+from harness.campaign_spec import CampaignError, load_campaign
+from harness.checkers import Call, duplicate_commands, failed_calls, failover_time, lost_events
+
+ROOT = Path(__file__).resolve().parent.parent
+CAMPAIGNS = ROOT / "harness" / "campaigns"
+
+
+@pytest.mark.parametrize("path", sorted(CAMPAIGNS.glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_campaign_loads_and_its_schedule_replays(path: Path) -> None:
+    campaign = load_campaign(path)
+    assert campaign.name == path.stem
+    schedule = campaign.schedule()
+    assert len(schedule) == campaign.runs
+    assert schedule == load_campaign(path).schedule()  # same seed, same order
+
+
+def test_the_issue_s_campaigns_are_shipped_with_enough_faults() -> None:
+    names = {p.stem for p in CAMPAIGNS.glob("*.yaml")}
+    assert {"smoke", "instance-crash", "instance-pause", "nats-node-crash", "partition"} <= names
+    assert {"rolling-restart", "mixed"} <= names
+    assert load_campaign(CAMPAIGNS / "instance-crash.yaml").runs >= 100
+    assert load_campaign(CAMPAIGNS / "rolling-restart.yaml").expect.failed_calls == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("name: x\nfaults: [{kind: instance-kill}\n", "not valid YAML"),
+        ("- 1\n", "expected a mapping"),
+        ("name: x\nfaults: [{kind: meteor-strike}]\n", "faults.0.kind"),
+        ("name: x\nfaults: [{kind: node-kill}]\n", "node-kill needs duration_s > 0"),
+        ("name: x\nfaults: []\n", "faults"),
+        ("name: x\nfaults: [{kind: instance-kill}]\ntopology: {nodes: 1}\n", "topology.nodes"),
+        ("name: x\nfaults: [{kind: instance-kill}]\nsettle_s: [2, 1]\n", "settle_s"),
+        ("name: x\nfaults: [{kind: instance-kill}]\ncolour: red\n", "colour"),
+    ],
+)
+def test_a_bad_campaign_file_is_refused_naming_the_field(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(CampaignError) as exc:
+        load_campaign(path)
+    assert str(path) in str(exc.value) and message in str(exc.value)
+
+
+def test_a_missing_campaign_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(CampaignError, match="cannot read"):
+        load_campaign(tmp_path / "nope.yaml")
+
+
+def test_checkers_find_what_they_should_and_nothing_else() -> None:
+    calls = [
+        Call(0.0, 0.01, True, "L1", 5),
+        Call(1.0, 1.2, False, error="RpcTimeout"),
+        Call(1.3, 1.9, True, "L1", 5),  # same epoch after the fault: not a failover
+        Call(2.0, 2.05, True, "L2", 9),
+        Call(2.1, 2.2, True, "L2", 9),
+    ]
+    first = failover_time(calls, 1.0, 5)
+    assert first is not None and (first.instance, first.received) == ("L2", 2.05)
+    assert failover_time(calls, 1.0, 9) is None
+    assert failed_calls(calls, 0.5, 1.5) == 1 and failed_calls(calls, 1.5, 3) == 0
+    assert lost_events(["a", "b", "c"], ["c", "a", "a"]) == ["b"]
+    assert lost_events(["a"], ["a"]) == []
+    assert duplicate_commands(["x", "y", "x", "z", "x"]) == {"x": 3}
+    assert duplicate_commands(["x", "y"]) == {}
+
+
+def test_ks_distance_is_the_largest_cdf_gap() -> None:
+    assert ks_distance([1, 2, 3], [1, 2, 3]) == 0.0
+    assert ks_distance([1, 2], [3, 4]) == 1.0
+    assert ks_distance([1, 2, 3, 4], [3, 4, 5, 6]) == 0.5
+    assert ks_distance([], [1]) is None
+
+
+def _fault(n: int, kind: str, gap: float, failover: float | None) -> dict:
+    return {
+        "n": n,
+        "kind": kind,
+        "target": "L1",
+        "gap_s": gap,
+        "failover_s": failover,
+        "failed_calls": 1,
+        "failed_ops": {"rpc": 2},
+        "split_brain": 0,
+        "recovered": True,
+        "at_s": n * 3.0,
+        "until_s": n * 3.0 + 1.5,
+    }
+
+
+def test_the_report_summarises_per_fault_class_and_renders() -> None:
+    faults = [
+        _fault(1, "instance-kill", 0.8, 0.8),
+        _fault(2, "node-kill", 0.1, None),
+        _fault(3, "instance-kill", 0.7, 0.7),
+    ]
+    classes = by_class(faults)
+    assert classes["instance-kill"]["runs"] == 2 and classes["instance-kill"]["failover_max_s"] == 0.8
+    assert classes["node-kill"]["failovers"] == 0 and classes["node-kill"]["failed_ops"] == 2
+    report = {
+        "runs": 3,
+        "split_brain": 0,
+        "lost_events": 0,
+        "failover_p99_s": 0.8,
+        "trace_validated": True,
+        "trace": {"note": "(10 of 20 events)"},
+        "duplicate_commands": 0,
+        "epoch_regressions": 0,
+        "calls": 100,
+        "failed_calls": 3,
+        "events_acked": 50,
+        "commands_completed": 5,
+        "by_class": classes,
+        "faults": faults,
+        "skipped": ["partition-node: nft is missing"],
+        "expectations_broken": [],
+        "campaign": {
+            "name": "t",
+            "description": "d",
+            "seed": 1,
+            "topology": {"nodes": 3, "instances": 3, "rpc_instances": 1},
+        },
+        "took_s": 12.0,
+        "timeline": {"clients": ["sticky", "rpc"], "failures": {"sticky": [3.1], "rpc": [3.2, 6.1]}},
+        "prediction": {
+            "source": "reports/sim-predicted-failover.json",
+            "sim_samples": 3,
+            "sim_p50_s": 0.75,
+            "sim_p99_s": 0.9,
+            "sim_samples_s": [0.7, 0.75, 0.9],
+            "real_samples": 2,
+            "real_p50_s": 0.7,
+            "real_p99_s": 0.8,
+            "ks_distance": 0.33,
+        },
+    }
+    md = markdown(report)
+    assert (
+        "| instance-kill | 2 |" in md
+        and "800 ms" in md
+        and "nft is missing" in md
+        and "KS distance 0.33" in md
+    )
+    page = html(report)
+    assert page.startswith("<!DOCTYPE html>") and "instance-kill" in page and "Bokeh" in page
+
+
+@pytest.mark.slow
+def test_smoke_campaign_json_keeps_its_promises(tmp_path: Path) -> None:
+    """What CI runs: `aegis campaign harness/campaigns/smoke.yaml --json` on a fresh local cluster."""
+    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "aegis.cli",
+            "campaign",
+            str(CAMPAIGNS / "smoke.yaml"),
+            "--json",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=400,
+    )
+    report = json.loads(proc.stdout) if proc.stdout.strip() else {}
+    print(
+        f"\nsmoke campaign: { {k: report.get(k) for k in ('runs', 'split_brain', 'lost_events', 'failover_p99_s', 'trace_validated', 'took_s')} }"
+    )
+    print(proc.stderr[-2000:])
+    assert proc.returncode == 0, (report.get("expectations_broken"), proc.stderr[-3000:])
+    for key in ("runs", "split_brain", "lost_events", "failover_p99_s", "trace_validated"):
+        assert key in report, key
+    assert report["runs"] + len(report["skipped"]) == load_campaign(CAMPAIGNS / "smoke.yaml").runs
+    assert report["split_brain"] == 0 and report["lost_events"] == 0 and report["duplicate_commands"] == 0
+    assert report["trace_validated"] is True
+    assert report["by_class"]["instance-kill"]["failovers"] == 2  # each kill of the active elected a new one
+    assert report["events_acked"] > 0 and report["commands_completed"] > 0
+    assert (tmp_path / "smoke.html").read_text().startswith("<!DOCTYPE html>")

@@ -1,0 +1,626 @@
+"""The nemesis and the nftables firewall, with real faults on real processes and a real cluster."""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from harness.cluster import LocalCluster
+from harness.firewall import Endpoint, Firewall, FirewallUnavailable, allocate_gids, local_ports_to
+from harness.nemesis import AsyncNemesis, Fault, InstanceControl, Nemesis, Schedule
+from harness.processes import spawn
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _firewall_or_skip() -> Firewall:
+    try:
+        return Firewall()
+    except FirewallUnavailable as e:  # pragma: no cover - depends on the machine
+        pytest.skip(f"nftables unavailable here: {e}")
+
+
+def _tables() -> str:
+    return subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+
+
+def _wait(pred: Callable[[], bool], timeout: float, what: str, step: float = 0.05) -> float:
+    """Wait (bounded) for ``pred``; return the seconds it took; fail the test on timeout."""
+    t0 = time.monotonic()
+    while not pred():
+        if time.monotonic() - t0 > timeout:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(step)
+    return time.monotonic() - t0
+
+
+# --------------------------------------------------------------------------------------------------
+# Processes with a gid, read line by line
+# --------------------------------------------------------------------------------------------------
+
+
+class Proc:
+    """A child process (own gid) whose stdout lines arrive in a queue."""
+
+    def __init__(self, args: Sequence[str], gid: int | None) -> None:
+        kw = {} if gid is None else {"group": gid}
+        self.gid = gid
+        self.p = spawn(list(args), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT, **kw)
+        self.lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.p.stdout is not None
+        for raw in self.p.stdout:
+            self.lines.put(raw.decode().strip())
+
+    def drain(self) -> list[str]:
+        out = []
+        while True:
+            try:
+                out.append(self.lines.get_nowait())
+            except queue.Empty:
+                return out
+
+    def expect(self, pred: Callable[[str], bool], timeout: float) -> str | None:
+        end = time.monotonic() + timeout
+        while (left := end - time.monotonic()) > 0:
+            try:
+                line = self.lines.get(timeout=left)
+            except queue.Empty:
+                return None
+            if pred(line):
+                return line
+        return None
+
+    def close(self) -> None:
+        if self.p.poll() is None:
+            self.p.kill()  # SIGKILL also ends a stopped (SIGSTOP) process
+        self.p.wait(timeout=10)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "?"
+
+
+class ProcControl:
+    """A tiny :class:`InstanceControl`: named processes started from fixed argv, each with a gid."""
+
+    def __init__(self, argv: dict[str, list[str]], *, with_gids: bool = True) -> None:
+        self.argv = argv
+        gids = allocate_gids(len(argv)) if with_gids else [None] * len(argv)
+        self._gids = dict(zip(argv, gids, strict=True))
+        self.procs: dict[str, Proc] = {}
+        self.active_name: str | None = None
+        for name in argv:
+            self.restart(name)
+
+    def names(self) -> Sequence[str]:
+        return list(self.argv)
+
+    def active(self) -> str | None:
+        return self.active_name
+
+    def pid(self, name: str) -> int | None:
+        p = self.procs.get(name)
+        return p.p.pid if p is not None and p.p.poll() is None else None
+
+    def gid(self, name: str) -> int | None:
+        return self._gids[name]
+
+    def kill(self, name: str) -> None:
+        self.procs[name].p.kill()
+        self.procs[name].p.wait(timeout=10)
+
+    def signal(self, name: str, sig: int) -> None:
+        self.procs[name].p.send_signal(sig)
+
+    def restart(self, name: str) -> None:
+        old = self.procs.get(name)
+        if old is not None:
+            old.close()
+        self.procs[name] = Proc(self.argv[name], self._gids[name])
+
+    def close(self) -> None:
+        for p in self.procs.values():
+            p.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# A cluster whose nodes have gids, with fast route pings (dead routes noticed in ~3 s)
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def gcluster() -> Iterator[LocalCluster]:
+    """3 nodes, each with its own gid; ``ping_interval: 1s`` so a cut route closes quickly."""
+    c = LocalCluster(3, name="nemesis", node_gids=True, extra_config='ping_interval: "1s"\nping_max: 2')
+    with c:
+        yield c
+
+
+def _routes(c: LocalCluster, node: str) -> int:
+    try:
+        return int(c.routez(node, timeout=1)["num_routes"])
+    except OSError:
+        return -1
+
+
+def _healthy(c: LocalCluster, full_routes: int) -> bool:
+    if any(_routes(c, n.name) != full_routes for n in c.nodes):
+        return False
+    leader = c.meta_leader()
+    if leader is None:
+        return False
+    replicas = (c.jsz(leader).get("meta_cluster") or {}).get("replicas") or []
+    return len(replicas) == c.size - 1 and all(r.get("current") and not r.get("offline") for r in replicas)
+
+
+@pytest.fixture(scope="module")
+def full_routes(gcluster: LocalCluster) -> int:
+    _wait(lambda: _routes(gcluster, "n1") > 0, 10, "routes")
+    time.sleep(0.5)
+    return _routes(gcluster, "n1")
+
+
+@pytest.fixture
+def nemesis(gcluster: LocalCluster, full_routes: int) -> Iterator[Nemesis]:
+    """A nemesis on :func:`gcluster`; afterwards every fault is healed, the table gone, the cluster whole."""
+    _wait(lambda: _healthy(gcluster, full_routes), 30, "a whole cluster before the test")
+    nem = Nemesis(gcluster, seed=1)
+    if nem.firewall is None:  # pragma: no cover - depends on the machine
+        nem.close()
+        pytest.skip(f"nftables unavailable here: {nem.partition_unavailable}")
+    table = nem.firewall.table
+    try:
+        yield nem
+    finally:
+        nem.close()
+        assert table not in _tables()
+
+
+def _kv_stream(c: LocalCluster) -> str:
+    """Create an R3 KV bucket with a uuid name; return its stream name (``KV_<bucket>``)."""
+    import nats
+    import nats.js.errors
+
+    bucket = f"nem_{uuid.uuid4().hex[:10]}"
+
+    async def go() -> None:
+        nc = await nats.connect(servers=c.urls, connect_timeout=2)
+        try:
+            js = nc.jetstream()
+            # a node whose routes just came back counts as "offline" for placement until the
+            # meta leader hears its next server-stats message: retry, bounded
+            end = time.monotonic() + 20
+            while True:
+                try:
+                    kv = await js.create_key_value(bucket=bucket, history=1, replicas=3)
+                    break
+                except nats.js.errors.BadRequestError as e:
+                    if "peer offline" not in str(e) or time.monotonic() > end:
+                        raise
+                    await asyncio.sleep(0.2)
+            await kv.put("k", b"v")
+        finally:
+            await nc.close()
+
+    asyncio.run(go())
+    return f"KV_{bucket}"
+
+
+# --------------------------------------------------------------------------------------------------
+# Firewall, plain TCP: each direction of a one-way cut
+# --------------------------------------------------------------------------------------------------
+
+_PINGER = r"""
+import socket, sys, threading, time
+c = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+def rx():
+    while True:
+        d = c.recv(4096)
+        if not d:
+            return
+        for w in d.decode().split():
+            print("got", w, flush=True)
+threading.Thread(target=rx, daemon=True).start()
+i = 0
+while True:
+    i += 1
+    c.sendall(f"p{i} ".encode())
+    time.sleep(0.05)
+"""
+
+
+def test_one_way_cut_drops_only_what_the_sender_sends() -> None:
+    fw = _firewall_or_skip()
+    lst = socket.create_server(("127.0.0.1", 0))
+    port = lst.getsockname()[1]
+    (gid,) = allocate_gids(1)
+    client = Proc([sys.executable, "-c", _PINGER, str(port)], gid)
+    try:
+        conn, _ = lst.accept()
+        conn.settimeout(0.2)
+        seqs: list[int] = []
+
+        def read_pings(for_s: float, *, until_any: bool = False) -> list[int]:
+            got: list[int] = []
+            end = time.monotonic() + for_s
+            while time.monotonic() < end and not (until_any and got):
+                try:
+                    d = conn.recv(65536)
+                except TimeoutError:
+                    continue
+                got += [int(w[1:]) for w in d.decode().split()]
+            seqs.extend(got)
+            return got
+
+        assert read_pings(0.5), "no pings before any cut"
+        # the connection exists already: the cut must catch it mid-stream (conntrack pick-up)
+        cli = Endpoint("client", gid=gid)
+        srv = Endpoint("server", ports=frozenset({port}))
+
+        # client -> server cut: the server hears nothing new, the client still hears the server
+        cut = fw.cut_one_way(cli, srv)
+        read_pings(0.3)  # segments in flight
+        assert read_pings(1.0) == [], "client -> server packets still arrive"
+        conn.sendall(b"hello1 ")
+        assert client.expect(lambda s: s == "got hello1", 3), "server -> client blocked by a one-way cut"
+        fw.heal(cut)
+        assert fw.counters() == {}
+        assert read_pings(15, until_any=True) != [], "pings did not resume after heal"
+
+        # server -> client cut (the server's side is matched by conntrack mark = client's gid)
+        last = max(seqs)
+        cut = fw.cut_one_way(srv, cli)
+        time.sleep(0.2)
+        client.drain()
+        conn.sendall(b"hello2 ")
+        assert client.expect(lambda s: s == "got hello2", 1.5) is None, "server -> client still flows"
+        assert any(s > last + 3 for s in read_pings(1.0)), "client -> server should still flow"
+        assert fw.counters()[cut.chain] > 0
+        fw.heal(cut)
+        assert client.expect(lambda s: s == "got hello2", 15), "hello2 not delivered after heal"
+    finally:
+        fw.close()
+        client.close()
+        lst.close()
+    assert fw.table not in _tables()
+
+
+def test_firewall_unavailable_without_nft() -> None:
+    with pytest.raises(FirewallUnavailable, match="not found"):
+        Firewall(nft="/nonexistent/nft")
+
+
+def test_local_ports_to_finds_a_processes_connections() -> None:
+    lst = socket.create_server(("127.0.0.1", 0))
+    port = lst.getsockname()[1]
+    client = Proc([sys.executable, "-c", _PINGER, str(port)], None)
+    try:
+        conn, peer = lst.accept()
+        _wait(lambda: bool(local_ports_to(client.p.pid, [port])), 5, "the connection in /proc")
+        assert local_ports_to(client.p.pid, [port]) == {peer[1]: port}
+        assert local_ports_to(client.p.pid, [port + 1]) == {}
+        conn.close()
+    finally:
+        client.close()
+        lst.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# Partitions on a real cluster
+# --------------------------------------------------------------------------------------------------
+
+
+def test_partition_node_cuts_its_routes_and_heal_restores_them(
+    nemesis: Nemesis, gcluster: LocalCluster, full_routes: int
+) -> None:
+    c = gcluster
+    af = nemesis.apply(Fault("partition-node", "n1", duration_s=5))
+    assert af is not None and af.target == "n1"
+    try:
+        _wait(lambda: _routes(c, "n1") == 0, 15, "n1 to lose all its routes")
+        # n1 alone has no JetStream quorum: it sees no meta leader
+        _wait(
+            lambda: not (c.jsz("n1").get("meta_cluster") or {}).get("leader"),
+            20,
+            "n1 to lose the meta leader",
+        )
+        assert _routes(c, "n2") < full_routes
+        assert nemesis.firewall is not None and nemesis.firewall.counters()[af.applied.details["cut"]] > 0
+    finally:
+        heal = nemesis.heal(af)
+    assert heal is not None and heal.details["dropped_packets"] > 0
+    took = _wait(lambda: _healthy(c, full_routes), 30, "routes and meta group restored after heal")
+    assert took < 30
+    assert nemesis.heal(af) is None  # healing twice is a no-op
+
+
+def test_partition_minority_isolates_one_node_of_three(nemesis: Nemesis, gcluster: LocalCluster) -> None:
+    af = nemesis.apply(Fault("partition-minority", "n3"))
+    assert af is not None
+    assert af.applied.details["minority"] == ["n3"] and af.applied.details["majority"] == ["n1", "n2"]
+    try:
+        _wait(lambda: _routes(gcluster, "n3") == 0, 15, "n3 to lose its routes")
+        # the majority still has each other
+        assert _routes(gcluster, "n1") > 0 and _routes(gcluster, "n2") > 0
+    finally:
+        nemesis.heal(af)
+
+
+def test_partition_one_way_between_nodes_installs_one_direction(
+    nemesis: Nemesis, gcluster: LocalCluster
+) -> None:
+    n1, n2 = gcluster.node("n1"), gcluster.node("n2")
+    af = nemesis.apply(Fault("partition-one-way", "n1", peer="n2"))
+    assert af is not None and af.applied.details["from"] == "n1" and af.applied.details["to"] == "n2"
+    fw = nemesis.firewall
+    assert fw is not None
+    try:
+        rules = fw.ruleset()
+        assert f"meta skgid {n1.gid} tcp dport {n2.cluster_port}" in rules
+        assert f"tcp sport {n1.cluster_port} ct mark" in rules
+        # nothing about n2 -> n1
+        assert f"meta skgid {n2.gid}" not in rules.replace(f"{n2.gid} : {n2.gid}", "")
+        _wait(lambda: fw.counters().get(af.applied.details["cut"], 0) > 0, 10, "n1 -> n2 packets dropped")
+    finally:
+        nemesis.heal(af)
+    assert "cut_" not in fw.ruleset()
+
+
+_REQUESTER = r"""
+import asyncio, sys, nats
+async def main(url, subject):
+    nc = await nats.connect(servers=[url], ping_interval=1, max_outstanding_pings=2,
+                            reconnect_time_wait=0.2, max_reconnect_attempts=-1, connect_timeout=1)
+    while True:
+        try:
+            await nc.request(subject, b"x", timeout=0.3)
+            print("ok", flush=True)
+        except Exception as e:
+            print("fail", type(e).__name__, flush=True)
+        await asyncio.sleep(0.05)
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"""
+
+_RESPONDER = r"""
+import asyncio, sys, nats
+async def main(url, subject):
+    nc = await nats.connect(servers=[url])
+    async def h(m):
+        await m.respond(b"pong")
+    await nc.subscribe(subject, cb=h)
+    print("ready", flush=True)
+    await asyncio.Event().wait()
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"""
+
+
+def test_partition_instance_stops_replies_from_its_server(gcluster: LocalCluster, full_routes: int) -> None:
+    c = gcluster
+    subject = f"nem.{uuid.uuid4().hex}"
+    responder = Proc([sys.executable, "-c", _RESPONDER, c.node("n3").url, subject], None)
+    control = ProcControl({"I1": [sys.executable, "-c", _REQUESTER, c.node("n2").url, subject]})
+    nem = Nemesis(c, control, seed=3)
+    try:
+        if nem.firewall is None:  # pragma: no cover
+            pytest.skip(f"nftables unavailable: {nem.partition_unavailable}")
+        assert responder.expect(lambda s: s == "ready", 15)
+        inst = control.procs["I1"]
+        assert inst.expect(lambda s: s == "ok", 15), "requester never got a reply"
+        af = nem.apply(Fault("partition-instance", "I1"))
+        assert af is not None
+        assert af.applied.details["servers"] == ["n2"]  # found from the process' sockets
+        time.sleep(0.5)  # requests in flight at the cut time
+        inst.drain()
+        assert inst.expect(lambda s: s == "ok", 2.5) is None, "a reply got through the cut"
+        assert inst.drain() or True
+        nem.heal(af)
+        assert inst.expect(lambda s: s == "ok", 20), "no reply after heal"
+    finally:
+        nem.close()
+        control.close()
+        responder.close()
+    assert nem.firewall is None or nem.firewall.table not in _tables()
+    _wait(lambda: _healthy(c, full_routes), 30, "cluster whole")
+
+
+# --------------------------------------------------------------------------------------------------
+# Node and stream faults
+# --------------------------------------------------------------------------------------------------
+
+
+def test_stream_leader_stepdown_changes_the_leader(nemesis: Nemesis, gcluster: LocalCluster) -> None:
+    stream = _kv_stream(gcluster)
+    _wait(lambda: gcluster.stream_leader(stream) is not None, 15, "a stream leader")
+    old = gcluster.stream_leader(stream)
+    af = nemesis.apply(Fault("stream-leader-stepdown", stream=stream))
+    assert af is not None and af.healed and nemesis.heal(af) is None  # nothing to heal
+    ev = nemesis.events[-1]
+    assert ev.phase == "apply" and ev.details["old_leader"] == old
+    assert ev.details["new_leader"] not in (None, old)
+    assert gcluster.stream_leader(stream) != old
+
+
+def test_node_lame_duck_hands_stream_leadership_over(nemesis: Nemesis, gcluster: LocalCluster) -> None:
+    stream = _kv_stream(gcluster)
+    _wait(lambda: gcluster.stream_leader(stream) is not None, 15, "a stream leader")
+    leader = gcluster.stream_leader(stream)
+    assert leader is not None
+    af = nemesis.apply(Fault("node-lame-duck", leader))
+    assert af is not None
+    try:
+        gcluster.wait_exit(leader, 45)  # no clients on it: lame duck ends at once
+        # handed over: a new leader right away, not after a 4-9 s Raft election timeout
+        _wait(lambda: gcluster.stream_leader(stream) not in (None, leader), 2.5, "a handed-over leader")
+    finally:
+        ev = nemesis.heal(af)
+    assert ev is not None and ev.details["pid"] != af.applied.details["pid"]
+    assert gcluster.node(leader).running
+
+
+def test_stream_leader_kill_and_heal_all_twice(nemesis: Nemesis, gcluster: LocalCluster) -> None:
+    stream = _kv_stream(gcluster)
+    _wait(lambda: gcluster.stream_leader(stream) is not None, 15, "a stream leader")
+    leader = gcluster.stream_leader(stream)
+    af = nemesis.apply(Fault("stream-leader-kill", f"stream-leader:{stream}"))
+    assert af is not None and af.target == leader
+    assert not gcluster.node(leader).running
+    paused = nemesis.apply(Fault("node-pause", next(n.name for n in gcluster.nodes if n.name != leader)))
+    assert paused is not None and gcluster.node(paused.target).paused
+    healed = nemesis.heal_all()
+    assert [e.fault.kind for e in healed] == ["node-pause", "stream-leader-kill"]
+    assert all(n.running and not n.paused for n in gcluster.nodes)
+    assert nemesis.heal_all() == []  # twice is harmless
+
+
+def test_without_nft_only_partitions_are_skipped(gcluster: LocalCluster) -> None:
+    nem = Nemesis(gcluster, nft="/nonexistent/nft")
+    try:
+        assert nem.firewall is None and "not found" in (nem.partition_unavailable or "")
+        assert nem.apply(Fault("partition-node", "n1", duration_s=1)) is None
+        assert nem.events[-1].phase == "skip" and "not found" in nem.events[-1].details["reason"]
+        af = nem.apply(Fault("node-pause", "n2"))
+        assert af is not None and gcluster.node("n2").paused
+        nem.heal(af)
+        assert not gcluster.node("n2").paused
+    finally:
+        nem.close()
+    assert not gcluster.node("n2").paused
+
+
+# --------------------------------------------------------------------------------------------------
+# Instance faults through the protocol
+# --------------------------------------------------------------------------------------------------
+
+
+def test_instance_faults_through_the_control_protocol(gcluster: LocalCluster) -> None:
+    sleeper = [sys.executable, "-c", "import time; time.sleep(600)"]
+    control = ProcControl({"A": sleeper, "B": sleeper, "C": sleeper})
+    assert isinstance(control, InstanceControl)
+    control.active_name = "B"
+    nem = Nemesis(gcluster, control, seed=5, firewall=None)
+    try:
+        pid_b = control.pid("B")
+        assert pid_b is not None
+        af = nem.apply(Fault("instance-pause", "active", duration_s=0.2))
+        assert af is not None and af.target == "B"
+        _wait(lambda: _state(pid_b) == "T", 2, "B stopped")
+        nem.heal(af)
+        _wait(lambda: _state(pid_b) in ("S", "R"), 2, "B continued")
+
+        af = nem.apply(Fault("instance-kill", "standby"))
+        assert af is not None and af.target in ("A", "C")
+        killed = af.applied.details["pid"]
+        assert control.pid(af.target) is None
+        heal = nem.heal(af)
+        assert heal is not None and heal.details["pid"] not in (None, killed)
+
+        events = nem.run(Fault("instance-stop", "A"))
+        assert [e.phase for e in events] == ["apply", "heal"]
+        assert events[0].details["signal"] == "SIGTERM" and control.pid("A") is not None
+        assert events[0].mono <= events[1].mono and events[0].wall <= events[1].wall
+
+        # without a firewall, partitions are skipped, not failed
+        assert nem.apply(Fault("partition-instance", "A")) is None
+        assert nem.events[-1].phase == "skip"
+    finally:
+        nem.close()
+        control.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# Schedules
+# --------------------------------------------------------------------------------------------------
+
+MIX = {
+    Fault("instance-kill", "active"): 3.0,
+    Fault("instance-pause", "random", duration_s=2): 1.0,
+    Fault("node-kill", "random", duration_s=3): 1.0,
+    Fault("partition-one-way", "random", duration_s=4): 1.0,
+    Fault("stream-leader-stepdown"): 1.0,
+}
+
+
+def test_schedule_is_identical_for_the_same_seed_and_mix() -> None:
+    kw = {"count": 40, "duration_jitter": 0.3, "nodes": ["n1", "n2", "n3"], "instances": ["L1", "L2", "L3"]}
+    a = Schedule.generate(42, MIX, **kw)
+    b = Schedule.generate(42, MIX, **kw)
+    c = Schedule.generate(43, MIX, **kw)
+    assert a == b and a.to_list() == b.to_list()
+    assert a != c
+    assert Schedule.from_list(42, a.to_list()) == a
+    times = [i.at_s for i in a.items]
+    assert times == sorted(times)
+    for prev, nxt in zip(a.items, a.items[1:], strict=False):
+        assert nxt.at_s >= prev.at_s + prev.fault.duration_s  # faults do not overlap
+    kinds = {i.fault.kind for i in a.items}
+    assert len(kinds) >= 4
+    for i in a.items:
+        if i.fault.kind == "partition-one-way":
+            assert i.fault.target in kw["nodes"] and i.fault.peer not in (None, i.fault.target)
+        if i.fault.kind == "instance-kill":
+            assert i.fault.target == "active"  # dynamic targets stay dynamic
+
+
+def test_fault_rejects_unknown_kinds() -> None:
+    with pytest.raises(ValueError, match="unknown fault kind"):
+        Fault("instance-explode")  # type: ignore[arg-type]
+    assert Fault.from_dict(Fault("node-kill", "n1", 2.0).to_dict()) == Fault("node-kill", "n1", 2.0)
+
+
+def test_run_schedule_replays_the_same_faults_on_the_same_targets(gcluster: LocalCluster) -> None:
+    sleeper = [sys.executable, "-c", "import time; time.sleep(600)"]
+    mix = {Fault("instance-pause", "random", duration_s=0.1): 1.0, Fault("instance-kill", "random"): 1.0}
+    runs = []
+    for _ in range(2):
+        control = ProcControl({"A": sleeper, "B": sleeper, "C": sleeper})
+        nem = Nemesis(gcluster, control, seed=9, firewall=None)  # "random" drawn at apply time
+        try:
+            sched = Schedule.generate(9, mix, count=6, start_s=0.1, gap_s=(0.05, 0.15))
+            t0 = time.monotonic()
+            events = nem.run_schedule(sched, t0=t0)
+        finally:
+            nem.close()
+            control.close()
+        applied = [e for e in events if e.phase == "apply"]
+        assert len(applied) == 6 and [e.phase for e in events] == ["apply", "heal"] * 6
+        for e, item in zip(applied, sched.items, strict=True):
+            assert e.details["at_s"] == item.at_s
+            assert e.mono >= t0 + item.at_s and e.details["late_s"] < 2.0
+        runs.append([(e.fault.kind, e.target) for e in applied])
+    assert runs[0] == runs[1]
+
+
+async def test_async_facade_injects_heals_and_reports_skips(gcluster: LocalCluster) -> None:
+    sleeper = [sys.executable, "-c", "import time; time.sleep(600)"]
+    control = ProcControl({"A": sleeper, "B": sleeper})
+    nem = AsyncNemesis(gcluster, control, seed=2, nft="/nonexistent/nft")
+    try:
+        af = await nem.inject(Fault("instance-kill", "A"))
+        assert control.pid("A") is None and af.details["signal"] == "SIGKILL"
+        heal = await nem.heal_after(af, 0.05)
+        assert heal is not None and control.pid("A") is not None
+        assert await nem.restore(af) is None
+        with pytest.raises(FirewallUnavailable):
+            await nem.inject(Fault("partition-node", "n1", 1))
+        assert nem.events[-1].phase == "skip"
+        assert await nem.heal_all() == []
+    finally:
+        await nem.close()
+        control.close()
