@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 from nats.js.errors import KeyDeletedError, NotFoundError
@@ -173,8 +174,9 @@ async def kv_write(
     purge: bool = False,
     delete: bool = False,
     timeout: float = 5.0,
+    nc: NatsClient | None = None,
 ) -> int:
-    """Write one KV entry and return its revision.
+    """Write one KV entry and return its revision (through ``nc``, else the pool's connections in turn).
 
     ``revision`` is the compare-and-set: the write succeeds only if the key's last revision is that
     (``0``: the key must not exist; ``None``: no check). ``ttl_s`` sets the per-key TTL (whole seconds).
@@ -192,7 +194,7 @@ async def kv_write(
         headers[wire.ROLLUP_HEADER] = "sub"
     elif delete:
         headers[wire.KV_OPERATION_HEADER] = "DEL"
-    ack = await js_publish(pool, kv_subject(bucket_name, key), data, headers, timeout, f"write {key}")
+    ack = await js_publish(pool, kv_subject(bucket_name, key), data, headers, timeout, f"write {key}", nc)
     return ack.seq
 
 

@@ -254,6 +254,7 @@ class SingleActiveService(Service):
                 ttl_s=None if w.op == "release" else self.ttl_s,
                 delete=w.op == "release",
                 timeout=self.params.write_timeout_s,
+                nc=pool.primary,  # the connection our subscriptions are on: renew only while reachable
             )
         except Conflict as exc:
             current, ours = await self._after_conflict(pool, w, exc.revision)
@@ -294,6 +295,7 @@ class SingleActiveService(Service):
                 revision=None,
                 ttl_s=ELECTION_MARKER_TTL_S,
                 timeout=self.params.write_timeout_s,
+                nc=pool.primary,
             )
             key = await asyncio.wait_for(self._read_key(pool, direct=False), self.params.write_timeout_s)
         except (AegisError, TimeoutError):
