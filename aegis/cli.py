@@ -267,7 +267,9 @@ def campaign(
     file: Path = typer.Argument(..., help="Campaign YAML (harness/campaigns/*.yaml)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
     out: Path | None = typer.Option(
-        None, help="Write <out>/<name>.json, .md and .html (nothing is written without it)."
+        None,
+        help="Write <out>/<name>.json, .md, .html and the election trace checked with TLC"
+        " (<name>-trace.ndjson); nothing is written without it.",
     ),
 ) -> None:
     """Run a fault campaign on a fresh local cluster: real nats-server nodes, real SDK processes, real faults.
@@ -296,7 +298,9 @@ def campaign(
     with Progress(*columns, TimeElapsedColumn(), console=err, transient=True) as bar:
         task = bar.add_task("", total=spec.runs)
         report = run_campaign(
-            spec, progress=lambda done, total, what: bar.update(task, completed=done, description=what)
+            spec,
+            progress=lambda done, total, what: bar.update(task, completed=done, description=what),
+            trace_out=None if out is None else out / f"{spec.name}-trace.ndjson",
         )
     if out is not None:
         paths = write_campaign(report, out)

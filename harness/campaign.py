@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.campaign_report import by_class, ks_distance
-from harness.campaign_spec import INSTANCE_FAULTS, Campaign, FaultStep
+from harness.campaign_spec import Campaign
 from harness.checkers import (
     duplicate_commands,
     failed_calls,
@@ -43,7 +43,7 @@ from harness.processes import spawn
 from harness.workload import CommandWorkload, EventWorkload, RpcWorkload
 from sdk.config import load_settings
 from sdk.connection import ConnectionPool
-from sdk.trace_events import TraceEvent
+from sdk.trace_events import TraceWriter
 
 ROOT = Path(__file__).resolve().parent.parent
 PREDICTION = ROOT / "reports" / "sim-predicted-failover.json"
@@ -127,7 +127,7 @@ class _Quotes:
 
 
 async def _run(
-    campaign: Campaign, cluster: LocalCluster, work: Path, progress: Progress | None
+    campaign: Campaign, cluster: LocalCluster, work: Path, progress: Progress | None, trace_out: Path | None
 ) -> dict[str, Any]:
     rng = random.Random(campaign.seed)
     schedule = campaign.schedule()
@@ -262,7 +262,9 @@ async def _run(
         "timeline": _timeline(rig, {"rpc": rpc, "events": events, "commands": commands}, started),
     }
     if trace_dir is not None and faults:
-        report["trace"] = await asyncio.to_thread(_check_trace_prefix, rig, work, faults[0]["wall_recovered"])
+        report["trace"] = await asyncio.to_thread(
+            _check_trace_prefix, rig, work, faults[0]["wall_recovered"], trace_out
+        )
         report["trace_validated"] = bool(report["trace"]["accepted"])
     report["prediction"] = _prediction(faults)
     report["expectations_broken"] = _broken(campaign, report)
@@ -285,30 +287,27 @@ def _timeline(rig: FailoverRig, others: dict[str, Any], started: float) -> dict[
     }
 
 
-def _check_trace_prefix(rig: FailoverRig, work: Path, until_wall: float) -> dict[str, Any]:
+def _check_trace_prefix(rig: FailoverRig, work: Path, until_wall: float, keep: Path | None) -> dict[str, Any]:
     """Merge the traces, keep the events up to the first fault's recovery (a prefix of a behaviour is a
-    behaviour) and at most ``TRACE_CHECK_MAX_EVENTS``, and check them with TLC."""
+    behaviour; at most ``TRACE_CHECK_MAX_EVENTS``), write them to ``keep`` (else into ``work``) so
+    ``aegis trace-check`` can check them again, and check them with TLC."""
     from harness.tlc import TlcUnavailable
-    from harness.trace_check import TraceCheckError, check
-    from sdk.trace_events import Trace
+    from harness.trace_check import TraceCheckError, check_trace
 
     merged = rig.trace(work / "trace.ndjson")
-    events: list[TraceEvent] = [e for e in merged.events if e.wall <= until_wall][:TRACE_CHECK_MAX_EVENTS]
-    prefix = Trace(merged.params, tuple(events), merged.lines[: len(events)])
+    events = [e for e in merged.events if e.wall <= until_wall][:TRACE_CHECK_MAX_EVENTS]
+    path = keep or work / "trace-prefix.ndjson"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    with TraceWriter(path, params=merged.params) as writer:
+        for event in events:
+            writer.write(event)
+    note = f"({len(events)} of {len(merged.events)} events: the start and the first fault; `aegis trace-check {path}`)"
     try:
-        verdict = check(prefix)
+        verdict = check_trace(path)
     except (TraceCheckError, TlcUnavailable) as exc:
-        return {
-            "accepted": False,
-            "error": str(exc)[:500],
-            "file": str(work / "trace.ndjson"),
-            "note": "(TLC failed)",
-        }
-    return {
-        **verdict.summary(),
-        "file": str(work / "trace.ndjson"),
-        "note": f"({len(events)} of {len(merged.events)} events: the start and the first fault)",
-    }
+        return {"accepted": False, "error": str(exc)[:500], "file": str(path), "note": note}
+    return {**verdict.summary(), "file": str(path), "note": note}
 
 
 def _prediction(faults: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -358,8 +357,11 @@ def _broken(campaign: Campaign, report: dict[str, Any]) -> list[str]:
     return out
 
 
-def run_campaign(campaign: Campaign, *, progress: Progress | None = None) -> dict[str, Any]:
-    """Start a local cluster of ``campaign.topology.nodes`` nodes, run the campaign on it, stop everything."""
+def run_campaign(
+    campaign: Campaign, *, progress: Progress | None = None, trace_out: Path | None = None
+) -> dict[str, Any]:
+    """Start a local cluster of ``campaign.topology.nodes`` nodes, run the campaign on it, stop everything.
+    ``trace_out``: where to keep the election trace that was checked with TLC."""
     install_signal_cleanup()
     topo = campaign.topology
     with (
@@ -369,7 +371,7 @@ def run_campaign(campaign: Campaign, *, progress: Progress | None = None) -> dic
         ) as cluster,
     ):
         cluster.start()
-        return asyncio.run(_run(campaign, cluster, Path(tmp), progress))
+        return asyncio.run(_run(campaign, cluster, Path(tmp), progress, trace_out))
 
 
-__all__ = ["INSTANCE_FAULTS", "FaultStep", "run_campaign"]
+__all__ = ["RigControl", "run_campaign"]

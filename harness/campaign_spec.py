@@ -19,26 +19,11 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-FaultKind = Literal[
-    "instance-kill",
-    "instance-pause",
-    "instance-stop",
-    "node-kill",
-    "node-pause",
-    "node-lame-duck",
-    "stream-leader-stepdown",
-    "partition-node",
-    "partition-minority",
-    "partition-instance",
-    "partition-one-way",
-]
-INSTANCE_FAULTS = frozenset({"instance-kill", "instance-pause", "instance-stop", "partition-instance"})
-"""Faults aimed at an SDK instance; the others are aimed at the NATS cluster."""
+from harness.nemesis import PARTITION_KINDS, FaultKind
 
 
 class CampaignError(ValueError):
@@ -76,8 +61,7 @@ class FaultStep(_Strict):
 
     @model_validator(mode="after")
     def _duration_fits(self) -> FaultStep:
-        needs = {"instance-pause", "node-pause", "node-kill", "partition-node", "partition-minority"}
-        needs |= {"partition-instance", "partition-one-way"}
+        needs = PARTITION_KINDS | {"instance-pause", "node-pause", "node-kill", "stream-leader-kill"}
         if self.kind in needs and self.duration_s <= 0:
             raise ValueError(f"{self.kind} needs duration_s > 0")
         return self
