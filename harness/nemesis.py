@@ -36,14 +36,15 @@ reason and everything else still runs.
 
 Example::
 
-    nem = Nemesis(cluster, rig_control, seed=7)
-    sched = Schedule.generate(7, {Fault("instance-kill", "active"): 3, Fault("partition-node"): 1},
-                              count=10, nodes=["n1", "n2", "n3"])
+    nem = Nemesis(cluster, rig_control, seed=7)   # "random" targets are drawn from random.Random(7)
     try:
-        nem.run_schedule(sched)
+        nem.run(Fault("instance-kill", "active"))
+        nem.run(Fault("partition-node", "n2", duration_s=5))
     finally:
         nem.close()                    # heal_all() + drop the nft table
     events = nem.events
+
+The order and timing of faults is the campaign's (:mod:`harness.campaign_spec`), not the nemesis'.
 """
 
 from __future__ import annotations
@@ -56,8 +57,8 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol, get_args, runtime_checkable
 
 from harness.cluster import ClusterError, LocalCluster, NodeInfo
@@ -80,8 +81,6 @@ __all__ = [
     "InstanceControl",
     "Nemesis",
     "NemesisError",
-    "Schedule",
-    "ScheduledFault",
     "stream_step_down",
 ]
 
@@ -227,98 +226,6 @@ class ActiveFault:
     def details(self) -> dict[str, Any]:
         """Details of the apply event (pids, cut chain, old/new leader, ...)."""
         return self.applied.details
-
-
-# --------------------------------------------------------------------------------------------------
-# Schedules
-# --------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ScheduledFault:
-    """``fault`` to be applied ``at_s`` seconds after the schedule starts."""
-
-    at_s: float
-    fault: Fault
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """A seeded, replayable list of faults: the same seed and mix always give the same schedule."""
-
-    seed: int
-    items: tuple[ScheduledFault, ...]
-
-    @classmethod
-    def generate(
-        cls,
-        seed: int,
-        mix: Mapping[Fault, float] | Sequence[Fault],
-        *,
-        count: int,
-        start_s: float = 1.0,
-        gap_s: tuple[float, float] = (2.0, 5.0),
-        duration_jitter: float = 0.0,
-        nodes: Sequence[str] | None = None,
-        instances: Sequence[str] | None = None,
-    ) -> Schedule:
-        """Draw ``count`` faults from ``mix`` (templates, with weights when a mapping) with
-        ``random.Random(seed)`` only.
-
-        Faults follow one another: each starts a uniform ``gap_s`` after the previous one's
-        ``duration_s`` has passed. ``duration_jitter`` (e.g. 0.2) scales each duration by a uniform
-        factor in [1 - j, 1 + j]. When ``nodes`` / ``instances`` are given, ``"random"`` targets (and
-        the default one-way peer) of the matching kinds are resolved here, so the schedule itself
-        names them; ``"active"``/``"standby"``/leader targets stay dynamic.
-        """
-        if count < 0:
-            raise ValueError("count must be >= 0")
-        templates = list(mix)
-        if not templates:
-            raise ValueError("mix is empty")
-        weights = [float(mix[f]) for f in templates] if isinstance(mix, Mapping) else [1.0] * len(templates)
-        rng = random.Random(seed)
-        items: list[ScheduledFault] = []
-        t = start_s
-        for _ in range(count):
-            f = rng.choices(templates, weights=weights, k=1)[0]
-            if duration_jitter and f.duration_s:
-                f = replace(
-                    f,
-                    duration_s=round(f.duration_s * rng.uniform(1 - duration_jitter, 1 + duration_jitter), 3),
-                )
-            f = _pre_resolve(f, rng, nodes, instances)
-            items.append(ScheduledFault(round(t, 3), f))
-            t += f.duration_s + rng.uniform(*gap_s)
-        return cls(seed=seed, items=tuple(items))
-
-    def to_list(self) -> list[dict[str, Any]]:
-        """JSON-able form: ``[{"at_s": ..., "fault": {...}}, ...]``."""
-        return [{"at_s": i.at_s, "fault": i.fault.to_dict()} for i in self.items]
-
-    @classmethod
-    def from_list(cls, seed: int, data: Iterable[Mapping[str, Any]]) -> Schedule:
-        """Inverse of :meth:`to_list`."""
-        return cls(seed, tuple(ScheduledFault(float(d["at_s"]), Fault.from_dict(d["fault"])) for d in data))
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-
-def _pre_resolve(
-    f: Fault, rng: random.Random, nodes: Sequence[str] | None, instances: Sequence[str] | None
-) -> Fault:
-    node_target = f.kind in NODE_KINDS or f.kind in {"partition-node", "partition-minority"}
-    if f.target == "random":
-        if node_target and nodes and f.kind != "stream-leader-kill":
-            f = replace(f, target=rng.choice(list(nodes)))
-        elif f.kind in INSTANCE_KINDS | {"partition-instance"} and instances:
-            f = replace(f, target=rng.choice(list(instances)))
-        elif f.kind == "partition-one-way" and nodes:
-            f = replace(f, target=rng.choice(list(nodes)))
-    if f.kind == "partition-one-way" and f.peer is None and nodes and f.target in nodes:
-        f = replace(f, peer=rng.choice([n for n in nodes if n != f.target]))
-    return f
 
 
 # --------------------------------------------------------------------------------------------------
@@ -571,31 +478,8 @@ class Nemesis:
                 self.heal(af)
         return self.events[n0:]
 
-    def run_schedule(
-        self, schedule: Schedule | Iterable[ScheduledFault], *, t0: float | None = None
-    ) -> list[FaultEvent]:
-        """Run each fault at its ``at_s`` after ``t0`` (default: now, on :attr:`clock`), one after
-        another; a fault whose time has passed starts at once. Each apply event carries ``at_s`` and
-        ``late_s`` (how late it started). A fault that fails to apply is recorded and the schedule goes
-        on. :meth:`stop` ends it early (the current fault is healed)."""
-        items = schedule.items if isinstance(schedule, Schedule) else tuple(schedule)
-        start = self.clock() if t0 is None else t0
-        n0 = len(self.events)
-        for item in items:
-            if self._stop.is_set():
-                break
-            delay = start + item.at_s - self.clock()
-            if delay > 0 and self._stop.wait(delay):
-                break
-            try:
-                late = max(0.0, self.clock() - (start + item.at_s))
-                self.run(item.fault, note={"at_s": item.at_s, "late_s": round(late, 4)})
-            except NemesisError as e:
-                log.warning("fault %s failed: %s", item.fault, e)
-        return self.events[n0:]
-
     def stop(self) -> None:
-        """Make :meth:`run` / :meth:`run_schedule` return early (faults in progress are healed)."""
+        """Make :meth:`run` return early (the fault in progress is healed)."""
         self._stop.set()
 
     def heal_all(self) -> list[FaultEvent]:

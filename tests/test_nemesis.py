@@ -17,7 +17,7 @@ import pytest
 
 from harness.cluster import LocalCluster
 from harness.firewall import Endpoint, Firewall, FirewallUnavailable, allocate_gids, local_ports_to
-from harness.nemesis import AsyncNemesis, Fault, InstanceControl, Nemesis, Schedule
+from harness.nemesis import AsyncNemesis, Fault, InstanceControl, Nemesis
 from harness.processes import spawn
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -544,67 +544,10 @@ def test_instance_faults_through_the_control_protocol(gcluster: LocalCluster) ->
         control.close()
 
 
-# --------------------------------------------------------------------------------------------------
-# Schedules
-# --------------------------------------------------------------------------------------------------
-
-MIX = {
-    Fault("instance-kill", "active"): 3.0,
-    Fault("instance-pause", "random", duration_s=2): 1.0,
-    Fault("node-kill", "random", duration_s=3): 1.0,
-    Fault("partition-one-way", "random", duration_s=4): 1.0,
-    Fault("stream-leader-stepdown"): 1.0,
-}
-
-
-def test_schedule_is_identical_for_the_same_seed_and_mix() -> None:
-    kw = {"count": 40, "duration_jitter": 0.3, "nodes": ["n1", "n2", "n3"], "instances": ["L1", "L2", "L3"]}
-    a = Schedule.generate(42, MIX, **kw)
-    b = Schedule.generate(42, MIX, **kw)
-    c = Schedule.generate(43, MIX, **kw)
-    assert a == b and a.to_list() == b.to_list()
-    assert a != c
-    assert Schedule.from_list(42, a.to_list()) == a
-    times = [i.at_s for i in a.items]
-    assert times == sorted(times)
-    for prev, nxt in zip(a.items, a.items[1:], strict=False):
-        assert nxt.at_s >= prev.at_s + prev.fault.duration_s  # faults do not overlap
-    kinds = {i.fault.kind for i in a.items}
-    assert len(kinds) >= 4
-    for i in a.items:
-        if i.fault.kind == "partition-one-way":
-            assert i.fault.target in kw["nodes"] and i.fault.peer not in (None, i.fault.target)
-        if i.fault.kind == "instance-kill":
-            assert i.fault.target == "active"  # dynamic targets stay dynamic
-
-
 def test_fault_rejects_unknown_kinds() -> None:
     with pytest.raises(ValueError, match="unknown fault kind"):
         Fault("instance-explode")  # type: ignore[arg-type]
     assert Fault.from_dict(Fault("node-kill", "n1", 2.0).to_dict()) == Fault("node-kill", "n1", 2.0)
-
-
-def test_run_schedule_replays_the_same_faults_on_the_same_targets(gcluster: LocalCluster) -> None:
-    sleeper = [sys.executable, "-c", "import time; time.sleep(600)"]
-    mix = {Fault("instance-pause", "random", duration_s=0.1): 1.0, Fault("instance-kill", "random"): 1.0}
-    runs = []
-    for _ in range(2):
-        control = ProcControl({"A": sleeper, "B": sleeper, "C": sleeper})
-        nem = Nemesis(gcluster, control, seed=9, firewall=None)  # "random" drawn at apply time
-        try:
-            sched = Schedule.generate(9, mix, count=6, start_s=0.1, gap_s=(0.05, 0.15))
-            t0 = time.monotonic()
-            events = nem.run_schedule(sched, t0=t0)
-        finally:
-            nem.close()
-            control.close()
-        applied = [e for e in events if e.phase == "apply"]
-        assert len(applied) == 6 and [e.phase for e in events] == ["apply", "heal"] * 6
-        for e, item in zip(applied, sched.items, strict=True):
-            assert e.details["at_s"] == item.at_s
-            assert e.mono >= t0 + item.at_s and e.details["late_s"] < 2.0
-        runs.append([(e.fault.kind, e.target) for e in applied])
-    assert runs[0] == runs[1]
 
 
 async def test_async_facade_injects_heals_and_reports_skips(gcluster: LocalCluster) -> None:
