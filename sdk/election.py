@@ -30,9 +30,10 @@ The rules, briefly (spec/README.md has the full argument):
   lease, so the incumbent (renewing every ``renew_s``) keeps the key when the KV returns. The probe costs one
   round trip per takeover.
 * A graceful stop stops serving, then deletes the key by compare-and-set; standbys take over at once on the marker.
-* Stale knowledge never wins: a watch delivery counts only if newer than the watch cursor; the answer to a failed
-  campaign counts only if its revision is newer than ``seen``, or, for "absent" (no revision), if the watch
-  delivered nothing since the campaign left.
+* Stale knowledge never wins: a watch delivery, a probe's read or a failed campaign's answer counts only if its
+  revision is newer than ``seen`` ("absent" from a failed campaign counts only if nothing newer arrived since
+  the campaign left); the watch cursor ``wpos`` is kept apart from ``seen``. A timeout puts a standby in probe
+  mode only if it learnt nothing newer since the request left.
 """
 
 from __future__ import annotations
@@ -193,9 +194,13 @@ class Election:
         return self._step(now)
 
     def observe(self, now: float, key: KeyState) -> list[Action]:
-        """The watch delivered a revision of the key. A standby takes it when it is newer than anything its
-        watch delivered before (``wpos``); an active ignores it. Check ``wpos`` to see whether it counted."""
-        self._learn(now, key)
+        """The watch delivered a revision of the key. A standby's watch cursor (``wpos``) moves to a revision
+        newer than any it delivered before; the standby goes by it (restarts its timer, ends probe mode: the KV
+        took a write) only if it is also newer than what it knows (a probe's read or a failed campaign's answer
+        may have told it already). An active ignores the watch."""
+        if self.role == "standby" and key.kind != "none" and key.rev > self.wpos:
+            self.wpos = key.rev
+            self._learn(now, key)
         return self._step(now)
 
     def write_ok(self, now: float, rev: int, req: int) -> list[Action]:
@@ -257,9 +262,10 @@ class Election:
             return self._step(now)
         if request.op == "release":
             return self._exited(now)
-        if request.op in ("acquire", "read") and self.role == "standby":
+        if request.op in ("acquire", "read") and self.role == "standby" and self.seen.rev == request.expected:
             # The KV is unavailable, not (necessarily) the active dead. Campaigning again as soon as it
             # returns would race the incumbent's renewal: first read the key, then wait a whole lease.
+            # (Unless the watch delivered something newer meanwhile: the KV took a write, stale news loses.)
             self.probe = True
             self.seen_at = now
         return self._step(now)
@@ -270,9 +276,10 @@ class Election:
         request = self._take(req)
         if request is None or request.op != "read":
             return self._step(now)
-        recovering, self.probe = self.probe, False
+        recovering = self.probe
         if not self._learn(now, key) and recovering:  # a newer revision restarts the timer anyway
             self.seen_at = now  # the KV was down until now: give the incumbent a whole lease to renew
+        self.probe = False
         out: list[Action] = []
         # Campaign only if still ready: the watch may have delivered a newer revision meanwhile.
         if self.role == "standby" and not self.stopping and not recovering and self.ready(now):
@@ -305,11 +312,11 @@ class Election:
     # -- internals -----------------------------------------------------------------------------------------
 
     def _learn(self, now: float, key: KeyState) -> bool:
-        """An observation (watch delivery, or the probe's read through the leader): a standby takes a
-        revision newer than its watch cursor and restarts its timer. True if it did."""
-        if self.role != "standby" or key.kind == "none" or key.rev <= self.wpos:
+        """A standby learns a revision newer than what it knows (from its watch or its probe's read; "absent"
+        has no revision and never counts): it goes by it from now, and leaves probe mode. True if it did."""
+        if self.role != "standby" or key.kind == "none" or key.rev <= self.seen.rev:
             return False
-        self.seen, self.seen_at, self.wpos = key, now, key.rev
+        self.seen, self.seen_at, self.probe = key, now, False
         return True
 
     def _take(self, req: int) -> _Request | None:

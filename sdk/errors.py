@@ -42,12 +42,14 @@ class NotFound(AegisError):
 class Conflict(AegisError):
     """A compare-and-set lost: the entry exists already, or changed since the revision the caller read.
 
-    ``revision`` is the entry's current revision (0 when it does not exist), so a caller can re-read and retry.
+    ``revision`` is the entry's current revision (0 when it does not exist), so a caller can re-read and retry;
+    None when the server did not say (a clustered stream refuses a compare-and-set while another write of the
+    same key is still being replicated).
     """
 
     code = 409
 
-    def __init__(self, message: str = "", revision: int = 0) -> None:
+    def __init__(self, message: str = "", revision: int | None = 0) -> None:
         super().__init__(message)
         self.revision = revision
 

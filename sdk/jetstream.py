@@ -31,6 +31,8 @@ T = TypeVar("T")
 _ATTEMPT_TIMEOUT_S = 2.0
 # A compare-and-set (Nats-Expected-Last-Subject-Sequence) that lost; the description ends with the current one.
 _WRONG_LAST_SEQUENCE = 10071
+# The same, refused while another write of the subject is still being replicated (no current sequence given).
+_WRONG_LAST_SEQUENCE_IN_FLIGHT = 10164
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +54,8 @@ def _api_error(err: dict[str, Any], what: str) -> AegisError:
     if err.get("err_code") == _WRONG_LAST_SEQUENCE:
         found = re.search(r"(\d+)\s*$", desc)
         return Conflict(text, revision=int(found.group(1)) if found else 0)
+    if err.get("err_code") == _WRONG_LAST_SEQUENCE_IN_FLIGHT:
+        return Conflict(text, revision=None)
     if "size" in desc and "exceeds" in desc:
         return PayloadTooLarge(text)
     return RemoteError(text, code)

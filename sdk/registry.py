@@ -249,7 +249,7 @@ class Registry:
                 try:
                     current = await self.get_definition(definition.name)
                 except NotFound:
-                    expected = exc.revision
+                    expected = expected if exc.revision is None else exc.revision
                     continue
                 raise Conflict(
                     f"service {definition.name!r} is already defined (revision {current.revision})",

@@ -257,7 +257,12 @@ class SingleActiveService(Service):
                 nc=pool.primary,  # the connection our subscriptions are on: renew only while reachable
             )
         except Conflict as exc:
-            current, ours = await self._after_conflict(pool, w, exc.revision)
+            settled = await self._after_conflict(pool, w, exc.revision)
+            if settled is None:  # the racing write never showed up in time: the outcome is unknown
+                self._emit(TA.TIMEOUT, op=TOp(w.op), rev=w.expected)
+                self._post(lambda now: self.election.write_timeout(now, w.req))
+                return
+            current, ours = settled
             if w.op == "acquire":
                 self._emit(TA.OUTBID, rev=current.rev, kind=_KINDS[current.kind])
             elif w.op == "renew":
@@ -299,6 +304,7 @@ class SingleActiveService(Service):
             )
             key = await asyncio.wait_for(self._read_key(pool, direct=False), self.params.write_timeout_s)
         except (AegisError, TimeoutError):
+            self._emit(TA.TIMEOUT)  # no op: the spec's silent probe; lets trace checking explain the outage
             self._post(lambda now: self.election.write_timeout(now, req))
             return
         self._post(lambda now: self._observed(now, key, lambda: self.election.read_done(now, key, req)))
@@ -329,9 +335,24 @@ class SingleActiveService(Service):
         self._learn(entry.value, rev)
         return KeyState(rev, "val"), parse_leader(entry.value)
 
-    async def _after_conflict(self, pool: ConnectionPool, w: Write, rev: int) -> tuple[KeyState, bool]:
+    async def _after_conflict(
+        self, pool: ConnectionPool, w: Write, rev: int | None
+    ) -> tuple[KeyState, bool] | None:
         """The key's state after a lost compare-and-set at ``rev``, and whether it still holds our own lease
-        (an earlier renewal of ours that timed out was stored after all)."""
+        (an earlier renewal of ours that timed out was stored after all). ``rev`` None: the server did not
+        say, because another write of the key was still being replicated; read until it shows (None if it
+        does not within the write timeout)."""
+        if rev is None:
+            deadline = time.monotonic() + self.params.write_timeout_s
+            while True:
+                with contextlib.suppress(AegisError):
+                    current, _ = await self._read_entry(pool)
+                    if current.rev != w.expected:
+                        rev = current.rev
+                        break
+                if time.monotonic() > deadline:
+                    return None
+                await asyncio.sleep(0.005)
         if rev == 0:
             return KeyState(0, "none"), False
         try:
@@ -360,10 +381,10 @@ class SingleActiveService(Service):
 
     def _observed(self, now: float, key: KeyState, event: Callable[[], list[Action]]) -> list[Action]:
         """Feed the machine an observation (watch delivery or probe read); trace it as the spec's ``observe``
-        only when the machine took it (a revision newer than its watch cursor, as a standby)."""
-        cursor = self.election.wpos
+        only when the machine took it (its watch cursor or what it knows moved)."""
+        before = (self.election.wpos, self.election.seen)
         actions = event()
-        if self.election.wpos != cursor:
+        if (self.election.wpos, self.election.seen) != before:
             self._emit(TA.OBSERVE, rev=key.rev, kind=_KINDS[key.kind], local=now)
         return actions
 

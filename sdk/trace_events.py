@@ -104,7 +104,9 @@ class TraceEvent(BaseModel):
 
 
 class TraceParams(BaseModel):
-    """The election settings a trace was recorded with (the SDK's defaults)."""
+    """The election settings a trace was recorded with. The defaults are the reference settings of
+    ``spec/README.md`` (lease 1.5 s, ρ 1 %, TTL 2 s) that a trace without a header is read with; the SDK
+    always writes the header with its own settings."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 

@@ -387,3 +387,30 @@ def test_crash_forgets_everything_so_a_restart_campaigns_again() -> None:
     assert (m.role, m.epoch, m.stopping, m.probe, m.wpos) == ("standby", 0, False, False, 0)
     actions = m.start(5.0, KeyState(2, "del"))
     assert any(isinstance(a, Probe) for a in actions)  # campaigns on the marker: not stuck "stopping"
+
+
+def test_a_timeout_after_newer_news_does_not_put_a_standby_in_probe_mode() -> None:
+    """TLC's finding: a probe that timed out during an outage, answered after the watch delivered the delete
+    marker, must not make the standby wait out probe mode; the marker lets it in at once."""
+    m = Election(PARAMS)
+    m.start(0.0, KeyState(5, "val"))
+    probe = next(a for a in m.tick(PARAMS.lease_s) if isinstance(a, Probe))
+    m.observe(1.0, KeyState(6, "del"))  # the KV is back: the incumbent's graceful stop
+    actions = m.write_timeout(1.2, probe.req)
+    assert not m.probe and m.ready(1.2)
+    campaign = _campaign(m, 1.2, KeyState(6, "del"), actions)
+    assert (campaign.op, campaign.expected) == ("acquire", 6)
+    # with nothing newer, a timeout does mean probe mode: no campaign straight after the next probe
+    m2 = Election(PARAMS)
+    m2.start(0.0, KeyState(5, "val"))
+    p2 = next(a for a in m2.tick(PARAMS.lease_s) if isinstance(a, Probe))
+    m2.write_timeout(1.2, p2.req)
+    assert m2.probe and not m2.ready(1.2) and m2.ready(1.2 + PARAMS.renew_s)
+    p3 = next(a for a in m2.tick(1.2 + PARAMS.renew_s) if isinstance(a, Probe))
+    assert not any(isinstance(a, Write) for a in m2.read_done(1.5, KeyState(5, "val"), p3.req))
+    m3 = Election(PARAMS)
+    m3.start(0.0, KeyState(5, "val"))
+    m3.write_timeout(1.0, next(a for a in m3.tick(PARAMS.lease_s) if isinstance(a, Probe)).req)
+    assert m3.probe
+    m3.observe(1.1, KeyState(7, "val"))  # the KV took a write: a newer revision ends probe mode
+    assert not m3.probe and m3.seen_at == 1.1

@@ -18,7 +18,7 @@ from sdk.config import load_settings
 from sdk.connection import ConnectionPool
 from sdk.discovery import InstanceWatch
 from sdk.errors import BadRequest, ConfigError, Conflict, NotFound
-from sdk.registry import Registry, instance_key
+from sdk.registry import Registry, instance_key, kv_write
 from sdk.rpc import RpcClient, Service
 from sdk.schema import InstanceStatus, MetricsSnapshot, ServiceDefinition
 
@@ -232,3 +232,23 @@ async def test_heartbeat_survives_kv_outage_and_recovers(cluster: LocalCluster) 
     assert rec.status is InstanceStatus.ACTIVE and rec.last_heartbeat > time.time() - 2
     await svc.stop()
     await pool.close()
+
+
+async def test_racing_creates_of_one_key_lose_with_conflict_only(pool: ConnectionPool) -> None:
+    """Three creates of one key at once: one wins, the others get Conflict, including the clustered stream's
+    refusal while the winner is still being replicated (err 10164, which names no revision)."""
+    from sdk.single_active import ensure_election_bucket
+
+    await ensure_election_bucket(pool)
+    for _ in range(10):
+        key = f"leader.{_name('race')}.default"
+        outcomes = await asyncio.gather(
+            *(
+                kv_write(pool, wire.ELECTION_BUCKET, key, b"x", revision=0, ttl_s=10, timeout=1)
+                for _ in range(3)
+            ),
+            return_exceptions=True,
+        )
+        wins = [o for o in outcomes if isinstance(o, int)]
+        assert len(wins) == 1, outcomes
+        assert all(isinstance(o, Conflict) for o in outcomes if not isinstance(o, int)), outcomes

@@ -68,7 +68,9 @@ def test_takeover_before_the_lease_ran_out_is_rejected(tmp_path: Path) -> None:
 def test_renewal_with_a_revision_the_kv_never_wrote_is_rejected(tmp_path: Path) -> None:
     rows = _lines(VALID)
     assert rows[20]["action"] == "renew"
-    rows[20] = {**rows[20], "rev": 7}
+    # rev 4 is the revision the renewal was based on: the KV never writes a revision twice. (A larger
+    # one than the next could be, with writes to other keys of the bucket in between.)
+    rows[20] = {**rows[20], "rev": 4}
     verdict = check_trace(_write(tmp_path / "bad_rev.ndjson", rows))
     assert not verdict.accepted
     assert verdict.first_bad_line == 21
@@ -148,3 +150,53 @@ def test_trace_writer_appends_events_that_read_back(tmp_path: Path) -> None:
     assert [e.action for e in parsed.events] == [Action.START, Action.REQUEST, Action.ACQUIRE, Action.SERVE]
     assert parsed.lines == (2, 3, 4, 5)
     assert parsed.events[2].local > 0 and parsed.events[2].wall > 1e9  # stamped with the real clocks
+
+
+PROBE = TRACES / "valid_outage_probe.ndjson"
+
+
+def test_campaign_landing_late_after_an_outage_is_accepted() -> None:
+    # b probes, campaigns, and the stream loses its leader: the campaign times out (probe mode) but lands
+    # when the stream is back, deposing a (paused meanwhile, its window over). Revisions skip the
+    # sequence numbers of the probes' scratch writes.
+    verdict = check_trace(PROBE)
+    assert verdict.accepted
+    assert verdict.explained == verdict.events == 18
+
+
+def test_campaign_right_after_a_timed_out_campaign_is_rejected(tmp_path: Path) -> None:
+    rows = _lines(PROBE)
+    assert (rows[12]["instance"], rows[12]["action"], rows[12]["rev"]) == ("b", "observe", 5)
+    # Instead of waiting (probe mode: the next successful probe restarts the lease timer), b campaigns
+    # again on rev 3 right after its campaign timed out.
+    rows[12] = {**rows[11], "action": "request", "op": "acquire", "rev": 3, "local": rows[11]["local"] + 0.09}
+    rows[12]["wall"] = rows[11]["wall"] + 0.09
+    verdict = check_trace(_write(tmp_path / "eager.ndjson", rows[:13]))
+    assert not verdict.accepted
+    assert verdict.first_bad_line == 13
+
+
+def test_a_probe_that_saw_the_key_move_restarts_the_timer(tmp_path: Path) -> None:
+    def ev(who: str, t: float, action: str, **kw: object) -> dict:
+        return {"instance": who, "action": action, **kw, "local": 10.0 + t, "wall": 1.7e9 + t}
+
+    rows = [
+        ev("a", 0.000, "start", rev=0, kind="absent"),
+        ev("a", 0.001, "request", op="acquire", rev=0),
+        ev("a", 0.002, "acquire", rev=1, epoch=1),
+        ev("b", 0.100, "start", rev=1, kind="value"),
+        ev("a", 0.500, "request", op="renew", rev=1, epoch=1),
+        ev("a", 0.502, "renew", rev=2, epoch=1),
+        ev("a", 0.600, "crash", epoch=1),
+        # b's watch is slow: its probe, a lease after it started, reads rev 2 first
+        ev("b", 1.601, "observe", rev=2, kind="value"),
+        ev("b", 1.602, "observe", rev=2, kind="value"),  # the watch delivery: not newer, ignored
+        ev("b", 2.502, "observe", rev=3, kind="expired"),
+        ev("b", 2.510, "request", op="acquire", rev=3),
+        ev("b", 2.512, "acquire", rev=4, epoch=4),
+    ]
+    assert check_trace(_write(tmp_path / "moved.ndjson", rows)).accepted
+    # Campaigning on rev 2 before the lease since the probe's read ran out is not a behaviour.
+    early = [*rows[:9], ev("b", 2.200, "request", op="acquire", rev=2)]
+    verdict = check_trace(_write(tmp_path / "early_moved.ndjson", early))
+    assert not verdict.accepted and verdict.first_bad_line == 10

@@ -71,22 +71,37 @@ Ceil(a, b) == (a + b - 1) \div b
 (* MC_2inst and MC_2inst_delays they are tight: one tick less is violated. *)
 (* A standby may take over when the key expires (TTL + ExpiryLate after   *)
 (* the last write) or when its own timer runs out (LeaseTicks: Lease on a *)
-(* clock that may run slow), whichever comes first. Then: the last write  *)
-(* (a renewal in flight at the crash, or the delete of a graceful stop)   *)
-(* lands within NetDelay, the watch tells the standby within ObsDelay; a  *)
-(* campaign it already had in flight on a revision just superseded costs *)
-(* a round trip (2 * NetDelay), and its own compare-and-set another.      *)
-TakeoverDelay == ObsDelay + 5 * NetDelay
+(* clock that may run slow), whichever comes first. After a crash: the    *)
+(* renewal in flight lands within NetDelay, the watch tells the standby   *)
+(* within ObsDelay, and its timer starts; when it fires, the standby's    *)
+(* probe reads the key just before it expires (the read's answer: one     *)
+(* NetDelay), its campaign on that superseded revision fails (a round     *)
+(* trip), and it probes again and campaigns (two round trips): 8 one-way  *)
+(* delays in all. After a graceful stop: the delete lands within NetDelay *)
+(* and the watch tells the standby within ObsDelay; or the standby takes  *)
+(* in the answer of a probe read before the delete landed and campaigns   *)
+(* on the old revision (a round trip, the failure names the marker). Then *)
+(* a probe and a campaign (two round trips).                              *)
+TakeoverDelay == ObsDelay + 8 * NetDelay
 LeaseTicks == IF Drift < Rate THEN Ceil(Lease, Rate - Drift) ELSE Lease   \* a clock that may stop: no bound
 FailoverBound == Min(LeaseTicks, TTL + ExpiryLate) + TakeoverDelay
 (* After a graceful stop the delete marker lets a standby in at once.     *)
-ReleaseBound == TakeoverDelay
+HandoverDelay == 5 * NetDelay + Max(ObsDelay, 2 * NetDelay)
+ReleaseBound == HandoverDelay
 
 Kinds == {"val", "del", "exp", "none"}      \* value, delete marker, expiry (MaxAge) marker, absent
 NoKey == [rev |-> 0, kind |-> "none", ep |-> 0, wAt |-> 0]
 NoReq == [op |-> "none", exp |-> 0, ep |-> 0, sentAt |-> 0, t |-> 0, st |-> "none", rev |-> 0, kind |-> "none",
           cep |-> 0]
 NoFo == [k |-> "none", t |-> 0]
+
+(* A compare-and-set on a revision the key k has left can never succeed:  *)
+(* every later revision is newer than all stored ones, and "absent" is 0. *)
+(* Such a ghost is removed at once (it could only fail, unheard), which   *)
+(* keeps the state space small. (A create, on 0, can land once the key is *)
+(* absent again.)                                                         *)
+DeadFor(q, k) == q.st = "sent" /\ q.exp # 0 /\ q.exp # k.rev /\ (UseCAS \/ q.op # "acquire")
+Prune(g, k) == [j \in DOMAIN g |-> IF DeadFor(g[j], k) THEN NoReq ELSE g[j]]
 
 VARIABLES
     now,        \* real time, ticks
@@ -99,7 +114,8 @@ VARIABLES
     deadline,   \* deadline[i]: i serves only while lc[i] < deadline[i]
     lastSend,   \* lastSend[i]: local send time of i's last lease write (renewal schedule)
     seen,       \* seen[i]: [rev, kind] of the newest key state standby i knows of
-    seenAt,     \* seenAt[i]: local time at which i learnt seen[i]
+    seenAt,     \* seenAt[i]: local time at which i learnt seen[i] (in probe mode: of its last probe)
+    probe,      \* probe[i]: a probe or campaign of standby i timed out (KV unavailable): probe mode
     wpos,       \* wpos[i]: newest revision i's watch has delivered (a watch never goes back)
     req,        \* req[i]: i's request in flight, or its answer (NoReq when idle)
     ghost,      \* ghost[i]: a request sent before i crashed; it may still land
@@ -114,7 +130,7 @@ VARIABLES
     hiServed,   \* history: the newest epoch that ever served
     fo          \* history: [k, t] ticks since the serving instance crashed/released while nobody serves
 
-inst == <<lc, up, paused, role, epoch, myRev, deadline, lastSend, seen, seenAt, wpos, req, ghost>>
+inst == <<lc, up, paused, role, epoch, myRev, deadline, lastSend, seen, seenAt, probe, wpos, req, ghost>>
 store == <<kv, prev, seq, kvUp>>
 env == <<crashes, pauses, outages, releases>>
 client == <<replies, cliEpoch, cliStale>>
@@ -134,9 +150,12 @@ SomeServing == \E i \in Inst : Serving(i)
 (* The revision a CAS must name: 0 when the key is absent. *)
 CurRev == kv.rev
 
-(* A standby may campaign: the key is gone or marked deleted/expired, or *)
-(* it has seen no new revision for the whole lease on its own clock.     *)
-Ready(i) == seen[i].kind \in {"del", "exp", "none"} \/ lc[i] - seenAt[i] >= Lease
+(* A standby may probe, and then campaign: the key is gone or marked      *)
+(* deleted/expired, or it has seen no new revision for the whole lease on *)
+(* its own clock. In probe mode (the KV did not answer) it only probes,   *)
+(* once every RenewEvery.                                                 *)
+Ready(i) == IF probe[i] THEN lc[i] - seenAt[i] >= RenewEvery
+            ELSE seen[i].kind \in {"del", "exp", "none"} \/ lc[i] - seenAt[i] >= Lease
 
 Observable(e, i) == e.kind \in {"val", "del", "exp"} /\ e.rev > wpos[i]
 
@@ -155,6 +174,7 @@ Init ==
     /\ lastSend = [i \in Inst |-> 0]
     /\ seen = [i \in Inst |-> [rev |-> 0, kind |-> "none"]]
     /\ seenAt = [i \in Inst |-> 0]
+    /\ probe = [i \in Inst |-> FALSE]
     /\ wpos = [i \in Inst |-> 0]
     /\ req = [i \in Inst |-> NoReq]
     /\ ghost = [i \in Inst |-> NoReq]
@@ -188,7 +208,7 @@ Tick ==
     /\ now' = now + 1
     /\ \E d \in [Inst -> Rate - Drift .. Rate + Drift] :
           lc' = [i \in Inst |-> lc[i] + IF up[i] THEN d[i] ELSE Rate]
-    /\ UNCHANGED <<up, paused, role, epoch, myRev, deadline, lastSend, seen, seenAt, wpos, req, ghost>>
+    /\ UNCHANGED <<up, paused, role, epoch, myRev, deadline, lastSend, seen, seenAt, probe, wpos, req, ghost>>
     /\ UNCHANGED <<store, env, client>>
 
 -----------------------------------------------------------------------------
@@ -203,6 +223,7 @@ Start(i) ==            \* a process starts (first start or restart): it reads th
     /\ req' = [req EXCEPT ![i] = NoReq]
     /\ seen' = [seen EXCEPT ![i] = [rev |-> kv.rev, kind |-> kv.kind]]
     /\ seenAt' = [seenAt EXCEPT ![i] = lc[i]]
+    /\ probe' = [probe EXCEPT ![i] = FALSE]
     /\ wpos' = [wpos EXCEPT ![i] = seq]     \* a new watch starts at the key's current entry
     /\ UNCHANGED <<now, lc, epoch, myRev, deadline, lastSend, ghost, store, env, client>>
 
@@ -210,13 +231,20 @@ Send(i, op, exp) ==
     req' = [req EXCEPT ![i] = [NoReq EXCEPT !.op = op, !.exp = exp, !.ep = epoch[i],
                                             !.sentAt = lc[i], !.t = now, !.st = "sent"]]
 
-Campaign(i) ==         \* a standby asks for the key: create, or CAS on the revision it saw
+(* A standby that is ready does not campaign at once: it probes first, a *)
+(* write to a scratch key (the KV has a stream leader and takes writes)   *)
+(* and then a read of the election key through the leader, folded here   *)
+(* into one request "read". It campaigns (Answer) only if the probe       *)
+(* succeeds and the key has not moved. A campaign sent while the KV cannot *)
+(* commit may land much later and depose an incumbent whose renewals      *)
+(* failed meanwhile; the probe makes that rare, the spec shows it safe.    *)
+Probe(i) ==
     /\ Runs(i)
     /\ role[i] = "standby"
     /\ req[i].op = "none"
     /\ Ready(i)
-    /\ Send(i, "acquire", seen[i].rev)
-    /\ UNCHANGED <<now, lc, up, paused, role, epoch, myRev, deadline, lastSend, seen, seenAt, wpos, ghost>>
+    /\ Send(i, "read", seen[i].rev)     \* exp: what it knew when the probe left
+    /\ UNCHANGED <<now, lc, up, paused, role, epoch, myRev, deadline, lastSend, seen, seenAt, probe, wpos, ghost>>
     /\ UNCHANGED <<store, env, client>>
 
 SendRenew(i) ==        \* the active renews by CAS on its last revision (TTL header included)
@@ -226,7 +254,7 @@ SendRenew(i) ==        \* the active renews by CAS on its last revision (TTL hea
     /\ lc[i] - lastSend[i] >= RenewEvery
     /\ Send(i, "renew", myRev[i])
     /\ lastSend' = [lastSend EXCEPT ![i] = lc[i]]
-    /\ UNCHANGED <<now, lc, up, paused, role, epoch, myRev, deadline, seen, seenAt, wpos, ghost>>
+    /\ UNCHANGED <<now, lc, up, paused, role, epoch, myRev, deadline, seen, seenAt, probe, wpos, ghost>>
     /\ UNCHANGED <<store, env, client>>
 
 Release(i) ==          \* graceful stop: stop serving first, then delete by CAS
@@ -237,7 +265,7 @@ Release(i) ==          \* graceful stop: stop serving first, then delete by CAS
     /\ releases' = releases + 1
     /\ role' = [role EXCEPT ![i] = "releasing"]
     /\ Send(i, "release", myRev[i])
-    /\ UNCHANGED <<now, lc, up, paused, epoch, myRev, deadline, lastSend, seen, seenAt, wpos, ghost>>
+    /\ UNCHANGED <<now, lc, up, paused, epoch, myRev, deadline, lastSend, seen, seenAt, probe, wpos, ghost>>
     /\ UNCHANGED <<store, crashes, pauses, outages, client>>
 
 (* i learns how its request ended. A failed CAS names the key's current  *)
@@ -251,12 +279,12 @@ Answer(i) ==
     /\ \/ /\ q.op = "release" /\ mine
           \* delete again, on the revision my lost renewal wrote
           /\ Send(i, "release", q.rev)
-          /\ UNCHANGED <<up, role, epoch, myRev, deadline, lastSend, seen, seenAt, wpos>>
+          /\ UNCHANGED <<up, role, epoch, myRev, deadline, lastSend, seen, seenAt, probe, wpos>>
        \/ /\ q.op = "release" /\ ~mine                \* otherwise the process exits
           /\ req' = [req EXCEPT ![i] = NoReq]
           /\ up' = [up EXCEPT ![i] = FALSE]
           /\ role' = [role EXCEPT ![i] = "standby"]
-          /\ UNCHANGED <<epoch, myRev, deadline, lastSend, seen, seenAt, wpos>>
+          /\ UNCHANGED <<epoch, myRev, deadline, lastSend, seen, seenAt, probe, wpos>>
        \/ /\ q.op \in {"acquire", "renew"} /\ q.st = "ok"
           /\ req' = [req EXCEPT ![i] = NoReq]
           /\ role' = [role EXCEPT ![i] = "active"]
@@ -265,12 +293,12 @@ Answer(i) ==
           \* the window counts from when the write was SENT: the KV may have applied it late
           /\ deadline' = [deadline EXCEPT ![i] = q.sentAt + Window]
           /\ lastSend' = [lastSend EXCEPT ![i] = IF q.op = "acquire" THEN q.sentAt ELSE lastSend[i]]
-          /\ UNCHANGED <<up, seen, seenAt, wpos>>
+          /\ UNCHANGED <<up, seen, seenAt, probe, wpos>>
        \/ /\ q.op = "renew" /\ mine
           \* adopt the revision of my own lost renewal; the window stays as it was (its send time is unknown)
           /\ req' = [req EXCEPT ![i] = NoReq]
           /\ myRev' = [myRev EXCEPT ![i] = q.rev]
-          /\ UNCHANGED <<up, role, epoch, deadline, lastSend, seen, seenAt, wpos>>
+          /\ UNCHANGED <<up, role, epoch, deadline, lastSend, seen, seenAt, probe, wpos>>
        \/ /\ q.op \in {"acquire", "renew"} /\ q.st = "fail" /\ ~(q.op = "renew" /\ mine)
           \* someone else wrote (or the key is gone): stop at once; restart the timer from now,
           \* unless the watch already told us something newer. "Absent" (0) has no revision to
@@ -283,35 +311,79 @@ Answer(i) ==
              THEN /\ seen' = [seen EXCEPT ![i] = [rev |-> q.rev, kind |-> q.kind]]
                   /\ seenAt' = [seenAt EXCEPT ![i] = lc[i]]
              ELSE UNCHANGED <<seen, seenAt>>
-          /\ UNCHANGED <<up, epoch, myRev, deadline, lastSend, wpos>>
-       \/ /\ q.op \in {"acquire", "renew"} /\ q.st = "timeout"
+          /\ UNCHANGED <<up, epoch, myRev, deadline, lastSend, probe, wpos>>
+       \/ /\ q.op = "renew" /\ q.st = "timeout"
           \* outcome unknown: keep serving until the window ends, retry on the same revision
           /\ req' = [req EXCEPT ![i] = NoReq]
-          /\ UNCHANGED <<up, role, epoch, myRev, deadline, lastSend, seen, seenAt, wpos>>
+          /\ UNCHANGED <<up, role, epoch, myRev, deadline, lastSend, seen, seenAt, probe, wpos>>
+       \/ /\ q.op \in {"acquire", "read"} /\ q.st = "timeout"
+          \* The KV is unavailable, not necessarily the active dead: probe mode, probe every RenewEvery.
+          \* Unless the watch delivered a newer revision since the request left: the KV took a write,
+          \* and the standby's timer already restarted from it (ordering rule: stale news loses).
+          /\ req' = [req EXCEPT ![i] = NoReq]
+          /\ IF seen[i].rev = q.exp
+             THEN /\ probe' = [probe EXCEPT ![i] = TRUE]
+                  /\ seenAt' = [seenAt EXCEPT ![i] = lc[i]]
+             ELSE UNCHANGED <<probe, seenAt>>
+          /\ UNCHANGED <<up, role, epoch, myRev, deadline, lastSend, seen, wpos>>
+       \/ /\ q.op = "read" /\ q.st = "ok"
+          \* The probe got through. The key moved (a newer revision): an observation, count from now.
+          \* Back from probe mode: count from now too, so the incumbent has a whole lease to renew,
+          \* and do not campaign. Otherwise campaign in this same step if still ready.
+          /\ LET moved == q.rev > seen[i].rev
+                  seen1 == IF moved THEN [rev |-> q.rev, kind |-> q.kind] ELSE seen[i]
+                  at1 == IF moved \/ probe[i] THEN lc[i] ELSE seenAt[i]
+                  ready1 == seen1.kind \in {"del", "exp", "none"} \/ lc[i] - at1 >= Lease
+             IN /\ seen' = [seen EXCEPT ![i] = seen1]
+                /\ seenAt' = [seenAt EXCEPT ![i] = at1]
+                /\ probe' = [probe EXCEPT ![i] = FALSE]
+                /\ IF ~probe[i] /\ ready1
+                   THEN req' = [req EXCEPT ![i] = [NoReq EXCEPT !.op = "acquire", !.exp = seen1.rev,
+                                                   !.ep = epoch[i], !.sentAt = lc[i], !.t = now,
+                                                   !.st = "sent"]]
+                   ELSE req' = [req EXCEPT ![i] = NoReq]
+          /\ UNCHANGED <<up, role, epoch, myRev, deadline, lastSend, wpos>>
     /\ UNCHANGED <<now, lc, paused, ghost, store, env, client>>
 
-Observe(i) ==          \* the watch delivers a revision (possibly the previous one, late)
+(* The watch delivers a revision (possibly the previous one, late). Only  *)
+(* a revision newer than what the standby knows counts: a probe's read or *)
+(* a failed campaign's answer may have told it already. A new revision    *)
+(* also ends probe mode: the KV took a write, and the timer restarts now  *)
+(* (an incumbent that wrote it has a whole lease; a marker means there is *)
+(* no incumbent to wait for).                                             *)
+Observe(i) ==
     /\ Runs(i)
     /\ role[i] = "standby"
     /\ \E e \in {kv, prev} :
           /\ Observable(e, i)
-          /\ seen' = [seen EXCEPT ![i] = [rev |-> e.rev, kind |-> e.kind]]
           /\ wpos' = [wpos EXCEPT ![i] = e.rev]
-    /\ seenAt' = [seenAt EXCEPT ![i] = lc[i]]
+          /\ IF e.rev > seen[i].rev
+             THEN /\ seen' = [seen EXCEPT ![i] = [rev |-> e.rev, kind |-> e.kind]]
+                  /\ seenAt' = [seenAt EXCEPT ![i] = lc[i]]
+                  /\ probe' = [probe EXCEPT ![i] = FALSE]
+             ELSE UNCHANGED <<seen, seenAt, probe>>
     /\ UNCHANGED <<now, lc, up, paused, role, epoch, myRev, deadline, lastSend, req, ghost>>
     /\ UNCHANGED <<store, env, client>>
 
+(* A write that may still land after its sender stopped waiting for it. *)
+(* A probe's read changes nothing (its scratch write only takes a stream  *)
+(* sequence number), so it never becomes a ghost.                         *)
+MayLand(q) == q.st = "sent" /\ q.op \in {"acquire", "renew", "release"} /\ ~DeadFor(q, kv)
+
+(* One ghost slot per instance: when two writes could still land, the    *)
+(* model keeps one of them (either). Two lost renewals or a renewal and a *)
+(* release are compare-and-sets on the same revision: at most one lands.  *)
 Crash(i) ==            \* kill -9: a request in flight may still land
     /\ up[i]
     /\ crashes < MaxCrashes
-    /\ ghost[i].op = "none"
     /\ crashes' = crashes + 1
     /\ up' = [up EXCEPT ![i] = FALSE]
     /\ paused' = [paused EXCEPT ![i] = FALSE]
     /\ role' = [role EXCEPT ![i] = "standby"]
-    /\ ghost' = [ghost EXCEPT ![i] = IF req[i].st = "sent" THEN req[i] ELSE NoReq]
+    /\ \E g \in {ghost[i]} \cup (IF MayLand(req[i]) THEN {req[i]} ELSE {}) :
+          ghost' = [ghost EXCEPT ![i] = g]
     /\ req' = [req EXCEPT ![i] = NoReq]
-    /\ UNCHANGED <<now, lc, epoch, myRev, deadline, lastSend, seen, seenAt, wpos>>
+    /\ UNCHANGED <<now, lc, epoch, myRev, deadline, lastSend, seen, seenAt, probe, wpos>>
     /\ UNCHANGED <<store, pauses, outages, releases, client>>
 
 Pause(i) ==
@@ -319,13 +391,13 @@ Pause(i) ==
     /\ pauses < MaxPauses
     /\ pauses' = pauses + 1
     /\ paused' = [paused EXCEPT ![i] = TRUE]
-    /\ UNCHANGED <<now, lc, up, role, epoch, myRev, deadline, lastSend, seen, seenAt, wpos, req, ghost>>
+    /\ UNCHANGED <<now, lc, up, role, epoch, myRev, deadline, lastSend, seen, seenAt, probe, wpos, req, ghost>>
     /\ UNCHANGED <<store, crashes, outages, releases, client>>
 
 Resume(i) ==
     /\ up[i] /\ paused[i]
     /\ paused' = [paused EXCEPT ![i] = FALSE]
-    /\ UNCHANGED <<now, lc, up, role, epoch, myRev, deadline, lastSend, seen, seenAt, wpos, req, ghost>>
+    /\ UNCHANGED <<now, lc, up, role, epoch, myRev, deadline, lastSend, seen, seenAt, probe, wpos, req, ghost>>
     /\ UNCHANGED <<store, env, client>>
 
 -----------------------------------------------------------------------------
@@ -340,15 +412,19 @@ Write(k) ==
 (* What the KV does with request q: a compare-and-set on the key's last   *)
 (* revision (0 = absent, i.e. create). The answer of a failed one carries *)
 (* the current revision and kind (NATS reports the current sequence; the  *)
-(* SDK reads the entry to learn the kind).                                *)
+(* SDK reads the entry to learn the kind). A probe's read answers with    *)
+(* the key's current revision and kind. (Its scratch write takes a stream *)
+(* sequence number; revisions only matter by their order, so the model    *)
+(* leaves that out. Trace checking allows such gaps.)                     *)
 Outcome(q) ==
     LET ok == IF q.op = "acquire" /\ ~UseCAS THEN TRUE ELSE q.exp = CurRev
         new == seq + 1
-    IN IF ok THEN [q EXCEPT !.st = "ok", !.rev = new, !.t = now]
-             ELSE [q EXCEPT !.st = "fail", !.rev = CurRev, !.kind = kv.kind, !.cep = kv.ep, !.t = now]
+    IN IF q.op = "read" THEN [q EXCEPT !.st = "ok", !.rev = CurRev, !.kind = kv.kind, !.t = now]
+       ELSE IF ok THEN [q EXCEPT !.st = "ok", !.rev = new, !.t = now]
+       ELSE [q EXCEPT !.st = "fail", !.rev = CurRev, !.kind = kv.kind, !.cep = kv.ep, !.t = now]
 
 WriteFor(a) ==
-    IF a.st = "ok"
+    IF a.st = "ok" /\ a.op # "read"
     THEN Write([rev |-> a.rev, kind |-> IF a.op = "release" THEN "del" ELSE "val",
                 ep |-> IF a.op = "acquire" THEN a.rev ELSE IF a.op = "renew" THEN a.ep ELSE 0,
                 wAt |-> now])
@@ -360,31 +436,38 @@ Apply(i) ==
     /\ LET a == Outcome(req[i]) IN
          /\ req' = [req EXCEPT ![i] = a]
          /\ WriteFor(a)
-    /\ UNCHANGED <<now, lc, up, paused, role, epoch, myRev, deadline, lastSend, seen, seenAt, wpos, ghost>>
+    /\ ghost' = Prune(ghost, kv')
+    /\ UNCHANGED <<now, lc, up, paused, role, epoch, myRev, deadline, lastSend, seen, seenAt, probe, wpos>>
     /\ UNCHANGED <<kvUp, env, client>>
 
 ApplyGhost(i) ==       \* a dead instance's request lands; nobody hears the answer
     /\ kvUp
     /\ ghost[i].st = "sent"
     /\ WriteFor(Outcome(ghost[i]))
-    /\ ghost' = [ghost EXCEPT ![i] = NoReq]
-    /\ UNCHANGED <<now, lc, up, paused, role, epoch, myRev, deadline, lastSend, seen, seenAt, wpos, req>>
+    /\ ghost' = Prune([ghost EXCEPT ![i] = NoReq], kv')
+    /\ UNCHANGED <<now, lc, up, paused, role, epoch, myRev, deadline, lastSend, seen, seenAt, probe, wpos, req>>
     /\ UNCHANGED <<kvUp, env, client>>
 
 (* While the stream has no leader, requests and answers get lost: the     *)
-(* sender sees a timeout and cannot tell whether the write happened.      *)
+(* sender sees a timeout and cannot tell whether the write happened. A    *)
+(* write that got no answer may also still be queued: it becomes a ghost *)
+(* the KV may apply later (when the stream has a leader again), and its   *)
+(* answer is ignored (the SDK matches answers to the request in flight by *)
+(* request id; the sender has moved on to a new request).                 *)
 Drop(i) ==
     /\ ~kvUp
     /\ req[i].st \in {"sent", "ok", "fail"}
     /\ req' = [req EXCEPT ![i] = [@ EXCEPT !.st = "timeout", !.t = now]]
-    /\ UNCHANGED <<now, lc, up, paused, role, epoch, myRev, deadline, lastSend, seen, seenAt, wpos, ghost>>
+    /\ \/ UNCHANGED ghost
+       \/ MayLand(req[i]) /\ ghost' = [ghost EXCEPT ![i] = req[i]]
+    /\ UNCHANGED <<now, lc, up, paused, role, epoch, myRev, deadline, lastSend, seen, seenAt, probe, wpos>>
     /\ UNCHANGED <<store, env, client>>
 
 DropGhost(i) ==
     /\ ~kvUp
     /\ ghost[i].st = "sent"
     /\ ghost' = [ghost EXCEPT ![i] = NoReq]
-    /\ UNCHANGED <<now, lc, up, paused, role, epoch, myRev, deadline, lastSend, seen, seenAt, wpos, req>>
+    /\ UNCHANGED <<now, lc, up, paused, role, epoch, myRev, deadline, lastSend, seen, seenAt, probe, wpos, req>>
     /\ UNCHANGED <<store, env, client>>
 
 Expire ==              \* TTL backstop: the server replaces the value by an expiry marker
@@ -392,7 +475,9 @@ Expire ==              \* TTL backstop: the server replaces the value by an expi
     /\ kv.kind = "val"
     /\ now - kv.wAt >= TTL
     /\ Write([rev |-> seq + 1, kind |-> "exp", ep |-> 0, wAt |-> now])
-    /\ UNCHANGED <<now, inst, kvUp, env, client>>
+    /\ ghost' = Prune(ghost, kv')
+    /\ UNCHANGED <<now, lc, up, paused, role, epoch, myRev, deadline, lastSend, seen, seenAt, probe, wpos, req>>
+    /\ UNCHANGED <<kvUp, env, client>>
 
 SilentExpire ==        \* without a stream leader a message can expire with no marker at all
     /\ ~kvUp
@@ -400,14 +485,18 @@ SilentExpire ==        \* without a stream leader a message can expire with no m
     /\ now - kv.wAt >= TTL
     /\ kv' = NoKey
     /\ prev' = kv
-    /\ UNCHANGED <<now, inst, seq, kvUp, env, client>>
+    /\ ghost' = Prune(ghost, kv')
+    /\ UNCHANGED <<now, lc, up, paused, role, epoch, myRev, deadline, lastSend, seen, seenAt, probe, wpos, req>>
+    /\ UNCHANGED <<seq, kvUp, env, client>>
 
 MarkerGone ==          \* a delete/expiry marker ages out (marker TTL <= key TTL): the key is absent
     /\ kv.kind \in {"del", "exp"}
     /\ now - kv.wAt >= TTL
     /\ kv' = NoKey
     /\ prev' = kv
-    /\ UNCHANGED <<now, inst, seq, kvUp, env, client>>
+    /\ ghost' = Prune(ghost, kv')
+    /\ UNCHANGED <<now, lc, up, paused, role, epoch, myRev, deadline, lastSend, seen, seenAt, probe, wpos, req>>
+    /\ UNCHANGED <<seq, kvUp, env, client>>
 
 KVDown ==              \* the stream loses its leader (4-9 s in NATS)
     /\ kvUp
@@ -480,7 +569,7 @@ History ==
 Step ==
     \/ Tick
     \/ \E i \in Inst :
-          \/ Start(i) \/ Campaign(i) \/ SendRenew(i) \/ Release(i) \/ Answer(i) \/ Observe(i)
+          \/ Start(i) \/ Probe(i) \/ SendRenew(i) \/ Release(i) \/ Answer(i) \/ Observe(i)
           \/ Crash(i) \/ Pause(i) \/ Resume(i)
           \/ Apply(i) \/ ApplyGhost(i) \/ Drop(i) \/ DropGhost(i)
           \/ Serve(i)
@@ -492,7 +581,7 @@ Next == Step /\ History
 (* Timely steps happen; faults (crash, pause, outage, release) need not.  *)
 Fairness ==
     /\ SF_vars(Tick /\ History)
-    /\ \A i \in Inst : WF_vars((Campaign(i) \/ SendRenew(i) \/ Answer(i) \/ Observe(i)) /\ History)
+    /\ \A i \in Inst : WF_vars((Probe(i) \/ SendRenew(i) \/ Answer(i) \/ Observe(i)) /\ History)
     /\ \A i \in Inst : WF_vars((Apply(i) \/ ApplyGhost(i) \/ Resume(i)) /\ History)
     /\ WF_vars(Expire /\ History)
     /\ WF_vars(KVRecover /\ History)
@@ -508,9 +597,10 @@ TypeOK ==
     /\ lc \in [Inst -> Nat]
     /\ up \in [Inst -> BOOLEAN] /\ paused \in [Inst -> BOOLEAN]
     /\ role \in [Inst -> {"standby", "active", "releasing"}]
-    /\ \A i \in Inst : req[i].op \in {"none", "acquire", "renew", "release"}
+    /\ probe \in [Inst -> BOOLEAN]
+    /\ \A i \in Inst : req[i].op \in {"none", "read", "acquire", "renew", "release"}
     /\ \A i \in Inst : req[i].st \in {"none", "sent", "ok", "fail", "timeout"}
-    /\ \A i \in Inst : ghost[i].st \in {"none", "sent"}
+    /\ \A i \in Inst : ghost[i].st \in {"none", "sent"} /\ ghost[i].op # "read"
     /\ kv.kind \in Kinds /\ prev.kind \in Kinds
     /\ kv.rev <= seq /\ prev.rev <= seq
     /\ fo.k \in {"none", "crash", "release"}
@@ -558,7 +648,7 @@ KeepsServing ==
 (* Revisions that can still influence the future (a request's expected *)
 (* revision only while it is in flight, and so on).                      *)
 QRevs(q) ==
-    (IF q.st \in {"sent", "fail"} THEN {q.exp} ELSE {})
+    (IF q.st \in {"sent", "fail"} /\ q.op # "read" THEN {q.exp} ELSE {})
     \cup (IF q.st = "sent" /\ q.op = "renew" THEN {q.ep} ELSE {})
     \cup (IF q.st \in {"ok", "fail"} THEN {q.rev} ELSE {})
 
@@ -588,12 +678,14 @@ KvAge ==
 QView(q, i, ghostly, rk) ==
     IF q.op = "none" THEN <<>>
     ELSE <<q.op, q.st,
-           IF q.st \in {"sent", "fail"} THEN rk[q.exp] ELSE 0,
+           IF q.st \in {"sent", "fail"} /\ q.op # "read" THEN rk[q.exp] ELSE 0,
+           \* a timed-out probe or campaign puts i in probe mode only if it learnt nothing newer since
+           ~ghostly /\ q.op \in {"read", "acquire"} /\ seen[i].rev = q.exp,
            IF q.op = "renew" /\ q.st = "sent" THEN rk[q.ep] ELSE 0,
            IF q.st \in {"ok", "fail"} THEN rk[q.rev] ELSE 0,
            q.kind, q.st = "fail" /\ q.cep = epoch[i] /\ ~ghostly,
            \* the send time only matters for the window (and schedule) a success will start
-           IF ghostly \/ q.op = "release" \/ q.st \in {"fail", "timeout"} THEN 0
+           IF ghostly \/ q.op \in {"release", "read"} \/ q.st \in {"fail", "timeout"} THEN 0
            ELSE Min(lc[i] - q.sentAt, SentCap),
            IF Timely THEN Min(now - q.t, NetDelay) ELSE 0>>
 
@@ -608,8 +700,10 @@ IView(i, rk) ==
                     Min(lc[i] - lastSend[i], RenewEvery)>>
              [] role[i] = "releasing" -> <<rk[epoch[i]]>>
              [] OTHER ->
-                  <<rk[seen[i].rev], seen[i].kind,
-                    IF seen[i].kind = "val" THEN Min(lc[i] - seenAt[i], Lease) ELSE Lease>> >>
+                  <<rk[seen[i].rev], seen[i].kind, probe[i],
+                    \* in probe mode every way out restarts the timer: only RenewEvery matters
+                    IF probe[i] THEN Min(lc[i] - seenAt[i], RenewEvery)
+                    ELSE IF seen[i].kind = "val" THEN Min(lc[i] - seenAt[i], Lease) ELSE Lease>> >>
 
 View ==
     LET rv == Revs

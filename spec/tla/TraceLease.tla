@@ -11,7 +11,9 @@
 (* the rounding tolerance). TLC explores every behaviour of Lease that     *)
 (* matches the trace event by event; between two events it may take any   *)
 (* number of silent KV steps (a write landing, an expiry, an outage, a     *)
-(* lost answer), which no instance logs.                                   *)
+(* lost answer), which no instance logs, and silent probes: the SDK does   *)
+(* not log a probe; its read shows as an `observe` line only when it saw   *)
+(* the key move, and its campaign as the `request` line of the acquire.    *)
 (*                                                                         *)
 (* `l` is the index of the next event to explain. The invariant            *)
 (* TraceNotFinished is violated exactly when the whole trace is explained. *)
@@ -48,20 +50,40 @@ JumpTo(e) ==
     /\ now' = e.now
     /\ lc' = [j \in Inst |-> IF j = e.i THEN e.lc ELSE lc[j] + Rate * (e.now - now)]
     /\ anchor' = [anchor EXCEPT ![e.i] = <<e.now, e.lc>>]
-    /\ UNCHANGED <<up, paused, role, epoch, myRev, deadline, lastSend, seen, seenAt, wpos, req, ghost>>
+    /\ UNCHANGED <<up, paused, role, epoch, myRev, deadline, lastSend, seen, seenAt, probe, wpos, req, ghost>>
     /\ UNCHANGED <<store, env, client>>
 
-(* Steps nobody logs: the KV at work, and its outages. *)
+(* Writes to other keys of the election bucket take stream sequence       *)
+(* numbers too: a probe's scratch key, the marker its expiry leaves, other *)
+(* groups' keys. Lease leaves them out (revisions only matter by their     *)
+(* order); here the stream may count up silently, but only below the next  *)
+(* revision the trace names, so the search stays small and a trace without *)
+(* gaps (a hand-written one) has none.                                     *)
+NamedRevs == {Trace[k].rev : k \in 1..Len(Trace)}     \* constant: TLC computes it once
+NextNamed == LET later == {r \in NamedRevs : r > seq}
+             IN IF later = {} THEN seq ELSE CHOOSE r \in later : \A x \in later : r <= x
+
+OtherWrite ==
+    /\ seq + 1 < NextNamed
+    /\ seq' = seq + 1
+    /\ UNCHANGED <<now, inst, kv, prev, kvUp, env, client>>
+
+(* Steps nobody logs: the KV at work, its outages, writes to other keys,  *)
+(* and probes (the SDK logs neither a probe nor its answer, unless the     *)
+(* answer campaigns: that is the `request` line of the acquire).           *)
 Silent ==
     \/ \E i \in Inst : Apply(i) \/ ApplyGhost(i) \/ Drop(i) \/ DropGhost(i)
-    \/ Expire \/ SilentExpire \/ MarkerGone \/ KVDown \/ KVRecover
+    \/ \E i \in Inst : Probe(i) \/ (Answer(i) /\ req[i].op = "read" /\ req'[i].op # "acquire")
+    \/ Expire \/ SilentExpire \/ MarkerGone \/ KVDown \/ KVRecover \/ OtherWrite
 
 (* The protocol step that event e records. *)
 Explains(e) ==
     LET i == e.i
         q == req[i]
     IN CASE e.a = "start" -> Start(i) /\ kv.rev = e.rev /\ kv.kind = e.kind
-         [] e.a = "request" /\ e.op = "acquire" -> Campaign(i) /\ seen[i].rev = e.rev
+         \* a campaign is sent when the answer of a probe's read comes back
+         [] e.a = "request" /\ e.op = "acquire" ->
+                Answer(i) /\ q.op = "read" /\ req'[i].op = "acquire" /\ req'[i].exp = e.rev
          [] e.a = "request" /\ e.op = "renew" -> SendRenew(i) /\ myRev[i] = e.rev
          [] e.a = "request" /\ e.op = "release" ->
                 \/ Release(i) /\ myRev[i] = e.rev
@@ -79,8 +101,15 @@ Explains(e) ==
          [] e.a = "serve" -> Serving(i) /\ ~paused[i] /\ epoch[i] = e.ep /\ UNCHANGED vars
          [] e.a = "observe" ->
                 \* an active's watch delivers its own writes too; the spec's active ignores them
-                IF role[i] = "standby" THEN Observe(i) /\ seen'[i] = [rev |-> e.rev, kind |-> e.kind]
-                ELSE Runs(i) /\ UNCHANGED vars
+                IF role[i] = "standby" /\ up[i]
+                THEN \/ /\ Observe(i) /\ wpos'[i] = e.rev
+                        /\ \E x \in {kv, prev} : x.rev = e.rev /\ x.kind = e.kind
+                     \* a probe's read saw the key move (the SDK logs it before it handles the answer)
+                     \/ /\ Runs(i) /\ q.op = "read" /\ q.st = "ok" /\ q.rev = e.rev /\ q.kind = e.kind
+                        /\ q.rev > seen[i].rev
+                        /\ UNCHANGED vars
+                ELSE \* ... and a process that released the key may log its watch until it has exited
+                     (Runs(i) \/ ~up[i]) /\ UNCHANGED vars
          [] e.a = "crash" -> Crash(i)
          [] e.a = "pause" -> Pause(i)
          [] e.a = "resume" -> Resume(i)
