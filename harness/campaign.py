@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.campaign_report import by_class, ks_distance
-from harness.campaign_spec import Campaign
+from harness.campaign_spec import Campaign, FaultStep
 from harness.checkers import (
     duplicate_commands,
     failed_calls,
@@ -38,7 +38,7 @@ from harness.checkers import (
 )
 from harness.cluster import LocalCluster, install_signal_cleanup
 from harness.failover import FailoverRig, RigParams
-from harness.nemesis import AsyncNemesis, FirewallUnavailable
+from harness.nemesis import ActiveFault, AsyncNemesis, FirewallUnavailable, NemesisError
 from harness.processes import spawn
 from harness.workload import CommandWorkload, EventWorkload, RpcWorkload
 from sdk.config import load_settings
@@ -49,10 +49,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PREDICTION = ROOT / "reports" / "sim-predicted-failover.json"
 TRACE_CHECK_MAX_EVENTS = 3000
 TRACE_CHECK_FAULT_S = 2.0
-TRACE_CHECK_TIMEOUT_S = 240.0
-"""The trace prefix checked with TLC: the start and the first fault, at most ``TRACE_CHECK_FAULT_S`` into it
-(a KV outage multiplies the behaviours TLC must try: each timed-out renewal may or may not have landed) and
-``TRACE_CHECK_MAX_EVENTS`` events; TLC gets ``TRACE_CHECK_TIMEOUT_S``."""
+TRACE_CHECK_TIMEOUT_S = 150.0
+"""Bounds of the trace prefix checked with TLC (see :func:`_check_trace_prefix`)."""
 
 Progress = Callable[[int, int, str], None]
 
@@ -177,9 +175,12 @@ async def _run(
                 progress(i, len(schedule), f"{step.kind} -> {step.target}")
             t0, w0 = time.monotonic(), time.time()
             try:
-                injected = await nemesis.inject(step)
+                injected = await _inject(nemesis, step)
             except FirewallUnavailable as exc:
                 skipped.append(f"{step.kind}: {exc}")
+                continue
+            except NemesisError as exc:
+                skipped.append(f"fault {i + 1} {step.kind} -> {step.target}: {exc}")
                 continue
             # A fault with a duration heals on its own clock (SIGCONT, node restart, partition dropped); a
             # killed or stopped instance is restarted once the client is steady again.
@@ -266,12 +267,26 @@ async def _run(
         "timeline": _timeline(rig, {"rpc": rpc, "events": events, "commands": commands}, started),
     }
     if trace_dir is not None and faults:
-        until = min(faults[0]["wall_recovered"], faults[0]["wall"] + TRACE_CHECK_FAULT_S)
-        report["trace"] = await asyncio.to_thread(_check_trace_prefix, rig, work, until, trace_out)
+        report["trace"] = await asyncio.to_thread(_check_trace_prefix, rig, work, faults[0], trace_out)
         report["trace_validated"] = bool(report["trace"]["accepted"])
     report["prediction"] = _prediction(faults)
     report["expectations_broken"] = _broken(campaign, report)
     return report
+
+
+async def _inject(nemesis: AsyncNemesis, step: FaultStep, tries: int = 10) -> ActiveFault:
+    """Inject ``step``; a target that cannot be resolved yet (no stream leader right after an earlier fault)
+    is retried every second, ``tries`` times."""
+    for attempt in range(tries):
+        try:
+            return await nemesis.inject(step)
+        except FirewallUnavailable:
+            raise
+        except NemesisError:
+            if attempt == tries - 1:
+                raise
+            await asyncio.sleep(1.0)
+    raise AssertionError("unreachable")
 
 
 def _jsonable(details: dict[str, Any]) -> dict[str, Any]:
@@ -290,30 +305,41 @@ def _timeline(rig: FailoverRig, others: dict[str, Any], started: float) -> dict[
     }
 
 
-def _check_trace_prefix(rig: FailoverRig, work: Path, until_wall: float, keep: Path | None) -> dict[str, Any]:
-    """Merge the traces, keep the events up to the first fault's recovery (a prefix of a behaviour is a
-    behaviour; at most ``TRACE_CHECK_MAX_EVENTS``), write them to ``keep`` (else into ``work``) so
-    ``aegis trace-check`` can check them again, and check them with TLC."""
+def _check_trace_prefix(
+    rig: FailoverRig, work: Path, fault: dict[str, Any], keep: Path | None
+) -> dict[str, Any]:
+    """Merge the traces and check a prefix with TLC (a prefix of a behaviour is a behaviour): the start and the
+    first fault, up to its recovery but at most ``TRACE_CHECK_FAULT_S`` into it. A KV outage multiplies the
+    behaviours TLC must try (each timed-out write may or may not have landed); if TLC cannot finish within
+    ``TRACE_CHECK_TIMEOUT_S``, the prefix up to the fault is checked instead and the note says so. The checked
+    prefix is written to ``keep`` (else into ``work``) for ``aegis trace-check``."""
     from harness.tlc import TlcUnavailable
     from harness.trace_check import TraceCheckError, check_trace
 
     merged = rig.trace(work / "trace.ndjson")
-    events = [e for e in merged.events if e.wall <= until_wall][:TRACE_CHECK_MAX_EVENTS]
     path = keep or work / "trace-prefix.ndjson"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.unlink(missing_ok=True)
-    with TraceWriter(path, params=merged.params) as writer:
-        for event in events:
-            writer.write(event)
-    note = (
-        f"({len(events)} of {len(merged.events)} events: the start and the first fault, at most"
-        f" {TRACE_CHECK_FAULT_S:.0f} s into it; `aegis trace-check {path}`)"
-    )
-    try:
-        verdict = check_trace(path, timeout=TRACE_CHECK_TIMEOUT_S)
-    except (TraceCheckError, TlcUnavailable) as exc:
-        return {"accepted": False, "error": str(exc)[:500], "file": str(path), "note": note}
-    return {**verdict.summary(), "file": str(path), "note": note}
+    cuts = [
+        (min(fault["wall_recovered"], fault["wall"] + TRACE_CHECK_FAULT_S), "the start and the first fault"),
+        (fault["wall"], "the start, up to the first fault (TLC could not finish the fault in time)"),
+    ]
+    result: dict[str, Any] = {}
+    for until, what in cuts:
+        events = [e for e in merged.events if e.wall <= until][:TRACE_CHECK_MAX_EVENTS]
+        path.unlink(missing_ok=True)
+        with TraceWriter(path, params=merged.params) as writer:
+            for event in events:
+                writer.write(event)
+        note = f"({len(events)} of {len(merged.events)} events: {what}; `aegis trace-check {path}`)"
+        try:
+            verdict = check_trace(path, timeout=TRACE_CHECK_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            result = {"accepted": False, "error": f"TLC did not finish in {TRACE_CHECK_TIMEOUT_S:.0f} s"}
+            continue
+        except (TraceCheckError, TlcUnavailable) as exc:
+            return {"accepted": False, "error": str(exc)[:500], "file": str(path), "note": note}
+        return {**verdict.summary(), "file": str(path), "note": note}
+    return {**result, "file": str(path), "note": "(TLC timed out on every prefix)"}
 
 
 def _prediction(faults: list[dict[str, Any]]) -> dict[str, Any] | None:
