@@ -221,7 +221,7 @@ class SingleActiveService(Service):
                 self._timer.cancel()
             loop = asyncio.get_running_loop()
             delay = max(0.0, action.at - time.monotonic())
-            self._timer = loop.call_later(delay, self._post, self.election.tick)
+            self._timer = loop.call_later(delay, self._post, self._tick)
         elif isinstance(action, StartServing):
             self.known_epoch = action.epoch
             self.leader = self.instance_id
@@ -259,32 +259,35 @@ class SingleActiveService(Service):
         except Conflict as exc:
             settled = await self._after_conflict(pool, w, exc.revision)
             if settled is None:  # the racing write never showed up in time: the outcome is unknown
-                self._emit(TA.TIMEOUT, op=TOp(w.op), rev=w.expected)
-                self._post(lambda now: self.election.write_timeout(now, w.req))
+                self._post(lambda now: self._timed_out(now, w.req))
                 return
             current, ours = settled
-            if w.op == "acquire":
-                self._emit(TA.OUTBID, rev=current.rev, kind=_KINDS[current.kind])
-            elif w.op == "renew":
-                self._emit(TA.ADOPT if ours else TA.LOSE, rev=current.rev, epoch=w.epoch)
-            elif not ours:  # when ours, it deletes again: the retry's request event says so
-                self._emit(TA.RELEASE, rev=0)
-            self._post(lambda now: self.election.write_failed(now, current, w.req, ours=ours))
+
+            def trace_failure(now: float) -> None:
+                if w.op == "acquire":
+                    self._emit(TA.OUTBID, rev=current.rev, kind=_KINDS[current.kind], local=now)
+                elif w.op == "renew":
+                    self._emit(TA.ADOPT if ours else TA.LOSE, rev=current.rev, epoch=w.epoch, local=now)
+                elif not ours:  # when ours, it deletes again: the retry's request event says so
+                    self._emit(TA.RELEASE, rev=0, local=now)
+
+            self._answer(
+                w.req, trace_failure, lambda now: self.election.write_failed(now, current, w.req, ours=ours)
+            )
             return
         except AegisError as exc:
             log.debug("%s: %s timed out or failed: %s", self.key, w.op, exc)
-            self._emit(TA.TIMEOUT, op=TOp(w.op), rev=w.expected)
-            self._post(lambda now: self.election.write_timeout(now, w.req))
+            self._post(lambda now: self._timed_out(now, w.req))
             return
-        if w.op == "release":
-            self._emit(TA.RELEASE, rev=rev)
-        else:
-            self._emit(
-                TA.ACQUIRE if w.op == "acquire" else TA.RENEW,
-                rev=rev,
-                epoch=rev if w.op == "acquire" else w.epoch,
-            )
-        self._post(lambda now: self.election.write_ok(now, rev, w.req))
+
+        def trace_success(now: float) -> None:
+            if w.op == "release":
+                self._emit(TA.RELEASE, rev=rev, local=now)
+            else:
+                epoch = rev if w.op == "acquire" else w.epoch
+                self._emit(TA.ACQUIRE if w.op == "acquire" else TA.RENEW, rev=rev, epoch=epoch, local=now)
+
+        self._answer(w.req, trace_success, lambda now: self.election.write_ok(now, rev, w.req))
 
     async def _probe(self, req: int) -> None:
         assert self._pool is not None
@@ -304,8 +307,7 @@ class SingleActiveService(Service):
             )
             key = await asyncio.wait_for(self._read_key(pool, direct=False), self.params.write_timeout_s)
         except (AegisError, TimeoutError):
-            self._emit(TA.TIMEOUT)  # no op: the spec's silent probe; lets trace checking explain the outage
-            self._post(lambda now: self.election.write_timeout(now, req))
+            self._post(lambda now: self._timed_out(now, req))
             return
         self._post(lambda now: self._observed(now, key, lambda: self.election.read_done(now, key, req)))
 
@@ -378,6 +380,32 @@ class SingleActiveService(Service):
             self._post(lambda now: self._observed(now, state, lambda: self.election.observe(now, state)))
 
         return await kv_watch(pool, wire.ELECTION_BUCKET, self.key, on_msg)
+
+    # The trace records what the machine did, in the order it did it: an answer is traced when the machine takes
+    # it (a late answer to a request it already gave up on is not), a timeout when the machine times out.
+
+    def _answer(
+        self, req: int, trace: Callable[[float], None], event: Callable[[float], list[Action]]
+    ) -> None:
+        def handle(now: float) -> list[Action]:
+            if self.election.request is not None and self.election.request.id == req:
+                trace(now)
+            return event(now)
+
+        self._post(handle)
+
+    def _timed_out(self, now: float, req: int) -> list[Action]:
+        r = self.election.request
+        if r is not None and r.id == req:
+            # a probe's timeout has no op: the spec's probe is silent, the line lets the checker explain the outage
+            self._emit(TA.TIMEOUT, op=None if r.op == "read" else TOp(r.op), rev=r.expected, local=now)
+        return self.election.write_timeout(now, req)
+
+    def _tick(self, now: float) -> list[Action]:
+        r = self.election.request
+        if r is not None and now >= r.sent_at + self.params.write_timeout_s:
+            return self._timed_out(now, r.id)
+        return self.election.tick(now)
 
     def _observed(self, now: float, key: KeyState, event: Callable[[], list[Action]]) -> list[Action]:
         """Feed the machine an observation (watch delivery or probe read); trace it as the spec's ``observe``
