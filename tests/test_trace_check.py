@@ -200,3 +200,19 @@ def test_a_probe_that_saw_the_key_move_restarts_the_timer(tmp_path: Path) -> Non
     early = [*rows[:9], ev("b", 2.200, "request", op="acquire", rev=2)]
     verdict = check_trace(_write(tmp_path / "early_moved.ndjson", early))
     assert not verdict.accepted and verdict.first_bad_line == 10
+
+
+def test_revisions_are_compressed_keeping_order_and_small_gaps() -> None:
+    """A trace from a busy bucket (revisions 70, 72, 76, 900): same order, gaps capped, epochs mapped alike."""
+    from harness.trace_check import compress_revisions
+    from sdk.trace_events import Action, KeyKind, Trace, TraceEvent, TraceParams
+
+    events = (
+        TraceEvent(instance="a", action=Action.START, rev=0, kind=KeyKind.ABSENT, local=0, wall=1),
+        TraceEvent(instance="a", action=Action.ACQUIRE, rev=70, epoch=70, local=0.1, wall=1.1),
+        TraceEvent(instance="a", action=Action.RENEW, rev=72, epoch=70, local=0.2, wall=1.2),
+        TraceEvent(instance="a", action=Action.RENEW, rev=76, epoch=70, local=0.3, wall=1.3),
+        TraceEvent(instance="a", action=Action.RENEW, rev=900, epoch=70, local=0.4, wall=1.4),
+    )
+    revs = compress_revisions(Trace(TraceParams(), events, (1, 2, 3, 4, 5)), gap_cap=4)
+    assert revs == {0: 0, 70: 4, 72: 6, 76: 10, 900: 14}
