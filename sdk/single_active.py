@@ -53,12 +53,10 @@ from .jetstream import default_replicas, ensure_stream, jetstream_error, retry_t
 from .registry import bucket, key_state, kv_stream_config, kv_watch, kv_write
 from .rpc import Handler, Service
 from .schema import InstanceStatus
+from .trace_events import ELECTION_KINDS as _KINDS
 from .trace_events import Action as TA
-from .trace_events import KeyKind, TraceWriter
 from .trace_events import Op as TOp
-
-# The election machine's key kinds as the trace vocabulary names them.
-_KINDS = {"val": KeyKind.VALUE, "del": KeyKind.DELETED, "exp": KeyKind.EXPIRED, "none": KeyKind.ABSENT}
+from .trace_events import TraceWriter
 
 log = logging.getLogger(__name__)
 

@@ -69,6 +69,14 @@ class KeyKind(StrEnum):
     ABSENT = "absent"  # nothing (never written, or the marker aged out)
 
 
+ELECTION_KINDS = {
+    "val": KeyKind.VALUE,
+    "del": KeyKind.DELETED,
+    "exp": KeyKind.EXPIRED,
+    "none": KeyKind.ABSENT,
+}
+"""The election machine's key kinds (``sdk.election.KeyState.kind``) as the trace names them."""
+
 # Which steps must say which extra field.
 _NEEDS_KIND = {Action.START, Action.OBSERVE}
 _NEEDS_EPOCH = {Action.ACQUIRE, Action.RENEW, Action.SERVE}
