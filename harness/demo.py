@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from hdrh.histogram import HdrHistogram
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from sdk.config import load_settings
 from sdk.connection import ConnectionPool
@@ -91,6 +91,8 @@ async def serve(instance_id: str, urls: list[str]) -> None:
 class BookRequest(BaseModel):
     ref: str = ""
     amount: int = 0
+    hold_ms: int = Field(0, ge=0, le=60_000)
+    """How long ``book`` awaits before it answers (a handler waiting on a downstream system; fault tests)."""
 
 
 def ledger_service(
@@ -115,7 +117,9 @@ def ledger_service(
 
     @svc.exclusive_rpc("book")
     async def book(req: BookRequest | None, ctx: CallContext) -> dict[str, Any]:
-        return {"instance": ctx.instance_id, "epoch": svc.known_epoch}
+        if req is not None and req.hold_ms:
+            await asyncio.sleep(req.hold_ms / 1000)
+        return {"instance": ctx.instance_id, "epoch": ctx.epoch, "call_id": ctx.call_id}
 
     @svc.rpc("whoami")
     async def whoami(req: None, ctx: CallContext) -> dict[str, Any]:

@@ -174,6 +174,12 @@ class Election:
         """True while this instance may answer exclusive calls: it holds the lease and its window lasts."""
         return self.role == "active" and now < self.deadline
 
+    def may_reply(self, now: float, epoch: int) -> bool:
+        """An exclusive call admitted under ``epoch`` may send its outcome now: the instance still serves, and
+        under that same epoch (a lease lost and won again since is a different epoch). The reply carries
+        ``epoch``, never the instance's newer knowledge (the spec's ``Complete`` step)."""
+        return self.epoch == epoch and self.serving(now)
+
     def ready(self, now: float) -> bool:
         """A standby may campaign: the key is gone or a marker, or silent for a whole lease on our clock.
         While the KV is unavailable it only probes, every ``renew_s``."""

@@ -98,6 +98,23 @@ class NotActive(AegisError):
         self.epoch = epoch
 
 
+class LeaseLost(AegisError):
+    """An exclusive call ran on an instance that lost its lease before the call finished: its outcome is
+    withheld (no success goes out under a lease the instance no longer holds).
+
+    ``epoch`` is the epoch the call was admitted under, ``known_epoch`` the newest epoch the instance knew
+    when it withheld the outcome. The handler may have had effects: retry with the same call id on the new
+    active (the sticky client does), whose handler must be idempotent by that key.
+    """
+
+    code = 410
+
+    def __init__(self, message: str = "", epoch: int = 0, known_epoch: int = 0) -> None:
+        super().__init__(message or f"lease of epoch {epoch} lost before the call finished")
+        self.epoch = epoch
+        self.known_epoch = known_epoch
+
+
 class RemoteError(AegisError):
     """The handler failed on the remote side; ``code`` and ``message`` are what the service sent."""
 
@@ -121,15 +138,19 @@ _BY_CODE: dict[int, type[AegisError]] = {
     PayloadTooLarge.code: PayloadTooLarge,
     DeadlineExceeded.code: DeadlineExceeded,
     NotActive.code: NotActive,
+    LeaseLost.code: LeaseLost,
     ServiceUnavailable.code: ServiceUnavailable,
 }
 
 
-def error_from_wire(code: int, message: str, epoch: int = 0) -> AegisError:
-    """Rebuild the typed error from the micro error headers of a reply."""
+def error_from_wire(code: int, message: str, epoch: int = 0, known_epoch: int = 0) -> AegisError:
+    """Rebuild the typed error from the micro error headers of a reply (``epoch``: its ``Aegis-Epoch``,
+    ``known_epoch``: its ``Aegis-Known-Epoch``)."""
     cls = _BY_CODE.get(code)
     if cls is NotActive:
         return NotActive(message, epoch=epoch)
+    if cls is LeaseLost:
+        return LeaseLost(message, epoch=epoch, known_epoch=known_epoch)
     if cls is not None:
         return cls(message)
     return RemoteError(message, code)

@@ -33,7 +33,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, get_type_hints
+from typing import Any, Protocol, TypeVar, get_type_hints
 
 import pydantic_core
 from nats.aio.msg import Msg
@@ -49,7 +49,9 @@ from .errors import (
     BadRequest,
     ConfigError,
     DeadlineExceeded,
+    LeaseLost,
     NoResponders,
+    NotActive,
     NotFound,
     PayloadTooLarge,
     UnknownMethod,
@@ -69,9 +71,38 @@ Handler = Callable[..., Awaitable[Any]]
 _current_call: ContextVar[CallContext | None] = ContextVar("aegis_current_call", default=None)
 
 
+class Fence(Protocol):
+    """Who decides whether an exclusive call admitted under an epoch may still have an outcome
+    (:class:`~sdk.single_active.SingleActiveService`)."""
+
+    def holds_epoch(self, epoch: int) -> bool:
+        """True while this instance serves under ``epoch``."""
+        ...
+
+    def lease_lost(self, epoch: int) -> AegisError:
+        """The error that replaces the outcome of a call admitted under ``epoch`` that no longer holds."""
+        ...
+
+
 @dataclass(slots=True)
 class CallContext:
-    """What a handler knows about the call it serves."""
+    """What a handler knows about the call it serves.
+
+    For an exclusive method of a single-active service, ``epoch`` is the epoch the call was admitted under:
+    the fencing token to hand to downstream systems (a ledger that rejects writes from an older epoch than
+    one it has seen). ``still_serving()`` says whether the instance still serves under it; check it right
+    before a side effect::
+
+        @svc.exclusive_rpc("place")
+        async def place(order: Order, ctx: CallContext) -> Ack:
+            price = await pricer.quote(order)          # may take long; the lease may be lost meanwhile
+            if not ctx.still_serving():
+                raise LeaseLost(epoch=ctx.epoch)       # or let the SDK withhold the outcome
+            return await ledger.book(order, fencing_token=ctx.epoch, key=ctx.call_id)
+
+    Whatever the handler does, its outcome reaches the caller only if the instance still serves under
+    ``epoch`` when the reply is sent; otherwise the caller gets :class:`~sdk.errors.LeaseLost`.
+    """
 
     service: str
     method: str
@@ -80,6 +111,14 @@ class CallContext:
     deadline: float
     """``time.monotonic()`` value after which the caller has given up."""
     headers: dict[str, str] = field(default_factory=dict)
+    epoch: int = 0
+    """Epoch the call was admitted under (exclusive methods of a single-active service; 0 otherwise)."""
+    fence: Fence | None = None
+
+    def still_serving(self) -> bool:
+        """True while this instance still serves under the call's admission epoch (always True for a call
+        that is not exclusive)."""
+        return self.fence is None or self.fence.holds_epoch(self.epoch)
 
     def remaining(self) -> float:
         """Seconds left before the caller's deadline (negative once it passed)."""
@@ -352,7 +391,14 @@ class Service:
             if msg.reply:
                 if len(data) > self._max_payload():
                     raise PayloadTooLarge(f"reply of {len(data)} bytes exceeds {self._max_payload()} bytes")
-                await self._pool.primary.publish(msg.reply, data, headers=self._reply_headers)  # type: ignore[union-attr]
+                headers = self._reply_headers
+                if ctx.fence is not None:
+                    # Exclusive call: the outcome goes out only under the lease it was admitted under, and
+                    # says so. No await between this check and the publish (it only queues the bytes).
+                    if not ctx.fence.holds_epoch(ctx.epoch):
+                        raise ctx.fence.lease_lost(ctx.epoch)
+                    headers = {**(headers or {}), wire.EPOCH_HEADER: str(ctx.epoch)}
+                await self._pool.primary.publish(msg.reply, data, headers=headers)  # type: ignore[union-attr]
         except ValidationError as exc:
             error = BadRequest(f"invalid request for {self.name}.{method}: {_brief(exc)}")
         except AegisError as exc:
@@ -364,18 +410,27 @@ class Service:
             _current_call.reset(token)
             stats.in_flight -= 1
         if error is not None:
-            await self._reply_error(msg, error)
+            if ctx.fence is not None and not ctx.fence.holds_epoch(ctx.epoch):
+                error = ctx.fence.lease_lost(ctx.epoch)  # a failure decided without the lease is withheld too
+            await self._reply_error(msg, error, ctx.epoch)
         stats.record(time.monotonic() - received, None if error is None else error.message)
 
     def _max_payload(self) -> int:
         return self._pool.max_payload if self._pool else 1024 * 1024
 
-    async def _reply_error(self, msg: Msg, error: AegisError) -> None:
+    async def _reply_error(self, msg: Msg, error: AegisError, epoch: int = 0) -> None:
+        """An error reply; ``epoch`` is the call's admission epoch (0: not an exclusive call)."""
         if not msg.reply or self._pool is None:
             return
         headers = {wire.ERROR_HEADER: error.message[:1024], wire.ERROR_CODE_HEADER: str(error.code)}
         if self._reply_headers:
             headers.update(self._reply_headers)
+        if isinstance(error, NotActive | LeaseLost):
+            headers[wire.EPOCH_HEADER] = str(error.epoch)
+        elif epoch:
+            headers[wire.EPOCH_HEADER] = str(epoch)
+        if isinstance(error, LeaseLost):
+            headers[wire.KNOWN_EPOCH_HEADER] = str(error.known_epoch)
         try:
             await self._pool.primary.publish(msg.reply, b"", headers=headers)
         except Exception:  # the caller's connection is gone; it will time out on its side
@@ -478,6 +533,7 @@ class RpcClient:
                 int(rh[wire.ERROR_CODE_HEADER]),
                 rh.get(wire.ERROR_HEADER, ""),
                 int(rh.get(wire.EPOCH_HEADER, 0) or 0),
+                int(rh.get(wire.KNOWN_EPOCH_HEADER, 0) or 0),
             )
         return msg
 

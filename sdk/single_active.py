@@ -48,10 +48,10 @@ from .election import (
     Timer,
     Write,
 )
-from .errors import AegisError, Conflict, NotActive
+from .errors import AegisError, Conflict, LeaseLost, NotActive
 from .jetstream import default_replicas, ensure_stream, jetstream_error, retry_transient
 from .registry import bucket, key_state, kv_stream_config, kv_watch, kv_write
-from .rpc import Handler, Service
+from .rpc import Handler, Service, current_call
 from .schema import InstanceStatus
 from .trace_events import ELECTION_KINDS as _KINDS
 from .trace_events import Action as TA
@@ -92,6 +92,10 @@ class SingleActiveService(Service):
     at most one per ``trace_serve_every_s`` (0: every exclusive call) plus the first of each epoch.
     """
 
+    election_class: type[Election] = Election
+    """The election state machine. Only tests replace it (a subclass that breaks a rule, as a negative
+    control that the checkers must catch); it is not a setting."""
+
     def __init__(
         self,
         name: str,
@@ -110,7 +114,7 @@ class SingleActiveService(Service):
             raise ValueError(f"ttl_s ({ttl_s}) must be at least the lease ({self.params.lease_s}s)")
         self.ttl_s = int(ttl_s)
         self.key = leader_key(self.name, self.group)
-        self.election = Election(self.params)
+        self.election = self.election_class(self.params)
         self.trace = trace
         self.trace_serve_every_s = trace_serve_every_s
         self._serve_traced = (0, -math.inf)  # (epoch, local time) of the last serve event written
@@ -144,6 +148,11 @@ class SingleActiveService(Service):
                         f" (leader {self.leader or 'unknown'}, epoch {self.known_epoch})",
                         epoch=self.known_epoch,
                     )
+                # Admitted under the current epoch: the reply will carry it, and goes out only while the
+                # instance still serves under it (Service._serve asks holds_epoch right before sending).
+                ctx = current_call()
+                if ctx is not None:
+                    ctx.epoch, ctx.fence = self.election.epoch, self
                 if self.trace is not None:
                     self._trace_serve(now)
                 return await inner(*args)
@@ -158,6 +167,20 @@ class SingleActiveService(Service):
     def is_active(self) -> bool:
         return self.election.serving(time.monotonic())
 
+    def holds_epoch(self, epoch: int) -> bool:
+        """True while this instance serves under ``epoch`` (an exclusive call admitted under it may answer)."""
+        return self.election.may_reply(time.monotonic(), epoch)
+
+    def lease_lost(self, epoch: int) -> LeaseLost:
+        """The answer to a call admitted under ``epoch`` that finished after this instance stopped serving
+        under it."""
+        return LeaseLost(
+            f"{self.name}.{self.instance_id} lost the lease of epoch {epoch} before the call finished"
+            f" (newest epoch known: {self.known_epoch}, leader {self.leader or 'unknown'}); retry on the active",
+            epoch=epoch,
+            known_epoch=self.known_epoch,
+        )
+
     async def start(self, pool: ConnectionPool, *, register: bool = True) -> None:
         """Join the group as a standby and start the election (may become active within milliseconds)."""
         if self._driver is not None:
@@ -168,7 +191,7 @@ class SingleActiveService(Service):
             self.heartbeat.update(status=InstanceStatus.STANDBY, role="standby")
         self._exited.clear()
         self._events = asyncio.Queue()
-        self.election = Election(self.params)
+        self.election = self.election_class(self.params)
         first = await self._read_key(pool)
         self._emit(TA.START, rev=first.rev, kind=_KINDS[first.kind])
         self._driver = asyncio.create_task(self._drive(), name=f"election {self.key}")

@@ -8,9 +8,11 @@ raises :class:`~sdk.errors.ServiceUnavailable` saying what it tried::
     client = StickyClient(pool)
     ack = await client.call_active("orders", "place", order, timeout=2.0, response_model=Ack)
 
-Every reply carries the epoch of the instance that produced it; a reply from an epoch older than one this
-client already accepted is dropped (and the call retried), so a deposed active that wakes up from a pause
-cannot answer after its successor did.
+Every reply carries the epoch its call was admitted under; a reply from an epoch older than one this client
+already accepted is dropped (and the call retried), so a deposed active that wakes up from a pause cannot
+answer after its successor did. An instance that lost its lease while the handler ran answers
+:class:`~sdk.errors.LeaseLost` instead of its outcome; the call is retried on the new active with the same
+call id.
 
 Each call carries one idempotency key (``Aegis-Call-Id``) on every attempt. A retry across a failover can run
 the handler twice: once on the old active (whose reply was lost) and once on the new one. Exclusive handlers
@@ -30,7 +32,7 @@ from nats.aio.msg import Msg
 
 from . import wire
 from .connection import ConnectionPool
-from .errors import NoResponders, NotActive, RpcTimeout, ServiceUnavailable
+from .errors import LeaseLost, NoResponders, NotActive, RpcTimeout, ServiceUnavailable
 from .registry import key_state, kv_watch
 from .rpc import RpcClient, decode
 from .single_active import ensure_election_bucket, leader_key, parse_leader
@@ -144,6 +146,11 @@ class StickyClient:
                     # It was just elected and has not yet processed its own acquire: ask again in a moment.
                     await asyncio.sleep(min(_FIRST_BACKOFF_S, max(0.0, deadline - time.monotonic())))
                     continue
+            except LeaseLost as exc:
+                tried.append(
+                    f"{target}: lost the lease of epoch {exc.epoch} before the call finished"
+                    f" (it knows epoch {exc.known_epoch})"
+                )
             except (NoResponders, RpcTimeout) as exc:
                 tried.append(f"{target}: {type(exc).__name__}")
             except ServiceUnavailable as exc:

@@ -15,8 +15,11 @@ ERROR_CODE_HEADER = "Nats-Service-Error-Code"
 TIMEOUT_HEADER = "Aegis-Timeout-Ms"
 # Idempotency / correlation key of a call or command.
 CALL_ID_HEADER = "Aegis-Call-Id"
-# Epoch of the single-active instance that produced a reply.
+# Epoch of the single-active instance that produced a reply: for an exclusive call, the epoch the call was
+# admitted under (never the instance's newer knowledge); for a NotActive answer, the newest epoch it knows.
 EPOCH_HEADER = "Aegis-Epoch"
+# Newest epoch the instance knew when it withheld an exclusive call's outcome (LeaseLost replies).
+KNOWN_EPOCH_HEADER = "Aegis-Known-Epoch"
 # Instance that produced a reply.
 INSTANCE_HEADER = "Aegis-Instance"
 
@@ -50,6 +53,12 @@ DEFINITIONS_BUCKET = "aegis_definitions"
 INSTANCES_BUCKET = "aegis_instances"
 # Single-active election keys leader.<service>.<group> (sdk/single_active.py).
 ELECTION_BUCKET = "aegis_election"
+# Command records <service>.<command>.<call key> (sdk/commands.py): which worker holds a call id, then its
+# result; what a record is travels in these headers.
+COMMANDS_BUCKET = "aegis_commands"
+COMMAND_STATE_HEADER = "Aegis-Command-State"
+COMMAND_CLAIM_HEADER = "Aegis-Command-Claim"
+COMMAND_TOKEN_HEADER = "Aegis-Command-Token"
 
 # One NATS subject token: no dots, wildcards or whitespace. Also a valid KV key token.
 _TOKEN = re.compile(r"^[-_=a-zA-Z0-9]+$")

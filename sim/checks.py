@@ -9,6 +9,9 @@ Safety, as ``spec/tla/Lease.tla`` states it:
   overlap.
 * ``ServingHoldsNewestEpoch`` / ``EpochsStrictlyIncrease``: whoever serves holds the newest epoch that ever
   served; a new serving period has a larger epoch.
+* ``RepliesHoldTheirEpoch``: a call's outcome goes out stamped with its admission epoch, only while its sender
+  still serves under that epoch, the newest that served (a handler that outlives its instance's lease has its
+  outcome withheld: "lease-lost").
 * ``ClientNeverGoesBack``: no client accepts a reply from an epoch older than one it accepted.
 
 Measurements: a crash or graceful stop of the serving instance opens a :class:`Failover`; it closes at the first
@@ -139,6 +142,20 @@ class Checker:
             )
         elif epoch > self.hi_served:
             self._new_epoch(inst, epoch, t)
+
+    def reply_sent(self, inst: SimInstance, epoch: int, t: float) -> None:
+        """``inst`` sends the successful outcome of a call admitted under ``epoch`` at real time ``t``: it must
+        still serve, and no newer epoch may have served before (``RepliesHoldTheirEpoch``, the spec's property
+        over replies in flight: a late outcome of a deposed active would break it)."""
+        self.after_event(inst, t)
+        if not inst.serving_at(t) or inst.machine.epoch != epoch or epoch < self.hi_served:
+            self.violate(
+                "RepliesHoldTheirEpoch",
+                t,
+                f"{inst.name} sends an outcome of epoch {epoch} while it"
+                f" {'serves epoch ' + str(inst.machine.epoch) if inst.serving_at(t) else 'does not serve'}"
+                f" (newest epoch served: {self.hi_served})",
+            )
 
     def client_accepted(self, client: str, epoch: int, accepted_before: int, t: float) -> None:
         """A client accepted a reply from ``epoch``; it had accepted ``accepted_before`` earlier."""

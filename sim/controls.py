@@ -8,6 +8,9 @@ must make the simulator report violations (or its checks prove nothing).
 * drift beyond the bound: clock rates of 0.7 and 1.3 against a protocol that assumes 5 %.
 * no client epoch check (with the broken step-down, so a deposed active answers again): the client follows
   the key back to an older epoch and accepts its replies.
+* :class:`NoReplyCheckElection`: ``may_reply`` always says yes, so a handler that outlives its instance's lease
+  (handlers take 0.5 s here) still sends its outcome (the spec's ``Neg_ReplyCurrentEpoch``; the SDK's defect of
+  issue 12).
 
 Each is a subclass of :class:`sdk.election.Election`, so a run with it proves the simulator drives whatever
 machine it is given, i.e. the SDK's own class in a normal run.
@@ -20,6 +23,9 @@ from dataclasses import replace
 from sdk.election import Action, Election, KeyState
 from sim.faults import MIXES
 from sim.run import RunConfig
+
+LATE_HANDLER_S = 0.5
+"""Handler duration of the ``no-reply-check`` control: long against the lease, so pauses land mid-call."""
 
 
 class NoFencingElection(Election):
@@ -36,7 +42,14 @@ class NoStepDownElection(Election):
         return super().write_failed(now, current, req, ours=True)
 
 
-CONTROLS = ("no-fencing", "no-stepdown", "drift", "no-epoch-check")
+class NoReplyCheckElection(Election):
+    """The outcome of an admitted call goes out whenever the handler finishes, lease or no lease."""
+
+    def may_reply(self, now: float, epoch: int) -> bool:
+        return True
+
+
+CONTROLS = ("no-fencing", "no-stepdown", "drift", "no-epoch-check", "no-reply-check")
 """Names of the negative controls (``aegis sim --control``)."""
 
 
@@ -47,6 +60,8 @@ def control_config(name: str, base: RunConfig) -> RunConfig:
         return replace(base, machine_factory=NoFencingElection, mix=pause)
     if name == "no-stepdown":
         return replace(base, machine_factory=NoStepDownElection, mix=pause)
+    if name == "no-reply-check":
+        return replace(base, machine_factory=NoReplyCheckElection, handler_s=LATE_HANDLER_S, mix=pause)
     if name == "drift":
         return replace(base, rates=(0.7, 1.3), mix=pause)
     if name == "no-epoch-check":

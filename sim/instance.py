@@ -91,6 +91,9 @@ class SimInstance:
         self.observed = 0
         """Newest revision logged as ``observe`` in this incarnation (never log one twice)."""
         self.known_epoch = 0
+        self.withheld = 0
+        """Outcomes withheld: calls whose handler finished after this process stopped serving under their
+        admission epoch (answered "lease-lost")."""
         """Newest epoch this process learnt from the key (what its NotActive answers carry)."""
         self.served: tuple[int, int] = (0, -1)
         """(epoch, incarnation) of the last serving period."""
@@ -357,8 +360,13 @@ class SimInstance:
     # -- client calls --------------------------------------------------------------------------------------
 
     def call(self, reply: Callable[[str, int], None]) -> None:
-        """A client call reaches this instance: ``reply(outcome, epoch)`` with outcome "ok", "not-active"
-        or "no-responders" (the process is gone), after the network delay back."""
+        """A client call reaches this instance: ``reply(outcome, epoch)`` with outcome "ok", "not-active",
+        "lease-lost" or "no-responders" (the process is gone), after the network delay back.
+
+        An admitted call runs its handler for ``handler_s`` (a paused process finishes it after it resumes);
+        its outcome goes out stamped with the admission epoch, and only if the machine still serves under that
+        epoch when the handler finishes (:meth:`sdk.election.Election.may_reply`, as the SDK's ``Service``
+        asks it); otherwise the caller hears "lease-lost"."""
         sim = self.sim
         if not self.up:
             sim.later(sim.delay(), lambda: reply("no-responders", 0))
@@ -377,10 +385,26 @@ class SimInstance:
                 epoch = m.epoch
                 self._log(TA.SERVE, epoch=epoch)
                 sim.checker.after_event(self, self.env.now)
-                sim.later(sim.delay(), lambda: reply("ok", epoch))
+                if sim.config.handler_s > 0:
+                    sim.later(sim.config.handler_s, lambda: complete(epoch))
+                else:
+                    complete(epoch)
             else:
                 known = max(m.epoch, self.known_epoch)
                 sim.later(sim.delay(), lambda: reply("not-active", known))
+
+        def complete(epoch: int) -> None:
+            if not self.up or inc != self.incarnation:
+                return  # the process died with the call: the caller's attempt times out
+            if self.paused:
+                self.pending.append(lambda: complete(epoch))
+                return
+            if self.machine.may_reply(self.local(), epoch):
+                sim.checker.reply_sent(self, epoch, self.env.now)
+                sim.later(sim.delay(), lambda: reply("ok", epoch))
+            else:
+                self.withheld += 1
+                sim.later(sim.delay(), lambda: reply("lease-lost", epoch))
 
         handle()
 

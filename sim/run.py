@@ -45,6 +45,9 @@ class RunConfig:
     clients: int = 1
     client_interval_s: float = 0.1
     client_epoch_check: bool = True
+    handler_s: float = 0.0
+    """How long an exclusive handler runs once admitted (0: it answers at once). A call that finishes after
+    its instance lost the lease is answered "lease-lost" (:meth:`sdk.election.Election.may_reply`)."""
     net: DelayDist = field(default_factory=DelayDist)
     watch_extra_s: float = 0.0005
     """Watch deliveries take a network delay plus this much (the consumer's push)."""
@@ -246,6 +249,8 @@ class RunResult:
     params: TraceParams
     serving_at_end: list[str] = field(default_factory=list)
     """Instances serving (up, unpaused) when the run ended."""
+    withheld: int = 0
+    """Outcomes withheld ("lease-lost"): a handler outlived its instance's lease (needs ``handler_s`` > 0)."""
 
     @classmethod
     def collect(cls, sim: Simulation, end: float) -> RunResult:
@@ -273,6 +278,7 @@ class RunResult:
             log=sim.log,
             params=TraceParams(lease=cfg.params.lease_s, drift=cfg.params.drift, ttl=max(1, int(cfg.ttl_s))),
             serving_at_end=[i.name for i in sim.instances if not i.paused and i.serving_at(end)],
+            withheld=sum(i.withheld for i in sim.instances),
         )
 
     def crash_gaps(self, *, client: bool = True, clean: bool = True) -> list[float]:
@@ -300,6 +306,7 @@ class RunResult:
             "calls": self.calls,
             "calls_ok": self.calls_ok,
             "stale_dropped": self.stale_dropped,
+            "withheld": self.withheld,
             "availability": round(self.availability, 6),
             "kv_revisions": self.epochs,
             "kv_writes": self.kv_writes,

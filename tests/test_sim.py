@@ -193,7 +193,20 @@ def test_the_simulator_drives_the_sdk_election_class() -> None:
     assert len(calls) > 10 and r.violations == []
     assert _first_violation(RunConfig(machine_factory=NoStepDownElection, mix=MIXES["pause"]), range(1, 21))
     assert _first_violation(RunConfig(machine_factory=NoFencingElection, mix=MIXES["pause"]), range(1, 21))
-    assert set(CONTROLS) == {"no-fencing", "no-stepdown", "drift", "no-epoch-check"}
+    assert set(CONTROLS) == {"no-fencing", "no-stepdown", "drift", "no-epoch-check", "no-reply-check"}
+
+
+def test_late_outcomes_are_withheld_and_the_control_that_sends_them_is_caught() -> None:
+    """Handlers that take 0.5 s under pauses: the SDK's machine withholds the outcomes of deposed actives
+    (``withheld`` > 0) and nothing is violated; the control whose ``may_reply`` always says yes is caught by
+    ``RepliesHoldTheirEpoch`` on the same seeds."""
+    bad = control_config("no-reply-check", RunConfig(duration_s=60.0))
+    good = replace(bad, machine_factory=Election)
+    results = [run(replace(good, seed=s)) for s in range(1, 6)]
+    assert all(r.violations == [] for r in results)
+    assert sum(r.withheld for r in results) > 0, "no handler outlived its lease: the path was not exercised"
+    found = _first_violation(bad, range(1, 6))
+    assert found is not None and found[1].violations[0].prop == "RepliesHoldTheirEpoch"
 
 
 # -- traces: simulated runs are behaviours of the spec ---------------------------------------------------------
