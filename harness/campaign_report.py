@@ -121,14 +121,17 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def html(report: dict[str, Any]) -> str:
-    """An HTML page (BokehJS from its CDN, to keep reports small): the gap distribution per fault class (ECDF, with the simulator's prediction for
-    instance crashes), and a timeline of faults against each client's failed operations."""
+    """An HTML page: the gap distribution per fault class (ECDF, with the simulator's prediction for
+    instance crashes), and a timeline of faults against each client's failed operations.
+
+    BokehJS is embedded (``bokeh.resources.INLINE``, about 1 MB): trading hosts are offline, so a page that
+    loads it from a CDN would show no plots there."""
     from bokeh.embed import file_html
     from bokeh.layouts import column
     from bokeh.models import BoxAnnotation, Div, Label
     from bokeh.palettes import Category10
     from bokeh.plotting import figure
-    from bokeh.resources import CDN
+    from bokeh.resources import INLINE
 
     palette = Category10[10]
     ecdf = figure(
@@ -176,7 +179,8 @@ def html(report: dict[str, Any]) -> str:
     header = Div(
         text=f"<h2>Campaign {report['campaign']['name']}</h2><pre>{markdown(report)}</pre>", width=900
     )
-    return file_html(column(header, ecdf, timeline), CDN, f"Aegis campaign {report['campaign']['name']}")
+    title = f"Aegis campaign {report['campaign']['name']}"
+    return file_html(column(header, ecdf, timeline), INLINE, title)
 
 
 def write_report(report: dict[str, Any], out: Path) -> list[Path]:

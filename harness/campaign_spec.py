@@ -39,6 +39,12 @@ class Topology(_Strict):
     instances: int = Field(3, ge=2, le=5, description="instances of the single-active ledger group")
     rpc_instances: int = Field(0, ge=0, le=4, description="instances of the plain RPC quotes service")
     sync_interval: str | None = Field(None, description="JetStream sync_interval; server default when unset")
+    instance_module: str = Field(
+        "harness.demo",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$",
+        description="module the ledger instances run as (python -m <it> serve-active ...: harness.demo's"
+        " command line); tests swap in an unfenced one as the split-brain checker's negative control",
+    )
 
 
 class Workload(_Strict):
@@ -46,13 +52,23 @@ class Workload(_Strict):
     rpc_rate: float = Field(0, ge=0, le=2000, description="plain RPCs per second to the quotes service")
     event_rate: float = Field(0, ge=0, le=2000, description="events per second (published and consumed)")
     command_rate: float = Field(0, ge=0, le=500, description="commands per second")
+    command_workers: int = Field(
+        2, ge=2, le=8, description="command worker processes (worker-* faults hit them)"
+    )
+    command_ack_wait_s: float = Field(
+        2.0,
+        ge=1,
+        le=30,
+        description="the workers' ack_wait: a worker-pause longer than this moves the command",
+    )
 
 
 class FaultStep(_Strict):
     kind: FaultKind
     target: str = Field(
         "active",
-        description='"active", "standby", "random", an instance or node name, or "stream-leader:<stream>"',
+        description='"active", "standby", "random", an instance or node name, "stream-leader:<stream>", or'
+        ' "busy" (worker-*: a command worker that holds a command)',
     )
     count: int = Field(1, ge=1, le=1000, description="how many times per repetition")
     duration_s: float = Field(
@@ -61,7 +77,13 @@ class FaultStep(_Strict):
 
     @model_validator(mode="after")
     def _duration_fits(self) -> FaultStep:
-        needs = PARTITION_KINDS | {"instance-pause", "node-pause", "node-kill", "stream-leader-kill"}
+        needs = PARTITION_KINDS | {
+            "instance-pause",
+            "node-pause",
+            "node-kill",
+            "stream-leader-kill",
+            "worker-pause",
+        }
         if self.kind in needs and self.duration_s <= 0:
             raise ValueError(f"{self.kind} needs duration_s > 0")
         return self

@@ -37,16 +37,24 @@ class Call:
 
 @dataclass(slots=True)
 class Hit:
-    """One successful direct probe of an instance (epoch from the reply's ``Aegis-Epoch`` header)."""
+    """One successful direct probe of an instance: the epoch of the reply's ``Aegis-Epoch`` header (the epoch
+    the call was admitted under) and the node the probe went through."""
 
     sent: float
     received: float
     instance: str
     epoch: int
+    node: str = ""
 
 
 def split_brain(hits: Sequence[Hit]) -> list[tuple[Hit, Hit]]:
     """Pairs (old, new): ``old`` was sent after ``new`` came back although ``new.epoch > old.epoch``.
+
+    A success carries the epoch its call was admitted under, and goes out only while the instance still serves
+    under it: it proves that epoch was served at some moment within ``[sent, received]`` of the probe, no more.
+    So only ``old.sent > new.received`` proves that an older epoch served after a newer one had (two actives);
+    probes that merely overlap in flight prove nothing, whatever order they complete in. ``hits`` may be in any
+    order (concurrent probes complete out of order). Equal times prove no order and are not flagged.
 
     One pair per offending hit, ``new`` being the earliest-received success of any newer epoch.
     """

@@ -58,6 +58,7 @@ __all__ = [
     "close_all_clusters",
     "find_nats_server",
     "install_signal_cleanup",
+    "placement_problem",
 ]
 
 log = logging.getLogger(__name__)
@@ -455,8 +456,9 @@ class LocalCluster:
         """Start ``node`` again with the same ports, config and store.
 
         A node that is still running is first stopped gracefully (SIGTERM). With ``wait`` (default)
-        returns once it is healthy, sees a JetStream meta leader, and the meta leader counts every running
-        node as a current peer (before that, creating a replicated stream fails with "peer offline").
+        returns once it is healthy, sees a JetStream meta leader, the meta leader counts every running
+        node as a current peer, and a stream replicated on every running node can be placed (see
+        :meth:`_wait_placement`; before that, creating a replicated stream fails with "peer offline").
         """
         with self._lock:
             self._check_open()
@@ -469,6 +471,7 @@ class LocalCluster:
                 self._wait_healthy(n, deadline)
                 self._wait_meta_leader(n, deadline)
                 self._wait_peers_online(deadline)
+                self._wait_placement(deadline)
             return n.info()
 
     def kill(self, node: NodeRef) -> int | None:
@@ -836,6 +839,69 @@ class LocalCluster:
         raise ClusterError(
             f"the JetStream meta leader does not see all of {sorted(running)} as current peers"
         )
+
+    def _wait_placement(self, deadline: float) -> None:
+        """Wait until the meta leader can place a stream on every running node: create and delete a
+        throw-away memory stream with that many replicas, retried until ``deadline``.
+
+        /jsz can call a restarted peer current and online while placement still refuses it ("no suitable
+        peers for placement, peer offline", err 10005): the meta leader places streams only on peers whose
+        JetStream config and stats it holds, and those come with the peer's next STATSZ message (sent at
+        most every 10 s, ``statsHBInterval``). Seen here: a test that created an R3 stream right after
+        another test's restart failed with 10005 for several seconds. Only this probe tells.
+        """
+        if self.size == 1:
+            return
+        urls = [n.url for n in self._nodes if n.running and not n.paused]
+        replicas = len(urls)
+        last = "no attempt"
+        while True:
+            last = placement_problem(urls, replicas, timeout=max(0.5, min(2.0, deadline - time.monotonic())))
+            if last == "":
+                return
+            if time.monotonic() > deadline:
+                raise ClusterError(f"an R{replicas} stream cannot be placed on the running nodes: {last}")
+            time.sleep(0.2)
+
+
+def placement_problem(urls: Sequence[str], replicas: int, timeout: float = 2.0) -> str:
+    """Why an R``replicas`` stream cannot be placed now ("" when it can): creates and deletes one memory
+    stream (``AEGIS_PLACEMENT_PROBE_<hex>``) through ``urls``. Runs nats-py on its own loop in a helper thread (safe from sync and async code)."""
+    import asyncio
+    import uuid
+
+    import nats
+    from nats.js.api import StorageType
+
+    name = f"AEGIS_PLACEMENT_PROBE_{uuid.uuid4().hex[:8]}"
+
+    async def go() -> str:
+        nc = await nats.connect(servers=list(urls), connect_timeout=timeout, allow_reconnect=False)
+        try:
+            js = nc.jetstream(timeout=timeout)
+            await js.add_stream(
+                name=name,
+                subjects=[f"_aegis_probe.{name}"],
+                num_replicas=replicas,
+                storage=StorageType.MEMORY,
+            )
+            await js.delete_stream(name)
+            return ""
+        finally:
+            await nc.close()
+
+    box: list[str] = []
+
+    def runner() -> None:
+        try:
+            box.append(asyncio.run(go()))
+        except Exception as e:  # noqa: BLE001 - the reason is the answer
+            box.append(f"{type(e).__name__}: {e}")
+
+    t = threading.Thread(target=runner, name="aegis-placement-probe", daemon=True)
+    t.start()
+    t.join(3 * timeout + 5)
+    return box[0] if box else f"no answer within {3 * timeout + 5:.0f} s"
 
 
 def _iter_streams(jsz: dict[str, Any], account: str) -> Iterator[dict[str, Any]]:

@@ -1,18 +1,37 @@
 """Failover of a single-active group with real processes: kill -9 / SIGTERM / SIGSTOP the active, measure.
 
-:class:`FailoverRig` runs the ledger demo group (``python -m harness.demo serve-active``, 3 processes) on a
-cluster, and two observers in this process:
+:class:`FailoverRig` runs a single-active group (3 processes of ``python -m <instance_module> serve-active``,
+by default :mod:`harness.demo`'s ledger) on a cluster, and two observers in this process:
 
 * a **workload**: a :class:`~sdk.sticky.StickyClient` calling ``book`` back to back, recording every outcome
   (monotonic send/receive time, ok or failed, instance and epoch of the reply);
-* a **prober**: every ``probe_interval_s`` it calls ``book`` directly on each instance (no retries, short
-  timeout) and records the successes with the epoch of the ``Aegis-Epoch`` header (the one the instance
-  serves with, not just the newest it knows).
+* a **split-brain prober**: calls ``book`` directly on each instance (no retries, short timeout) and records
+  the successes with the epoch of the ``Aegis-Epoch`` header (the epoch the call was *admitted* under: a
+  success proves the instance served under that epoch at some moment between the probe's send and receive).
 
-Split brain, as measured here: a success from epoch ``e1`` whose *send* time is after the *receive* time of a
-success from a newer epoch ``e2 > e1``, i.e. the old active served after the new one had served. Epoch
-regressions: replies the sticky client accepted whose epoch is below one it accepted before (must be 0).
-The client-visible gap of a fault: fault time -> first successful sticky reply from a newer epoch.
+The prober has **one connection pinned to every node** of the cluster (not one pool that lands wherever
+it lands): a deposed active that keeps serving clients on a node cut off from the others is reachable only
+through that node. Every ``probe_interval_s`` (``I``, default 20 ms) each instance is probed through each
+node; the nodes are staggered, so with ``N`` nodes an instance is probed every ``I / N`` (about 7 ms on 3
+nodes). Probes are fire-and-forget tasks (at most ``ceil(probe_timeout_s / I) + 1`` in flight per instance
+and node): a paused or unreachable instance's probes, which wait out ``probe_timeout_s``, delay neither the
+other instances' probes nor the next probes of that same instance (so the first thing it does after SIGCONT
+is answer a fresh probe). A connection that failed over to another node (its node was killed) is pinned
+back once that node is up again.
+
+Split brain, as measured here (:func:`harness.checkers.split_brain`): a success from epoch ``e1`` whose *send*
+time is after the *receive* time of a success from a newer epoch ``e2 > e1``: the deposed active served after
+its successor had served. The **overlap** the prober must see is that stretch: how long a deposed active
+keeps serving after its successor started serving. Any overlap above ``2 * I / N + 1.5 * RTT`` is seen for
+sure (about 15 ms with 3 nodes and a loopback RTT of about 1 ms), or above ``I + I / N + 1.5 * RTT`` (about
+30 ms) when only one node still reaches the deposed active: below 50 ms, and small against the lease (0.9 s)
+that bounds how long an election can be uncertain. Epoch regressions: replies the sticky client accepted
+whose epoch is below one it accepted before (must be 0). The client-visible gap of a fault: fault time ->
+first successful sticky reply from a newer epoch.
+
+The instance program is replaceable (``instance_module``): any module that takes :mod:`harness.demo`'s
+``serve-active`` command line. The negative control of the split-brain check runs a test-only module whose
+instances never stop serving once active (``tests/unfenced_instance.py``).
 
 :func:`run_failover` is ``aegis failover``: a local 3-node cluster, ``kills`` kill -9 and ``graceful`` SIGTERM
 of the active in seeded order, each killed process restarted and back as a standby before the next fault.
@@ -23,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import os
 import platform
 import random
@@ -31,6 +51,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -53,6 +74,10 @@ from sdk.trace_events import Trace, TraceParams, TraceWriter, merge_traces
 
 ROOT = Path(__file__).resolve().parent.parent
 INSTANCES = ("L1", "L2", "L3")
+INSTANCE_MODULE = "harness.demo"
+"""The program the rig runs instances with (``python -m INSTANCE_MODULE serve-active ...``)."""
+REPIN_EVERY_S = 1.0
+"""How often the prober checks that each of its connections is still on its own node."""
 
 Progress = Callable[[int, int, str], None]
 """``progress(done, total, what)``: called before and after each fault."""
@@ -68,7 +93,8 @@ class RigParams:
     """Sticky client's per-attempt timeout: an attempt sent to an instance killed while it held the request
     waits this long; the SDK default (1 s) would then dominate the gap for a handler that takes a millisecond."""
     call_timeout_s: float = 2.0
-    probe_interval_s: float = 0.01
+    probe_interval_s: float = 0.02
+    """Between two probes of one instance through one node (nodes are staggered: see the module docstring)."""
     probe_timeout_s: float = 0.2
     start_timeout_s: float = 30.0
     max_run_s: float = 3600.0
@@ -103,6 +129,26 @@ def _wait_stopped(pid: int, timeout: float = 1.0) -> None:
         time.sleep(0.0005)
 
 
+@dataclass(eq=False)
+class _ProbeLink:
+    """The prober's connection to one node (``url``), pinned there."""
+
+    index: int
+    url: str
+    pool: ConnectionPool
+    rpc: RpcClient
+    repin: asyncio.Task[None] | None = None
+
+    def off_node(self) -> bool:
+        """Connected, but to another node than its own (nats-py failed over to a discovered server)."""
+        now = self.pool.connected_urls[0]
+        return now != "" and _hostport(now) != _hostport(self.url)
+
+
+def _hostport(url: str) -> str:
+    return url.rpartition("//")[2].rstrip("/")
+
+
 class FailoverRig:
     """A single-active group of real processes plus the workload and the prober; see the module docstring.
 
@@ -119,9 +165,12 @@ class FailoverRig:
         log_dir: Path | None = None,
         trace_dir: Path | None = None,
         gids: bool = False,
+        instance_module: str = INSTANCE_MODULE,
     ) -> None:
         self.urls = list(urls)
         self.service = service
+        self.instance_module = instance_module
+        """Module the instances run as (``python -m <it> serve-active ...``; harness.demo's command line)."""
         self.instances = list(instances)
         self.params = params or RigParams()
         self.log_dir = log_dir
@@ -138,7 +187,12 @@ class FailoverRig:
         self.hits: list[Hit] = []
         self.not_active_at: dict[str, float] = {}
         """Last time each instance answered a probe with NotActive (it is up and a standby)."""
+        self.probes_sent: Counter[str] = Counter()
+        """Probes sent to each instance (all nodes together)."""
         self._pools: list[ConnectionPool] = []
+        self._links: list[_ProbeLink] = []
+        self._in_flight: Counter[tuple[int, str]] = Counter()
+        self._probes: set[asyncio.Task[None]] = set()
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.sticky: StickyClient | None = None
@@ -161,7 +215,7 @@ class FailoverRig:
         return [
             sys.executable,
             "-m",
-            "harness.demo",
+            self.instance_module,
             "serve-active",
             "--instance",
             instance,
@@ -292,13 +346,19 @@ class FailoverRig:
         """Start the processes, the prober and the workload; return once the workload has a success."""
         await self.start_instances()
         settings = load_settings(servers=self.urls, name=f"failover-{self.service}")
-        self._pools = [await ConnectionPool.connect(settings) for _ in range(2)]
+        self._pools = [await ConnectionPool.connect(settings)]
+        for i, url in enumerate(self.urls):
+            pool = await self._connect_node(url, i)
+            self._links.append(_ProbeLink(i, url, pool, RpcClient(pool)))
         self.sticky = StickyClient(self._pools[0], attempt_timeout_s=self.params.attempt_timeout_s)
         self._tasks = [asyncio.create_task(self._workload(), name="failover workload")]
-        self._tasks += [
-            asyncio.create_task(self._probe(name), name=f"probe {name}") for name in self.instances
-        ]
+        self._tasks.append(asyncio.create_task(self._prober(), name="split-brain prober"))
         await self.active(timeout=self.params.start_timeout_s)
+
+    async def _connect_node(self, url: str, index: int) -> ConnectionPool:
+        """One connection to the node at ``url`` only (nats-py may still fail over to a discovered server)."""
+        settings = load_settings(servers=[url], name=f"probe-{self.service}-{index}")
+        return await ConnectionPool.connect(settings, size=1)
 
     async def _workload(self) -> None:
         assert self.sticky is not None
@@ -321,30 +381,81 @@ class FailoverRig:
                 continue
             self.calls.append(Call(sent, time.monotonic(), True, reply["instance"], int(reply["epoch"])))
 
-    async def _probe(self, instance: str) -> None:
-        rpc = RpcClient(self._pools[1])
+    async def _prober(self) -> None:
+        """Start a probe of every instance through one node every ``probe_interval_s / nodes``, rotating over
+        the nodes; never waits for a probe to come back (see the module docstring)."""
         p = self.params
-        end = time.monotonic() + p.max_run_s
-        while not self._stop.is_set() and time.monotonic() < end:
+        links = self._links
+        step = p.probe_interval_s / len(links)
+        cap = math.ceil(p.probe_timeout_s / p.probe_interval_s) + 1
+        start = time.monotonic()
+        end = start + p.max_run_s
+        next_repin = start + REPIN_EVERY_S
+        k = 0
+        # Bounded by the stop event, and by time and tick count as backstops.
+        while not self._stop.is_set() and k < 1_000_000_000 and time.monotonic() < end:
+            link = links[k % len(links)]
+            for name in self.instances:
+                if self._in_flight[(link.index, name)] < cap:
+                    self._in_flight[(link.index, name)] += 1
+                    self.probes_sent[name] += 1
+                    task = asyncio.create_task(self._probe_once(link, name), name=f"probe {name}")
+                    self._probes.add(task)
+                    task.add_done_callback(self._probes.discard)
+            now = time.monotonic()
+            if now >= next_repin:
+                next_repin = now + REPIN_EVERY_S
+                for lk in links:
+                    if lk.repin is None and lk.off_node():
+                        lk.repin = asyncio.create_task(self._repin(lk), name=f"repin {lk.url}")
+            k += 1
+            if now > start + (k + 1) * step:  # fell behind (a busy loop): skip the missed ticks, no burst
+                k = int((now - start) / step) + 1
+            await asyncio.sleep(max(0.0, start + k * step - time.monotonic()))
+
+    async def _probe_once(self, link: _ProbeLink, instance: str) -> None:
+        p = self.params
+        try:
             sent = time.monotonic()
+            msg = await link.rpc.request(
+                self.service,
+                "book",
+                BookRequest(ref="probe"),
+                instance=instance,
+                timeout=p.probe_timeout_s,
+                retry_no_responders=False,
+            )
+            received = time.monotonic()
+        except NotActive:
+            self.not_active_at[instance] = time.monotonic()
+        except AegisError:
+            pass  # dead, paused, unreachable, or a withheld outcome (LeaseLost): only successes matter here
+        else:
+            epoch = int((msg.headers or {}).get(wire.EPOCH_HEADER, 0) or 0)
             try:
-                msg = await rpc.request(
-                    self.service,
-                    "book",
-                    BookRequest(ref="probe"),
-                    instance=instance,
-                    timeout=p.probe_timeout_s,
-                    retry_no_responders=False,
-                )
-            except NotActive:
-                self.not_active_at[instance] = time.monotonic()
+                who = str(decode(msg.data)["instance"])
+            except (ValueError, TypeError, KeyError):
+                who = instance
+            self.hits.append(Hit(sent, received, who, epoch, node=link.url))
+        finally:
+            self._in_flight[(link.index, instance)] -= 1
+
+    async def _repin(self, link: _ProbeLink) -> None:
+        """Replace a connection that failed over to another node with a new one to its own node, once that
+        node accepts connections again (a failed attempt is retried at the next check)."""
+        try:
+            try:
+                pool = await self._connect_node(link.url, link.index)
             except AegisError:
-                pass  # dead, paused or unreachable: only successes matter here
-            else:
-                received = time.monotonic()
-                epoch = int((msg.headers or {}).get(wire.EPOCH_HEADER, 0) or 0)
-                self.hits.append(Hit(sent, received, decode(msg.data)["instance"], epoch))
-            await asyncio.sleep(max(0.0, sent + p.probe_interval_s - time.monotonic()))
+                return
+            old, link.pool, link.rpc = link.pool, pool, RpcClient(pool)
+            try:
+                await asyncio.sleep(self.params.probe_timeout_s)  # the probes in flight on the old one end
+            finally:
+                with contextlib.suppress(Exception):
+                    await old.close()
+        finally:
+            link.repin = None
 
     async def close(self) -> None:
         """Stop the observers, SIGTERM the processes (SIGKILL after 5 s), close the connections."""
@@ -358,6 +469,16 @@ class FailoverRig:
                 t.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
             self._tasks = []
+        # probes end by their own timeout; repins are cancelled
+        pending = [*self._probes, *(lk.repin for lk in self._links if lk.repin is not None)]
+        if pending:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    asyncio.gather(*self._probes, return_exceptions=True), self.params.probe_timeout_s + 1
+                )
+            for t in pending:
+                t.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
         for proc in self.procs.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGCONT)  # a paused process cannot handle SIGTERM
@@ -377,10 +498,11 @@ class FailoverRig:
         if self.sticky is not None:
             with contextlib.suppress(Exception):
                 await self.sticky.close()
-        for pool in self._pools:
+        for pool in [*self._pools, *(lk.pool for lk in self._links)]:
             with contextlib.suppress(Exception):
                 await pool.close()
         self._pools = []
+        self._links = []
 
     # -- queries -----------------------------------------------------------------------------------------
 
@@ -456,6 +578,8 @@ class FailoverRig:
             "calls": len(self.calls),
             "failed_calls": sum(1 for c in self.calls if not c.ok),
             "probe_successes": len(self.hits),
+            "probes_sent": sum(self.probes_sent.values()),
+            "probe_nodes": len(self.urls),
             "epochs_seen": sorted({h.epoch for h in self.hits}),
         }
 
@@ -619,8 +743,8 @@ def markdown(report: dict[str, Any]) -> str:
         "## Gaps",
         "",
         "`gap` is what the sticky client saw; `probe gap` is when a direct probe (every"
-        f" {p['probe_interval_s'] * 1000:.0f} ms per instance) first got an answer from the new epoch, i.e. the"
-        " election's share; the difference is the client's (watch, backoff, retries).",
+        f" {p['probe_interval_s'] * 1000:.0f} ms per instance and node) first got an answer from the new"
+        " epoch, i.e. the election's share; the difference is the client's (watch, backoff, retries).",
         "",
         "| # | fault | victim | old epoch | new active | new epoch | gap | probe gap |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
@@ -653,8 +777,8 @@ def markdown(report: dict[str, Any]) -> str:
         f" write timeout {p['write_timeout_s']} s (serving window {p['window_s']} s), key TTL backstop"
         f" {p['ttl_s']} s. Sticky client: attempt timeout {p['attempt_timeout_s']} s (an attempt stuck on a dead"
         " active is abandoned as soon as the election key names a new leader), call"
-        f" timeout {p['call_timeout_s']} s. Prober: every {p['probe_interval_s']} s per instance, timeout"
-        f" {p['probe_timeout_s']} s.",
+        f" timeout {p['call_timeout_s']} s. Prober: one connection per node, every {p['probe_interval_s']} s"
+        f" per instance and node (nodes staggered), timeout {p['probe_timeout_s']} s.",
         "",
         f"Seed {report['seed']}; took {report['took_s']} s; {json.dumps(report.get('environment', {}))}."
         " Timings on a shared 2-core machine are noisy; compare runs made on the same machine.",

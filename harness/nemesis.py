@@ -24,11 +24,18 @@ Fault kinds
                            ``/proc/<pid>`` sockets), from ``peer`` (a node name), or from ``"all"``
 ``partition-one-way``      drop only what ``target`` sends to ``peer`` (nodes: route traffic;
                            instance -> node or node -> instance: client traffic)
+``worker-kill``            SIGKILL a command worker process while it runs a command; heal: restart it
+``worker-pause``           SIGSTOP a command worker while it runs a command, for ``duration_s``
+                           (longer than its ``ack_wait``: the command moves on); heal: SIGCONT
 =========================  ======================================================================
 
 Targets: a name (``"n2"``, ``"L1"``), ``"active"`` / ``"standby"`` (of the single-active group,
 from :meth:`InstanceControl.active`), ``"random"`` (drawn from the nemesis' seeded RNG), ``"stream-leader:<stream>"``
-and ``"meta-leader"`` for nodes.
+and ``"meta-leader"`` for nodes. Worker faults act on the ``workers`` control (the command workload's
+processes); their target ``"busy"`` (or ``"active"``) is a worker that holds a command now. The worker is
+stopped first and its held commands read (the control's optional ``holding(name)``); when it turns out to
+hold none, it is resumed and another is picked (up to 5 times), so the kill or pause lands mid-command. The
+held call ids are in the apply event's details.
 
 Partitions need nftables as root and gids on the processes (``LocalCluster(node_gids=True)``,
 :meth:`InstanceControl.gid`); when unavailable, partition faults are recorded as ``skip`` with the
@@ -99,6 +106,8 @@ FaultKind = Literal[
     "partition-minority",
     "partition-instance",
     "partition-one-way",
+    "worker-kill",
+    "worker-pause",
 ]
 FAULT_KINDS: tuple[str, ...] = get_args(FaultKind)
 INSTANCE_KINDS = frozenset({"instance-kill", "instance-pause", "instance-stop"})
@@ -106,6 +115,8 @@ NODE_KINDS = frozenset({"node-kill", "node-pause", "node-lame-duck", "stream-lea
 PARTITION_KINDS = frozenset(
     {"partition-node", "partition-minority", "partition-instance", "partition-one-way"}
 )
+WORKER_KINDS = frozenset({"worker-kill", "worker-pause"})
+WORKER_TRIES = 5
 DEFAULT_STREAM = "KV_aegis_election"
 
 Phase = Literal["apply", "heal", "skip", "error"]
@@ -279,7 +290,7 @@ class Nemesis:
     targets at apply time. ``firewall``: ``"auto"`` creates a :class:`~harness.firewall.Firewall`
     (``nft``: its binary) and, when that is impossible, disables only the partition faults
     (:attr:`partition_unavailable` says why); a given Firewall is used (and closed by :meth:`close`);
-    None disables partitions.
+    None disables partitions. ``workers``: the command worker processes the ``worker-*`` faults act on.
     """
 
     def __init__(
@@ -294,9 +305,11 @@ class Nemesis:
         leader_wait_s: float = 15.0,
         lame_duck_margin_s: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
+        workers: InstanceControl | None = None,
     ) -> None:
         self.cluster = cluster
         self.instances = instances
+        self.workers = workers
         self.stream = stream
         self.rng = random.Random(seed)
         self.leader_wait_s = leader_wait_s
@@ -341,8 +354,8 @@ class Nemesis:
             raise NemesisError("this fault needs an InstanceControl (no instances given)")
         return self.instances
 
-    def _instance(self, target: str) -> str:
-        ic = self._need_instances()
+    def _instance(self, target: str, control: InstanceControl | None = None) -> str:
+        ic = control or self._need_instances()
         names = list(ic.names())
         if target == "active":
             a = ic.active()
@@ -556,6 +569,9 @@ class Nemesis:
 
             return name, cont, {"pid": pid, "signal": "SIGSTOP"}
 
+        if k in WORKER_KINDS:
+            return self._worker_fault(f)
+
         if k in {"node-kill", "stream-leader-kill"}:
             target = f.target
             if k == "stream-leader-kill" and target == "random":
@@ -690,6 +706,42 @@ class Nemesis:
                 {"cut": cut.chain, "from": inst, "to": dst_node.name, "traffic": "client"},
             )
         raise NemesisError(f"fault kind {k!r} not implemented")  # pragma: no cover
+
+    def _worker_fault(self, f: Fault) -> tuple[str, Callable[[], dict[str, Any]], dict[str, Any]]:
+        """``worker-kill`` / ``worker-pause``: stop a worker that holds a command (see the module docstring),
+        then kill it or leave it stopped."""
+        wc = self.workers
+        if wc is None:
+            raise NemesisError(f"{f.kind} needs command workers (no workers given)")
+        holding: Callable[[str], Sequence[str]] = getattr(wc, "holding", lambda name: [])
+        target = "active" if f.target == "busy" else f.target
+        pick = target in ("active", "random")
+        name, pid, held = "", 0, []
+        for attempt in range(WORKER_TRIES if pick else 1):
+            name = self._instance(target, wc)
+            found = wc.pid(name)
+            if found is None:
+                raise NemesisError(f"worker {name} is not running")
+            pid = found
+            wc.signal(name, signal.SIGSTOP)
+            held = list(holding(name))
+            if held or not pick or attempt == WORKER_TRIES - 1:
+                break
+            wc.signal(name, signal.SIGCONT)  # finished its command meanwhile: try again
+        details: dict[str, Any] = {"pid": pid, "holding": held, "tries": attempt + 1}
+        if f.kind == "worker-kill":
+            wc.kill(name)
+            return (
+                name,
+                lambda: (wc.restart(name), {"pid": wc.pid(name)})[1],
+                {**details, "signal": "SIGKILL"},
+            )
+
+        def cont() -> dict[str, Any]:
+            wc.signal(name, signal.SIGCONT)
+            return {"pid": pid, "signal": "SIGCONT"}
+
+        return name, cont, {**details, "signal": "SIGSTOP"}
 
     def _uncut(self, cut: Cut) -> Callable[[], dict[str, Any]]:
         fw = self._fw()

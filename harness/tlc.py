@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from harness.processes import spawn
+
 Status = Literal["pass", "invariant", "property", "temporal", "deadlock", "error"]
 
 # Exit codes of TLC 2.15 (tlc2.output.EC.ExitStatus).
@@ -139,7 +141,8 @@ def run_tlc(
 
     ``deadlock=False`` passes ``-deadlock`` (TLC then does not report a state without successors).
     Raises :class:`TlcUnavailable` when java or the jar is missing and ``subprocess.TimeoutExpired``
-    after ``timeout`` seconds.
+    after ``timeout`` seconds (java is killed and reaped first). Java is started with
+    :func:`harness.processes.spawn`: the kernel kills it when this process dies, even by ``kill -9``.
     """
     with tempfile.TemporaryDirectory(prefix="aegis-tlc-") as meta:
         # java.io.tmpdir: TLC unpacks its standard modules there; keeps parallel runs apart.
@@ -153,8 +156,27 @@ def run_tlc(
             spec.name,
         ]
         start = time.monotonic()
-        proc = subprocess.run(
-            cmd, cwd=spec.parent, capture_output=True, text=True, timeout=timeout, check=False
-        )
+        stdout, stderr, returncode = _run_java(cmd, spec.parent, timeout)
         seconds = time.monotonic() - start
-    return parse_output(proc.stdout + proc.stderr, proc.returncode, seconds)
+    return parse_output(stdout + stderr, returncode, seconds)
+
+
+def _run_java(cmd: list[str], cwd: Path, timeout: float | None) -> tuple[str, str, int]:
+    """Run TLC's java as a child that dies with us (:func:`harness.processes.spawn`, ``PR_SET_PDEATHSIG``).
+
+    Returns (stdout, stderr, exit code). On ``timeout`` (and on any other way out, e.g. Ctrl-C) the java
+    process is killed and waited for before this returns or raises, so the temporary state directory can
+    go; a timeout raises ``subprocess.TimeoutExpired`` carrying the output so far.
+    """
+    proc = spawn(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd, text=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        proc.kill()
+        out, err = proc.communicate()  # reaps it; the pipes close when java is gone
+        raise subprocess.TimeoutExpired(cmd, e.timeout, output=out, stderr=err) from None
+    finally:
+        if proc.poll() is None:  # an exception other than the timeout (KeyboardInterrupt...)
+            proc.kill()
+            proc.wait()
+    return stdout, stderr, proc.returncode

@@ -157,8 +157,10 @@ def trace_config(trace: Trace) -> str:
         "Fencing": "TRUE",
         "UseCAS": "TRUE",
         "WithClient": "FALSE",
+        "MaxCalls": 0,
         "ClientCheck": "TRUE",
         "WindowRule": '"safe"',
+        "ReplyRule": '"fenced"',
     }
     lines = ["CONSTANTS"] + [f"    {k} = {v}" for k, v in constants.items()]
     lines += ["    Window <- TraceWindow", "INIT TraceInit", "NEXT TraceNext"]

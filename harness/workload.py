@@ -7,8 +7,9 @@ outcome, instance, key) for the checkers.
 * :class:`EventWorkload` publishes events with their own ids and retries a failed publish with the same id (the
   stream de-duplicates), while a durable consumer in this process records every id it receives: an id the
   stream acknowledged and nobody received is a lost event.
-* :class:`CommandWorkload` sends commands to a worker in this process and re-sends a failed one with the same
-  call id (the SDK's idempotency key): a call id the worker *processed* twice is a duplicate.
+* :class:`CommandWorkload` sends commands to worker processes (:mod:`harness.command_worker`) and re-sends a
+  failed one with the same call id (the SDK's idempotency key); the workers journal every handler start and
+  every stored outcome: a call id *completed* twice, by any workers, is a duplicate.
 
 Every loop is bounded by its stop event and by ``max_run_s``.
 """
@@ -17,20 +18,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
+import json
+import select
+import signal
+import subprocess
+import sys
+import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from harness.checkers import Call
+from harness.command_worker import COMMAND
 from harness.demo import SERVICE, Quote, QuoteRequest
-from sdk.commands import CommandClient, CommandContext, CommandWorker
+from harness.firewall import allocate_gids
+from harness.processes import spawn
+from sdk.commands import CommandClient
 from sdk.connection import ConnectionPool
 from sdk.errors import AegisError
 from sdk.events import EventBus, EventContext, EventSubscription
 from sdk.rpc import RpcClient
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass
@@ -162,29 +175,200 @@ class EventWorkload(_Loop):
         await self.bus.close()
 
 
+@dataclass(frozen=True, slots=True)
+class JournalLine:
+    """One line of a command worker's journal (see :mod:`harness.command_worker`)."""
+
+    ev: str
+    call_id: str
+    worker: str
+    pid: int
+    mono: float
+    wall: float
+    token: int = 0
+
+
+class CommandJournals:
+    """Reads the workers' journal files as they grow (thread-safe): the checkers' view of who ran what."""
+
+    def __init__(self, paths: dict[str, Path]) -> None:
+        self.paths = paths
+        self.lines: list[JournalLine] = []
+        self._offsets = dict.fromkeys(paths, 0)
+        self._open: dict[tuple[str, int], Counter[str]] = {}  # (worker, pid) -> call ids started, not ended
+        self._lock = threading.Lock()
+
+    def refresh(self) -> list[JournalLine]:
+        """Read what was appended since the last call (complete lines only); every line so far."""
+        with self._lock:
+            for name, path in self.paths.items():
+                try:
+                    with path.open("rb") as f:
+                        f.seek(self._offsets[name])
+                        chunk = f.read()
+                except FileNotFoundError:
+                    continue
+                end = chunk.rfind(b"\n") + 1
+                self._offsets[name] += end
+                for raw in chunk[:end].splitlines():
+                    d = json.loads(raw)
+                    x = JournalLine(
+                        d["ev"], d["call_id"], d["worker"], d["pid"], d["mono"], d["wall"], d.get("token", 0)
+                    )
+                    self.lines.append(x)
+                    held = self._open.setdefault((x.worker, x.pid), Counter())
+                    if x.ev == "start":
+                        held[x.call_id] += 1
+                    elif held[x.call_id] > 0:
+                        held[x.call_id] -= 1
+            return list(self.lines)
+
+    def call_ids(self, ev: str) -> list[str]:
+        """Call ids of every ``ev`` line (``start``, ``complete``, ``discard``), in time order."""
+        return [x.call_id for x in sorted(self.refresh(), key=lambda x: x.mono) if x.ev == ev]
+
+    def holding(self, worker: str, pid: int | None) -> list[str]:
+        """Call ids process ``pid`` of ``worker`` started and has not finished (completed or discarded)."""
+        if pid is None:
+            return []
+        self.refresh()
+        with self._lock:
+            return [c for c, n in self._open.get((worker, pid), Counter()).items() if n > 0]
+
+
+def _wait_stopped(pid: int, timeout: float = 1.0) -> None:
+    """Wait (bounded) until the kernel shows ``pid`` stopped: after that its journal no longer changes."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return
+        if stat.rpartition(")")[2].split()[0] in ("T", "t"):
+            return
+        time.sleep(0.0005)
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], timeout: float) -> bool:
+    """Wait (bounded, blocking) for the worker process's ``ready`` line."""
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    return bool(ready) and proc.stdout.readline().strip() == b"ready"
+
+
 class CommandWorkload(_Loop):
-    """Sends ``rate`` commands per second to a worker in this process; a failed send or result is re-sent
-    with the same call id until ``retry_s`` has passed. ``processed``: call ids in the order the worker ran
-    them (a repeat is a duplicate); ``completed``: call ids whose result came back."""
+    """Sends ``rate`` commands per second, each with its own call id, to ``workers`` worker processes
+    (``python -m harness.command_worker``, children that die with this process); a failed send or result is
+    re-sent with the same call id until ``retry_s`` has passed.
+
+    Each worker journals the handler starts and the ends of its runs (:class:`CommandJournals`):
+    :attr:`completions` are the call ids whose outcome a worker stored (the SDK's compare-and-set won; a call
+    id in it twice was *completed* twice, which must never happen), :attr:`starts` the handler starts (a
+    call id started twice ran again after its worker was killed or paused mid-command: expected under
+    faults). ``completed``: call ids whose result reached this client.
+
+    It is also the nemesis's control of the worker processes (:class:`~harness.nemesis.InstanceControl`
+    plus :meth:`holding`): ``active()`` is a worker that holds a command now, ``kill``/``signal``/``restart``
+    act on the processes. Those methods block; the nemesis calls them from its worker thread.
+    """
 
     def __init__(
-        self, pool: ConnectionPool, rate: float, *, retry_s: float = 10.0, max_run_s: float = 3600
+        self,
+        pool: ConnectionPool,
+        rate: float,
+        urls: list[str],
+        *,
+        log_dir: Path,
+        workers: int = 2,
+        ack_wait: float = 2.0,
+        work_ms: tuple[float, float] = (20.0, 100.0),
+        timeout: float = 2.0,
+        retry_s: float = 10.0,
+        gids: bool = False,
+        worker_cmd: list[str] | None = None,
+        max_run_s: float = 3600,
     ) -> None:
         super().__init__(rate, max_run_s)
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
         self.service = f"campaign-{uuid.uuid4().hex[:8]}"
+        self.urls = list(urls)
         self.client = CommandClient(pool)
-        self.worker = CommandWorker(pool, instance_id=f"worker-{uuid.uuid4().hex[:6]}")
+        self.worker_names = [f"W{n + 1}" for n in range(workers)]
+        self.ack_wait = ack_wait
+        self.work_ms = work_ms
+        self.timeout = timeout
         self.retry_s = retry_s
-        self.processed: list[str] = []
+        self.worker_cmd = worker_cmd or [sys.executable, "-m", "harness.command_worker"]
+        """How to start a worker process (its arguments follow); a test may run a different worker class."""
+        self.log_dir = log_dir / f"commands-{self.service}"
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.journals = CommandJournals({n: self.log_dir / f"{n}.ndjson" for n in self.worker_names})
+        self.gids: dict[str, int] = (
+            dict(zip(self.worker_names, allocate_gids(workers), strict=True)) if gids else {}
+        )
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.completed: list[str] = []
+        self._proc_lock = threading.Lock()
+
+    # -- the history ---------------------------------------------------------------------------------------
+
+    @property
+    def completions(self) -> list[str]:
+        """Call ids whose outcome a worker stored, in time order (repeats: completed twice)."""
+        return self.journals.call_ids("complete")
+
+    @property
+    def starts(self) -> list[str]:
+        """Call ids of every handler start, in time order (repeats: started again after a fault)."""
+        return self.journals.call_ids("start")
+
+    @property
+    def discards(self) -> list[str]:
+        """Call ids of runs whose result was dropped because another worker had taken the call id over."""
+        return self.journals.call_ids("discard")
+
+    @property
+    def processed(self) -> list[str]:
+        """Same as :attr:`completions` (the duplicate-commands checker's input)."""
+        return self.completions
+
+    # -- processes -----------------------------------------------------------------------------------------
+
+    def _spawn(self, name: str) -> subprocess.Popen[bytes]:
+        args = [
+            *self.worker_cmd,
+            "--instance",
+            name,
+            "--service",
+            self.service,
+            "--journal",
+            str(self.journals.paths[name]),
+            "--ack-wait",
+            str(self.ack_wait),
+            "--work-ms",
+            str(self.work_ms[0]),
+            str(self.work_ms[1]),
+            *self.urls,
+        ]
+        extra = {"group": self.gids[name]} if name in self.gids else {}
+        with (self.log_dir / f"{name}.log").open("ab") as log:
+            proc = spawn(args, stdout=subprocess.PIPE, stderr=log, cwd=ROOT, **extra)
+        with self._proc_lock:
+            self.procs[name] = proc
+        return proc
+
+    def _start_one(self, name: str, timeout: float = 30.0) -> None:
+        proc = self._spawn(name)
+        if not _wait_ready(proc, timeout):
+            proc.kill()
+            proc.wait(5)
+            tail = (self.log_dir / f"{name}.log").read_text(errors="replace").splitlines()[-10:]
+            raise RuntimeError(f"command worker {name} did not start; its log ends:\n" + "\n".join(tail))
 
     async def start(self) -> None:
-        async def apply(req: dict[str, Any], ctx: CommandContext) -> dict[str, Any]:
-            self.processed.append(ctx.call_id)
-            await asyncio.sleep(random.uniform(0, 0.002))  # some work between taking and acknowledging
-            return {"n": req["n"]}
-
-        await self.worker.handle(self.service, "apply", apply)
+        """Start the worker processes (each said ready), then the client loop."""
+        await asyncio.gather(*(asyncio.to_thread(self._start_one, n) for n in self.worker_names))
 
         async def op(n: int) -> tuple[str, str]:
             call_id = f"{self.service}-{n}"
@@ -192,19 +376,90 @@ class CommandWorkload(_Loop):
             while True:
                 try:
                     call = await self.client.send(
-                        self.service, "apply", {"n": n}, timeout=2.0, call_id=call_id
+                        self.service, COMMAND, {"n": n}, timeout=self.timeout, call_id=call_id
                     )
-                    await call.result()
+                    answer = await call.result()
                     break
                 except AegisError:
                     if time.monotonic() - first > self.retry_s or self._stop.is_set():
                         raise
                     await asyncio.sleep(0.05)
             self.completed.append(call_id)
-            return self.worker.instance_id, call_id
+            return str(answer.get("worker", "")), call_id
 
         self._start(op, "command workload")
 
     async def close(self) -> None:
         await self.stop()
-        await self.worker.close()
+        await asyncio.to_thread(self._stop_workers)
+        self.journals.refresh()
+
+    def _stop_workers(self) -> None:
+        with self._proc_lock:
+            procs = list(self.procs.values())
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGCONT)  # a paused worker cannot act on SIGTERM
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+            if proc.stdout is not None:
+                proc.stdout.close()
+
+    # -- the nemesis's control (blocking; called from its worker thread) ------------------------------------
+
+    def names(self) -> list[str]:
+        return list(self.worker_names)
+
+    def pid(self, name: str) -> int | None:
+        with self._proc_lock:
+            proc = self.procs.get(name)
+        return proc.pid if proc is not None and proc.poll() is None else None
+
+    def gid(self, name: str) -> int | None:
+        return self.gids.get(name)
+
+    def holding(self, name: str) -> list[str]:
+        """Call ids the running process of ``name`` started and has not finished."""
+        pid = self.pid(name)
+        return self.journals.holding(name, pid) if pid is not None else []
+
+    def active(self, wait_s: float = 3.0) -> str | None:
+        """A worker that holds a command now (polled for up to ``wait_s``), else None."""
+        end = time.monotonic() + wait_s
+        while True:
+            busy = [n for n in self.worker_names if self.holding(n)]
+            if busy:
+                return busy[0]
+            if time.monotonic() >= end:
+                return None
+            time.sleep(0.005)
+
+    def kill(self, name: str) -> None:
+        with self._proc_lock:
+            proc = self.procs[name]
+        proc.kill()
+        proc.wait(10)
+
+    def signal(self, name: str, sig: int) -> None:
+        with self._proc_lock:
+            proc = self.procs[name]
+        if proc.poll() is None:
+            proc.send_signal(sig)
+            if sig == signal.SIGSTOP:
+                _wait_stopped(proc.pid)
+
+    def restart(self, name: str) -> None:
+        """Start the worker again under the same name (after a kill); return once it is ready."""
+        with self._proc_lock:
+            proc = self.procs[name]
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+        self._start_one(name)

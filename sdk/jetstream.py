@@ -127,21 +127,28 @@ async def js_publish(
 
 
 _TRANSIENT = (NoRespondersError, TimeoutError, NatsTimeoutError, JsServiceUnavailableError)
+_TRANSIENT_CODES = frozenset({10005})
+"""JetStream API error codes that pass by themselves: 10005, no suitable peers for placement, which a cluster
+answers for several seconds after a node came back while its meta state still lists it offline."""
 
 
 async def retry_transient(op: Callable[[], Awaitable[T]], what: str, budget: float = 10.0) -> T:
     """Run a JetStream API call, retrying while JetStream is briefly unavailable.
 
     During a meta- or stream-leader election (seconds, see NATS_NOTES) the API answers 503 "JetStream
-    system temporarily unavailable", times out or has no responders; management calls are idempotent, so
-    they are retried for up to ``budget`` seconds, then raise the typed error. Other errors pass as they are.
+    system temporarily unavailable", times out or has no responders, and right after a node restart it may
+    refuse a replicated stream's placement (10005); management calls are idempotent, so they are retried for
+    up to ``budget`` seconds, then raise the typed error. Other errors pass as they are.
     """
     deadline = time.monotonic() + budget
     pause = 0.05
     while True:
         try:
             return await op()
-        except _TRANSIENT as exc:
+        except (*_TRANSIENT, APIError) as exc:
+            transient = isinstance(exc, _TRANSIENT) or getattr(exc, "err_code", None) in _TRANSIENT_CODES
+            if not transient:  # e.g. KeyNotFoundError, which nats-py raises without an err_code
+                raise
             if time.monotonic() + pause >= deadline:
                 raise jetstream_error(exc, what) from exc
             log.debug("%s: %r; retrying", what, exc)

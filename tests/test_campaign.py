@@ -11,9 +11,18 @@ from pathlib import Path
 
 import pytest
 
+from harness.campaign import _attribute_split_brain
 from harness.campaign_report import by_class, html, ks_distance, markdown
 from harness.campaign_spec import CampaignError, load_campaign
-from harness.checkers import Call, duplicate_commands, failed_calls, failover_time, lost_events
+from harness.checkers import (
+    Call,
+    Hit,
+    duplicate_commands,
+    failed_calls,
+    failover_time,
+    lost_events,
+    split_brain,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 CAMPAIGNS = ROOT / "harness" / "campaigns"
@@ -78,6 +87,22 @@ def test_checkers_find_what_they_should_and_nothing_else() -> None:
     assert lost_events(["a"], ["a"]) == []
     assert duplicate_commands(["x", "y", "x", "z", "x"]) == {"x": 3}
     assert duplicate_commands(["x", "y"]) == {}
+
+
+def test_split_brain_is_charged_to_the_fault_during_which_the_deposed_active_answered() -> None:
+    """A paused active resumes when its fault heals, after the client recovered: its late answers belong to
+    that fault, even when they come after the fault's recovery and just before the next fault."""
+    hits = [
+        Hit(0.5, 0.51, "L1", 2),
+        Hit(11.0, 11.01, "L2", 7),  # fault 1 at t=10 paused L1; L2 took over
+        Hit(12.5, 12.51, "L1", 2),  # L1 resumed at 12 (after recovery was declared at 12.1) and answered
+        Hit(19.9, 19.91, "L1", 2),  # still answering just before fault 2 (t=20)
+        Hit(20.5, 20.51, "L1", 2),  # and during fault 2
+        Hit(31.0, 31.01, "L3", 9),
+    ]
+    faults = [{"split_brain": 0}, {"split_brain": 0}, {"split_brain": 0}]
+    _attribute_split_brain(faults, [10.0, 20.0, 30.0], split_brain(hits))
+    assert [f["split_brain"] for f in faults] == [2, 1, 0]
 
 
 def test_ks_distance_is_the_largest_cdf_gap() -> None:
@@ -199,3 +224,70 @@ def test_smoke_campaign_json_keeps_its_promises(tmp_path: Path) -> None:
     assert report["by_class"]["partition-instance"]["failovers"] == 1
     assert report["events_acked"] > 0 and report["commands_completed"] > 0
     assert (tmp_path / "smoke.html").read_text().startswith("<!DOCTYPE html>")
+
+
+PAUSE_CONTROL = """\
+name: pause-control
+description: the split-brain checker's negative control (tests/test_campaign.py)
+seed: 2
+topology: {{nodes: 3, instances: 3, instance_module: {module}}}
+workload: {{}}
+settle_s: [0.3, 0.6]
+recover_timeout_s: 20
+trace: false
+faults:
+  - {{kind: instance-pause, target: active, duration_s: 2.0, count: 2}}
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize(
+    ("module", "fenced"),
+    [("harness.demo", True), ("tests.unfenced_instance", False)],
+    ids=["fenced", "unfenced"],
+)
+def test_pause_campaign_reports_split_brain_only_without_fencing(
+    tmp_path: Path, module: str, fenced: bool
+) -> None:
+    """The same campaign (SIGSTOP of the active past its lease, SIGCONT, twice) with the shipped instances and
+    with a test-only election that never stops serving once active: the first run must keep its promise
+    (split brain 0), the second must break it (split brain > 0, exit code 1). Without the second, a prober
+    that sees nothing would pass the first."""
+    path = tmp_path / "pause-control.yaml"
+    path.write_text(PAUSE_CONTROL.format(module=module))
+    assert load_campaign(path).topology.instance_module == module
+    proc = subprocess.run(
+        [sys.executable, "-m", "aegis.cli", "campaign", str(path), "--json"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1"},
+        cwd=ROOT,
+        timeout=240,
+    )
+    report = json.loads(proc.stdout) if proc.stdout.strip() else {}
+    assert report, proc.stderr[-3000:]
+    print(
+        f"\npause campaign ({module}): split brain {report['split_brain']}, per fault"
+        f" {[f['split_brain'] for f in report['faults']]}, failovers"
+        f" {[f['failover_s'] for f in report['faults']]}, probes {report['probes_sent']} sent /"
+        f" {report['probe_successes']} ok, took {report['took_s']} s"
+    )
+    assert report["runs"] == 2 and report["skipped"] == []
+    # both runs really failed over (the old active was deposed) and the prober saw both epochs answer
+    assert all(f["new_epoch"] is not None and f["new_epoch"] > f["old_epoch"] for f in report["faults"])
+    assert report["probe_successes"] > 100
+    if fenced:
+        assert proc.returncode == 0, (report.get("expectations_broken"), proc.stderr[-3000:])
+        assert report["split_brain"] == 0 and report["split_brain_examples"] == []
+    else:
+        assert proc.returncode == 1, proc.stderr[-3000:]
+        # each paused active woke up and answered under its old epoch: charged to its own fault
+        assert report["split_brain"] > 0 and all(f["split_brain"] > 0 for f in report["faults"])
+        assert any(b.startswith("split brain") for b in report["expectations_broken"])
+        # the offender is a deposed active answering under its old epoch after a newer epoch had answered
+        victims = {(f["target"], f["old_epoch"]) for f in report["faults"]}
+        for ex in report["split_brain_examples"]:
+            old, new = ex["old"], ex["new"]
+            assert (old["instance"], old["epoch"]) in victims
+            assert new["epoch"] > old["epoch"] and old["sent"] > new["received"]

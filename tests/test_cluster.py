@@ -162,6 +162,8 @@ async def test_lame_duck_exits_by_itself_and_restarts(cluster: LocalCluster) -> 
     victim = cluster.nodes[2]
     nc = await _connect([victim.url], allow_reconnect=False)  # one client: closed after the grace period
     try:
+        # nats-server's own bound: the grace period, then its clients closed within lame_duck_duration; the
+        # 10 s margin is LocalCluster.lame_duck's. A node that ignored lame duck would never exit at all.
         bound = cluster.lame_duck_duration_s + cluster.lame_duck_grace_period_s + 10
         t0 = time.monotonic()
         status = await asyncio.to_thread(cluster.lame_duck, victim.name)

@@ -18,6 +18,7 @@ from sdk.commands import (
     CommandWorker,
     Progress,
     ensure_command_stream,
+    record_key,
 )
 from sdk.config import load_settings
 from sdk.connection import ConnectionPool
@@ -380,3 +381,86 @@ async def test_closing_a_worker_mid_command_hands_it_to_another_at_once(
     finally:
         await staying.close()
         await leaving_pool.close()
+
+
+async def test_a_call_id_done_on_one_worker_is_answered_from_its_record_by_another(
+    client: CommandClient, nats_urls: list[str], pool: ConnectionPool
+) -> None:
+    service = _svc()
+    runs: list[str] = []
+
+    async def once(req: dict, ctx: CommandContext) -> dict:
+        runs.append(ctx.instance_id)
+        if req.get("fail"):
+            raise RuntimeError("book locked")
+        return {"by": ctx.instance_id}
+
+    first_pool = await _pool(nats_urls)
+    first = CommandWorker(first_pool, instance_id="first")
+    second = CommandWorker(pool, instance_id="second")
+    try:
+        await first.handle(service, "once", once)
+        done = await (await client.send(service, "once", {}, call_id="order-9", timeout=5)).result()
+        with pytest.raises(CommandFailed, match="book locked"):
+            await (await client.send(service, "once", {"fail": 1}, call_id="order-10", timeout=5)).result()
+        await first.close()
+        await first_pool.close()
+        # A worker that never saw these call ids answers re-sends from their records, without running them.
+        await second.handle(service, "once", once)
+        again = await (await client.send(service, "once", {}, call_id="order-9", timeout=5)).result()
+        with pytest.raises(CommandFailed, match="book locked"):
+            await (await client.send(service, "once", {"fail": 1}, call_id="order-10", timeout=5)).result()
+        assert done == again == {"by": "first"} and runs == ["first", "first"]
+    finally:
+        await second.close()
+        await first.close()
+        await first_pool.close()
+
+
+async def test_a_run_whose_claim_was_taken_over_is_discarded_and_the_next_claim_has_a_higher_token(
+    worker: CommandWorker, client: CommandClient, pool: ConnectionPool
+) -> None:
+    service = _svc()
+    runs: list[tuple[int, int, bool]] = []
+    started = asyncio.Event()
+    gate = asyncio.Event()
+
+    async def work(req: dict, ctx: CommandContext) -> dict:
+        if not runs:
+            started.set()
+            await gate.wait()
+        runs.append((ctx.delivered, ctx.token, ctx.superseded))
+        return {"token": ctx.token}
+
+    await worker.handle(service, "work", work, ack_wait=1.0)
+    call = await client.send(service, "work", {}, call_id="fence-1", timeout=20)
+    await asyncio.wait_for(started.wait(), 5)
+    # Another worker takes the call id over (as after this one was paused past its claim): its claim lives 3 s.
+    key = record_key(service, "work", "fence-1")
+    await pool.js.publish(
+        f"$KV.{wire.COMMANDS_BUCKET}.{key}",
+        b"",
+        headers={
+            wire.COMMAND_STATE_HEADER: "claimed",
+            wire.COMMAND_CLAIM_HEADER: "intruder",
+            wire.INSTANCE_HEADER: "intruder",
+            wire.MSG_TTL_HEADER: "3",
+        },
+    )
+    await asyncio.sleep(0.8)  # two renewal rounds: the worker notices
+    gate.set()
+    result = await call.result()
+    # The first run's result was discarded (its completion lost the compare-and-set); once the intruder's
+    # claim expired, the command ran again under a new claim with a higher fencing token, and that completed.
+    assert len(runs) == 2, runs
+    (d1, t1, lost1), (d2, t2, lost2) = runs
+    assert lost1 and not lost2
+    assert d1 == 1 and d2 == 2 and 0 < t1 < t2
+    assert result == {"token": t2}
+
+
+def test_record_keys_are_kv_keys_whatever_the_call_id() -> None:
+    assert record_key("risk", "rebalance", "order-77") == "risk.rebalance.order-77"
+    odd = record_key("risk", "rebalance", "desk eu/order 77.1")
+    assert odd.startswith("risk.rebalance.sha256-") and " " not in odd and "/" not in odd
+    assert record_key("risk", "rebalance", "x" * 200) != record_key("risk", "rebalance", "x" * 201)

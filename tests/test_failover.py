@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -28,6 +29,7 @@ from harness.cluster import LocalCluster
 from harness.demo import BookRequest
 from harness.failover import FailoverRig
 from harness.trace_check import check_trace
+from sdk.election import KeyState
 from sdk.errors import NotFound, ServiceUnavailable
 from sdk.registry import Registry
 from sdk.schema import InstanceStatus
@@ -37,6 +39,8 @@ from sdk.trace_events import Action as TraceAction
 from sdk.trace_events import TraceWriter
 
 ROOT = Path(__file__).resolve().parent.parent
+UNFENCED = "tests.unfenced_instance"
+"""The test-only instance program whose instances never stop serving once active (negative control)."""
 
 
 @pytest.fixture
@@ -75,6 +79,92 @@ def test_the_detectors_flag_what_they_should_and_nothing_else() -> None:
     assert longest_gap(calls, 0.5, 6.0) == 2.0  # 2 -> 4; then 4 -> 6
     assert percentile([0.1 * i for i in range(1, 11)], 50) == 0.5
     assert percentile([0.1 * i for i in range(1, 11)], 99) == 1.0 and percentile([], 50) is None
+
+
+def _brute_split_brain(hits: list[Hit]) -> list[tuple[int, float]]:
+    """The definition, spelt out in O(n^2): (index of the old hit, receive time of the earliest success of any
+    newer epoch) for every hit sent after that success came back."""
+    out = []
+    for i, h in enumerate(hits):
+        newer = [x.received for x in hits if x.epoch > h.epoch]
+        if newer and h.sent > min(newer):
+            out.append((i, min(newer)))
+    return out
+
+
+def test_split_brain_with_overlapping_probes_and_admission_epochs() -> None:
+    """Probes are concurrent and recorded in completion order; each success proves its admission epoch was
+    served somewhere in [sent, received]. Only a success *sent* after a newer epoch's success *came back* is
+    proof of two actives; anything that overlaps in flight is not."""
+    # completion order, not send order: a slow probe of the old active comes back last
+    hits = [
+        Hit(1.000, 1.002, "L2", 7),  # the new epoch's first success comes back at 1.002
+        Hit(0.990, 1.050, "L1", 5),  # sent before 1.002, answered late: in flight across the handover
+        Hit(1.002, 1.003, "L1", 5),  # sent exactly when 1.002 came back: order unproven, not flagged
+        Hit(1.010, 1.011, "L2", 7),
+        Hit(1.0021, 1.060, "L1", 5),  # sent after: split brain, however late its answer came
+    ]
+    pairs = split_brain(hits)
+    assert [(old.sent, new.received) for old, new in pairs] == [(1.0021, 1.002)]
+    assert split_brain(hits[:4]) == []
+    # the earliest success of ANY newer epoch counts, not only the next epoch's
+    three = [
+        Hit(0.0, 0.01, "L1", 3),
+        Hit(1.5, 1.51, "L3", 9),  # epoch 9 served first
+        Hit(2.0, 2.01, "L2", 5),  # epoch 5 served after 9 had: split brain against 9
+        Hit(1.6, 1.61, "L1", 3),  # epoch 3 after 9 had: split brain against 9 (5 had not served yet)
+        Hit(2.5, 2.51, "L3", 9),
+    ]
+    assert sorted((old.epoch, new.epoch) for old, new in split_brain(three)) == [(3, 9), (5, 9)]
+    assert split_brain([]) == [] and split_brain([Hit(0, 1, "L1", 4), Hit(5, 6, "L1", 4)]) == []
+    # the same epoch answering from two probes that overlap is one active, not two
+    assert split_brain([Hit(0.0, 0.5, "L1", 4), Hit(0.1, 0.2, "L1", 4), Hit(0.3, 0.31, "L1", 4)]) == []
+
+    rng = random.Random(7)
+    flagged = clean = 0
+    for _ in range(300):
+        # epochs 2 < 5 < 9 < 11 hand over at random times; an epoch's probes are sent while it serves, and
+        # (sometimes) for a while after its successor took over: the overlap the checker must find
+        handovers = sorted(rng.uniform(0, 5) for _ in range(3))
+        bounds = list(zip([0.0, *handovers], [*handovers, 5.0], strict=True))
+        hits = []
+        for epoch, (begin, end) in zip([2, 5, 9, 11], bounds, strict=True):
+            late = rng.choice([0.0, 0.0, 0.0, rng.uniform(0, 0.3)])
+            for _ in range(rng.randint(0, 12)):
+                sent = rng.uniform(begin, end + late)
+                hits.append(Hit(sent, sent + rng.expovariate(50), "L1", epoch))
+        rng.shuffle(hits)  # any completion order
+        got = [
+            (next(i for i, x in enumerate(hits) if x is old), new.received) for old, new in split_brain(hits)
+        ]
+        assert sorted(got) == _brute_split_brain(hits)
+        flagged += bool(got)
+        clean += not got
+    assert flagged >= 20 and clean >= 100  # both outcomes were exercised
+
+
+def test_the_unfenced_election_of_the_negative_control_ignores_its_deadline_and_lost_writes() -> None:
+    """The test-only election must really be unfenced (else the negative control proves nothing), and only
+    through ``serving()``: it still loses its compare-and-set like the SDK's."""
+    from unfenced_instance import UnfencedElection
+
+    from sdk.election import Election, Write
+
+    for cls, unfenced in ((Election, False), (UnfencedElection, True)):
+        m = cls()
+        [w] = [a for a in m.start(0.0, KeyState(0, "none")) if isinstance(a, Write) or hasattr(a, "req")]
+        m.read_done(0.0, KeyState(0, "none"), w.req)
+        acquire = m.request
+        assert acquire is not None and acquire.op == "acquire"
+        m.write_ok(0.01, 7, acquire.id)
+        assert m.serving(0.02) and m.epoch == 7
+        assert m.serving(5.0) is unfenced  # long past its window (a pause)
+        m.tick(5.0)
+        renew = m.request
+        assert renew is not None and renew.op == "renew"
+        m.write_failed(5.01, KeyState(9, "val"), renew.id)  # the successor holds the key
+        assert m.role == "standby"
+        assert m.serving(5.02) is unfenced and m.may_reply(5.02, 7) is unfenced
 
 
 async def test_kill_9_of_the_active_fails_over_to_a_new_epoch(rig: FailoverRig) -> None:
@@ -118,6 +208,7 @@ async def test_paused_active_never_answers_after_its_successor(rig: FailoverRig)
     victim, epoch = await rig.active()
     lease = rig.params.election.lease_s
     at = rig.signal(victim, signal.SIGSTOP)
+    sent_before = rig.probes_sent[victim]
     try:
         first = await rig.wait_new_epoch(at, epoch, timeout=10)
         # keep it paused well past its lease, so it wakes up with a stale view of the world
@@ -125,6 +216,10 @@ async def test_paused_active_never_answers_after_its_successor(rig: FailoverRig)
     finally:
         resumed = rig.signal(victim, signal.SIGCONT)
     assert first is not None and first.instance != victim
+    # The prober did not wait for the paused instance's probes to time out (0.2 s each) before sending the
+    # next ones: nominally one per node every probe_interval_s (300 in 2 s); a blocking prober sends 10.
+    sent_paused = rig.probes_sent[victim] - sent_before
+    assert sent_paused >= 60, sent_paused
     # after SIGCONT it is a standby: it answers the prober with NotActive, and the registry says so
     assert await rig.wait_standby(victim, resumed, timeout=5), (
         f"{victim} did not answer NotActive after SIGCONT"
@@ -151,6 +246,54 @@ async def test_paused_active_never_answers_after_its_successor(rig: FailoverRig)
         f"\nSIGSTOP of {victim} (epoch {epoch}) for {resumed - at:.1f} s: {first.instance} answered in epoch"
         f" {first.epoch} after {(first.received - at) * 1000:.0f} ms; old epoch's last probe answer"
         f" {(max(h.received for h in old_hits) - at) * 1000:.0f} ms after the pause; standby after SIGCONT"
+    )
+
+
+async def test_the_prober_probes_every_instance_through_every_node(
+    rig: FailoverRig, nats_urls: list[str]
+) -> None:
+    """One connection pinned to each node of the cluster, each instance probed through each of them."""
+    await asyncio.sleep(1.0)
+    assert sorted(lk.url for lk in rig._links) == sorted(nats_urls)
+    for lk in rig._links:
+        assert not lk.off_node() and lk.pool.connected_urls[0].endswith(lk.url.rpartition(":")[2])
+    active, _ = await rig.active()
+    assert {h.node for h in rig.hits if h.instance == active} == set(nats_urls)
+    assert {h.instance for h in rig.hits} == {active}  # standbys answer NotActive, never a success
+    assert all(t > 0 for t in rig.not_active_at.values()) and set(rig.not_active_at) == set(rig.instances) - {
+        active
+    }
+    print(f"\nprober: {dict(rig.probes_sent)} probes sent, {len(rig.hits)} successes in ~1.3 s")
+
+
+async def test_an_unfenced_paused_active_is_caught_as_split_brain(
+    nats_urls: list[str], tmp_path: Path
+) -> None:
+    """Negative control on real processes: the same pause as above, with instances whose election never stops
+    serving once active (tests/unfenced_instance.py). Woken up, the deposed active answers under its old epoch
+    after its successor served: the prober and the checker must report it."""
+    service = f"ledger-{uuid.uuid4().hex[:8]}"
+    async with FailoverRig(nats_urls, service=service, log_dir=tmp_path, instance_module=UNFENCED) as rig:
+        await asyncio.sleep(0.3)
+        victim, epoch = await rig.active()
+        at = rig.signal(victim, signal.SIGSTOP)
+        try:
+            first = await rig.wait_new_epoch(at, epoch, timeout=10)
+            await asyncio.sleep(max(0.0, at + 2.0 - time.monotonic()))
+        finally:
+            resumed = rig.signal(victim, signal.SIGCONT)
+        await asyncio.sleep(0.5)
+        summary = rig.summary()
+    assert first is not None and first.instance != victim
+    pairs = split_brain(rig.hits)  # the probes in flight at close may have added some since the summary
+    assert summary["split_brain"] > 0 and len(pairs) >= summary["split_brain"]
+    assert {(old.instance, old.epoch) for old, _ in pairs} == {(victim, epoch)}
+    assert all(new.epoch > epoch and new.instance != victim for _, new in pairs)
+    assert any(old.sent > resumed for old, _ in pairs)  # it went on serving after SIGCONT
+    overlap = max(old.sent for old, _ in pairs) - min(new.received for _, new in pairs)
+    print(
+        f"\nunfenced SIGSTOP of {victim} (epoch {epoch}) for {resumed - at:.1f} s: split brain {len(pairs)}"
+        f" (old epoch served at least {overlap * 1000:.0f} ms after epoch {first.epoch} had)"
     )
 
 
@@ -183,9 +326,21 @@ async def test_election_stream_leader_killed_no_split_brain(rig: FailoverRig, cl
         recovered = await rig.wait_recovered(at, min_s=3.0, steady_s=1.5, timeout=40)
         gap = longest_gap(rig.calls, at, time.monotonic())
         after, after_epoch = await rig.active(timeout=5)
+        moved = {lk.url: lk.pool.connected_urls[0] for lk in rig._links if lk.off_node()}
     finally:
         await asyncio.to_thread(cluster.restart, leader)
+    back = time.monotonic()
     assert recovered, "the sticky calls did not recover within 40 s of the stream leader's kill"
+    # The prober's connection to the killed node failed over to another node; it is pinned back to its own
+    # node once that runs again, and probes through it succeed again (the next fault is seen from every node).
+    url = next(n.url for n in cluster.nodes if n.name == leader)
+    link = next(lk for lk in rig._links if lk.url == url)
+    for _ in range(200):  # up to 20 s
+        if any(h.node == url and h.sent > back for h in rig.hits):
+            break
+        await asyncio.sleep(0.1)
+    assert not link.off_node() and any(h.node == url and h.sent > back for h in rig.hits), (url, moved)
+    print(f"\nprober connection to {leader} while it was down: {moved or 'reconnecting'}; pinned back")
     summary = _assert_safe(rig)
     failed = [c for c in rig.calls if not c.ok and c.sent >= at]
     print(

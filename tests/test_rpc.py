@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 
@@ -160,7 +161,11 @@ async def test_no_responders_is_service_unavailable_after_a_short_retry(client: 
     start = loop.time()
     with pytest.raises(ServiceUnavailable, match="no instance"):
         await client.call(_name(), "add", {"a": 1}, timeout=2)
-    assert 0.3 < loop.time() - start < 1.5  # retried for unavailable_retry_s (0.5 s), not the 2 s timeout
+    took = loop.time() - start
+    print(f"\nno responders: ServiceUnavailable after {took:.3f} s")  # benchmark output
+    # Retried for unavailable_retry_s (0.5 s), then given up: before the call's 2 s timeout, which is what
+    # a call that kept retrying would reach (load only makes `took` longer, towards that bound).
+    assert 0.3 < took < 2.0
 
 
 async def test_call_waits_for_an_instance_that_starts_within_the_retry_window(
@@ -220,6 +225,7 @@ async def test_deadline_propagates_to_handler_and_nested_calls(
     async def root(req: AddRequest, ctx: CallContext) -> float:
         assert current_call() is ctx
         seen["root"] = ctx.remaining()
+        seen["root_at"] = time.monotonic()
         await asyncio.sleep(0.2)
         # No timeout given: the default (5 s) is capped by what is left of the caller's 1 s budget.
         return await client.call(inner.name, "leaf", req, response_model=float)
@@ -233,8 +239,11 @@ async def test_deadline_propagates_to_handler_and_nested_calls(
     await _started(pool, inner)
     await _started(pool, outer)
     try:
+        called_at = time.monotonic()
         await client.call(outer.name, "root", {"a": 1, "b": 2}, timeout=1.0)
-        assert 0.5 < seen["root"] <= 1.0
+        # The handler's budget is the caller's 1 s less the time spent before the handler ran (the budget
+        # travels as milliseconds left at sending, so transit is not charged): exact whatever the load.
+        assert 1.0 - (seen["root_at"] - called_at) - 0.01 <= seen["root"] <= 1.0
         assert 0 < seen["leaf"] <= seen["root"] - 0.2
         with pytest.raises(RpcTimeout):
             await client.call(outer.name, "late", {"a": 1, "b": 2}, timeout=0.1)

@@ -4,6 +4,7 @@ the SDK's own state machine being the one driven, trace validity against the spe
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -269,7 +270,10 @@ def test_small_campaign_with_sweep_writes_reports(tmp_path: Path) -> None:
     assert len(cells) == 3 and cells[1]["failover_p50_s"] > cells[0]["failover_p50_s"]  # longer lease, slower
     paths = write_reports(report, tmp_path)
     assert [p.name for p in paths] == ["sim-t.json", "sim-t.html", "sim-predicted-failover.json"]
-    assert "Bokeh" in paths[1].read_text()
+    page = paths[1].read_text()
+    # Trading hosts are offline: BokehJS is in the page, nothing is loaded from a CDN (or from anywhere).
+    assert "cdn.bokeh.org" not in page and not re.search(r"<script[^>]*\bsrc=", page)
+    assert "/* BEGIN bokeh.min.js */" in page and "Bokeh.embed" in page
     pred = json.loads(paths[2].read_text())
     assert pred["n"] == len(pred["samples_s"]) > 5 and pred["clock_drift"] == 1e-4
     assert len(pred["bound_drift_samples_s"]) == report["failover_samples"]
@@ -287,8 +291,10 @@ def test_cli_campaign_json() -> None:
     assert len(lines) == 1
     report = json.loads(lines[0])
     assert report["runs"] == 21 and report["violations"] == 0
-    assert 0.5 < report["failover_p50_s"] <= report["failover_p99_s"] < 1.5
-    assert report["speedup"] > 100
+    assert 0.5 < report["failover_p50_s"] <= report["failover_p99_s"] < 1.5  # simulated time: exact per seed
+    # Simulated seconds per wall second depends on the machine and its load: benchmark output, not asserted.
+    print(f"\nsimulator speedup: {report['speedup']}x")
+    assert report["speedup"] > 0
     assert report["sim_seconds"] == 21 * 30.0
 
 

@@ -23,6 +23,8 @@ NEGATIVE_CONTROLS = {
     "Neg_DesignWindow": "NoOverlap",
     "Neg_ShortTTL": "NoOverlap",
     "Neg_NoEpochCheck": "ClientNeverGoesBack",
+    "Neg_ReplyCurrentEpoch": "AcceptedRepliesFenced",
+    "Neg_NoCompletionCheck": "AcceptedRepliesFenced",
 }
 
 
@@ -103,6 +105,20 @@ def test_liveness_and_failover_bound_are_checked_in_ci() -> None:
     text = (ROOT / "spec" / "tla" / "MC_2inst.cfg").read_text()
     assert "SPECIFICATION FairSpec" in text
     assert "EventuallyServes" in text and "FailoverBounded" in text
+
+
+def test_late_replies_are_checked_in_ci_with_the_fenced_reply_rule() -> None:
+    """A quick positive config has calls in flight and checks AcceptedRepliesFenced under the SDK's rule."""
+    configs = {c.name: c for c in load_configs()}
+    calls = configs["MC_2inst_calls"]
+    assert calls.suite == "quick" and calls.expect is None
+    text = calls.path.read_text()
+    assert "WithClient = TRUE" in text and 'ReplyRule = "fenced"' in text and "MaxPauses = 1" in text
+    assert "AcceptedRepliesFenced" in text.split("INVARIANT", 1)[1]
+    # the negative controls differ from it in the reply rule only (and the invariant they check)
+    for name, rule in (("Neg_ReplyCurrentEpoch", '"current"'), ("Neg_NoCompletionCheck", '"unchecked"')):
+        neg = configs[name].path.read_text()
+        assert f"ReplyRule = {rule}" in neg and "ClientCheck = TRUE" in neg
 
 
 def _result(status: str, violated: str | None = None) -> Any:

@@ -38,17 +38,22 @@ CONSTANTS
     Timely,        \* TRUE: the timing bounds above are enforced (needed for failover bounds and liveness)
     Fencing,       \* TRUE: an active stops serving at the end of its window (FALSE: negative control)
     UseCAS,        \* TRUE: takeover by compare-and-set (FALSE: plain put, negative control)
-    WithClient,    \* model a client (replies in flight, epoch check); FALSE keeps the state space small
+    WithClient,    \* model a client (calls, replies in flight, epoch check); FALSE keeps the state space small
+    MaxCalls,      \* with a client: at most this many calls and replies in flight at once
     ClientCheck,   \* TRUE: clients drop replies older than the newest epoch they accepted
-    WindowRule     \* "safe": Lease*(1-rho)/(1+rho); "design": Lease*(1-rho) as DESIGN.md first said
+    WindowRule,    \* "safe": Lease*(1-rho)/(1+rho); "design": Lease*(1-rho) as DESIGN.md first said
+    ReplyRule      \* "fenced": a reply carries its call's admission epoch and is a success only if the
+                   \* instance still serves under it; "unchecked": admission epoch, no check; "current":
+                   \* the newest epoch the instance knows, no check (the SDK before issue 12)
 
 ASSUME /\ Rate \in Nat \ {0} /\ Drift \in Nat /\ DriftBound \in Nat
        /\ Drift <= Rate /\ DriftBound < Rate
        /\ {Lease, RenewEvery, TTL} \subseteq Nat \ {0}
        /\ ObsDelay < TTL     \* watches deliver a marker before it ages out
-       /\ {ExpiryLate, ObsDelay, NetDelay, MaxCrashes, MaxPauses, MaxOutages, MaxReleases} \subseteq Nat
+       /\ {ExpiryLate, ObsDelay, NetDelay, MaxCrashes, MaxPauses, MaxOutages, MaxReleases, MaxCalls} \subseteq Nat
        /\ {Timely, Fencing, UseCAS, WithClient, ClientCheck} \subseteq BOOLEAN
        /\ WindowRule \in {"safe", "design"}
+       /\ ReplyRule \in {"fenced", "unchecked", "current"}
 
 (* The serving window in local units, counted from the send time of the   *)
 (* last acknowledged write. With rho = DriftBound/Rate: a slow active      *)
@@ -124,17 +129,20 @@ VARIABLES
     seq,        \* the stream's last sequence number (revisions come from here)
     kvUp,       \* the KV accepts reads and writes (it has a stream leader)
     crashes, pauses, outages, releases,   \* faults used so far
-    replies,    \* epochs of replies in flight to the client
+    call,       \* call[i]: admission epoch of the exclusive call i's handler is running (0: none)
+    replies,    \* success replies in flight to the client: [ep (their Aegis-Epoch), ok (ghost: fenced)]
     cliEpoch,   \* newest epoch the client has accepted or discovered
     cliStale,   \* history: the client accepted a reply older than one it had accepted
+    cliForged,  \* history: the client accepted a success reply that was not fenced (see AcceptedRepliesFenced)
     hiServed,   \* history: the newest epoch that ever served
-    fo          \* history: [k, t] ticks since the serving instance crashed/released while nobody serves
+    fo,         \* history: [k, t] ticks since the serving instance crashed/released while nobody serves
+    overlapped  \* history: instances whose running call saw another instance serve since its admission
 
 inst == <<lc, up, paused, role, epoch, myRev, deadline, lastSend, seen, seenAt, probe, wpos, req, ghost>>
 store == <<kv, prev, seq, kvUp>>
 env == <<crashes, pauses, outages, releases>>
-client == <<replies, cliEpoch, cliStale>>
-hist == <<hiServed, fo>>
+client == <<call, replies, cliEpoch, cliStale, cliForged>>
+hist == <<hiServed, fo, overlapped>>
 vars == <<now, inst, store, env, client, hist>>
 
 -----------------------------------------------------------------------------
@@ -183,11 +191,14 @@ Init ==
     /\ seq = 0
     /\ kvUp = TRUE
     /\ crashes = 0 /\ pauses = 0 /\ outages = 0 /\ releases = 0
+    /\ call = [i \in Inst |-> 0]
     /\ replies = {}
     /\ cliEpoch = 0
     /\ cliStale = FALSE
+    /\ cliForged = FALSE
     /\ hiServed = 0
     /\ fo = NoFo
+    /\ overlapped = {}
 
 -----------------------------------------------------------------------------
 (* Time *)
@@ -383,8 +394,9 @@ Crash(i) ==            \* kill -9: a request in flight may still land
     /\ \E g \in {ghost[i]} \cup (IF MayLand(req[i]) THEN {req[i]} ELSE {}) :
           ghost' = [ghost EXCEPT ![i] = g]
     /\ req' = [req EXCEPT ![i] = NoReq]
+    /\ call' = [call EXCEPT ![i] = 0]     \* its handler dies with it: no answer, the client times out
     /\ UNCHANGED <<now, lc, epoch, myRev, deadline, lastSend, seen, seenAt, probe, wpos>>
-    /\ UNCHANGED <<store, pauses, outages, releases, client>>
+    /\ UNCHANGED <<store, pauses, outages, releases, replies, cliEpoch, cliStale, cliForged>>
 
 Pause(i) ==
     /\ Runs(i)
@@ -511,28 +523,71 @@ KVRecover ==
     /\ UNCHANGED <<now, inst, kv, prev, seq, env, client>>
 
 -----------------------------------------------------------------------------
-(* A client: replies carry the epoch of the instance that produced them;  *)
-(* they can be delayed and overtaken. The client routes by the newest     *)
-(* epoch it discovered and drops replies from older epochs.               *)
+(* Exclusive calls and a client. A call is admitted only while its      *)
+(* instance serves, under one epoch: the instance's epoch at admission.  *)
+(* Its handler may then take any time (the instance may meanwhile lose    *)
+(* its lease, be paused, learn newer epochs); a crash kills it. When it   *)
+(* finishes, the reply goes out stamped with the admission epoch, and     *)
+(* only if the instance still serves under that epoch (role active, its   *)
+(* clock before its deadline, the same epoch); otherwise the caller gets  *)
+(* LeaseLost, not a success. (The model ends the call there: the sticky   *)
+(* client's retry on the new active is a later call.) Replies can be      *)
+(* delayed and overtaken. The client routes by the newest epoch it        *)
+(* discovered and drops replies from older epochs than it accepted.       *)
+(* At most MaxCalls calls and replies are in flight at once.              *)
 
-Serve(i) ==
+InFlight == Cardinality({i \in Inst : call[i] # 0}) + Cardinality(replies)
+
+Admit(i) ==
     /\ WithClient
     /\ Runs(i)
     /\ Serving(i)
-    /\ epoch[i] \notin replies
-    /\ Cardinality(replies) < 2
-    /\ replies' = replies \cup {epoch[i]}
-    /\ UNCHANGED <<now, inst, store, env, cliEpoch, cliStale>>
+    /\ call[i] = 0
+    /\ InFlight < MaxCalls
+    /\ call' = [call EXCEPT ![i] = epoch[i]]
+    /\ UNCHANGED <<now, inst, store, env, replies, cliEpoch, cliStale, cliForged>>
+
+(* The epochs the reply header of the SDK before issue 12 could hold when *)
+(* a call finishes: set on acquire, rewritten by the watch with the epoch  *)
+(* of each value it delivers. So: the epoch the call was admitted under,   *)
+(* or the newer one in the key's current value (the watch may have        *)
+(* delivered it just now). (Fewer cases than the SDK had, e.g. not a later *)
+(* acquire of its own: enough for a negative control, and every epoch here *)
+(* is one the view keeps.)                                                 *)
+HeaderEpochs(i) ==
+    {call[i]} \cup (IF kv.kind = "val" /\ kv.ep > call[i] THEN {kv.ep} ELSE {})
+
+(* A success stamped e is fenced when its call was admitted under e and,  *)
+(* as it is produced, its producer still serves under e, e is the newest  *)
+(* epoch that ever served, and no other instance served at any moment     *)
+(* since the call was admitted: the handler ran within e's tenure.        *)
+Fenced(i, e) ==
+    /\ e = call[i]
+    /\ Serving(i) /\ epoch[i] = e
+    /\ hiServed = e
+    /\ i \notin overlapped
+
+Complete(i) ==
+    /\ WithClient
+    /\ Runs(i)
+    /\ call[i] # 0
+    /\ call' = [call EXCEPT ![i] = 0]
+    /\ \E e \in IF ReplyRule = "current" THEN HeaderEpochs(i) ELSE {call[i]} :
+          IF ReplyRule = "fenced" /\ ~(Serving(i) /\ epoch[i] = call[i])
+          THEN UNCHANGED replies        \* LeaseLost: an error, not a success
+          ELSE replies' = replies \cup {[ep |-> e, ok |-> Fenced(i, e)]}
+    /\ UNCHANGED <<now, inst, store, env, cliEpoch, cliStale, cliForged>>
 
 Deliver ==
     /\ WithClient
-    /\ \E e \in replies :
-          /\ replies' = replies \ {e}
-          /\ IF ClientCheck /\ e < cliEpoch
-             THEN UNCHANGED <<cliEpoch, cliStale>>
-             ELSE /\ cliEpoch' = Max(cliEpoch, e)
-                  /\ cliStale' = (cliStale \/ e < cliEpoch)
-    /\ UNCHANGED <<now, inst, store, env>>
+    /\ \E r \in replies :
+          /\ replies' = replies \ {r}
+          /\ IF ClientCheck /\ r.ep < cliEpoch
+             THEN UNCHANGED <<cliEpoch, cliStale, cliForged>>
+             ELSE /\ cliEpoch' = Max(cliEpoch, r.ep)
+                  /\ cliStale' = (cliStale \/ r.ep < cliEpoch)
+                  /\ cliForged' = (cliForged \/ ~r.ok)
+    /\ UNCHANGED <<now, inst, store, env, call>>
 
 Discover ==            \* the client reads the key to learn the current epoch
     /\ WithClient
@@ -540,7 +595,7 @@ Discover ==            \* the client reads the key to learn the current epoch
     /\ kv.kind = "val"
     /\ kv.ep > cliEpoch
     /\ cliEpoch' = kv.ep
-    /\ UNCHANGED <<now, inst, store, env, replies, cliStale>>
+    /\ UNCHANGED <<now, inst, store, env, call, replies, cliStale, cliForged>>
 
 -----------------------------------------------------------------------------
 (* History variables, updated by every step *)
@@ -564,6 +619,9 @@ History ==
                      \/ ~\E j \in Inst : up'[j] /\ role'[j] # "releasing"
              THEN NoFo
              ELSE [fo EXCEPT !.t = fo.t + (now' - now)]
+    /\ overlapped' = {i \in Inst : /\ call'[i] # 0
+                                   /\ \/ i \in overlapped /\ call[i] # 0
+                                      \/ \E j \in Inst \ {i} : Serving(j)'}
 
 -----------------------------------------------------------------------------
 Step ==
@@ -572,7 +630,7 @@ Step ==
           \/ Start(i) \/ Probe(i) \/ SendRenew(i) \/ Release(i) \/ Answer(i) \/ Observe(i)
           \/ Crash(i) \/ Pause(i) \/ Resume(i)
           \/ Apply(i) \/ ApplyGhost(i) \/ Drop(i) \/ DropGhost(i)
-          \/ Serve(i)
+          \/ Admit(i) \/ Complete(i)
     \/ Expire \/ SilentExpire \/ MarkerGone \/ KVDown \/ KVRecover
     \/ Deliver \/ Discover
 
@@ -604,6 +662,9 @@ TypeOK ==
     /\ kv.kind \in Kinds /\ prev.kind \in Kinds
     /\ kv.rev <= seq /\ prev.rev <= seq
     /\ fo.k \in {"none", "crash", "release"}
+    /\ call \in [Inst -> Nat]
+    /\ replies \subseteq [ep : Nat, ok : BOOLEAN]
+    /\ overlapped \subseteq Inst
 
 (* Safety: never two instances serving at the same real time. *)
 NoOverlap == \A i, j \in Inst : (i # j) => ~(Serving(i) /\ Serving(j))
@@ -613,7 +674,17 @@ NoOverlap == \A i, j \in Inst : (i # j) => ~(Serving(i) /\ Serving(j))
 ServingHoldsNewestEpoch == \A i \in Inst : Serving(i) => epoch[i] = hiServed
 
 (* The client never accepts a reply from an older epoch after a newer one. *)
+(* (With ClientCheck this is the client's filter itself; its negative    *)
+(* control shows the filter is needed.)                                   *)
 ClientNeverGoesBack == ~cliStale
+
+(* Every success reply the client accepts is fenced (Fenced above): its   *)
+(* producer admitted the call under the reply's epoch e, still served     *)
+(* under e when it produced the reply, e was the newest epoch that had    *)
+(* served, and no other instance served while the handler ran. An order  *)
+(* gateway that fences by epoch can trust a success: it was produced in   *)
+(* e's tenure, after every older epoch's work and before any newer one's. *)
+AcceptedRepliesFenced == ~cliForged
 
 (* Bounded failover and bounded handover, checked on the history clock fo. *)
 FailoverBounded ==
@@ -663,7 +734,7 @@ Relevant(i) ==
 PrevMatters == prev.kind \in {"val", "del", "exp"} /\ \E i \in Inst : up[i] /\ wpos[i] < prev.rev
 
 Revs == {0, kv.rev, kv.ep, hiServed}
-        \cup (IF WithClient THEN replies \cup {cliEpoch} ELSE {})
+        \cup (IF WithClient THEN {cliEpoch} \cup {r.ep : r \in replies} \cup {call[i] : i \in Inst} ELSE {})
         \cup (IF PrevMatters THEN {prev.rev} ELSE {})
         \cup UNION {Relevant(i) : i \in Inst}
 
@@ -712,7 +783,10 @@ View ==
           <<rk[kv.rev], kv.kind, rk[kv.ep], KvAge>>,
           IF PrevMatters THEN <<rk[prev.rev], prev.kind>> ELSE <<>>,
           kvUp, crashes, pauses, outages, releases,
-          IF WithClient THEN <<{rk[e] : e \in replies}, rk[cliEpoch], cliStale>> ELSE <<>>,
+          IF WithClient
+          THEN <<[i \in Inst |-> rk[call[i]]], {<<rk[r.ep], r.ok>> : r \in replies}, rk[cliEpoch],
+                 cliStale, cliForged, overlapped>>
+          ELSE <<>>,
           rk[hiServed],
           <<fo.k, Min(fo.t, Max(FailoverBound, ReleaseBound) + 1)>> >>
 
