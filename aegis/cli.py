@@ -316,6 +316,42 @@ def campaign(
         raise typer.Exit(1)
 
 
+@app.command()
+def render(
+    report: Path = typer.Argument(
+        ..., help="A recorded report: reports/<campaign>.json or reports/sim-<name>.json."
+    ),
+) -> None:
+    """Re-render a recorded report's HTML (and a campaign's markdown) from its JSON, without re-measuring.
+
+    The pages embed BokehJS, so they open on hosts without internet. A simulator report takes its predicted
+    failover samples from ``sim-predicted-failover.json`` beside it.
+    """
+    from harness.campaign_report import html as campaign_html
+    from harness.campaign_report import markdown as campaign_md
+    from sim.report import PREDICTED_NAME, render_html
+
+    try:
+        data = json.loads(report.read_text())
+    except (OSError, ValueError) as exc:
+        err.print(f"[red]cannot read {report}: {exc}[/]")
+        raise typer.Exit(2) from None
+    if isinstance(data, dict) and "campaign" in data:
+        written = [report.with_suffix(".md"), report.with_suffix(".html")]
+        written[0].write_text(campaign_md(data))
+        written[1].write_text(campaign_html(data))
+    elif isinstance(data, dict) and "by_mix" in data:
+        predicted = report.parent / PREDICTED_NAME
+        if predicted.exists():
+            data = {**data, "predicted_failover": json.loads(predicted.read_text())}
+        written = [report.with_suffix(".html")]
+        written[0].write_text(render_html(data))
+    else:
+        err.print(f"[red]{report} is neither a campaign report nor a simulator report (sim-*.json)[/]")
+        raise typer.Exit(2)
+    err.print("wrote " + ", ".join(str(p) for p in written))
+
+
 def main() -> None:  # pragma: no cover - console script shim
     app()
 

@@ -26,3 +26,35 @@ def test_campaign_report_html_embeds_bokehjs(tmp_path: Path) -> None:
     page = next(p for p in paths if p.suffix == ".html").read_text()
     assert page.startswith("<!DOCTYPE html>")
     _assert_offline_page(page)
+
+
+def test_recorded_reports_are_offline_pages_and_aegis_render_rebuilds_them(tmp_path: Path) -> None:
+    """Every HTML page in reports/ is one that opens offline, and `aegis render` rebuilds a page (and a campaign's
+    markdown) from the recorded JSON alone."""
+    import shutil
+    import subprocess
+    import sys
+
+    for page in sorted((ROOT / "reports").glob("*.html")):
+        _assert_offline_page(page.read_text())
+    for name in ("rolling-restart.json", "sim-default.json", "sim-predicted-failover.json"):
+        shutil.copy(ROOT / "reports" / name, tmp_path / name)
+    for name in ("rolling-restart.json", "sim-default.json"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "aegis.cli", "render", str(tmp_path / name)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 0, proc.stderr
+        _assert_offline_page((tmp_path / name).with_suffix(".html").read_text())
+    assert (tmp_path / "rolling-restart.md").read_text() == (
+        ROOT / "reports" / "rolling-restart.md"
+    ).read_text()
+    bad = subprocess.run(
+        [sys.executable, "-m", "aegis.cli", "render", str(tmp_path / "sim-predicted-failover.json")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert bad.returncode == 2 and "neither a campaign report" in bad.stderr
