@@ -61,7 +61,7 @@ from harness.checkers import Call, Hit, epoch_regressions, longest_gap, percenti
 from harness.cluster import LocalCluster, install_signal_cleanup
 from harness.demo import ACTIVE_SERVICE, BookRequest
 from harness.firewall import allocate_gids
-from harness.processes import spawn
+from harness.processes import spawn, wait_stopped
 from sdk import wire
 from sdk.config import load_settings
 from sdk.connection import ConnectionPool
@@ -114,19 +114,6 @@ class RigParams:
             "probe_interval_s": self.probe_interval_s,
             "probe_timeout_s": self.probe_timeout_s,
         }
-
-
-def _wait_stopped(pid: int, timeout: float = 1.0) -> None:
-    """Wait (bounded) until the kernel reports the process stopped (state T)."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            return
-        if stat.rpartition(")")[2].split()[0] in ("T", "t"):
-            return
-        time.sleep(0.0005)
 
 
 @dataclass(eq=False)
@@ -294,7 +281,7 @@ class FailoverRig:
         if proc.poll() is None:
             proc.send_signal(sig)
             if sig == signal.SIGSTOP:
-                _wait_stopped(proc.pid)  # its last trace line comes before the pause line
+                wait_stopped(proc.pid)  # its last trace line comes before the pause line
                 self._trace_fault(instance, TraceAction.PAUSE)
             elif sig == signal.SIGCONT:
                 self._trace_fault(instance, TraceAction.RESUME)

@@ -18,7 +18,9 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -80,6 +82,20 @@ class _Spawner:
 
 _spawner: _Spawner | None = None
 _spawner_lock = threading.Lock()
+
+
+def wait_stopped(pid: int, timeout: float = 1.0) -> None:
+    """Wait (bounded by ``timeout``) until the kernel reports ``pid`` stopped (state T, after SIGSTOP) or gone:
+    from then on it writes nothing more (its last trace or journal line is on disk)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return
+        if stat.rpartition(")")[2].split()[0] in ("T", "t"):
+            return
+        time.sleep(0.0005)
 
 
 def spawn(

@@ -36,7 +36,7 @@ from harness.checkers import Call
 from harness.command_worker import COMMAND
 from harness.demo import SERVICE, Quote, QuoteRequest
 from harness.firewall import allocate_gids
-from harness.processes import spawn
+from harness.processes import spawn, wait_stopped
 from sdk.commands import CommandClient
 from sdk.connection import ConnectionPool
 from sdk.errors import AegisError
@@ -234,19 +234,6 @@ class CommandJournals:
         self.refresh()
         with self._lock:
             return [c for c, n in self._open.get((worker, pid), Counter()).items() if n > 0]
-
-
-def _wait_stopped(pid: int, timeout: float = 1.0) -> None:
-    """Wait (bounded) until the kernel shows ``pid`` stopped: after that its journal no longer changes."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            return
-        if stat.rpartition(")")[2].split()[0] in ("T", "t"):
-            return
-        time.sleep(0.0005)
 
 
 def _wait_ready(proc: subprocess.Popen[bytes], timeout: float) -> bool:
@@ -451,7 +438,7 @@ class CommandWorkload(_Loop):
         if proc.poll() is None:
             proc.send_signal(sig)
             if sig == signal.SIGSTOP:
-                _wait_stopped(proc.pid)
+                wait_stopped(proc.pid)
 
     def restart(self, name: str) -> None:
         """Start the worker again under the same name (after a kill); return once it is ready."""

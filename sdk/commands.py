@@ -100,7 +100,7 @@ from .errors import (
 from .events import ConsumerLoop, consumer_name
 from .jetstream import PublishAck, default_replicas, ensure_stream, jetstream_error, js_publish
 from .metrics import InstanceMetrics
-from .registry import kv_stream_config, kv_subject
+from .registry import kv_stream_config, kv_subject, kv_write
 from .rpc import decode, encode, payload_parser
 
 log = logging.getLogger(__name__)
@@ -786,15 +786,7 @@ class CommandWorker:
         """Extend the claim's TTL (compare-and-set on its revision). A claim that expired meanwhile and that
         nobody took is taken again (with a new token); one another worker took is marked lost."""
         try:
-            claim.revision = await self._put(
-                claim.key,
-                b"",
-                self._claim_headers(claim),
-                revision=claim.revision,
-                ttl_s=claim.ttl_s,
-                msg_id=uuid.uuid4().hex,
-                timeout=max(0.5, min(2.0, claim.ttl_s / 2)),
-            )
+            claim.revision = await self._rewrite_claim(claim, claim.revision)
             return
         except Conflict:
             pass
@@ -806,15 +798,7 @@ class CommandWorker:
             if rec.state == CLAIMED and rec.claim_id == claim.claim_id:
                 claim.revision = rec.revision  # an earlier renewal landed after all
             elif rec.state == FREE:
-                rev = await self._put(
-                    claim.key,
-                    b"",
-                    self._claim_headers(claim),
-                    revision=rec.revision,
-                    ttl_s=claim.ttl_s,
-                    msg_id=uuid.uuid4().hex,
-                    timeout=max(0.5, min(2.0, claim.ttl_s / 2)),
-                )
+                rev = await self._rewrite_claim(claim, rec.revision)
                 claim.token = claim.revision = rev
                 log.warning("claim on %s had expired; taken again (token %d)", claim.key, rev)
             else:
@@ -896,6 +880,18 @@ class CommandWorker:
         except Exception as exc:  # the claim expires on its own
             log.debug("release of %s failed: %s", claim.key, exc)
 
+    async def _rewrite_claim(self, claim: Claim, revision: int) -> int:
+        """Write ``claim`` again (a renewal, or taking it back) by compare-and-set on ``revision``."""
+        return await self._put(
+            claim.key,
+            b"",
+            self._claim_headers(claim),
+            revision=revision,
+            ttl_s=claim.ttl_s,
+            msg_id=uuid.uuid4().hex,
+            timeout=max(0.5, min(2.0, claim.ttl_s / 2)),
+        )
+
     def _claim_headers(self, claim: Claim, state: str = CLAIMED) -> dict[str, str]:
         return {
             wire.COMMAND_STATE_HEADER: state,
@@ -915,17 +911,19 @@ class CommandWorker:
         msg_id: str,
         timeout: float,
     ) -> int:
-        """One compare-and-set write with a TTL (published by hand: nats-py's KV cannot do both);
-        :class:`Conflict` when ``revision`` is not the key's last one."""
-        hdrs = {
-            **headers,
-            wire.MSG_ID_HEADER: msg_id,
-            wire.EXPECTED_LAST_SUBJECT_SEQ_HEADER: str(revision),
-            wire.MSG_TTL_HEADER: str(int(ttl_s)),
-        }
-        subject = kv_subject(wire.COMMANDS_BUCKET, key)
-        ack = await js_publish(self.pool, subject, data, hdrs, timeout, f"write {key}")
-        return ack.seq
+        """One compare-and-set write with a TTL in ``aegis_commands``; :class:`Conflict` when ``revision``
+        is not the key's last one."""
+        return await kv_write(
+            self.pool,
+            wire.COMMANDS_BUCKET,
+            key,
+            data,
+            revision=revision,
+            ttl_s=ttl_s,
+            timeout=timeout,
+            headers=headers,
+            msg_id=msg_id,
+        )
 
     async def _read(self, key: str) -> CommandRecord:
         """The key's last entry, from the stream leader (state ``free`` with revision 0 when none)."""

@@ -25,7 +25,7 @@ import asyncio
 import time
 import uuid
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -175,6 +175,8 @@ async def kv_write(
     delete: bool = False,
     timeout: float = 5.0,
     nc: NatsClient | None = None,
+    headers: Mapping[str, str] | None = None,
+    msg_id: str | None = None,
 ) -> int:
     """Write one KV entry and return its revision (through ``nc``, else the pool's connections in turn).
 
@@ -182,9 +184,10 @@ async def kv_write(
     (``0``: the key must not exist; ``None``: no check). ``ttl_s`` sets the per-key TTL (whole seconds).
     ``purge`` and ``delete`` write a removal marker instead of a value (purge also drops older revisions).
     A lost compare-and-set raises :class:`Conflict` carrying the current revision. Retries inside
-    ``timeout`` reuse one message id, so the stream stores the write at most once.
+    ``timeout`` reuse one message id (``msg_id``, default a fresh one), so the stream stores the write at
+    most once. ``headers`` are stored with the entry (the KV's own headers win).
     """
-    headers = {wire.MSG_ID_HEADER: uuid.uuid4().hex}
+    headers = {**(headers or {}), wire.MSG_ID_HEADER: msg_id or uuid.uuid4().hex}
     if revision is not None:
         headers[wire.EXPECTED_LAST_SUBJECT_SEQ_HEADER] = str(revision)
     if ttl_s is not None:
