@@ -70,7 +70,9 @@ async def test_watch_sees_new_and_removed_instances_within_milliseconds(pool: Co
     gone = time.monotonic() - stopping
     await watch.stop()
     print(f"watch delay: new instance seen after {seen * 1000:.1f} ms, removal after {gone * 1000:.1f} ms")
-    assert seen < 0.5 and gone < 0.5  # "about 100 ms"; the printed figures are the measurement
+    # The printed figures are the measurement. The bound is the model's: the watch delivers the record's
+    # first write and its deletion as they land, long before the next heartbeat rewrite would show them.
+    assert seen < pool.settings.heartbeat_interval_s and gone < pool.settings.heartbeat_interval_s
 
 
 async def test_round_robin_spreads_calls_evenly(pool: ConnectionPool) -> None:

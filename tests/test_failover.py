@@ -309,6 +309,8 @@ async def test_all_instances_down_raises_service_unavailable_at_the_deadline(rig
     await client.close()
     message = exc.value.message
     print(f"\nall down: ServiceUnavailable after {took * 1000:.0f} ms: {message}")
+    # Not before the deadline (1 s); each attempt is capped by the time left, so what comes after the
+    # deadline is scheduling of a loaded machine: 0.6 s of slack for it.
     assert 0.95 <= took <= 1.6
     assert rig.service in message and "tried" in message
     assert f"{victim}: NoResponders" in message  # the key still names the last active: it was tried
