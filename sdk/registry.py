@@ -333,20 +333,36 @@ class Registry:
         return _parse(ServiceInstance, entry.value, f"instance record {key!r}")
 
     async def _snapshot(self, kv: KeyValue, pattern: str) -> list[tuple[str, bytes, int]]:
-        """(key, value, revision) of every live key matching ``pattern``: markers and deletes skipped."""
+        """(key, value, revision) of every live key matching ``pattern``: markers and deletes skipped.
+
+        Reads until the entry the server says is the last one (``delta`` 0), markers included. nats-py's own
+        end-of-snapshot signal can come *before* the entries: it is sent when the consumer reports nothing
+        pending and nothing handled yet, which is also the case while the only message is still on its way
+        (seen as "0 registered instances" for a live instance). It is trusted only when the stream holds no
+        message for the pattern.
+        """
         await ensure_registry(self.pool)
 
         async def read() -> list[tuple[str, bytes, int]]:
-            watcher = await kv.watch(pattern, ignore_deletes=True)
+            watcher = await kv.watch(pattern)
             try:
                 out = []
                 while True:
                     entry = await watcher.updates(timeout=self.timeout)
                     if entry is None:
+                        if await self._holds_messages(kv, pattern):
+                            continue  # the entries are on their way; the last one ends the read
                         return out
-                    if entry.value:  # an expiry marker reads as an empty value
+                    # an expiry marker reads as an empty value; deletes and purges carry an operation
+                    if entry.value and entry.operation is None:
                         out.append((entry.key, entry.value, entry.revision or 0))
+                    if not entry.delta:
+                        return out
             finally:
                 await watcher.stop()
 
         return await retry_transient(read, f"read {kv._name}")
+
+    async def _holds_messages(self, kv: KeyValue, pattern: str) -> bool:
+        info = await self.pool.js.stream_info(kv._stream, subjects_filter=f"{kv._pre}{pattern}")
+        return bool(info.state.subjects)
