@@ -29,7 +29,7 @@ run: setup
 	$(VENV)/bin/aegis up
 
 test: setup
-	$(PY) -m pytest -q --cov --cov-report=term --cov-report=xml:reports/coverage.xml tests
+	$(PY) -m pytest -q --durations=15 --cov --cov-report=term --cov-report=xml:reports/coverage.xml tests
 
 bench: setup
 	$(VENV)/bin/aegis bench

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,18 +26,10 @@ NEGATIVE_CONTROLS = {
 
 
 @pytest.fixture(scope="session")
-def quick_run() -> tuple[int, dict[str, Any]]:
-    """Exit code and JSON report of one ``aegis spec --quick --json`` run, shared by the tests below."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "aegis.cli", "spec", "--quick", "--json"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert proc.stdout.strip(), f"no JSON on stdout; stderr: {proc.stderr[-2000:]}"
-    return proc.returncode, json.loads(proc.stdout)
+def quick_run(spec_quick_run: tuple[int, dict[str, Any]]) -> tuple[int, dict[str, Any]]:
+    """Exit code and JSON report of one ``aegis spec --quick --json`` run, shared by the tests below (started
+    in the background when the session's tests were collected: tests/conftest.py)."""
+    return spec_quick_run
 
 
 def _row(report: dict[str, Any], name: str) -> dict[str, Any]:
