@@ -304,9 +304,20 @@ class Registry:
         data = value.model_dump_json().encode()
         if len(data) > self.pool.max_payload:
             raise BadRequest(f"definition of {value.name!r} is {len(data)} bytes; too large")
-        return await kv_write(
-            self.pool, wire.DEFINITIONS_BUCKET, value.name, data, revision=revision, timeout=self.timeout
-        )
+        try:
+            return await kv_write(
+                self.pool, wire.DEFINITIONS_BUCKET, value.name, data, revision=revision, timeout=self.timeout
+            )
+        except Conflict as exc:
+            # The compare-and-set is the real check: the read before it may come from a replica that is
+            # behind (direct get), so a stale revision can get this far.
+            if revision == 0:
+                raise
+            raise Conflict(
+                f"definition of {value.name!r} changed since revision {revision}"
+                f"{'' if exc.revision is None else f' (now at {exc.revision})'}: re-read it and apply the change again",
+                revision=exc.revision,
+            ) from None
 
     # -- instances ----------------------------------------------------------------------------------
 
