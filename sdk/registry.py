@@ -214,7 +214,10 @@ class Registry:
     def __init__(self, pool: ConnectionPool, *, timeout: float = 5.0) -> None:
         self.pool = pool
         self.timeout = timeout
-        self._defs = bucket(pool, wire.DEFINITIONS_BUCKET)
+        # Definitions are read through the stream leader: a direct get may be answered by a replica that has
+        # not applied the last write yet (a definition just created read as missing, a stale revision passing
+        # the check before an update). Operators read them rarely; they must read their own writes.
+        self._defs = bucket(pool, wire.DEFINITIONS_BUCKET, direct=False)
         self._instances = bucket(pool, wire.INSTANCES_BUCKET)
 
     async def open(self) -> Registry:
