@@ -312,8 +312,8 @@ class Registry:
                 self.pool, wire.DEFINITIONS_BUCKET, value.name, data, revision=revision, timeout=self.timeout
             )
         except Conflict as exc:
-            # The compare-and-set is the real check: the read before it may come from a replica that is
-            # behind (direct get), so a stale revision can get this far.
+            # The compare-and-set is the real check: another update can land between the read that checked
+            # the revision and this write.
             if revision == 0:
                 raise
             raise Conflict(
