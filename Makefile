@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup jre nft run test bench spec sim campaign lint clean
+.PHONY: setup jre nft run test bench spec sim campaign reports lint clean
 
 setup: $(STAMP) jre nft
 
@@ -46,6 +46,11 @@ sim: setup
 CAMPAIGNS ?= instance-crash instance-pause nats-node-crash partition rolling-restart mixed
 campaign: setup
 	@for c in $(CAMPAIGNS); do $(VENV)/bin/aegis campaign harness/campaigns/$$c.yaml --out reports || exit 1; done
+
+# Figure tables in README.md, docs/*.md and reports/rpc-overhead.md, re-rendered from the reports/*.json they cite
+# (`aegis figures --check` lists the stale ones without writing).
+reports: setup
+	$(VENV)/bin/aegis figures
 
 lint: setup
 	$(VENV)/bin/ruff check .

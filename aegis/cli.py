@@ -275,8 +275,9 @@ def campaign(
     """Run a fault campaign on a fresh local cluster: real nats-server nodes, real SDK processes, real faults.
 
     Prints the per-fault-class summary (or with --json one object with at least runs, split_brain,
-    lost_events, failover_p99_s, trace_validated). Exit code 1 when a promise of the campaign is broken
-    (split brain, lost events, commands processed twice, a rejected trace, ...), 2 for a bad campaign file.
+    lost_events, failover_p99_s, trace_validated). Exit code 1 when a promise of the campaign is broken (a
+    fault class's gap budget, split brain, lost events, commands processed twice, a rejected trace, ...), 2
+    for a bad campaign file.
     """
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -350,6 +351,43 @@ def render(
         err.print(f"[red]{report} is neither a campaign report nor a simulator report (sim-*.json)[/]")
         raise typer.Exit(2)
     err.print("wrote " + ", ".join(str(p) for p in written))
+
+
+@app.command()
+def figures(
+    files: list[Path] = typer.Argument(
+        None, help="Markdown files (default: README.md, docs/*.md, reports/*.md with figures blocks)."
+    ),
+    check: bool = typer.Option(
+        False, "--check", help="Change nothing; exit 1 listing the blocks that disagree with their JSON."
+    ),
+) -> None:
+    """Render every figures table (`<!-- figures:NAME source=... -->` blocks) from the JSON reports it cites.
+
+    Rewrites the files in place (= `make reports`); with --check lists stale blocks and exits 1 if any.
+    """
+    from harness.figures import FiguresError, targets
+    from harness.figures import check as stale_blocks
+    from harness.figures import write as write_figures
+
+    paths = list(files) if files else targets()
+    try:
+        if check:
+            stale = [(p, b) for p in paths for b in stale_blocks(p)]
+            for p, b in stale:
+                err.print(
+                    f"{p}:{b.line}: figures:{b.name} disagrees with {', '.join(b.sources)}", soft_wrap=True
+                )
+            if stale:
+                err.print("run `make reports` (= `aegis figures`) to re-render them")
+                raise typer.Exit(1)
+            err.print(f"all figures blocks in {len(paths)} files agree with their JSON")
+            return
+        changed = write_figures(paths)
+    except FiguresError as exc:
+        err.print(f"[red]{exc}[/]", soft_wrap=True)
+        raise typer.Exit(2) from None
+    err.print("rewrote " + (", ".join(str(p) for p in changed) if changed else "nothing (all current)"))
 
 
 def main() -> None:  # pragma: no cover - console script shim

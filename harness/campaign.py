@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.campaign_report import by_class, ks_distance
+from aegis.stats import percentile
+from harness.campaign_report import budget_breaks, by_class, headline, ks_distance
 from harness.campaign_spec import Campaign, FaultStep
 from harness.checkers import (
     Hit,
@@ -35,7 +36,6 @@ from harness.checkers import (
     failover_time,
     longest_gap,
     lost_events,
-    percentile,
     split_brain,
 )
 from harness.cluster import LocalCluster, install_signal_cleanup
@@ -269,9 +269,9 @@ async def _run(
         "probes_sent": summary["probes_sent"],
         "probe_successes": summary["probe_successes"],
         "lost_events": len(lost),
-        "failover_p50_s": percentile([f["failover_s"] for f in faults if f["failover_s"] is not None], 50),
-        "failover_p99_s": percentile([f["failover_s"] for f in faults if f["failover_s"] is not None], 99),
-        "gap_p99_s": percentile([f["gap_s"] for f in faults], 99),
+        # failover_*: the client-visible gap over every fault; new_epoch_failover_*: faults that changed the
+        # active only (see campaign_report.headline)
+        **headline(faults),
         "trace_validated": False,
         "duplicate_commands": len(dups),
         "epoch_regressions": summary["epoch_regressions"],
@@ -283,7 +283,9 @@ async def _run(
         "duplicate_command_ids": dict(list(dups.items())[:20]),
         "commands_started_twice": len(restarted),
         "commands_discarded": len(commands.discards) if commands else 0,
-        "by_class": by_class(faults),
+        "by_class": by_class(
+            faults, {k: campaign.budget(k).model_dump() for k in {f["kind"] for f in faults}}
+        ),
         "faults": faults,
         "skipped": skipped,
         "campaign": campaign.model_dump(mode="json"),
@@ -395,17 +397,24 @@ def _prediction(faults: list[dict[str, Any]]) -> dict[str, Any] | None:
         "sim_samples": len(sim),
         "sim_p50_s": percentile(sim, 50),
         "sim_p99_s": percentile(sim, 99),
+        "sim_max_s": max(sim),
         "sim_samples_s": sim[:2000],
         "real_samples": len(real),
         "real_p50_s": percentile(real, 50),
         "real_p99_s": percentile(real, 99),
+        "real_max_s": max(real),
         "ks_distance": ks_distance(sim, real),
     }
 
 
 def _broken(campaign: Campaign, report: dict[str, Any]) -> list[str]:
+    """The promises the run broke, broken budgets first (the gap a client saw is the promise users feel)."""
     e = campaign.expect
-    out = []
+    out = [
+        b
+        for kind, row in report["by_class"].items()
+        for b in budget_breaks(kind, row, campaign.budget(kind).model_dump())
+    ]
     if report["split_brain"] > e.split_brain:
         out.append(f"split brain {report['split_brain']} > {e.split_brain}")
     if report["lost_events"] > e.lost_events:

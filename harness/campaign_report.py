@@ -2,18 +2,29 @@
 
 The JSON (``reports/<campaign>.json``) has at least ``runs``, ``split_brain``, ``lost_events``,
 ``failover_p99_s`` and ``trace_validated`` at the top level (the ``aegis campaign --json`` contract), then
-``by_class`` (per fault class: runs, failover p50/p99/max, failed calls), ``faults`` (one row per fault) and
-``timeline`` (every failed client operation, for the plot).
+``by_class`` (per fault class: runs, gap and new-epoch failover p50/p99/max with their sample counts, the
+budget and whether it held, failed calls), ``faults`` (one row per fault) and ``timeline`` (every failed client
+operation, for the plot).
+
+``failover_p99_s`` (and ``failover_p50_s``) is the client-visible gap over *all* faults of the campaign (the
+longest stretch without a successful sticky call, from the fault until the client is steady again), whether
+or not the active changed; ``new_epoch_failover_p50_s`` / ``_p99_s`` are over the faults that changed it
+(fault -> first successful call from a newer epoch). Percentiles are nearest-rank (:mod:`aegis.stats`, the
+simulator's definition too); every one is printed with its sample count, and below
+:data:`~aegis.stats.MIN_P99_SAMPLES` samples the maximum is printed instead of a p99.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.checkers import percentile
+from aegis.stats import MIN_P99_SAMPLES, percentile, recorded, spread_text
+
+DEFAULT_BUDGET = {"gap_p99_s": 2.0, "gap_max_s": 2.0, "reason": ""}
+"""A fault class's budget when none is given (:data:`harness.campaign_spec.DEFAULT_BUDGET_S`)."""
 
 
 def ks_distance(a: Sequence[float], b: Sequence[float]) -> float | None:
@@ -36,14 +47,19 @@ def ks_distance(a: Sequence[float], b: Sequence[float]) -> float | None:
     return round(worst, 4)
 
 
-def by_class(faults: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per fault class: runs, client-visible gap p50/p99/max, new-epoch failovers, failed calls, split brain."""
+def by_class(
+    faults: Sequence[dict[str, Any]], budgets: Mapping[str, Mapping[str, Any]] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Per fault class: runs, client-visible gap p50/p99/max, new-epoch failovers, failed calls, split brain,
+    sample counts, and the class's budget (``budgets[kind]``, else :data:`DEFAULT_BUDGET`) with whether it
+    held (None when the class has no gap sample)."""
     out: dict[str, dict[str, Any]] = {}
     for kind in dict.fromkeys(f["kind"] for f in faults):
         rows = [f for f in faults if f["kind"] == kind]
         gaps = [f["gap_s"] for f in rows if f["gap_s"] is not None]
         failovers = [f["failover_s"] for f in rows if f["failover_s"] is not None]
-        out[kind] = {
+        budget = {**DEFAULT_BUDGET, **dict((budgets or {}).get(kind) or {})}
+        row: dict[str, Any] = {
             "runs": len(rows),
             "gap_p50_s": percentile(gaps, 50),
             "gap_p99_s": percentile(gaps, 99),
@@ -56,17 +72,82 @@ def by_class(faults: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             "failed_ops": sum(sum(f["failed_ops"].values()) for f in rows),
             "split_brain": sum(f["split_brain"] for f in rows),
             "unrecovered": sum(1 for f in rows if not f["recovered"]),
+            "gap_samples": len(gaps),
+            "failover_samples": len(failovers),
+            "budget": budget,
         }
+        row["budget_held"] = None if not gaps else not budget_breaks(kind, row, budget)
+        out[kind] = row
     return out
 
 
-def _ms(v: float | None) -> str:
-    return "-" if v is None else f"{v * 1000:.0f} ms"
+def budget_breaks(kind: str, row: Mapping[str, Any], budget: Mapping[str, Any]) -> list[str]:
+    """How fault class ``kind`` (its :func:`by_class` row) broke ``budget``: the max always, the p99 only with
+    at least :data:`~aegis.stats.MIN_P99_SAMPLES` samples (below that it is the max, and not a p99)."""
+    n = row.get("gap_samples", row.get("runs", 0))
+    samples = f"{n} sample" if n == 1 else f"{n} samples"
+    out = []
+    p99, top = row.get("gap_p99_s"), row.get("gap_max_s")
+    if n >= MIN_P99_SAMPLES and p99 is not None and p99 > budget["gap_p99_s"]:
+        out.append(f"budget: {kind} gap p99 {p99:.2f} s > {budget['gap_p99_s']:g} s ({samples})")
+    if top is not None and top > budget["gap_max_s"]:
+        out.append(f"budget: {kind} gap max {top:.2f} s > {budget['gap_max_s']:g} s ({samples})")
+    return out
+
+
+def headline(faults: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The campaign's top-level latency figures. ``failover_*``: the client-visible gap over every fault
+    (the contract's ``failover_p99_s``; ``gap_*`` are the same figures under their own name);
+    ``new_epoch_failover_*``: fault -> first successful call from a newer epoch, over the faults that
+    changed the active."""
+    gaps = [f["gap_s"] for f in faults if f["gap_s"] is not None]
+    epochs = [f["failover_s"] for f in faults if f["failover_s"] is not None]
+    return {
+        "failover_p50_s": percentile(gaps, 50),
+        "failover_p99_s": percentile(gaps, 99),
+        "failover_max_s": max(gaps) if gaps else None,
+        "failover_samples": len(gaps),
+        "failover_measure": "client-visible gap over every fault: the longest stretch without a successful"
+        " sticky call, from the fault until the client is steady again",
+        "gap_p50_s": percentile(gaps, 50),
+        "gap_p99_s": percentile(gaps, 99),
+        "gap_max_s": max(gaps) if gaps else None,
+        "gap_samples": len(gaps),
+        "new_epoch_failover_p50_s": percentile(epochs, 50),
+        "new_epoch_failover_p99_s": percentile(epochs, 99),
+        "new_epoch_failover_max_s": max(epochs) if epochs else None,
+        "new_epoch_failover_samples": len(epochs),
+    }
+
+
+def _budget(report: dict[str, Any], kind: str, row: Mapping[str, Any]) -> dict[str, Any]:
+    """The budget of a class: the row's (reports since budgets), else the campaign's, else the default."""
+    given = row.get("budget") or (report["campaign"].get("budgets") or {}).get(kind) or {}
+    return {**DEFAULT_BUDGET, **given}
+
+
+def broken_promises(report: dict[str, Any]) -> list[str]:
+    """``expectations_broken``, broken budgets first: a report recorded before budgets existed gets its
+    classes' breaks of the default budget (or the campaign's) computed from ``by_class``."""
+    recorded_broken = list(report.get("expectations_broken") or [])
+    budgets = [
+        b
+        for kind, row in report["by_class"].items()
+        for b in budget_breaks(kind, row, _budget(report, kind, row))
+    ]
+    rest = [b for b in recorded_broken if b not in budgets]
+    return budgets + rest
+
+
+def _spread(samples: int, p50: float | None, p99: float | None, top: float | None) -> str:
+    return spread_text(recorded(samples, p50, p99, top))
 
 
 def markdown(report: dict[str, Any]) -> str:
-    """The human summary: what ran, the per-class table, the promises kept or broken."""
+    """The human summary: the promises kept or broken (broken budgets first), what ran, the per-class table."""
     c = report["campaign"]
+    broken = broken_promises(report)
+    head = headline(report["faults"])
     lines = [
         f"# Campaign `{c['name']}`",
         "",
@@ -76,20 +157,43 @@ def markdown(report: dict[str, Any]) -> str:
         f"{report['runs']} faults in {report['took_s']:.0f} s on a local {c['topology']['nodes']}-node cluster;"
         f" {c['topology']['instances']} single-active instances, {c['topology']['rpc_instances']} RPC instances.",
         "",
-        "Gap = the longest stretch without a successful sticky call, from the fault until the client is steady"
-        " again. Failover = fault -> first successful sticky call from a newer epoch (only faults that changed"
-        " the active). Failed calls = sticky calls sent during the fault's window that failed.",
+        "## Promises",
         "",
-        "| fault class | runs | gap p50 | gap p99 | gap max | failovers | failover p50 | failover p99 | failover max"
-        " | failed calls | other failed ops | split brain |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    lines += [f"- **broken:** {b}" for b in broken] or ["- all kept"]
+    lines += [
+        "",
+        "## Figures",
+        "",
+        f"Failover (client-visible gap over every fault): {_spread(head['gap_samples'], head['gap_p50_s'], head['gap_p99_s'], head['gap_max_s'])}."
+        f" New-epoch failover (only faults that changed the active): {_spread(head['new_epoch_failover_samples'], head['new_epoch_failover_p50_s'], head['new_epoch_failover_p99_s'], head['new_epoch_failover_max_s'])}.",
+        "",
+        "Gap = the longest stretch without a successful sticky call, from the fault until the client is steady"
+        " again. New-epoch failover = fault -> first successful sticky call from a newer epoch (only faults that"
+        " changed the active). Failed calls = sticky calls sent during the fault's window that failed. Budget ="
+        " the gap p99 / max the campaign promises for the class. Percentiles are nearest-rank, each with its"
+        f" sample count; below {MIN_P99_SAMPLES} samples the max is given instead of a p99.",
+        "",
+        "| fault class | runs | gap | budget p99 / max | budget held | new-epoch failovers | failed calls"
+        " | other failed ops | split brain |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    reasons = []
     for kind, r in report["by_class"].items():
+        budget = _budget(report, kind, r)
+        gap_n = r.get("gap_samples", r["runs"])
+        held = "-" if not gap_n else "**no**" if budget_breaks(kind, r, budget) else "yes"
+        fo_n = r.get("failover_samples", r["failovers"])
+        gap = _spread(gap_n, r["gap_p50_s"], r["gap_p99_s"], r["gap_max_s"])
+        fo = _spread(fo_n, r["failover_p50_s"], r["failover_p99_s"], r["failover_max_s"])
         lines.append(
-            f"| {kind} | {r['runs']} | {_ms(r['gap_p50_s'])} | {_ms(r['gap_p99_s'])} | {_ms(r['gap_max_s'])}"
-            f" | {r['failovers']} | {_ms(r['failover_p50_s'])} | {_ms(r['failover_p99_s'])}"
-            f" | {_ms(r['failover_max_s'])} | {r['failed_calls']} | {r['failed_ops']} | {r['split_brain']} |"
+            f"| {kind} | {r['runs']} | {gap} | {budget['gap_p99_s']:g} s / {budget['gap_max_s']:g} s | {held}"
+            f" | {fo} | {r['failed_calls']} | {r['failed_ops']} | {r['split_brain']} |"
         )
+        if budget.get("reason"):
+            reasons.append(f"- {kind}: {budget['reason']}")
+    if reasons:
+        lines += ["", "Budgets above the default, and why:", "", *reasons]
     lines += [
         "",
         "| check | value |",
@@ -103,18 +207,25 @@ def markdown(report: dict[str, Any]) -> str:
     ]
     pred = report.get("prediction")
     if pred:
+        sim_max = pred.get("sim_max_s")
+        if sim_max is None and len(pred.get("sim_samples_s") or []) == pred["sim_samples"]:
+            sim_max = max(pred["sim_samples_s"])
+        real = [
+            f["failover_s"]
+            for f in report["faults"]
+            if f["kind"] == "instance-kill" and f["failover_s"] is not None
+        ]
+        real_max = pred.get("real_max_s", max(real) if real else None)
+        sim = _spread(pred["sim_samples"], pred["sim_p50_s"], pred["sim_p99_s"], sim_max)
+        measured = _spread(pred["real_samples"], pred["real_p50_s"], pred["real_p99_s"], real_max)
         lines += [
             "",
             "## Simulator prediction vs measurement (instance crash)",
             "",
-            f"Simulated with the same election state machine (`{pred['source']}`): p50 {_ms(pred['sim_p50_s'])},"
-            f" p99 {_ms(pred['sim_p99_s'])} over {pred['sim_samples']} simulated crashes; measured here p50"
-            f" {_ms(pred['real_p50_s'])}, p99 {_ms(pred['real_p99_s'])} over {pred['real_samples']} kills."
+            f"Simulated crashes, with the same election state machine (`{pred['source']}`): {sim}. Measured"
+            f" here (kill -9 of the active -> first call from a newer epoch): {measured}."
             f" Two-sample KS distance {pred['ks_distance']}.",
         ]
-    broken = report["expectations_broken"]
-    lines += ["", "## Promises", ""]
-    lines += [f"- **broken:** {b}" for b in broken] or ["- all kept"]
     if report.get("skipped"):
         lines += ["", "## Skipped", ""] + [f"- {s}" for s in report["skipped"]]
     return "\n".join(lines) + "\n"

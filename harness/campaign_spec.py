@@ -10,6 +10,14 @@ Example (``harness/campaigns/smoke.yaml``)::
     faults:
       - {kind: instance-kill, target: active, count: 3}
       - {kind: node-kill, target: "stream-leader:KV_aegis_election", duration_s: 3}
+    budgets:
+      instance-kill: {gap_p99_s: 2.0, gap_max_s: 2.0}
+      node-kill: {gap_p99_s: 10.0, gap_max_s: 10.0, reason: "NATS Raft election 4-9 s + lease"}
+
+Budgets are the campaign's latency promise per fault class: the client-visible gap (the longest stretch
+without a successful sticky call, from the fault until the client is steady again) at p99 and at most.
+:data:`DEFAULT_BUDGET_S` (2 s) for every class not listed; a bound above it needs its ``reason`` in the file.
+A run that breaks a budget breaks a promise (``aegis campaign`` exits 1, the report lists it first).
 
 A campaign runs ``repetitions`` times through its fault list; the order of the faults is shuffled by ``seed``
 (the same seed gives the same schedule). Errors name the file and the field.
@@ -23,7 +31,11 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from harness.nemesis import PARTITION_KINDS, FaultKind
+from harness.nemesis import FAULT_KINDS, PARTITION_KINDS, FaultKind
+
+DEFAULT_BUDGET_S = 2.0
+"""The client-visible gap every fault class is held to (p99 and max) unless its budget says more, with a
+reason."""
 
 
 class CampaignError(ValueError):
@@ -89,6 +101,41 @@ class FaultStep(_Strict):
         return self
 
 
+class Budget(_Strict):
+    """The latency promise for one fault class: client-visible gap p99 and max, seconds. Above
+    :data:`DEFAULT_BUDGET_S` only with a ``reason``. The p99 is held only with enough samples to have one
+    (:data:`aegis.stats.MIN_P99_SAMPLES`); the max always."""
+
+    gap_p99_s: float = Field(DEFAULT_BUDGET_S, gt=0, le=120, description="client-visible gap p99, seconds")
+    gap_max_s: float = Field(
+        DEFAULT_BUDGET_S, gt=0, le=120, description="longest client-visible gap, seconds"
+    )
+    reason: str = Field("", description="why this class needs more than the default (required above it)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_bound_given(cls, data: object) -> object:
+        """Only one bound given: the other follows it where the default would contradict it (``{gap_max_s: 1}``
+        also holds the p99 to 1 s; ``{gap_p99_s: 5, reason: ...}`` allows a max of 5 s)."""
+        if isinstance(data, dict):
+            p99, top = data.get("gap_p99_s"), data.get("gap_max_s")
+            if p99 is None and isinstance(top, int | float) and top > 0:
+                data = {**data, "gap_p99_s": min(DEFAULT_BUDGET_S, top)}
+            elif top is None and isinstance(p99, int | float):
+                data = {**data, "gap_max_s": max(DEFAULT_BUDGET_S, p99)}
+        return data
+
+    @model_validator(mode="after")
+    def _more_needs_a_reason(self) -> Budget:
+        if self.gap_p99_s > self.gap_max_s:
+            raise ValueError(f"gap_p99_s ({self.gap_p99_s:g}) must not exceed gap_max_s ({self.gap_max_s:g})")
+        if self.gap_max_s > DEFAULT_BUDGET_S and not self.reason.strip():
+            raise ValueError(
+                f"a budget above {DEFAULT_BUDGET_S:g} s (gap_max_s {self.gap_max_s:g}) needs a non-empty reason"
+            )
+        return self
+
+
 class Expect(_Strict):
     """What a campaign promises; a run that breaks a promise is reported as such (and exits non-zero)."""
 
@@ -111,6 +158,10 @@ class Campaign(_Strict):
     )
     recover_timeout_s: float = Field(30, gt=0, le=120)
     expect: Expect = Expect()
+    budgets: dict[str, Budget] = Field(
+        default_factory=dict,
+        description="per fault class: the client-visible gap promised (DEFAULT_BUDGET_S when not listed)",
+    )
     trace: bool = Field(True, description="record election traces; the first fault's is checked with TLC")
 
     @field_validator("settle_s")
@@ -119,6 +170,27 @@ class Campaign(_Strict):
         if not 0 <= v[0] <= v[1] <= 30:
             raise ValueError("settle_s must be [min, max] with 0 <= min <= max <= 30")
         return v
+
+    @field_validator("budgets", mode="before")
+    @classmethod
+    def _known_classes(cls, v: object) -> object:
+        if isinstance(v, dict):
+            unknown = [k for k in v if k not in FAULT_KINDS]
+            if unknown:
+                raise ValueError(f"unknown fault class {unknown[0]!r} (known: {', '.join(FAULT_KINDS)})")
+        return v
+
+    @model_validator(mode="after")
+    def _budgets_for_classes_that_run(self) -> Campaign:
+        kinds = {f.kind for f in self.faults}
+        for kind in self.budgets:
+            if kind not in kinds:
+                raise ValueError(f"budgets.{kind}: no fault of this class in the campaign")
+        return self
+
+    def budget(self, kind: str) -> Budget:
+        """The budget of fault class ``kind``: the campaign's, else :data:`DEFAULT_BUDGET_S` for p99 and max."""
+        return self.budgets.get(kind) or Budget()
 
     def schedule(self) -> list[FaultStep]:
         """Every fault of the campaign in the order it runs (seeded shuffle: replayable)."""

@@ -11,11 +11,12 @@ clock. Each checker answers one question a trading desk asks after a fault:
 * :func:`longest_gap`: the longest stretch without any success (faults that keep the epoch).
 * :func:`lost_events`: acknowledged events that no consumer received.
 * :func:`duplicate_commands`: commands a worker processed more than once.
+
+Percentiles of what they measure come from :mod:`aegis.stats` (one definition for the harness and the simulator).
 """
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -97,15 +98,6 @@ def longest_gap(calls: Sequence[Call], since: float, until: float) -> float:
             worst = max(worst, c.received - last)
             last = c.received
     return max(worst, until - last)
-
-
-def percentile(values: Sequence[float], p: float) -> float | None:
-    """Nearest-rank percentile (``p`` in 0..100) of ``values``; None when empty."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, math.ceil(p / 100 * len(ordered)))
-    return ordered[min(rank, len(ordered)) - 1]
 
 
 def failover_time(calls: Sequence[Call], fault_at: float, old_epoch: int) -> Call | None:

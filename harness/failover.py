@@ -57,7 +57,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.checkers import Call, Hit, epoch_regressions, longest_gap, percentile, split_brain
+from aegis.stats import MIN_P99_SAMPLES, percentile, recorded, spread_text
+from harness.checkers import Call, Hit, epoch_regressions, longest_gap, split_brain
 from harness.cluster import LocalCluster, install_signal_cleanup
 from harness.demo import ACTIVE_SERVICE, BookRequest
 from harness.firewall import allocate_gids
@@ -641,6 +642,8 @@ async def measure(
         "graceful_p50_s": percentile(stop_gaps, 50),
         "graceful_p99_s": percentile(stop_gaps, 99),
         "graceful_max_s": max(stop_gaps) if stop_gaps else None,
+        "failover_samples": len(kill_gaps),
+        "graceful_samples": len(stop_gaps),
         "missed_failovers": sum(1 for f in faults if f["gap_s"] is None),
         "failover_gaps_s": kill_gaps,
         "graceful_gaps_s": stop_gaps,
@@ -693,6 +696,14 @@ def _ms(v: float | None) -> str:
     return "-" if v is None else f"{v * 1000:.0f} ms"
 
 
+def _spread(report: dict[str, Any], key: str, samples_key: str) -> str:
+    """``<key>_p50_s`` / ``_p99_s`` / ``_max_s`` with the sample count (a report recorded before
+    ``<key>_samples`` counts its ``samples_key`` list); no p99 below the minimum sample count."""
+    n = report.get(f"{key}_samples", len(report.get(samples_key) or []))
+    figures = recorded(n, report[f"{key}_p50_s"], report[f"{key}_p99_s"], report[f"{key}_max_s"])
+    return spread_text(figures, _ms)
+
+
 def markdown(report: dict[str, Any]) -> str:
     """The report as markdown: the figures, every fault's gap, the parameters and how to reproduce it."""
     p = report["params"]
@@ -709,18 +720,18 @@ def markdown(report: dict[str, Any]) -> str:
         "| figure | value |",
         "| --- | --- |",
         f"| kill -9 of the active | {report['kills']} |",
-        f"| failover p50 / p99 / max | {_ms(report['failover_p50_s'])} / {_ms(report['failover_p99_s'])}"
-        f" / {_ms(report['failover_max_s'])} |",
+        f"| failover (kill -9) | {_spread(report, 'failover', 'failover_gaps_s')} |",
         f"| graceful stops (SIGTERM) | {report['graceful_stops']} |",
-        f"| graceful p50 / p99 / max | {_ms(report['graceful_p50_s'])} / {_ms(report['graceful_p99_s'])}"
-        f" / {_ms(report['graceful_max_s'])} |",
+        f"| failover (graceful) | {_spread(report, 'graceful', 'graceful_gaps_s')} |",
         f"| split brain | {report['split_brain']} |",
         f"| epoch regressions (client) | {report['epoch_regressions']} |",
         f"| sticky calls / failed | {report['calls']} / {report['failed_calls']} |",
         f"| direct probe successes | {report['probe_successes']} |",
         f"| failovers without a new epoch in 15 s | {report['missed_failovers']} |",
         "",
-        "Percentiles are nearest-rank over the faults of each kind (with 10 samples, p99 is the maximum).",
+        "Percentiles are nearest-rank over the faults of each kind (`aegis.stats`, the simulator's definition"
+        f" too), each with its sample count; below {MIN_P99_SAMPLES} samples the maximum is given instead of"
+        " a p99.",
         "",
         f"Reading the figures: after a kill -9 a standby campaigns one lease ({p['lease_s']} s) after the last"
         f" renewal it saw, and renewals come every {p['renew_s']} s, so the election alone takes"
@@ -792,7 +803,6 @@ __all__ = [
     "longest_gap",
     "markdown",
     "measure",
-    "percentile",
     "run_failover",
     "split_brain",
     "write_report",

@@ -10,16 +10,19 @@
 Every violation is reported with its run's seed, mix and parameters, so ``aegis sim --seed S --mix M --lease L
 --renew R`` replays it exactly. ``speedup`` is simulated seconds per wall-clock second over the whole campaign,
 measured (the one wall-clock figure in the report).
+
+Percentiles are nearest-rank (:func:`aegis.stats.percentile`, the fault harness's definition too), each with its
+sample count (``*_samples``, ``n``).
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from aegis.stats import percentile
 from sdk.election import ElectionParams
 from sim.controls import control_config
 from sim.faults import MIXES, FaultMix, PauseDist
@@ -69,17 +72,6 @@ class CampaignConfig:
     predicted_runs: int = 100
     """Extra crash runs with real-machine clocks (rates within 1 +/- REAL_DRIFT) for the predicted failover
     distribution; the fault-mix runs draw rates within the protocol's bound (5 %), which stretches the tail."""
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    """The ``q`` quantile (0-100) with linear interpolation; None for no values."""
-    if not values:
-        return None
-    xs = sorted(values)
-    pos = (len(xs) - 1) * q / 100.0
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
 def _r(x: float | None, nd: int = 4) -> float | None:
@@ -260,6 +252,7 @@ def run_campaign(cfg: CampaignConfig, progress: Progress | None = None) -> dict[
                 "failover_samples": len(client_gaps),
                 "failover_p50_s": _r(percentile(client_gaps, 50)),
                 "failover_p99_s": _r(percentile(client_gaps, 99)),
+                "failover_max_s": _r(max(client_gaps) if client_gaps else None),
                 "pause_hours": round(pause_agg.sim_s / 3600.0, 3),
                 "false_failovers": pause_agg.false_failovers,
                 "false_failovers_per_hour": pd["false_failovers_per_hour"],
@@ -307,6 +300,8 @@ def run_campaign(cfg: CampaignConfig, progress: Progress | None = None) -> dict[
         "failover_measure": "kill -9 of the serving instance -> first reply a sticky client accepts from a newer epoch",
         "serve_failover_p50_s": _r(percentile(crash_serve, 50)),
         "serve_failover_p99_s": _r(percentile(crash_serve, 99)),
+        "serve_failover_max_s": _r(max(crash_serve) if crash_serve else None),
+        "serve_failover_samples": len(crash_serve),
         "availability_crash_mix": crash_mix.to_dict()["availability"] if crash_mix else None,
         "params": _params_dict(cfg.params, cfg.ttl_s),
         "duration_s": cfg.duration_s,
@@ -320,6 +315,8 @@ def run_campaign(cfg: CampaignConfig, progress: Progress | None = None) -> dict[
         },
         "predicted_failover_real_clocks_p50_s": _r(percentile(real_client, 50)),
         "predicted_failover_real_clocks_p99_s": _r(percentile(real_client, 99)),
+        "predicted_failover_real_clocks_max_s": _r(max(real_client) if real_client else None),
+        "predicted_failover_real_clocks_samples": len(real_client),
         "predicted_failover": {
             "params": _params_dict(cfg.params, cfg.ttl_s),
             "measure": "client",

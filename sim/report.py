@@ -3,7 +3,9 @@ failover distribution for the default parameters (``reports/sim-predicted-failov
 harness compares with real kill -9 measurements.
 
 The HTML embeds BokehJS (``bokeh.resources.INLINE``: trading hosts are offline, a CDN script would not load);
-the figures are also written as plain tables below the plots.
+the figures are also written as plain tables below the plots. Every percentile is printed with its sample
+count; below :data:`aegis.stats.MIN_P99_SAMPLES` samples the maximum instead of a p99 (nearest rank: the
+harness's definition too).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import html
 import json
 from pathlib import Path
 from typing import Any
+
+from aegis.stats import MIN_P99_SAMPLES, recorded, seconds, spread_text
 
 PREDICTED_NAME = "sim-predicted-failover.json"
 
@@ -101,24 +105,31 @@ def render_html(report: dict[str, Any]) -> str:
     classes: list[str] = []
     p50s: list[float] = []
     p99s: list[float] = []
+    ns: list[int] = []
     for mix, agg in by_mix.items():
         for cls, d in agg.get("failovers", {}).items():
             if d.get("p50_s") is not None:
-                classes.append(f"{mix}: {cls}")
+                classes.append(f"{mix}: {cls} (n={d['n']})")
                 p50s.append(d["p50_s"])
-                p99s.append(d["p99_s"])
+                # below MIN_P99_SAMPLES samples the dot is the max (a p99 of a handful says nothing more)
+                p99s.append(d["p99_s"] if d["n"] >= MIN_P99_SAMPLES else d["max_s"])
+                ns.append(d["n"])
     if classes:
-        src = ColumnDataSource({"cls": classes, "p50": p50s, "p99": p99s})
+        src = ColumnDataSource({"cls": classes, "p50": p50s, "p99": p99s, "n": ns})
         f2 = figure(
             y_range=classes,
-            title="Failover time per fault class (p50 bar, p99 dot)",
+            title=f"Failover time per fault class (p50 bar, p99 dot; max below {MIN_P99_SAMPLES} samples)",
             x_axis_label="seconds",
             width=700,
             height=40 + 28 * len(classes),
         )
         f2.hbar(y="cls", right="p50", height=0.6, source=src, color=Category10_10[0], legend_label="p50")
-        f2.scatter(x="p99", y="cls", size=9, source=src, color=Category10_10[3], legend_label="p99")
-        f2.add_tools(HoverTool(tooltips=[("class", "@cls"), ("p50", "@p50 s"), ("p99", "@p99 s")]))
+        f2.scatter(x="p99", y="cls", size=9, source=src, color=Category10_10[3], legend_label="p99 (or max)")
+        f2.add_tools(
+            HoverTool(
+                tooltips=[("class", "@cls"), ("p50", "@p50 s"), ("p99 (or max)", "@p99 s"), ("n", "@n")]
+            )
+        )
         f2.legend.location = "bottom_right"
         figs.append(f2)
 
@@ -177,26 +188,41 @@ def _table(rows: list[list[Any]], head: list[str]) -> str:
     return f"<table><tr>{cells}</tr>{body}</table>"
 
 
+def _spread(report: dict[str, Any], key: str, values: list[float] | None = None) -> str:
+    """``<key>_p50_s`` / ``_p99_s`` / ``_max_s`` with ``<key>_samples`` (or, in a report recorded before those
+    keys, counted from ``values``): no p99 below the minimum sample count."""
+    n = report.get(f"{key}_samples", None if values is None else len(values))
+    p50, p99, top = (report.get(f"{key}_{q}_s") for q in ("p50", "p99", "max"))
+    if top is None and values:
+        top = max(values)
+    if n is None:
+        return f"p50 {p50} s, p99 {p99} s (sample count not recorded)"
+    if top is None and n and p50 is not None:  # a report recorded before the max was
+        parts = [f"p50 {seconds(p50)}"]
+        if n >= MIN_P99_SAMPLES and p99 is not None:
+            parts.append(f"p99 {seconds(p99)}")
+        return f"{', '.join(parts)} ({n} samples; max not recorded)"
+    return spread_text(recorded(n, p50, p99, top))
+
+
+def _dist_text(d: dict[str, Any]) -> str:
+    return spread_text(recorded(d["n"], d["p50_s"], d["p99_s"], d.get("max_s")))
+
+
 def _page(report: dict[str, Any], script: str, div: str, resources: str) -> str:
     p = report.get("params", {})
+    pred = report.get("predicted_failover") or {}
     headline = _table(
         [
             ["runs (fault mixes)", report.get("runs")],
             ["runs (sweep)", report.get("sweep_runs")],
             ["violations", report.get("violations")],
+            ["crash failover (client-visible)", _spread(report, "failover")],
             [
-                "crash failover p50 / p99 / max (s)",
-                f"{report.get('failover_p50_s')} / {report.get('failover_p99_s')} / {report.get('failover_max_s')}",
+                "predicted with real clocks",
+                _spread(report, "predicted_failover_real_clocks", pred.get("samples_s")),
             ],
-            ["crash failover samples", report.get("failover_samples")],
-            [
-                "predicted with real clocks p50 / p99 (s)",
-                f"{report.get('predicted_failover_real_clocks_p50_s')} / {report.get('predicted_failover_real_clocks_p99_s')}",
-            ],
-            [
-                "new epoch serves p50 / p99 (s)",
-                f"{report.get('serve_failover_p50_s')} / {report.get('serve_failover_p99_s')}",
-            ],
+            ["new epoch serves", _spread(report, "serve_failover")],
             ["simulated seconds", report.get("sim_seconds")],
             ["speedup (simulated s per wall s)", report.get("speedup")],
             ["parameters", ", ".join(f"{k}={v}" for k, v in p.items())],
@@ -211,9 +237,7 @@ def _page(report: dict[str, Any], script: str, div: str, resources: str) -> str:
                 a["violations"],
                 a["availability"],
                 a["false_failovers_per_hour"],
-                "; ".join(
-                    f"{k}: p50 {d['p50_s']} p99 {d['p99_s']} (n={d['n']})" for k, d in a["failovers"].items()
-                ),
+                "; ".join(f"{k}: {_dist_text(d)}" for k, d in a["failovers"].items()),
             ]
             for m, a in report.get("by_mix", {}).items()
         ],
@@ -226,8 +250,7 @@ def _page(report: dict[str, Any], script: str, div: str, resources: str) -> str:
                 c["lease_s"],
                 c["renew_s"],
                 c["window_s"],
-                c["failover_p50_s"],
-                c["failover_p99_s"],
+                _spread(c, "failover"),
                 c["false_failovers_per_hour"],
                 c["availability_under_pauses"],
                 c["violations"],
@@ -238,8 +261,7 @@ def _page(report: dict[str, Any], script: str, div: str, resources: str) -> str:
             "lease",
             "renew",
             "window",
-            "failover p50",
-            "failover p99",
+            "failover after a crash",
             "false failovers/h",
             "availability",
             "violations",

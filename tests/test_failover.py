@@ -24,7 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.checkers import Call, Hit, epoch_regressions, longest_gap, percentile, split_brain
+from aegis.stats import percentile
+from harness.checkers import Call, Hit, epoch_regressions, longest_gap, split_brain
 from harness.cluster import LocalCluster
 from harness.demo import BookRequest
 from harness.failover import FailoverRig

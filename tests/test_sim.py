@@ -14,11 +14,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from aegis.stats import percentile
 from harness.trace_check import check_trace
 from sdk.election import Election, ElectionParams
 from sdk.trace_events import Action as TA
 from sdk.trace_events import read_trace
-from sim.campaign import CampaignConfig, SweepConfig, percentile, run_campaign, sweep_cells
+from sim.campaign import CampaignConfig, SweepConfig, run_campaign, sweep_cells
 from sim.controls import CONTROLS, NoFencingElection, NoStepDownElection, control_config
 from sim.faults import MIXES, Fault, plan_faults
 from sim.report import write_reports

@@ -1,0 +1,554 @@
+"""Figure tables in the README and docs, rendered from the JSON reports that hold their data.
+
+A table of measured figures in a markdown file sits between two markers::
+
+    <!-- figures:NAME source=reports/a.json,reports/b.json -->
+    Reproduce: `the command that writes reports/a.json ...`
+    | ... the table ... |
+    <!-- /figures:NAME -->
+
+``NAME`` picks a renderer in :data:`RENDERERS`; ``source`` names the JSON files (relative to the repository root)
+it reads, in order. Everything between the markers is the renderer's output and is rewritten by
+``render``: its first line is always the command that reproduces the JSON, so no figure can drift from the data
+it cites (``aegis figures`` / ``make reports`` rewrite the files, ``aegis figures --check`` and
+``tests/test_figures.py`` fail when a file disagrees with its JSON).
+
+Percentiles are printed with their sample count, ``901 ms (100)``; below :data:`MIN_P99_SAMPLES` samples a p99 is
+meaningless, so the maximum is printed instead, ``max 890 ms (10)``. Sample counts are taken from the JSON's
+``*_samples`` keys where a report has them, else counted from its rows (a campaign's ``faults``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+MIN_P99_SAMPLES = 20
+WIDTH = 115  # the README's and docs' line length
+
+# Markers start a line (a marker quoted inside a sentence or code span is not one).
+BLOCK = re.compile(
+    r"^<!-- figures:(?P<name>[\w-]+) source=(?P<source>\S+) -->\n(?P<body>.*?)^<!-- /figures:(?P=name) -->",
+    re.S | re.M,
+)
+OPENING = re.compile(r"^<!-- figures:(?P<name>[\w-]+)(?: source=(?P<source>\S+))? -->", re.M)
+
+
+class FiguresError(ValueError):
+    """A marker names no renderer, a source that cannot be read, or is not closed."""
+
+
+# -- formatting --------------------------------------------------------------------------------------------------
+
+
+def ms(v: float | None) -> str:
+    """Seconds as whole milliseconds (rounded like the reports' own markdown); ``-`` for no value."""
+    return "-" if v is None else f"{v * 1000:.0f} ms"
+
+
+def p99_or_max(p99: float | None, mx: float | None, n: int, fmt: Callable[[float], str] = ms) -> str:
+    """``p99 (n)``; below 20 samples ``max X (n)`` (the maximum, never a p99); ``- (0)`` without samples."""
+    if n <= 0 or (p99 is None and mx is None):
+        return "- (0)"
+    if n < MIN_P99_SAMPLES:
+        return f"max {fmt(mx)} ({n})" if mx is not None else f"too few samples ({n})"
+    return f"{fmt(p99 if p99 is not None else mx)} ({n})"
+
+
+def p99_and_max(p99: float | None, mx: float | None, n: int) -> str:
+    """``p99 / max (n)``; below 20 samples only ``max X (n)``."""
+    if n >= MIN_P99_SAMPLES and p99 is not None and mx is not None:
+        return f"{ms(p99)} / {ms(mx)} ({n})"
+    return p99_or_max(p99, mx, n)
+
+
+def p50(v: float | None, n: int, fmt: Callable[[float], str] = ms) -> str:
+    return "- (0)" if n <= 0 or v is None else f"{fmt(v)} ({n})"
+
+
+def _first(row: dict[str, Any], *keys: str, default: Any = None) -> Any:
+    """The first of ``keys`` present (and not None) in ``row``: tolerant of reports old and new."""
+    for k in keys:
+        if row.get(k) is not None:
+            return row[k]
+    return default
+
+
+def _wrap(line: str) -> str:
+    """Prose wrapped like the hand-written markdown around it, never inside a `code span` (tables stay one row a
+    line)."""
+    out: list[str] = []
+    for word in re.findall(r"(?:`[^`]*`|[^\s`])+", line):
+        if out and len(out[-1]) + 1 + len(word) <= WIDTH:
+            out[-1] += " " + word
+        else:
+            out.append(word)
+    return "\n".join(out)
+
+
+def _num(v: float) -> str:
+    return f"{v:g}"
+
+
+def _secs(v: float) -> str:
+    """A parameter in seconds with at least one decimal: 0.15 s, 2.0 s."""
+    text = f"{v:g}"
+    return f"{text if '.' in text or 'e' in text else text + '.0'} s"
+
+
+# -- renderers ---------------------------------------------------------------------------------------------------
+
+Renderer = Callable[[list[dict[str, Any]], list[str]], list[str]]
+
+
+def _sim(data: list[dict[str, Any]], sources: list[str]) -> list[str]:
+    """The simulator's headline figures: safety, crash failover (bound drift and real clocks), speedup."""
+    sim = data[0]
+    predicted = data[1] if len(data) > 1 else {}
+    p = sim["params"]
+    n = _first(sim, "failover_samples", default=0)
+    pred_n = _first(
+        sim,
+        "predicted_failover_real_clocks_samples",
+        default=_first(predicted, "n", default=len(predicted.get("samples_s", []))),
+    )
+    pred_p50 = _first(sim, "predicted_failover_real_clocks_p50_s", default=predicted.get("p50_s"))
+    pred_p99 = _first(sim, "predicted_failover_real_clocks_p99_s", default=predicted.get("p99_s"))
+    pred_max = _first(
+        sim,
+        "predicted_failover_real_clocks_max_s",
+        default=max(predicted["samples_s"]) if predicted.get("samples_s") else None,
+    )
+    drift = _num(p["drift"] * 100)
+    real_drift = _num(predicted["clock_drift"] * 100) if "clock_drift" in predicted else "real"
+    return [
+        f"Reproduce: `make sim` (= `aegis sim`; writes `{'`, `'.join(sources)}`), then `make reports`.",
+        "",
+        f"| figure ({sim['runs']} runs × {_num(sim['duration_s'])} simulated s, {len(sim['by_mix'])} fault mixes,"
+        f" lease {_num(p['lease_s'])} s, renew {_num(p['renew_s'])} s) | value |",
+        "|---|---|",
+        f"| safety violations | {sim['violations']} |",
+        f"| crash failover p50 / p99 / max (clocks anywhere within ρ = {drift} %) | "
+        + _dist(sim["failover_p50_s"], sim["failover_p99_s"], sim.get("failover_max_s"), n)
+        + " |",
+        f"| crash failover p50 / p99 predicted with real clocks (±{real_drift} %) | "
+        + _dist(pred_p50, pred_p99, pred_max, pred_n, show_max=False)
+        + " |",
+        f"| speedup (simulated seconds per wall second, one core) | {_num(sim['speedup'])}"
+        f" ({_num(sim['sim_seconds'])} simulated s in {_num(sim['wall_seconds'])} s) |",
+    ]
+
+
+def _dist(p50v: float | None, p99v: float | None, mx: float | None, n: int, show_max: bool = True) -> str:
+    """``p50 / p99 / max (n samples)``; below 20 samples ``p50 / max X (n samples)``."""
+    if not n or p50v is None:
+        return "- (0 samples)"
+    if n < MIN_P99_SAMPLES:
+        return f"{ms(p50v)} / max {ms(mx)} ({n} samples)" if mx is not None else f"{ms(p50v)} ({n} samples)"
+    parts = [ms(p50v), ms(p99v)] + ([ms(mx)] if show_max and mx is not None else [])
+    return " / ".join(parts) + f" ({n} samples)"
+
+
+def _sweep(data: list[dict[str, Any]], sources: list[str]) -> list[str]:
+    """The lease x renewal sweep: crash-failover p99 (samples) / false failovers per hour, per cell."""
+    sim = data[0]
+    sweep = sim["sweep"]
+    cells = {(c["lease_s"], c["renew_s"]): c for c in sweep["cells"]}
+    leases = sorted({k[0] for k in cells})
+    renews = sorted({k[1] for k in cells})
+    pz = sweep["pauses"]
+    hours = {c["pause_hours"] for c in sweep["cells"]}
+    per_cell = f"{_num(min(hours))} simulated hour" + ("" if hours == {1.0} else "s")
+    lines = [
+        f"Reproduce: `make sim` (= `aegis sim`; writes `{sources[0]}`), then `make reports`.",
+        "",
+        "Each cell: crash-failover p99 (kill -9 of the active → first reply a sticky client accepts from the new"
+        " epoch; samples in brackets, the maximum below 20) / false failovers per hour under a harsh pause"
+        f" distribution ({_num(pz['rate_hz'])} pause per second, lognormal around {_num(pz['median_s'] * 1000)} ms,"
+        f" {_num(pz['stall_p'] * 100)} % of them stalls around {_num(pz['stall_median_s'] * 1000)} ms;"
+        f" {per_cell} per cell, so a count of 5-15 is ±30 %):",
+        "",
+        "| lease \\ renew | " + " | ".join(_secs(r) for r in renews) + " |",
+        "|---|" + "---|" * len(renews),
+    ]
+    for lease in leases:
+        row = []
+        for renew in renews:
+            c = cells.get((lease, renew))
+            if c is None:
+                row.append("-")
+                continue
+            n = _first(c, "failover_samples", default=0)
+            p99 = p99_or_max(c["failover_p99_s"], c.get("failover_max_s"), n)
+            row.append(f"{p99} / {_num(c['false_failovers_per_hour'])}")
+        lines.append(f"| {_secs(lease)} | " + " | ".join(row) + " |")
+    ratios = [
+        c["failover_p99_s"] / c["lease_s"] for c in sweep["cells"] if c.get("failover_p99_s") is not None
+    ]
+    lines += [
+        "",
+        "(- : renewal interval not allowed for that lease, `renew_s ≤ lease_s / 3`.)",
+        "",
+    ]
+    if ratios:
+        lines.append(
+            f"Failover p99 is {min(ratios):.2f}-{max(ratios):.2f} × lease across the cells."
+            + (
+                f" Under milder, GC-like pauses (the `gc` mix, {sim['by_mix']['gc']['runs']} runs) the simulator"
+                f" counts {sim['by_mix']['gc']['false_failovers_per_hour']:.1f} false failovers per hour with"
+                f" lease {_num(sim['params']['lease_s'])} s, renew {_num(sim['params']['renew_s'])} s."
+                if "gc" in sim.get("by_mix", {})
+                else ""
+            )
+        )
+    return lines
+
+
+def _failover(data: list[dict[str, Any]], sources: list[str]) -> list[str]:
+    """``aegis failover``: kill -9 and graceful-stop gaps of the single-active group."""
+    f = data[0]
+    command = f.get("command", "aegis failover")
+    if "--out" not in command:
+        command += " --out reports"
+    kills = _first(f, "failover_samples", default=len(f.get("failover_gaps_s", [])) or f["kills"])
+    graceful = _first(f, "graceful_samples", default=len(f.get("graceful_gaps_s", [])) or f["graceful_stops"])
+    worst = f["failover_max_s"] if kills < MIN_P99_SAMPLES else f["failover_p99_s"]
+    what = f"the largest of {kills} gaps is" if kills < MIN_P99_SAMPLES else f"p99 over {kills} kills is"
+    met = "met" if worst is not None and worst <= 1.0 else "**not met**"
+    return [
+        f"Reproduce: `{command}` (writes `{sources[0]}`), then `make reports`.",
+        "",
+        "| faults | p50 (n) | p99 (n; the max below 20) | split brain | failed sticky calls |",
+        "|---|---|---|---|---|",
+        f"| kill -9 of the active ×{f['kills']} | {p50(f['failover_p50_s'], kills)}"
+        f" | {p99_or_max(f['failover_p99_s'], f['failover_max_s'], kills)} | {f['split_brain']}"
+        f" | {f['failed_calls']} of {f['calls']} |",
+        f"| graceful stop (SIGTERM) ×{f['graceful_stops']} | {p50(f['graceful_p50_s'], graceful)}"
+        f" | {p99_or_max(f['graceful_p99_s'], f['graceful_max_s'], graceful)} | | |",
+        "",
+        f"Crash failover goal p99 ≤ 1.0 s: {met} in this run ({what} {ms(worst)}).",
+    ]
+
+
+def _kind_rows(report: dict[str, Any], kind: str) -> list[dict[str, Any]]:
+    return [f for f in report.get("faults", []) if f.get("kind") == kind]
+
+
+def _campaign_reproduce(data: list[dict[str, Any]]) -> str:
+    """``make campaign`` runs exactly these campaigns by default (its CAMPAIGNS); each writes its JSON."""
+    names = ", ".join(f"`{d['campaign']['name']}`" for d in data)
+    return (
+        "Reproduce: `make campaign` (= `aegis campaign harness/campaigns/<name>.yaml --out reports` for"
+        f" {names}; writes `reports/<name>.json`), then `make reports`."
+    )
+
+
+def _campaign_classes(data: list[dict[str, Any]], sources: list[str]) -> list[str]:
+    """Per campaign and fault class: client-visible gap and new-epoch failover, failed calls, split brain."""
+    lines = [
+        _campaign_reproduce(data),
+        "",
+        "(n) = samples: for a gap the faults with a measured gap, for a new epoch the faults that changed the"
+        " active; below 20 samples the maximum is shown instead of a p99.",
+        "",
+        "| campaign | fault class | runs | gap p50 | gap p99 / max | new epoch p99 | failed sticky calls"
+        " | other failed ops | split brain |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for d in data:
+        for kind, r in d["by_class"].items():
+            rows = _kind_rows(d, kind)
+            gap_n = _first(
+                r,
+                "gap_samples",
+                default=sum(1 for f in rows if f.get("gap_s") is not None) if rows else r["runs"],
+            )
+            fo_n = _first(
+                r,
+                "new_epoch_failover_samples",
+                "new_epoch_samples",
+                "failover_samples",
+                "failovers",
+                default=0,
+            )
+            fo_p99 = _first(r, "new_epoch_failover_p99_s", "new_epoch_p99_s", "failover_p99_s")
+            fo_max = _first(r, "new_epoch_failover_max_s", "new_epoch_max_s", "failover_max_s")
+            lines.append(
+                f"| {d['campaign']['name']} | {kind} | {r['runs']} | {p50(r['gap_p50_s'], gap_n)}"
+                f" | {p99_and_max(r['gap_p99_s'], r['gap_max_s'], gap_n)} | {p99_or_max(fo_p99, fo_max, fo_n)}"
+                f" | {r['failed_calls']} | {r['failed_ops']} | {r['split_brain']} |"
+            )
+    return lines
+
+
+def _campaign_totals(data: list[dict[str, Any]], sources: list[str]) -> list[str]:
+    """Per campaign: the promises (split brain, lost events, commands twice, epoch order, trace) and its time."""
+    lines = [
+        _campaign_reproduce(data),
+        "",
+        "| campaign | faults | split brain | lost events (of acked) | commands processed twice (of completed)"
+        " | epoch regressions | trace validated | took |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for d in data:
+        lines.append(
+            f"| {d['campaign']['name']} | {d['runs']} | {d['split_brain']}"
+            f" | {d['lost_events']} (of {d['events_acked']}) | {d['duplicate_commands']} (of"
+            f" {d['commands_completed']}) | {d['epoch_regressions']} | {d['trace_validated']}"
+            f" | {d['took_s']:.0f} s |"
+        )
+    return lines
+
+
+BENCH_MEASURES = [
+    ("rpc_c1", "sdk", "RPC, concurrency 1"),
+    ("rpc_c1", "discovery", "RPC via discovery, concurrency 1"),
+    ("rpc_c64", "sdk", "RPC, concurrency 64"),
+    ("rpc_c64", "discovery", "RPC via discovery, concurrency 64"),
+    ("event_c1", "sdk", "event publish, concurrency 1"),
+    ("event_c64", "sdk", "event publish, concurrency 64"),
+]
+BENCH_GOALS = {
+    "rpc_p99_ratio": ("<= 1.10", lambda v: v <= 1.10),
+    "rpc_throughput_ratio": (">= 0.90", lambda v: v >= 0.90),
+    "event_throughput_ratio": (">= 0.90", lambda v: v >= 0.90),
+    "discovery_rpc_p99_ratio": ("<= 1.10", lambda v: v <= 1.10),
+}
+
+
+def _bench_reproduce(b: dict[str, Any], sources: list[str]) -> list[str]:
+    plan = b.get("plan", {})
+    rounds = f", {plan['rounds']} alternating rounds per side" if "rounds" in plan else ""
+    return [
+        f"Reproduce: `make bench` (= `aegis bench`; writes `{sources[0]}` and `reports/baseline.md`), then"
+        " `make reports`.",
+        "",
+        f"Recorded {b['recorded_at'][:10]} on a {b['machine']['cpus']}-CPU"
+        f" machine (Python {b['machine']['python']}; 3-node cluster, responder and client on one host{rounds}).",
+    ]
+
+
+def _ms3(side: dict[str, Any], key: str, n: int) -> str:
+    if n < MIN_P99_SAMPLES and key in ("p99_ms", "p999_ms"):
+        return f"max {side['max_ms']:.3f}"
+    return f"{side[key]:.3f}"
+
+
+def _bench(data: list[dict[str, Any]], sources: list[str]) -> list[str]:
+    """``aegis bench``: raw nats-py vs SDK latency and throughput, and the SDK/raw ratios against the goals."""
+    b = data[0]
+    res = b["results"]
+    lines = _bench_reproduce(b, sources) + [
+        "",
+        "| measure | samples (raw / SDK) | raw p50 ms | SDK p50 ms | raw p99 ms | SDK p99 ms | raw p99.9 ms"
+        " | SDK p99.9 ms | raw /s | SDK /s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for key, side, label in BENCH_MEASURES:
+        if key not in res or side not in res[key]:
+            continue
+        r, s = res[key]["raw"], res[key][side]
+        rn, sn = r["ops"], s["ops"]
+        lines.append(
+            f"| {label} | {rn} / {sn} | {r['p50_ms']:.3f} | {s['p50_ms']:.3f} | {_ms3(r, 'p99_ms', rn)}"
+            f" | {_ms3(s, 'p99_ms', sn)} | {_ms3(r, 'p999_ms', rn)} | {_ms3(s, 'p999_ms', sn)}"
+            f" | {r['per_s']:.0f} | {s['per_s']:.0f} |"
+        )
+    lines += ["", "| ratio (SDK / raw) | value | goal | met |", "|---|---|---|---|"]
+    for key in (
+        "rpc_p50_ratio",
+        "rpc_p99_ratio",
+        "rpc_c64_p99_ratio",
+        "rpc_throughput_ratio",
+        "event_p99_ratio",
+        "event_throughput_ratio",
+        "discovery_rpc_p50_ratio",
+        "discovery_rpc_p99_ratio",
+        "discovery_rpc_c64_p99_ratio",
+        "discovery_rpc_throughput_ratio",
+    ):
+        if key not in b:
+            continue
+        goal, met = BENCH_GOALS.get(key, ("", None))
+        verdict = "" if met is None else ("yes" if met(b[key]) else "**no**")
+        lines.append(f"| {key} | {b[key]:.3f} | {goal} | {verdict} |")
+    return lines
+
+
+def _bench_goals(data: list[dict[str, Any]], sources: list[str]) -> list[str]:
+    """The three NFR1 ratios against their goals (``reports/rpc-overhead.md``)."""
+    b = data[0]
+    rows = [
+        ("RPC p99, concurrency 1", "rpc_p99_ratio"),
+        ("RPC throughput, concurrency 64", "rpc_throughput_ratio"),
+        ("event publish throughput, concurrency 64", "event_throughput_ratio"),
+    ]
+    lines = _bench_reproduce(b, sources) + [
+        "",
+        "| ratio (SDK / raw) | measured | goal | met |",
+        "|---|---|---|---|",
+    ]
+    for label, key in rows:
+        goal, met = BENCH_GOALS[key]
+        lines.append(f"| {label} | {b[key]:.3f} | {goal} | {'yes' if met(b[key]) else 'no'} |")
+    ev = b["results"].get("event_c1")
+    if ev:
+        lines += [
+            "",
+            f"Event publish p50 at concurrency 1 (one JetStream round trip at R3): raw {ev['raw']['p50_ms']:.3f} ms,"
+            f" SDK {ev['sdk']['p50_ms']:.3f} ms ({ev['raw']['ops']} / {ev['sdk']['ops']} samples).",
+        ]
+    return lines
+
+
+PROCESS_LABELS = {
+    "client": "client process",
+    "responder": "responder process",
+    "nats_server_n1": "nats-server n1",
+}
+
+
+def _bench_cpu(data: list[dict[str, Any]], sources: list[str]) -> list[str]:
+    """CPU per RPC by process at concurrency 64, and what its sum predicts for throughput."""
+    b = data[0]
+    res = b["results"]
+    raw, sdk = res["rpc_c64"]["raw"], res["rpc_c64"]["sdk"]
+    procs = [k.removesuffix("_cpu_us") for k in raw if k.endswith("_cpu_us") and k in sdk]
+    lines = [
+        f"Reproduce: `make bench` (= `aegis bench`; writes `{sources[0]}`), then `make reports`.",
+        "",
+        "| RPC, concurrency 64 | raw | SDK | SDK - raw |",
+        "|---|---|---|---|",
+    ]
+    for p in procs:
+        r, s = raw[f"{p}_cpu_us"], sdk[f"{p}_cpu_us"]
+        lines.append(f"| {PROCESS_LABELS.get(p, p)} | {r:.1f} us | {s:.1f} us | {s - r:+.1f} us |")
+    raw_sum = sum(raw[f"{p}_cpu_us"] for p in procs)
+    sdk_sum = sum(sdk[f"{p}_cpu_us"] for p in procs)
+    c1r, c1s = res["rpc_c1"]["raw"], res["rpc_c1"]["sdk"]
+    lines += [
+        "",
+        f"Sum of CPU per call: {raw_sum:.0f} us raw, {sdk_sum:.0f} us SDK, ratio {raw_sum / sdk_sum:.2f}; measured"
+        f" throughput ratio {b['rpc_throughput_ratio']:.2f}. At concurrency 1 the SDK's p50 is"
+        f" {(c1s['p50_ms'] - c1r['p50_ms']) * 1000:.0f} us above raw ({c1r['p50_ms']:.3f} -> {c1s['p50_ms']:.3f} ms)"
+        f" and its p99 {(c1s['p99_ms'] - c1r['p99_ms']) * 1000:.0f} us ({c1r['p99_ms']:.3f} -> {c1s['p99_ms']:.3f} ms;"
+        f" {c1r['ops']} / {c1s['ops']} samples).",
+    ]
+    return lines
+
+
+RENDERERS: dict[str, Renderer] = {
+    "sim": _sim,
+    "sim-sweep": _sweep,
+    "failover": _failover,
+    "campaign-classes": _campaign_classes,
+    "campaign-totals": _campaign_totals,
+    "bench": _bench,
+    "bench-goals": _bench_goals,
+    "bench-cpu": _bench_cpu,
+}
+
+
+# -- blocks ------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Block:
+    name: str
+    sources: tuple[str, ...]
+    line: int
+    current: str
+    rendered: str
+
+
+def _load(source: str, root: Path, where: str) -> dict[str, Any]:
+    path = root / source
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise FiguresError(f"{where}: cannot read {source}: {exc}") from None
+    if not isinstance(data, dict):
+        raise FiguresError(f"{where}: {source} is not a JSON object")
+    return data
+
+
+def _render_body(name: str, sources: Sequence[str], root: Path, where: str) -> str:
+    renderer = RENDERERS.get(name)
+    if renderer is None:
+        raise FiguresError(f"{where}: no renderer named {name!r} (known: {', '.join(RENDERERS)})")
+    data = [_load(s, root, where) for s in sources]
+    try:
+        lines = renderer(data, list(sources))
+        lines = [line if line.startswith("|") else _wrap(line) for line in lines]
+    except (KeyError, TypeError, IndexError, ZeroDivisionError) as exc:
+        raise FiguresError(
+            f"{where}: {name}: {', '.join(sources)} lacks what the table needs: {exc!r}"
+        ) from None
+    return "\n".join(lines) + "\n"
+
+
+def blocks(path: Path, root: Path | None = None) -> list[Block]:
+    """Every figures block of ``path``, with its text now and as rendered from its JSON."""
+    root = REPO if root is None else root
+    text = path.read_text()
+    found = list(BLOCK.finditer(text))
+    opened = list(OPENING.finditer(text))
+    if len(opened) != len(found):
+        closed = {m.start() for m in found}
+        bad = next(m for m in opened if m.start() not in closed)
+        line = text.count("\n", 0, bad.start()) + 1
+        raise FiguresError(
+            f"{path}:{line}: figures:{bad['name']} needs `source=...` and a closing `<!-- /figures:{bad['name']} -->`"
+        )
+    out = []
+    for m in found:
+        line = text.count("\n", 0, m.start()) + 1
+        sources = tuple(s for s in m["source"].split(",") if s)
+        body = _render_body(m["name"], sources, root, f"{path}:{line}")
+        out.append(Block(m["name"], sources, line, m["body"], body))
+    return out
+
+
+def render(path: Path, root: Path | None = None) -> str:
+    """``path``'s text with every figures block rendered from its JSON (the file is not written)."""
+    root = REPO if root is None else root
+    text = path.read_text()
+    rendered = iter(b.rendered for b in blocks(path, root))
+
+    def fill(m: re.Match[str]) -> str:
+        opening = m.group(0).split("\n", 1)[0]
+        return f"{opening}\n{next(rendered)}<!-- /figures:{m['name']} -->"
+
+    return BLOCK.sub(fill, text)
+
+
+def check(path: Path, root: Path | None = None) -> list[Block]:
+    """The blocks of ``path`` whose text differs from what their JSON renders to (empty: all current)."""
+    return [b for b in blocks(path, root) if b.current != b.rendered]
+
+
+def targets(root: Path | None = None) -> list[Path]:
+    """The files that hold figures: README.md, docs/*.md and any reports/*.md with a figures block."""
+    root = REPO if root is None else root
+    candidates = [
+        root / "README.md",
+        *sorted((root / "docs").glob("*.md")),
+        *sorted((root / "reports").glob("*.md")),
+    ]
+    return [p for p in candidates if p.exists() and (p.name == "README.md" or OPENING.search(p.read_text()))]
+
+
+def write(paths: Sequence[Path], root: Path | None = None) -> list[Path]:
+    """Rewrite each file's blocks in place; return the files that changed."""
+    changed = []
+    for p in paths:
+        new = render(p, root)
+        if new != p.read_text():
+            p.write_text(new)
+            changed.append(p)
+    return changed
