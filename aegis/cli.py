@@ -189,17 +189,20 @@ def spec(
 def trace_check(
     trace: Path = typer.Argument(..., exists=True, dir_okay=False, help="NDJSON trace of election events."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+    timeout: float = typer.Option(600, min=1, help="TLC's time budget, seconds."),
+    workers: int = typer.Option(1, min=1, help="TLC worker threads."),
 ) -> None:
     """Check an election trace against the TLA+ spec with TLC; print the first line no behaviour explains.
 
-    Exits 0 when the trace is accepted, 1 when it is rejected, 2 when it cannot be read.
+    Exits 0 when every event is explained (validated), 1 when the trace is rejected (an unexplained line, an
+    empty or one-sided trace) or TLC ran out of --timeout (incomplete), 2 when it cannot be read.
     """
     from harness.tlc import TlcUnavailable
     from harness.trace_check import TraceCheckError, check_trace
     from sdk.trace_events import TraceError
 
     try:
-        verdict = check_trace(trace)
+        verdict = check_trace(trace, timeout=timeout, workers=workers)
     except TraceError as exc:
         err.print(f"[red]{trace}: {exc}[/]", soft_wrap=True)
         raise typer.Exit(2) from None
@@ -209,8 +212,11 @@ def trace_check(
     if as_json:
         sys.stdout.write(json.dumps({"trace": str(trace), **verdict.summary()}) + "\n")
     elif verdict.accepted:
-        Console().print(f"[green]accepted[/]: all {verdict.events} events are a behaviour of the spec")
-    else:
+        Console().print(
+            f"[green]validated[/]: all {verdict.events} events are a behaviour of the spec"
+            f" ({verdict.checked} given to TLC, the rest implied; {verdict.seconds:.1f} s)"
+        )
+    elif verdict.first_bad_line is not None:
         event = verdict.first_bad_event
         shown = event.model_dump_json(exclude_none=True) if event else ""
         Console().print(
@@ -218,6 +224,9 @@ def trace_check(
             f"(the {verdict.explained} events before it are explained)\n  {shown}",
             soft_wrap=True,
         )
+    else:
+        color = "red" if verdict.result == "rejected" else "yellow"
+        Console().print(f"[{color}]{verdict.result}[/]: {verdict.reason}", soft_wrap=True)
     raise typer.Exit(0 if verdict.accepted else 1)
 
 

@@ -143,6 +143,27 @@ def _spread(samples: int, p50: float | None, p99: float | None, top: float | Non
     return spread_text(recorded(samples, p50, p99, top))
 
 
+def trace_summary(trace: dict[str, Any] | None) -> str:
+    """One line on what TLC checked of the campaign's election trace (``result``, events and faults covered);
+    reports recorded before the ``trace`` object had a ``note`` instead."""
+    if not trace:
+        return "not recorded"
+    if "result" not in trace:
+        return f"{'accepted' if trace.get('accepted') else 'not accepted'} {trace.get('note', '')}".strip()
+    head = {"validated": "**validated**", "rejected": "**rejected**", "incomplete": "incomplete"}[
+        trace["result"]
+    ]
+    line = (
+        f"{head}: {trace.get('events_checked', 0)} of {trace.get('events_total', 0)} events,"
+        f" {trace.get('faults_covered', 0)} of {trace.get('faults_total', 0)} faults"
+    )
+    if trace.get("seconds") is not None and trace["result"] != "incomplete":
+        line += f" ({trace['seconds']:.0f} s of TLC)"
+    if trace.get("reason"):
+        line += f"; {trace['reason']}"
+    return line + f"; `aegis trace-check {trace.get('file', '')}`"
+
+
 def markdown(report: dict[str, Any]) -> str:
     """The human summary: the promises kept or broken (broken budgets first), what ran, the per-class table."""
     c = report["campaign"]
@@ -203,7 +224,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"| events acknowledged / lost | {report['events_acked']} / {report['lost_events']} |",
         f"| commands completed / processed twice | {report['commands_completed']} / {report['duplicate_commands']} |",
         f"| sticky calls / failed | {report['calls']} / {report['failed_calls']} |",
-        f"| trace validated with TLC | {report['trace_validated']} {report.get('trace', {}).get('note', '')} |",
+        f"| election trace checked with TLC | {trace_summary(report.get('trace'))} |",
     ]
     pred = report.get("prediction")
     if pred:
@@ -226,6 +247,16 @@ def markdown(report: dict[str, Any]) -> str:
             f" here (kill -9 of the active -> first call from a newer epoch): {measured}."
             f" Two-sample KS distance {pred['ks_distance']}.",
         ]
+    if report.get("duplicate_command_history"):
+        lines += ["", "## Commands completed twice: the workers' journals", ""]
+        for call_id, rows in report["duplicate_command_history"].items():
+            lines.append(
+                f"- `{call_id}`: "
+                + "; ".join(
+                    f"{r['ev']} by {r['worker']} (pid {r['pid']}, token {r['token']}) at {r['wall']:.3f}"
+                    for r in rows
+                )
+            )
     if report.get("skipped"):
         lines += ["", "## Skipped", ""] + [f"- {s}" for s in report["skipped"]]
     return "\n".join(lines) + "\n"

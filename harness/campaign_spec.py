@@ -162,7 +162,13 @@ class Campaign(_Strict):
         default_factory=dict,
         description="per fault class: the client-visible gap promised (DEFAULT_BUDGET_S when not listed)",
     )
-    trace: bool = Field(True, description="record election traces; the first fault's is checked with TLC")
+    trace: bool = Field(True, description="record election traces and check the whole merged trace with TLC")
+    trace_budget_s: float = Field(
+        300,
+        gt=0,
+        le=7200,
+        description="TLC's time for the whole trace; past it the report says `incomplete` and how far it got",
+    )
 
     @field_validator("settle_s")
     @classmethod

@@ -27,8 +27,8 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -314,6 +314,16 @@ class CommandWorkload(_Loop):
     def discards(self) -> list[str]:
         """Call ids of runs whose result was dropped because another worker had taken the call id over."""
         return self.journals.call_ids("discard")
+
+    def history(self, call_ids: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
+        """Every journal line of each call id (time order): the evidence a report shows for a command
+        completed twice (which worker, which process, which claim token, when)."""
+        wanted = set(call_ids)
+        out: dict[str, list[dict[str, Any]]] = {c: [] for c in wanted}
+        for x in sorted(self.journals.refresh(), key=lambda x: x.mono):
+            if x.call_id in wanted:
+                out[x.call_id].append(asdict(x))
+        return out
 
     @property
     def processed(self) -> list[str]:

@@ -230,7 +230,14 @@ class TraceWriter:
         local: float | None = None,
         wall: float | None = None,
     ) -> TraceEvent:
-        """Build an event stamped with the clocks now (unless given), append it, and return it."""
+        """Build an event stamped with the clocks now (unless given), append it, and return it.
+
+        Given only ``local`` (the monotonic reading at which the step happened), ``wall`` is the wall clock at
+        that same moment, not when the line is written: a line written a few milliseconds late (a busy event
+        loop) would otherwise look like a clock that jumped, and the trace checker would reject it."""
+        mono, now = time.monotonic(), time.time()
+        if wall is None:
+            wall = now if local is None else now - (mono - local)
         event = TraceEvent(
             instance=instance,
             action=action,
@@ -238,8 +245,8 @@ class TraceWriter:
             epoch=epoch,
             op=op,
             kind=kind,
-            local=time.monotonic() if local is None else local,
-            wall=time.time() if wall is None else wall,
+            local=mono if local is None else local,
+            wall=wall,
         )
         self.write(event)
         return event

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from aegis.cli import app
-from harness.trace_check import check_trace
+from harness.trace_check import check, check_trace, compact, outage_windows
 from sdk.trace_events import (
     Action,
     KeyKind,
@@ -86,6 +86,7 @@ def test_renewal_lost_in_an_outage_and_adopted_is_accepted(tmp_path: Path) -> No
         ev(0.000, "start", rev=0, kind="absent"),
         ev(0.001, "request", op="acquire", rev=0),
         ev(0.002, "acquire", rev=1, epoch=1),
+        {"instance": "b", "action": "start", "rev": 1, "kind": "value", "local": 9.0, "wall": 1.7e9 + 0.003},
         ev(0.500, "request", op="renew", rev=1, epoch=1),
         ev(1.000, "timeout", op="renew", rev=1, epoch=1),
         ev(1.100, "request", op="renew", rev=1, epoch=1),
@@ -96,9 +97,57 @@ def test_renewal_lost_in_an_outage_and_adopted_is_accepted(tmp_path: Path) -> No
     ]
     assert check_trace(_write(tmp_path / "adopt.ndjson", rows)).accepted
     # Had a lost instead (no value of its own in the key), the same failure could not be explained.
-    rows[6] = ev(1.102, "lose", rev=2, epoch=1)
+    rows[7] = ev(1.102, "lose", rev=2, epoch=1)
     verdict = check_trace(_write(tmp_path / "lose.ndjson", rows))
-    assert not verdict.accepted and verdict.first_bad_line == 7
+    assert not verdict.accepted and verdict.first_bad_line == 8
+
+
+def test_an_empty_or_one_sided_trace_is_rejected_not_accepted(tmp_path: Path) -> None:
+    empty = check(parse_trace(['{"params": {"lease": 0.9}}']))
+    assert empty.result == "rejected" and not empty.accepted and "empty" in empty.reason
+    # only the first active's lines: nothing to check the exclusion against
+    mine = [r for r in _lines(VALID) if r.get("instance") == _lines(VALID)[1]["instance"] or "params" in r]
+    alone = check_trace(_write(tmp_path / "alone.ndjson", mine))
+    assert alone.result == "rejected" and "one-sided" in alone.reason and alone.checked == 0
+
+
+def test_a_check_that_runs_out_of_time_is_incomplete_never_validated() -> None:
+    verdict = check_trace(VALID, timeout=0.5)  # the JVM alone needs longer
+    assert verdict.result == "incomplete" and not verdict.accepted
+    assert (
+        verdict.first_bad_line is None and verdict.explained < verdict.events and "budget" in verdict.reason
+    )
+
+
+def test_compaction_keeps_the_ends_of_each_serve_run_and_every_other_event() -> None:
+    def row(i: str, action: str, t: float, **kw: object) -> str:
+        return json.dumps({"instance": i, "action": action, "local": t, "wall": 1.7e9 + t, **kw})
+
+    rows = [row("a", "start", 0, rev=0, kind="absent"), row("a", "acquire", 0.01, rev=1, epoch=1)]
+    rows += [row("a", "serve", 0.1 + k / 10, epoch=1) for k in range(5)]  # lines 3-7
+    rows += [row("b", "start", 0.65, rev=1, kind="value"), row("a", "serve", 0.7, epoch=1)]  # 8, 9
+    rows += [row("a", "renew", 0.8, rev=2, epoch=1), row("a", "serve", 0.9, epoch=1)]  # 10, 11
+    small = compact(parse_trace(rows))
+    # the run 3-9 (b's start does not end a's run) keeps its ends; renew starts a new run
+    assert small.lines == (1, 2, 3, 8, 9, 10, 11)
+
+
+def test_outage_windows_span_each_timed_out_request_and_merge() -> None:
+    def row(i: str, action: str, t: float, **kw: object) -> str:
+        return json.dumps({"instance": i, "action": action, "local": t, "wall": 1024.0 + t, **kw})
+
+    trace = parse_trace(
+        [
+            row("a", "start", 0, rev=0, kind="absent"),
+            row("a", "request", 1.0, op="acquire", rev=0),
+            row("a", "timeout", 1.5, op="acquire", rev=0),
+            row("b", "start", 1.2, rev=0, kind="absent"),
+            row("b", "timeout", 1.6),  # a probe: its send is not logged, the window starts at b's start
+            row("a", "request", 3.0, op="acquire", rev=0),
+            row("a", "timeout", 3.2, op="acquire", rev=0),
+        ]
+    )
+    assert outage_windows(trace) == [(1000, 1600), (3000, 3200)]
 
 
 @pytest.mark.parametrize(

@@ -68,13 +68,19 @@ OtherWrite ==
     /\ seq' = seq + 1
     /\ UNCHANGED <<now, inst, kv, prev, kvUp, env, client>>
 
+(* An outage can start only where the trace shows one: between an       *)
+(* instance's last event before a request that timed out and that timeout *)
+(* (OutageWindows, computed from the trace). Anywhere else a silent       *)
+(* outage would only multiply the search: nothing in the trace needs it.  *)
+OutageMayStart == \E w \in OutageWindows : w[1] <= now /\ now <= w[2]
+
 (* Steps nobody logs: the KV at work, its outages, writes to other keys,  *)
 (* and probes (the SDK logs neither a probe nor its answer, unless the     *)
 (* answer campaigns: that is the `request` line of the acquire).           *)
 Silent ==
     \/ \E i \in Inst : Apply(i) \/ ApplyGhost(i) \/ Drop(i) \/ DropGhost(i)
     \/ \E i \in Inst : Probe(i) \/ (Answer(i) /\ req[i].op = "read" /\ req'[i].op # "acquire")
-    \/ Expire \/ SilentExpire \/ MarkerGone \/ KVDown \/ KVRecover \/ OtherWrite
+    \/ Expire \/ SilentExpire \/ MarkerGone \/ (KVDown /\ OutageMayStart) \/ KVRecover \/ OtherWrite
 
 (* The protocol step that event e records. *)
 Explains(e) ==
@@ -119,7 +125,11 @@ TraceInit == Init /\ l = 1 /\ anchor = [i \in Inst |-> <<0, 0>>]
 
 TraceNext ==
     /\ l <= Len(Trace)
-    /\ \/ Silent /\ History /\ l' = l /\ UNCHANGED anchor
+    \* silent steps happen at the time of the next event (after its JumpTo): a write that landed
+    \* between two events differs only in its write time, which matters to nothing but an expiry
+    \* a TTL (seconds) later
+    /\ \/ /\ now = Trace[l].now /\ lc[Trace[l].i] = Trace[l].lc
+          /\ Silent /\ History /\ l' = l /\ UNCHANGED anchor
        \/ JumpTo(Trace[l]) /\ History /\ l' = l
        \/ /\ now = Trace[l].now /\ lc[Trace[l].i] = Trace[l].lc
           /\ Explains(Trace[l]) /\ History
@@ -135,5 +145,22 @@ TraceNotFinished == l <= Len(Trace)
 (* A CONSTRAINT that never prunes: it prints each new largest `l`.        *)
 TrackProgress ==
     IF l > TLCGet(1) THEN TLCSet(1, l) /\ PrintT(<<"reached", l>>) ELSE TRUE
+
+
+(* The trace view: what the rest of the trace can depend on. The trace    *)
+(* fixes absolute time, clocks and revisions, so those stay as they are;  *)
+(* of the rest, the model-checking View's abstraction of instances and    *)
+(* key (saturated time differences), with revisions not ranked (identity). *)
+(* `outages` is left out: OutageWindows bounds outages, not a count       *)
+(* (trace_check.py sets MaxOutages beyond reach). `fo` feeds only the     *)
+(* failover-bound property, which a trace check does not evaluate.        *)
+TraceRevs == Revs \cup {seq}
+Ident == [v \in TraceRevs |-> v]
+TraceView ==
+    << l, anchor, now, lc, seq,
+       [i \in Inst |-> IView(i, Ident)],
+       <<kv.rev, kv.kind, kv.ep, KvAge>>,
+       IF PrevMatters THEN <<prev.rev, prev.kind>> ELSE <<>>,
+       kvUp, crashes, pauses, releases, hiServed >>
 
 =============================================================================
