@@ -102,6 +102,15 @@ def test_renewal_lost_in_an_outage_and_adopted_is_accepted(tmp_path: Path) -> No
     assert not verdict.accepted and verdict.first_bad_line == 8
 
 
+def test_a_real_campaign_start_is_validated_with_its_serve_runs_checked_by_their_ends() -> None:
+    """The start of a real smoke campaign (3 SDK processes; mostly `serve` lines): validated, with most serve lines
+    implied by the ends of their runs rather than given to TLC."""
+    verdict = check_trace(TRACES / "smoke_start.ndjson", timeout=120)
+    assert verdict.result == "validated", verdict.summary()
+    assert verdict.explained == verdict.events == 233 and verdict.instances == 3
+    assert verdict.checked < verdict.events // 2
+
+
 def test_an_empty_or_one_sided_trace_is_rejected_not_accepted(tmp_path: Path) -> None:
     empty = check(parse_trace(['{"params": {"lease": 0.9}}']))
     assert empty.result == "rejected" and not empty.accepted and "empty" in empty.reason
