@@ -162,7 +162,10 @@ async def serve_active(
     writer = (
         None
         if trace is None
-        else TraceWriter(trace, params=TraceParams(lease=params.lease_s, drift=params.drift, ttl=ttl_s))
+        else TraceWriter(
+            trace,
+            params=TraceParams(lease=params.lease_s, drift=params.drift, ttl=ttl_s, renew=params.renew_s),
+        )
     )
     pool = await ConnectionPool.connect(load_settings(servers=urls, name=f"{service}-{instance_id}"))
     svc = ledger_service(instance_id, name=service, group=group, params=params, ttl_s=ttl_s, trace=writer)

@@ -302,7 +302,7 @@ class FailoverRig:
             e = self.params.election
             self._faults = TraceWriter(
                 self.trace_dir / "faults.ndjson",
-                params=TraceParams(lease=e.lease_s, drift=e.drift, ttl=self.params.ttl_s),
+                params=TraceParams(lease=e.lease_s, drift=e.drift, ttl=self.params.ttl_s, renew=e.renew_s),
             )
         self._faults.emit(instance, action)
 

@@ -223,7 +223,9 @@ def trace_config(trace: Trace) -> str:
         "Drift": round(p.drift * RATE),
         "DriftBound": round(p.drift * RATE),
         "Lease": max(1, math.floor(p.lease / UNIT_S) - TOLERANCE_US),
-        "RenewEvery": 1,  # the renewal schedule is the SDK's business; any is allowed
+        # the renewal (and probe-mode probe) period on the instance's own clock, less the rounding; a trace
+        # that does not say allows any schedule (it multiplies the silent probes TLC must try)
+        "RenewEvery": 1 if p.renew is None else max(1, math.floor(p.renew / UNIT_S) - TOLERANCE_US),
         "TTL": round(p.ttl / TICK_S),
         "ExpiryLate": 0,
         "ObsDelay": 0,

@@ -121,6 +121,12 @@ class TraceParams(BaseModel):
     lease: float = Field(1.5, gt=0, description="lease duration, seconds")
     drift: float = Field(0.01, ge=0, lt=0.5, description="clock drift bound (fraction of real time)")
     ttl: int = Field(2, ge=1, description="key TTL, whole seconds")
+    renew: float | None = Field(
+        None,
+        gt=0,
+        description="renewal period, seconds: an active renews, and a standby in probe mode probes, this long"
+        " after its last one (on its own clock); None: unknown, the checker allows any schedule",
+    )
 
 
 class TraceError(ValueError):

@@ -276,7 +276,12 @@ class RunResult:
             faults=kinds,
             kv_writes=sim.kv.writes,
             log=sim.log,
-            params=TraceParams(lease=cfg.params.lease_s, drift=cfg.params.drift, ttl=max(1, int(cfg.ttl_s))),
+            params=TraceParams(
+                lease=cfg.params.lease_s,
+                drift=cfg.params.drift,
+                ttl=max(1, int(cfg.ttl_s)),
+                renew=cfg.params.renew_s,
+            ),
             serving_at_end=[i.name for i in sim.instances if not i.paused and i.serving_at(end)],
             withheld=sum(i.withheld for i in sim.instances),
         )
