@@ -22,7 +22,8 @@ What keeps a whole campaign's trace checkable (each measured on a real smoke tra
   absolute time, clocks and revisions, so a write's exact landing time within its round trip does not
   multiply states.
 * A silent KV outage may start only inside an *outage window* (from an instance's last event before a
-  request that timed out to the timeout); silent steps happen at event times.
+  request that timed out to the timeout), and in a *blackout* (a window in which every instance only times
+  out) it lasts the whole window; silent steps happen at event times.
 
 The verdict is ``validated`` (every event explained), ``rejected`` (with the first line no behaviour
 explains) or ``incomplete`` (TLC's time budget ran out: how far it got). An empty trace, or one with
@@ -150,6 +151,21 @@ def outage_windows(trace: Trace) -> list[tuple[int, int]]:
     return merged
 
 
+_KV_WAS_UP = frozenset(
+    {Action.START, Action.ACQUIRE, Action.RENEW, Action.ADOPT, Action.LOSE, Action.OUTBID, Action.RELEASE}
+    | {Action.OBSERVE}
+)
+"""Lines that show the KV answering (a start reads the key, an answer, a watch delivery)."""
+
+
+def blackouts(trace: Trace, windows: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The outage windows with no line inside that shows the KV answering: every instance only timed out (the
+    stream leader's node died). One outage explains such a window, so TLC keeps the KV down through it."""
+    t0 = min(e.wall for e in trace.events)
+    ticks = [(_tick(e.wall, t0), e.action) for e in trace.events]
+    return [(lo, hi) for lo, hi in windows if not any(lo < t < hi and a in _KV_WAS_UP for t, a in ticks)]
+
+
 def _tick(wall: float, t0: float) -> int:
     return math.floor((wall - t0) / TICK_S + 1e-6)  # 1e-6: float noise, not time
 
@@ -200,12 +216,15 @@ def trace_module(trace: Trace) -> str:
     p = trace.params
     window = math.floor(p.lease * (1 - p.drift) / (1 + p.drift) / UNIT_S) + TOLERANCE_US
     body = ",\n     ".join(records)
-    windows = ", ".join(f"<<{lo}, {hi}>>" for lo, hi in outage_windows(trace))
+    spans = outage_windows(trace)
+    windows = ", ".join(f"<<{lo}, {hi}>>" for lo, hi in spans)
+    dark = ", ".join(f"<<{lo}, {hi}>>" for lo, hi in blackouts(trace, spans))
     return (
         "---- MODULE TraceData ----\n"
         "EXTENDS Integers, Sequences\n"
         f"TraceWindow == {window}\n"
         f"OutageWindows == {{{windows}}}\n"
+        f"Blackouts == {{{dark}}}\n"
         f"Trace == <<{body}>>\n"
         "====\n"
     )

@@ -217,7 +217,7 @@ def test_smoke_campaign_json_keeps_its_promises(tmp_path: Path) -> None:
         assert key in report, key
     assert report["runs"] + len(report["skipped"]) == load_campaign(CAMPAIGNS / "smoke.yaml").runs
     assert report["split_brain"] == 0 and report["lost_events"] == 0 and report["duplicate_commands"] == 0
-    # TLC must not reject the trace; it may run out of its 60 s budget (the report says how far it got)
+    # TLC must not reject the trace; on a busy machine it may run out of its budget (the report says how far)
     trace = report["trace"]
     assert trace["result"] in ("validated", "incomplete"), trace
     assert report["trace_validated"] == (trace["result"] == "validated")
@@ -227,7 +227,7 @@ def test_smoke_campaign_json_keeps_its_promises(tmp_path: Path) -> None:
     assert 0 < trace["events_checked"] <= trace["events_total"]
     assert 0 <= trace["faults_covered"] <= trace["faults_total"]
     if trace["result"] == "incomplete":
-        assert "60 s budget" in trace["reason"] and trace["events_checked"] < trace["events_total"]
+        assert "s budget" in trace["reason"] and trace["events_checked"] < trace["events_total"]
     assert report["by_class"]["instance-kill"]["failovers"] == 2  # each kill of the active elected a new one
     # the active cut from its server cannot renew over the connection its subscriptions are on: replaced
     assert report["by_class"]["partition-instance"]["failovers"] == 1

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from aegis.cli import app
-from harness.trace_check import check, check_trace, compact, outage_windows
+from harness.trace_check import blackouts, check, check_trace, compact, outage_windows
 from sdk.trace_events import (
     Action,
     KeyKind,
@@ -157,6 +157,8 @@ def test_outage_windows_span_each_timed_out_request_and_merge() -> None:
         ]
     )
     assert outage_windows(trace) == [(1000, 1600), (3000, 3200)]
+    # b's start inside the first window shows the KV answering: only the second is a blackout
+    assert blackouts(trace, outage_windows(trace)) == [(3000, 3200)]
 
 
 @pytest.mark.parametrize(
