@@ -22,8 +22,8 @@ What keeps a whole campaign's trace checkable (each measured on a real smoke tra
   absolute time, clocks and revisions, so a write's exact landing time within its round trip does not
   multiply states.
 * A silent KV outage may start only inside an *outage window* (from an instance's last event before a
-  request that timed out to the timeout), and in a *blackout* (a window in which every instance only times
-  out) it lasts the whole window; silent steps happen at event times.
+  request that timed out to the timeout), and in a *blackout* (the rest of a window after the last line that
+  shows the KV answering) it lasts to the window's end; silent steps happen at event times.
 
 The verdict is ``validated`` (every event explained), ``rejected`` (with the first line no behaviour
 explains) or ``incomplete`` (TLC's time budget ran out: how far it got). An empty trace, or one with
@@ -159,11 +159,17 @@ _KV_WAS_UP = frozenset(
 
 
 def blackouts(trace: Trace, windows: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """The outage windows with no line inside that shows the KV answering: every instance only timed out (the
-    stream leader's node died). One outage explains such a window, so TLC keeps the KV down through it."""
+    """The stretch of each outage window after the last line in it that shows the KV answering: there every
+    instance only times out (the stream leader's node died), so one outage explains it all and TLC keeps the
+    KV down through it (exclusive bounds, in ticks)."""
     t0 = min(e.wall for e in trace.events)
-    ticks = [(_tick(e.wall, t0), e.action) for e in trace.events]
-    return [(lo, hi) for lo, hi in windows if not any(lo < t < hi and a in _KV_WAS_UP for t, a in ticks)]
+    ups = sorted(_tick(e.wall, t0) for e in trace.events if e.action in _KV_WAS_UP)
+    out = []
+    for lo, hi in windows:
+        start = max((t for t in ups if lo <= t < hi), default=lo)
+        if start + 1 < hi:
+            out.append((start, hi))
+    return out
 
 
 def _tick(wall: float, t0: float) -> int:

@@ -223,17 +223,20 @@ class SingleActiveService(Service):
     async def _drive(self) -> None:
         while True:
             event = await self._events.get()
+            now = time.monotonic()
             try:
-                actions = event(time.monotonic())
+                actions = event(now)
             except Exception:
                 log.exception("%s: election event failed", self.key)
                 continue
             for action in actions:
-                self._carry_out(action)
+                self._carry_out(action, now)
 
-    def _carry_out(self, action: Action) -> None:
+    def _carry_out(self, action: Action, now: float) -> None:
+        """Do what the machine asked in the step it took at ``now`` (a write is traced at that time: the machine
+        counts its renewal schedule and serving window from it)."""
         if isinstance(action, Write):
-            self._emit(TA.REQUEST, op=TOp(action.op), rev=action.expected, epoch=action.epoch)
+            self._emit(TA.REQUEST, op=TOp(action.op), rev=action.expected, epoch=action.epoch, local=now)
             asyncio.create_task(self._write(action), name=f"{self.key} {action.op}")
         elif isinstance(action, Probe):
             asyncio.create_task(self._probe(action.req), name=f"{self.key} probe")

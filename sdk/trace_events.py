@@ -22,6 +22,7 @@ import it.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -217,6 +218,7 @@ class TraceWriter:
         self.path = Path(path)
         fresh = not self.path.exists() or self.path.stat().st_size == 0
         self._file: IO[str] = open(self.path, "a", encoding="utf-8", buffering=1)
+        self._last_wall = -math.inf
         if fresh and params is not None:
             self._file.write(json.dumps({"params": params.model_dump()}) + "\n")
 
@@ -243,7 +245,10 @@ class TraceWriter:
         loop) would otherwise look like a clock that jumped, and the trace checker would reject it."""
         mono, now = time.monotonic(), time.time()
         if wall is None:
-            wall = now if local is None else now - (mono - local)
+            # never before this writer's previous line: float rounding (a few 1e-7 s) must not reorder two
+            # steps taken at the same instant when the traces are merged by wall time
+            wall = max(now if local is None else now - (mono - local), self._last_wall)
+            self._last_wall = wall
         event = TraceEvent(
             instance=instance,
             action=action,

@@ -74,12 +74,12 @@ OtherWrite ==
 (* outage would only multiply the search: nothing in the trace needs it.  *)
 OutageMayStart == \E w \in OutageWindows : w[1] <= now /\ now <= w[2]
 
-(* A blackout is an outage window in which no instance logs anything the  *)
-(* KV must have been up for (no start, answer or watch delivery: every    *)
-(* instance only times out, as when the stream leader's node dies). One   *)
+(* A blackout is the stretch of an outage window after the last line that *)
+(* shows the KV up (a start, an answer, a watch delivery): there every    *)
+(* instance only times out, as when the stream leader's node dies. One    *)
 (* outage explains it all, so the KV does not recover inside it; toggling *)
 (* up and down there would only multiply the search.                      *)
-InBlackout == \E w \in Blackouts : w[1] <= now /\ now < w[2]
+InBlackout == \E w \in Blackouts : w[1] < now /\ now < w[2]
 
 (* Steps nobody logs: the KV at work, its outages, writes to other keys,  *)
 (* and probes (the SDK logs neither a probe nor its answer, unless the     *)
