@@ -143,36 +143,35 @@ def sim_command(
 def _print_table(report: dict[str, Any]) -> None:
     from rich.table import Table
 
+    from aegis.stats import recorded, spread_text
+
     t = Table(title=f"aegis sim: {report['name']}")
     t.add_column("figure")
     t.add_column("value", justify="right")
-    for key in (
-        "runs",
-        "sweep_runs",
-        "violations",
-        "failover_p50_s",
-        "failover_p99_s",
-        "failover_max_s",
-        "failover_samples",
-        "serve_failover_p50_s",
-        "serve_failover_p99_s",
-        "sim_seconds",
-        "wall_seconds",
-        "speedup",
-    ):
+    for key in ("runs", "sweep_runs", "violations"):
+        t.add_row(key, str(report.get(key)))
+    for label, prefix in (("crash failover", "failover"), ("crash failover (serving)", "serve_failover")):
+        n = report.get(f"{prefix}_samples")
+        if n is not None:
+            got = recorded(
+                n, report.get(f"{prefix}_p50_s"), report.get(f"{prefix}_p99_s"), report.get(f"{prefix}_max_s")
+            )
+            t.add_row(label, spread_text(got))
+    for key in ("sim_seconds", "wall_seconds", "speedup"):
         t.add_row(key, str(report.get(key)))
     Console().print(t)
     cells = report.get("sweep", {}).get("cells", [])
     if cells:
         s = Table(title="sweep: lease x renew")
-        for col in ("lease", "renew", "p50 failover", "p99 failover", "false failovers/h", "availability"):
+        for col in ("lease", "renew", "failover", "false failovers/h", "availability"):
             s.add_column(col, justify="right")
         for c in cells:
+            n = c.get("failover_samples", 0)
+            got = recorded(n, c["failover_p50_s"], c["failover_p99_s"], c.get("failover_max_s"))
             s.add_row(
                 str(c["lease_s"]),
                 str(c["renew_s"]),
-                str(c["failover_p50_s"]),
-                str(c["failover_p99_s"]),
+                spread_text(got) if got["max"] is not None else f"p50 {c['failover_p50_s']} ({n})",
                 str(c["false_failovers_per_hour"]),
                 str(c["availability_under_pauses"]),
             )
