@@ -280,12 +280,13 @@ class FailoverRig:
         proc = self.procs[instance]
         at = time.monotonic()
         if proc.poll() is None:
+            if sig == signal.SIGCONT:
+                # stamped before the signal: the process's first step after it may come within microseconds
+                self._trace_fault(instance, TraceAction.RESUME)
             proc.send_signal(sig)
             if sig == signal.SIGSTOP:
                 wait_stopped(proc.pid)  # its last trace line comes before the pause line
                 self._trace_fault(instance, TraceAction.PAUSE)
-            elif sig == signal.SIGCONT:
-                self._trace_fault(instance, TraceAction.RESUME)
         return at
 
     def kill(self, instance: str) -> float:
