@@ -250,6 +250,8 @@ class Election:
             self.my_rev = current.rev
             self.last_send = -math.inf
             return self._step(now)
+        if self.stopping:  # lost while stopping (a renewal, or a campaign): nothing to hand over, exit
+            return self._exited(now)
         # Lost. Restart the timer from this answer, unless the watch already told a standby something newer.
         if (
             self.role != "standby"
@@ -266,7 +268,8 @@ class Election:
         request = self._take(req)
         if request is None:
             return self._step(now)
-        if request.op == "release":
+        if request.op == "release" or (self.stopping and self.role == "standby"):
+            # (a campaign that timed out while stopping may still land, like a crashed process's last write)
             return self._exited(now)
         if request.op in ("acquire", "read") and self.role == "standby" and self.seen.rev == request.expected:
             # The KV is unavailable, not (necessarily) the active dead. Campaigning again as soon as it
@@ -301,8 +304,13 @@ class Election:
         return self._step(now)
 
     def stop(self, now: float) -> list[Action]:
-        """Graceful stop: stop serving at once, release the key when no request is in flight."""
+        """Graceful stop: stop serving at once, release the key when no request is in flight. A standby exits
+        at once, unless a campaign of its is in flight: it waits for the answer (won: it releases the key
+        without serving; lost or timed out: it exits), so that a stop does not leave the key to a process
+        that is gone."""
         self.stopping = True
+        if self.role == "standby" and self.request is not None and self.request.op == "acquire":
+            return self._step(now)
         if self.role != "active":
             self.role = "standby"
             return [*self._serving_change(now), Exit()]

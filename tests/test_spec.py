@@ -7,7 +7,17 @@ from typing import Any
 
 import pytest
 
-from harness.spec_run import ModelConfig, judge, load_configs, select_configs
+from harness.spec_run import (
+    MUTANTS,
+    SPEC_DIR,
+    SPEC_MODULE,
+    ModelConfig,
+    _unbounded_cfg,
+    judge,
+    load_configs,
+    name_temporal,
+    select_configs,
+)
 from harness.tlc import parse_output, tlc_jar
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,7 +32,17 @@ NEGATIVE_CONTROLS = {
     "Neg_NoEpochCheck": "ClientNeverGoesBack",
     "Neg_ReplyCurrentEpoch": "AcceptedRepliesFenced",
     "Neg_NoCompletionCheck": "AcceptedRepliesFenced",
+    "Neg_WindowFromAck": "NoOverlap",
+    "Neg_FailoverBoundMinus1": "FailoverBelowBound",
+    "Neg_FailoverBoundMinus1_delays": "FailoverBelowBound",
+    "Neg_HandoverBoundMinus1": "HandoverBelowBound",
+    "Neg_RecoveryBoundMinus1": "RecoveryBelowBound",
+    "Neg_KeepsServingCoarse": "KeepsServing",  # a liveness control: TLC reports a temporal violation
+    "Neg_OutageAboutALease": "OutageCausesNoFailover",
 }
+QUICK_NEGATIVE_CONTROLS = sorted(
+    c.name for c in load_configs() if c.expect is not None and c.suite == "quick"
+)
 
 
 @pytest.fixture(scope="session")
@@ -62,7 +82,7 @@ def test_quick_suite_is_every_quick_config(quick_run: tuple[int, dict[str, Any]]
     _, report = quick_run
     quick = {c.name for c in load_configs() if c.suite == "quick"}
     assert {r["name"] for r in report["configs"]} == quick
-    assert set(NEGATIVE_CONTROLS) <= quick
+    assert set(QUICK_NEGATIVE_CONTROLS) <= quick and len(QUICK_NEGATIVE_CONTROLS) >= 12
 
 
 def test_real_configs_pass(quick_run: tuple[int, dict[str, Any]]) -> None:
@@ -76,13 +96,93 @@ def test_real_configs_pass(quick_run: tuple[int, dict[str, Any]]) -> None:
         assert name in report["passed"]
 
 
-@pytest.mark.parametrize("name", sorted(NEGATIVE_CONTROLS))
+@pytest.mark.parametrize("name", QUICK_NEGATIVE_CONTROLS)
 def test_negative_control_fails_with_its_invariant(quick_run: tuple[int, dict[str, Any]], name: str) -> None:
     _, report = quick_run
     row = _row(report, name)
     assert row["result"] == "fail"
     assert row["invariant"] == NEGATIVE_CONTROLS[name]
     assert name in report["failed_as_expected"]
+
+
+def test_the_liveness_control_fails_as_a_temporal_violation(quick_run: tuple[int, dict[str, Any]]) -> None:
+    _, report = quick_run
+    row = _row(report, "Neg_KeepsServingCoarse")
+    assert (row["status"], row["invariant"]) == ("temporal", "KeepsServing")
+
+
+def test_quick_set_has_a_control_for_each_new_rule(quick_run: tuple[int, dict[str, Any]]) -> None:
+    """The window counted from the ack, a bound minus one and a liveness control are in CI."""
+    _, report = quick_run
+    for name in (
+        "Neg_WindowFromAck",
+        "Neg_FailoverBoundMinus1",
+        "Neg_RecoveryBoundMinus1",
+        "Neg_KeepsServingCoarse",
+    ):
+        assert name in report["failed_as_expected"], name
+
+
+def test_view_crosscheck_agrees_on_every_config_it_ran(quick_run: tuple[int, dict[str, Any]]) -> None:
+    """Without the VIEW, on bounded runs, the same configs pass and the same controls fail the same way."""
+    _, report = quick_run
+    xc = report["view_crosscheck"]
+    declared = {
+        c.name: c
+        for c in load_configs()
+        if c.suite == "quick" and c.crosscheck is not None and not c.crosscheck_full
+    }
+    assert {x["name"] for x in xc["configs"]} == set(declared)
+    assert xc["disagree"] == [] and sorted(xc["agree"]) == sorted(declared)
+    positives = [n for n, c in declared.items() if c.expect is None]
+    negatives = [n for n, c in declared.items() if c.expect is not None]
+    assert len(positives) >= 1 and len(negatives) >= 3
+    for x in xc["configs"]:
+        config = declared[x["name"]]
+        assert x["view_off"] == x["view_on"] == config.expected, x
+        assert x["distinct"] > 100, f"{x['name']} without the view explored suspiciously little: {x}"
+
+
+def test_quick_mutants_are_caught_with_the_view_on(quick_run: tuple[int, dict[str, Any]]) -> None:
+    _, report = quick_run
+    muts = report["mutants"]
+    quick = [m.name for m in MUTANTS if m.suite == "quick"]
+    assert len(quick) >= 3
+    assert muts["missed"] == [] and muts["caught"] == quick
+    for row in muts["configs"]:
+        assert row["result"].startswith("fail:"), row
+
+
+def test_mutants_apply_to_the_current_spec() -> None:
+    """Each mutant's text occurs exactly once in Lease.tla (an edit of the spec must not disarm one)."""
+    text = (SPEC_DIR / SPEC_MODULE).read_text()
+    names = {c.name for c in load_configs() if c.expect is None}
+    for m in MUTANTS:
+        assert text.count(m.old) == 1, m.name
+        assert m.base in names, m.name
+
+
+def test_view_off_config_drops_the_view_fairness_and_liveness_and_bounds_time() -> None:
+    config = next(c for c in load_configs() if c.name == "MC_2inst")
+    cfg = _unbounded_cfg(config, 5, "XC_MC_2inst")
+    assert "VIEW" not in cfg and "FairSpec" not in cfg and "EventuallyServes" not in cfg
+    assert "SPECIFICATION Spec" in cfg and "CONSTRAINT XBound" in cfg
+    assert "PROPERTY EpochsStrictlyIncrease" in cfg and "FailoverBounded" in cfg
+
+
+def test_new_configs_cover_what_production_runs() -> None:
+    configs = {c.name: c for c in load_configs()}
+    untimely = configs["MC_2inst_untimely"].path.read_text()
+    assert "Timely = FALSE" in untimely and "NoOverlap" in untimely
+    outage = configs["MC_2inst_short_outage"].path.read_text()
+    consts = dict(line.split(" = ", 1) for line in (w.strip() for w in outage.splitlines()) if " = " in line)
+    assert 0 < int(consts["OutageMax"]) < int(consts["TTL"]) and int(consts["MarkerTTL"]) < int(consts["TTL"])
+    # longer than the lease on the slowest clock: Lease / (Rate - Drift) ticks
+    assert int(consts["OutageMax"]) > int(consts["Lease"]) // (int(consts["Rate"]) - int(consts["Drift"]))
+    assert "OutageCausesNoFailover" in outage and "FailoverBounded" in outage
+    assert "MaxCuts = 1" in configs["MC_2inst_cut"].path.read_text()
+    delays_pause = configs["MC_2inst_delays_pause"].path.read_text()
+    assert "NetDelay = 1" in delays_pause and "MaxPauses = 1" in delays_pause
 
 
 def test_negative_configs_declare_the_pinned_invariant() -> None:
@@ -120,6 +220,18 @@ def _result(status: str, violated: str | None = None) -> Any:
     return parse_output(
         text + "10 states generated, 7 distinct states found, 0 states left on queue.\n", code, 1.0
     )
+
+
+def test_a_temporal_violation_is_named_only_when_the_config_checks_one_liveness_property() -> None:
+    temporal = parse_output("Error: Temporal properties were violated.\n", 13, 1.0)
+    one = next(c for c in load_configs() if c.name == "Neg_KeepsServingCoarse")
+    assert name_temporal(one, temporal).violated == "KeepsServing"
+    assert judge(one, name_temporal(one, temporal)) is None
+    two = next(
+        c for c in load_configs() if c.name == "MC_2inst"
+    )  # EpochsStrictlyIncrease is an action property
+    assert name_temporal(two, temporal).violated == "EventuallyServes"
+    assert judge(one, _result("pass")) is not None
 
 
 def test_judge_flags_a_negative_control_that_passes_or_breaks_the_wrong_invariant() -> None:

@@ -41,7 +41,8 @@ CONSTANTS
     WithClient,    \* model a client (calls, replies in flight, epoch check); FALSE keeps the state space small
     MaxCalls,      \* with a client: at most this many calls and replies in flight at once
     ClientCheck,   \* TRUE: clients drop replies older than the newest epoch they accepted
-    WindowRule,    \* "safe": Lease*(1-rho)/(1+rho); "design": Lease*(1-rho) as DESIGN.md first said
+    WindowRule,    \* "safe": Lease*(1-rho)/(1+rho) from the send; "design": Lease*(1-rho) as DESIGN.md
+                   \* first said; "ack": the safe length but counted from the ack (negative control)
     ReplyRule      \* "fenced": a reply carries its call's admission epoch and is a success only if the
                    \* instance still serves under it; "unchecked": admission epoch, no check; "current":
                    \* the newest epoch the instance knows, no check (the SDK before issue 12)
@@ -52,17 +53,33 @@ ASSUME /\ Rate \in Nat \ {0} /\ Drift \in Nat /\ DriftBound \in Nat
        /\ ObsDelay < TTL     \* watches deliver a marker before it ages out
        /\ {ExpiryLate, ObsDelay, NetDelay, MaxCrashes, MaxPauses, MaxOutages, MaxReleases, MaxCalls} \subseteq Nat
        /\ {Timely, Fencing, UseCAS, WithClient, ClientCheck} \subseteq BOOLEAN
-       /\ WindowRule \in {"safe", "design"}
+       /\ WindowRule \in {"safe", "design", "ack"}
        /\ ReplyRule \in {"fenced", "unchecked", "current"}
+
+(* Settings with a default, overridden in a config by `Name = value` (not  *)
+(* constants: the trace checker's generated config need not name them).   *)
+MarkerTTL == TTL   \* a delete/expiry marker ages out this many ticks after it was written
+                   \* (the SDK's bucket: 1 s, at most the key's TTL)
+OutageMax == 0     \* > 0: a KV outage lasts at most this many ticks (Timely); 0: any length
+OutageMin == 0     \* a KV outage lasts at least this many ticks
+WriteTimeout == 0  \* > 0: while the KV is down, a request gets no answer and times out within this
+                   \* many ticks (Timely; the SDK's write timeout); 0: it may wait for the KV's return
+MaxCuts == 0       \* fault budget: one instance cut off from the KV (and its watch) while the KV
+                   \* serves the others, for any length
+
+ASSUME /\ MarkerTTL \in Nat \ {0} /\ MarkerTTL <= TTL
+       /\ ObsDelay < MarkerTTL     \* watches deliver a marker before it ages out
+       /\ {OutageMax, OutageMin, WriteTimeout, MaxCuts} \subseteq Nat
+       /\ OutageMax > 0 => OutageMin <= OutageMax
 
 (* The serving window in local units, counted from the send time of the   *)
 (* last acknowledged write. With rho = DriftBound/Rate: a slow active      *)
 (* needs Window/(Rate-DriftBound) ticks to use it up, a fast standby needs *)
 (* at least Lease/(Rate+DriftBound) ticks to time out, hence               *)
 (* Window <= Lease*(Rate-DriftBound)/(Rate+DriftBound).                    *)
-Window == IF WindowRule = "safe"
-          THEN (Lease * (Rate - DriftBound)) \div (Rate + DriftBound)
-          ELSE (Lease * (Rate - DriftBound)) \div Rate
+Window == IF WindowRule = "design"
+          THEN (Lease * (Rate - DriftBound)) \div Rate
+          ELSE (Lease * (Rate - DriftBound)) \div (Rate + DriftBound)
 
 (* The window must outlast a worst-case round trip, or a new active may  *)
 (* never get to serve (its window would be over when the answer comes).  *)
@@ -81,18 +98,33 @@ Ceil(a, b) == (a + b - 1) \div b
 (* within ObsDelay, and its timer starts; when it fires, the standby's    *)
 (* probe reads the key just before it expires (the read's answer: one     *)
 (* NetDelay), its campaign on that superseded revision fails (a round     *)
-(* trip), and it probes again and campaigns (two round trips): 8 one-way  *)
-(* delays in all. After a graceful stop: the delete lands within NetDelay *)
-(* and the watch tells the standby within ObsDelay; or the standby takes  *)
-(* in the answer of a probe read before the delete landed and campaigns   *)
-(* on the old revision (a round trip, the failure names the marker). Then *)
-(* a probe and a campaign (two round trips).                              *)
-TakeoverDelay == ObsDelay + 8 * NetDelay
+(* trip), and it probes again (two round trips: the scratch write, then   *)
+(* the read) and campaigns (a round trip): 10 one-way delays in all.      *)
+(* After a graceful stop: the delete lands within NetDelay and the watch  *)
+(* tells the standby within ObsDelay; or the standby takes in the answer  *)
+(* of a probe read before the delete landed and campaigns on the old      *)
+(* revision (a round trip, the failure names the marker). Then a probe    *)
+(* (two round trips) and a campaign.                                      *)
+TakeoverDelay == ObsDelay + 10 * NetDelay
 LeaseTicks == IF Drift < Rate THEN Ceil(Lease, Rate - Drift) ELSE Lease   \* a clock that may stop: no bound
 FailoverBound == Min(LeaseTicks, TTL + ExpiryLate) + TakeoverDelay
 (* After a graceful stop the delete marker lets a standby in at once.     *)
-HandoverDelay == 5 * NetDelay + Max(ObsDelay, 2 * NetDelay)
+HandoverDelay == 7 * NetDelay + Max(ObsDelay, 2 * NetDelay)
 ReleaseBound == HandoverDelay
+(* A marker must outlive a handover: a standby's campaign on the marker's  *)
+(* revision fails once the marker has aged out, and it probes again (the   *)
+(* SDK: markers live 1 s, a handover takes a few one-way delays).          *)
+ASSUME Timely => MarkerTTL > HandoverDelay
+(* After a KV outage shorter than the key's TTL (OutageMax > 0) the       *)
+(* incumbent keeps the key and serves again within a renewal period on    *)
+(* the slowest clock and two round trips (the retried renewal, which may   *)
+(* fail on its own timed-out renewal that landed, then the renewal after  *)
+(* adopting it).                                                          *)
+RenewTicks == IF Drift < Rate THEN Ceil(RenewEvery, Rate - Drift) ELSE RenewEvery
+OutageRecoveryBound == RenewTicks + 4 * NetDelay
+(* A probe is a scratch write and then a read (two round trips): its read  *)
+(* reaches the KV within 3 one-way delays of the probe's start.           *)
+ReadDelay == 3 * NetDelay
 
 Kinds == {"val", "del", "exp", "none"}      \* value, delete marker, expiry (MaxAge) marker, absent
 NoKey == [rev |-> 0, kind |-> "none", ep |-> 0, wAt |-> 0]
@@ -129,20 +161,25 @@ VARIABLES
     seq,        \* the stream's last sequence number (revisions come from here)
     kvUp,       \* the KV accepts reads and writes (it has a stream leader)
     crashes, pauses, outages, releases,   \* faults used so far
+    cuts,       \* cut-offs of one instance used so far (MaxCuts)
+    cut,        \* the instances cut off from the KV and their watch (the KV serves the others)
+    downAt,     \* real time at which the last outage began (OutageMax)
     call,       \* call[i]: admission epoch of the exclusive call i's handler is running (0: none)
     replies,    \* success replies in flight to the client: [ep (their Aegis-Epoch), ok (ghost: fenced)]
     cliEpoch,   \* newest epoch the client has accepted or discovered
     cliStale,   \* history: the client accepted a reply older than one it had accepted
     cliForged,  \* history: the client accepted a success reply that was not fenced (see AcceptedRepliesFenced)
     hiServed,   \* history: the newest epoch that ever served
-    fo,         \* history: [k, t] ticks since the serving instance crashed/released while nobody serves
+    fo,         \* history: [k, t] ticks since the serving instance crashed/released (or since the KV came
+                \* back from a bounded outage, the incumbent alive) while nobody serves
+    failover,   \* history (OutageMax > 0 only): a newer epoch served after an older one
     overlapped  \* history: instances whose running call saw another instance serve since its admission
 
 inst == <<lc, up, paused, role, epoch, myRev, deadline, lastSend, seen, seenAt, probe, wpos, req, ghost>>
 store == <<kv, prev, seq, kvUp>>
-env == <<crashes, pauses, outages, releases>>
+env == <<crashes, pauses, outages, releases, cuts, cut, downAt>>
 client == <<call, replies, cliEpoch, cliStale, cliForged>>
-hist == <<hiServed, fo, overlapped>>
+hist == <<hiServed, fo, overlapped, failover>>
 vars == <<now, inst, store, env, client, hist>>
 
 -----------------------------------------------------------------------------
@@ -191,6 +228,7 @@ Init ==
     /\ seq = 0
     /\ kvUp = TRUE
     /\ crashes = 0 /\ pauses = 0 /\ outages = 0 /\ releases = 0
+    /\ cuts = 0 /\ cut = {} /\ downAt = 0
     /\ call = [i \in Inst |-> 0]
     /\ replies = {}
     /\ cliEpoch = 0
@@ -199,9 +237,14 @@ Init ==
     /\ hiServed = 0
     /\ fo = NoFo
     /\ overlapped = {}
+    /\ failover = FALSE
 
 -----------------------------------------------------------------------------
 (* Time *)
+
+(* How long request q may take to reach the KV (a probe's read comes after *)
+(* its scratch write's round trip).                                       *)
+QDelay(q) == IF q.op = "read" THEN ReadDelay ELSE NetDelay
 
 (* Something that must happen before the clock moves on (Timely only).    *)
 Urgent ==
@@ -210,9 +253,12 @@ Urgent ==
          /\ \/ role[i] = "active" /\ req[i].op = "none" /\ lc[i] - lastSend[i] >= RenewEvery
             \/ role[i] = "standby" /\ req[i].op = "none" /\ Ready(i)
             \/ req[i].st \in {"ok", "fail", "timeout"} /\ now - req[i].t >= NetDelay
-            \/ role[i] = "standby" /\ Observable(kv, i) /\ now - kv.wAt >= ObsDelay
-    \/ kvUp /\ \E i \in Inst : \E q \in {req[i], ghost[i]} : q.st = "sent" /\ now - q.t >= NetDelay
+            \/ role[i] = "standby" /\ i \notin cut /\ Observable(kv, i) /\ now - kv.wAt >= ObsDelay
+    \/ kvUp /\ \E i \in Inst \ cut : req[i].st = "sent" /\ now - req[i].t >= QDelay(req[i])
+    \/ kvUp /\ \E i \in Inst : ghost[i].st = "sent" /\ now - ghost[i].t >= NetDelay
     \/ kvUp /\ kv.kind = "val" /\ now - kv.wAt >= TTL + ExpiryLate
+    \/ ~kvUp /\ OutageMax > 0 /\ now - downAt >= OutageMax
+    \/ ~kvUp /\ WriteTimeout > 0 /\ \E i \in Inst : req[i].st = "sent" /\ now - req[i].t >= WriteTimeout
 
 Tick ==
     /\ Timely => ~Urgent
@@ -227,7 +273,7 @@ Tick ==
 
 Start(i) ==            \* a process starts (first start or restart): it reads the key
     /\ ~up[i]
-    /\ kvUp
+    /\ kvUp /\ i \notin cut
     /\ up' = [up EXCEPT ![i] = TRUE]
     /\ paused' = [paused EXCEPT ![i] = FALSE]
     /\ role' = [role EXCEPT ![i] = "standby"]
@@ -277,7 +323,7 @@ Release(i) ==          \* graceful stop: stop serving first, then delete by CAS
     /\ role' = [role EXCEPT ![i] = "releasing"]
     /\ Send(i, "release", myRev[i])
     /\ UNCHANGED <<now, lc, up, paused, epoch, myRev, deadline, lastSend, seen, seenAt, probe, wpos, ghost>>
-    /\ UNCHANGED <<store, crashes, pauses, outages, client>>
+    /\ UNCHANGED <<store, crashes, pauses, outages, cuts, cut, downAt, client>>
 
 (* i learns how its request ended. A failed CAS names the key's current  *)
 (* revision, kind and the epoch in its value (cep).                       *)
@@ -302,14 +348,17 @@ Answer(i) ==
           /\ epoch' = [epoch EXCEPT ![i] = IF q.op = "acquire" THEN q.rev ELSE epoch[i]]
           /\ myRev' = [myRev EXCEPT ![i] = q.rev]
           \* the window counts from when the write was SENT: the KV may have applied it late
-          /\ deadline' = [deadline EXCEPT ![i] = q.sentAt + Window]
+          \* ("ack": from when the answer came, a negative control)
+          /\ deadline' = [deadline EXCEPT ![i] = (IF WindowRule = "ack" THEN lc[i] ELSE q.sentAt) + Window]
           /\ lastSend' = [lastSend EXCEPT ![i] = IF q.op = "acquire" THEN q.sentAt ELSE lastSend[i]]
           /\ UNCHANGED <<up, seen, seenAt, probe, wpos>>
        \/ /\ q.op = "renew" /\ mine
-          \* adopt the revision of my own lost renewal; the window stays as it was (its send time is unknown)
+          \* adopt the revision of my own lost renewal; the window stays as it was (its send time is
+          \* unknown), so renew on it at once (the SDK does: its window may be about to end)
           /\ req' = [req EXCEPT ![i] = NoReq]
           /\ myRev' = [myRev EXCEPT ![i] = q.rev]
-          /\ UNCHANGED <<up, role, epoch, deadline, lastSend, seen, seenAt, probe, wpos>>
+          /\ lastSend' = [lastSend EXCEPT ![i] = lc[i] - RenewEvery]
+          /\ UNCHANGED <<up, role, epoch, deadline, seen, seenAt, probe, wpos>>
        \/ /\ q.op \in {"acquire", "renew"} /\ q.st = "fail" /\ ~(q.op = "renew" /\ mine)
           \* someone else wrote (or the key is gone): stop at once; restart the timer from now,
           \* unless the watch already told us something newer. "Absent" (0) has no revision to
@@ -365,6 +414,7 @@ Answer(i) ==
 Observe(i) ==
     /\ Runs(i)
     /\ role[i] = "standby"
+    /\ i \notin cut          \* a cut-off instance's watch delivers nothing (it resumes when healed)
     /\ \E e \in {kv, prev} :
           /\ Observable(e, i)
           /\ wpos' = [wpos EXCEPT ![i] = e.rev]
@@ -396,7 +446,7 @@ Crash(i) ==            \* kill -9: a request in flight may still land
     /\ req' = [req EXCEPT ![i] = NoReq]
     /\ call' = [call EXCEPT ![i] = 0]     \* its handler dies with it: no answer, the client times out
     /\ UNCHANGED <<now, lc, epoch, myRev, deadline, lastSend, seen, seenAt, probe, wpos>>
-    /\ UNCHANGED <<store, pauses, outages, releases, replies, cliEpoch, cliStale, cliForged>>
+    /\ UNCHANGED <<store, pauses, outages, releases, cuts, cut, downAt, replies, cliEpoch, cliStale, cliForged>>
 
 Pause(i) ==
     /\ Runs(i)
@@ -404,7 +454,7 @@ Pause(i) ==
     /\ pauses' = pauses + 1
     /\ paused' = [paused EXCEPT ![i] = TRUE]
     /\ UNCHANGED <<now, lc, up, role, epoch, myRev, deadline, lastSend, seen, seenAt, probe, wpos, req, ghost>>
-    /\ UNCHANGED <<store, crashes, outages, releases, client>>
+    /\ UNCHANGED <<store, crashes, outages, releases, cuts, cut, downAt, client>>
 
 Resume(i) ==
     /\ up[i] /\ paused[i]
@@ -443,7 +493,7 @@ WriteFor(a) ==
     ELSE UNCHANGED <<kv, prev, seq>>
 
 Apply(i) ==
-    /\ kvUp
+    /\ kvUp /\ i \notin cut
     /\ req[i].st = "sent"
     /\ LET a == Outcome(req[i]) IN
          /\ req' = [req EXCEPT ![i] = a]
@@ -467,7 +517,7 @@ ApplyGhost(i) ==       \* a dead instance's request lands; nobody hears the answ
 (* answer is ignored (the SDK matches answers to the request in flight by *)
 (* request id; the sender has moved on to a new request).                 *)
 Drop(i) ==
-    /\ ~kvUp
+    /\ ~kvUp \/ i \in cut
     /\ req[i].st \in {"sent", "ok", "fail"}
     /\ req' = [req EXCEPT ![i] = [@ EXCEPT !.st = "timeout", !.t = now]]
     /\ \/ UNCHANGED ghost
@@ -476,7 +526,7 @@ Drop(i) ==
     /\ UNCHANGED <<store, env, client>>
 
 DropGhost(i) ==
-    /\ ~kvUp
+    /\ ~kvUp \/ i \in cut
     /\ ghost[i].st = "sent"
     /\ ghost' = [ghost EXCEPT ![i] = NoReq]
     /\ UNCHANGED <<now, lc, up, paused, role, epoch, myRev, deadline, lastSend, seen, seenAt, probe, wpos, req>>
@@ -501,9 +551,9 @@ SilentExpire ==        \* without a stream leader a message can expire with no m
     /\ UNCHANGED <<now, lc, up, paused, role, epoch, myRev, deadline, lastSend, seen, seenAt, probe, wpos, req>>
     /\ UNCHANGED <<seq, kvUp, env, client>>
 
-MarkerGone ==          \* a delete/expiry marker ages out (marker TTL <= key TTL): the key is absent
+MarkerGone ==          \* a delete/expiry marker ages out (MarkerTTL <= key TTL): the key is absent
     /\ kv.kind \in {"del", "exp"}
-    /\ now - kv.wAt >= TTL
+    /\ now - kv.wAt >= MarkerTTL
     /\ kv' = NoKey
     /\ prev' = kv
     /\ ghost' = Prune(ghost, kv')
@@ -515,10 +565,25 @@ KVDown ==              \* the stream loses its leader (4-9 s in NATS)
     /\ outages < MaxOutages
     /\ outages' = outages + 1
     /\ kvUp' = FALSE
-    /\ UNCHANGED <<now, inst, kv, prev, seq, crashes, pauses, releases, client>>
+    /\ downAt' = now
+    /\ UNCHANGED <<now, inst, kv, prev, seq, crashes, pauses, releases, cuts, cut, client>>
+
+(* One instance loses its connection to the KV (its requests, answers and *)
+(* watch), while the KV serves the others; later it is healed.            *)
+CutOff(i) ==
+    /\ cuts < MaxCuts
+    /\ cuts' = cuts + 1
+    /\ cut' = cut \cup {i}
+    /\ UNCHANGED <<now, inst, store, crashes, pauses, outages, releases, downAt, client>>
+
+Heal(i) ==
+    /\ i \in cut
+    /\ cut' = cut \ {i}
+    /\ UNCHANGED <<now, inst, store, crashes, pauses, outages, releases, cuts, downAt, client>>
 
 KVRecover ==
     /\ ~kvUp
+    /\ now - downAt >= OutageMin
     /\ kvUp' = TRUE
     /\ UNCHANGED <<now, inst, kv, prev, seq, env, client>>
 
@@ -600,7 +665,7 @@ Discover ==            \* the client reads the key to learn the current epoch
 -----------------------------------------------------------------------------
 (* History variables, updated by every step *)
 
-Calm == kvUp /\ \A j \in Inst : up[j] => ~paused[j]
+Calm == kvUp /\ cut = {} /\ \A j \in Inst : up[j] => ~paused[j]
 
 History ==
     /\ hiServed' = LET es == {epoch'[i] : i \in {j \in Inst : Serving(j)'}} \cup {hiServed}
@@ -613,12 +678,17 @@ History ==
              ELSE IF \E i \in Inst : /\ Serving(i) /\ role'[i] = "releasing" /\ Calm'
                                      /\ \E j \in Inst \ {i} : up'[j] /\ role'[j] = "standby"
              THEN [k |-> "release", t |-> 0]
+             ELSE IF /\ OutageMax > 0 /\ ~kvUp /\ Calm'
+                     /\ \E i \in Inst : up'[i] /\ role'[i] = "active"
+             THEN [k |-> "outage", t |-> 0]     \* back from a bounded outage, the incumbent alive
              ELSE IF \/ fo.k = "none"
                      \/ ~Calm'
                      \/ crashes' > crashes
                      \/ ~\E j \in Inst : up'[j] /\ role'[j] # "releasing"
+                     \/ fo.k = "outage" /\ (releases' > releases \/ pauses' > pauses)
              THEN NoFo
              ELSE [fo EXCEPT !.t = fo.t + (now' - now)]
+    /\ failover' = (OutageMax > 0 /\ (failover \/ (hiServed # 0 /\ hiServed' # hiServed)))
     /\ overlapped' = {i \in Inst : /\ call'[i] # 0
                                    /\ \/ i \in overlapped /\ call[i] # 0
                                       \/ \E j \in Inst \ {i} : Serving(j)'}
@@ -630,7 +700,7 @@ Step ==
           \/ Start(i) \/ Probe(i) \/ SendRenew(i) \/ Release(i) \/ Answer(i) \/ Observe(i)
           \/ Crash(i) \/ Pause(i) \/ Resume(i)
           \/ Apply(i) \/ ApplyGhost(i) \/ Drop(i) \/ DropGhost(i)
-          \/ Admit(i) \/ Complete(i)
+          \/ Admit(i) \/ Complete(i) \/ CutOff(i) \/ Heal(i)
     \/ Expire \/ SilentExpire \/ MarkerGone \/ KVDown \/ KVRecover
     \/ Deliver \/ Discover
 
@@ -643,6 +713,7 @@ Fairness ==
     /\ \A i \in Inst : WF_vars((Apply(i) \/ ApplyGhost(i) \/ Resume(i)) /\ History)
     /\ WF_vars(Expire /\ History)
     /\ WF_vars(KVRecover /\ History)
+    /\ \A i \in Inst : WF_vars(Heal(i) /\ History)
 
 Spec == Init /\ [][Next]_vars
 FairSpec == Spec /\ Fairness
@@ -661,7 +732,8 @@ TypeOK ==
     /\ \A i \in Inst : ghost[i].st \in {"none", "sent"} /\ ghost[i].op # "read"
     /\ kv.kind \in Kinds /\ prev.kind \in Kinds
     /\ kv.rev <= seq /\ prev.rev <= seq
-    /\ fo.k \in {"none", "crash", "release"}
+    /\ fo.k \in {"none", "crash", "release", "outage"}
+    /\ cut \subseteq Inst /\ failover \in BOOLEAN
     /\ call \in [Inst -> Nat]
     /\ replies \subseteq [ep : Nat, ok : BOOLEAN]
     /\ overlapped \subseteq Inst
@@ -686,10 +758,23 @@ ClientNeverGoesBack == ~cliStale
 (* e's tenure, after every older epoch's work and before any newer one's. *)
 AcceptedRepliesFenced == ~cliForged
 
-(* Bounded failover and bounded handover, checked on the history clock fo. *)
+(* Bounded failover and bounded handover, checked on the history clock fo; *)
+(* with bounded outages (OutageMax > 0) bounded recovery after an outage.  *)
 FailoverBounded ==
     /\ fo.k = "crash" => fo.t <= FailoverBound
     /\ fo.k = "release" => fo.t <= ReleaseBound
+    /\ fo.k = "outage" => fo.t <= OutageRecoveryBound
+
+(* The bounds are tight: each minus one tick is violated (negative controls *)
+(* check these, which must fail).                                          *)
+FailoverBelowBound == fo.k = "crash" => fo.t < FailoverBound
+HandoverBelowBound == fo.k = "release" => fo.t < ReleaseBound
+RecoveryBelowBound == fo.k = "outage" => fo.t < OutageRecoveryBound
+
+(* A KV outage shorter than the key's TTL (OutageMax > 0) causes no        *)
+(* failover: when it is the only fault, the epoch that served before it   *)
+(* serves after it.                                                       *)
+OutageCausesNoFailover == (crashes = 0 /\ pauses = 0 /\ releases = 0 /\ cuts = 0) => ~failover
 
 (* Epochs strictly increase from one serving period to the next: an     *)
 (* instance that serves with an epoch other than the last one that served *)
@@ -743,7 +828,7 @@ SentCap == Max(Window, RenewEvery)
 (* How long ago the key was written, as far as expiry and watch delays care. *)
 KvAge ==
     CASE kv.kind = "val" -> Min(now - kv.wAt, IF Timely THEN TTL + ExpiryLate ELSE TTL)
-      [] kv.kind \in {"del", "exp"} -> Min(now - kv.wAt, TTL)
+      [] kv.kind \in {"del", "exp"} -> Min(now - kv.wAt, MarkerTTL)
       [] OTHER -> 0
 
 QView(q, i, ghostly, rk) ==
@@ -758,7 +843,9 @@ QView(q, i, ghostly, rk) ==
            \* the send time only matters for the window (and schedule) a success will start
            IF ghostly \/ q.op \in {"release", "read"} \/ q.st \in {"fail", "timeout"} THEN 0
            ELSE Min(lc[i] - q.sentAt, SentCap),
-           IF Timely THEN Min(now - q.t, NetDelay) ELSE 0>>
+           IF Timely THEN Min(now - q.t, IF q.st = "sent" /\ ~ghostly THEN Max(QDelay(q), WriteTimeout)
+                                         ELSE NetDelay)
+           ELSE 0>>
 
 IView(i, rk) ==
     IF ~up[i] THEN <<"down", QView(ghost[i], i, TRUE, rk)>>
@@ -782,12 +869,14 @@ View ==
     IN << [i \in Inst |-> IView(i, rk)],
           <<rk[kv.rev], kv.kind, rk[kv.ep], KvAge>>,
           IF PrevMatters THEN <<rk[prev.rev], prev.kind>> ELSE <<>>,
-          kvUp, crashes, pauses, outages, releases,
+          kvUp, crashes, pauses, outages, releases, cuts, cut,
+          IF ~kvUp THEN Min(now - downAt, Max(OutageMin, IF Timely THEN OutageMax ELSE 0)) ELSE 0,
+          failover,
           IF WithClient
           THEN <<[i \in Inst |-> rk[call[i]]], {<<rk[r.ep], r.ok>> : r \in replies}, rk[cliEpoch],
                  cliStale, cliForged, overlapped>>
           ELSE <<>>,
           rk[hiServed],
-          <<fo.k, Min(fo.t, Max(FailoverBound, ReleaseBound) + 1)>> >>
+          <<fo.k, Min(fo.t, Max(Max(FailoverBound, ReleaseBound), OutageRecoveryBound) + 1)>> >>
 
 =============================================================================
