@@ -292,17 +292,27 @@ def _campaign_totals(data: list[dict[str, Any]], sources: list[str]) -> list[str
         _campaign_reproduce(data),
         "",
         "| campaign | faults | split brain | lost events (of acked) | commands processed twice (of completed)"
-        " | epoch regressions | trace validated | took |",
-        "|---|---|---|---|---|---|---|---|",
+        " | epoch regressions | election trace (TLC) | budgets broken | took |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for d in data:
         lines.append(
             f"| {d['campaign']['name']} | {d['runs']} | {d['split_brain']}"
             f" | {d['lost_events']} (of {d['events_acked']}) | {d['duplicate_commands']} (of"
-            f" {d['commands_completed']}) | {d['epoch_regressions']} | {d['trace_validated']}"
+            f" {d['commands_completed']}) | {d['epoch_regressions']} | {_trace_cell(d)}"
+            f" | {sum(1 for b in d.get('expectations_broken', []) if b.startswith('budget'))}"
             f" | {d['took_s']:.0f} s |"
         )
     return lines
+
+
+def _trace_cell(d: dict[str, Any]) -> str:
+    """What TLC checked of the campaign's trace: the result and the faults covered (older reports: the flag)."""
+    t = d.get("trace") or {}
+    if "result" not in t:
+        return str(d["trace_validated"])
+    seconds = "" if t["result"] == "incomplete" else f", {t['seconds']:.0f} s"
+    return f"{t['result']} ({t['faults_covered']} of {t['faults_total']} faults{seconds})"
 
 
 BENCH_MEASURES = [
