@@ -440,4 +440,4 @@ def test_failover_cli_json_prints_the_contract_keys(tmp_path: Path) -> None:
         f" took {report['took_s']} s"
     )
     assert (tmp_path / "failover.json").is_file()
-    assert "failover p50" in (tmp_path / "failover.md").read_text()
+    assert "| failover (kill -9) | p50 " in (tmp_path / "failover.md").read_text()
