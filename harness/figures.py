@@ -27,8 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from aegis.stats import MIN_P99_SAMPLES
+
 REPO = Path(__file__).resolve().parent.parent
-MIN_P99_SAMPLES = 20
 WIDTH = 115  # the README's and docs' line length
 
 # Markers start a line (a marker quoted inside a sentence or code span is not one).
