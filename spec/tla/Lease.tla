@@ -271,18 +271,25 @@ Tick ==
 -----------------------------------------------------------------------------
 (* Instances *)
 
-Start(i) ==            \* a process starts (first start or restart): it reads the key
+(* A process starts (first start or restart) having read k of the key.  *)
+(* The model reads the current state (Start); a trace may show the state  *)
+(* just before the last write (TraceLease: the read was answered before   *)
+(* it, the line logged after): its watch then delivers that write.       *)
+StartFrom(i, k) ==
     /\ ~up[i]
     /\ kvUp /\ i \notin cut
     /\ up' = [up EXCEPT ![i] = TRUE]
     /\ paused' = [paused EXCEPT ![i] = FALSE]
     /\ role' = [role EXCEPT ![i] = "standby"]
     /\ req' = [req EXCEPT ![i] = NoReq]
-    /\ seen' = [seen EXCEPT ![i] = [rev |-> kv.rev, kind |-> kv.kind]]
+    /\ seen' = [seen EXCEPT ![i] = k]
     /\ seenAt' = [seenAt EXCEPT ![i] = lc[i]]
     /\ probe' = [probe EXCEPT ![i] = FALSE]
-    /\ wpos' = [wpos EXCEPT ![i] = seq]     \* a new watch starts at the key's current entry
+    \* a new watch starts at the key's current entry (or, after a stale read, at what was read)
+    /\ wpos' = [wpos EXCEPT ![i] = IF k.rev = kv.rev THEN seq ELSE k.rev]
     /\ UNCHANGED <<now, lc, epoch, myRev, deadline, lastSend, ghost, store, env, client>>
+
+Start(i) == StartFrom(i, [rev |-> kv.rev, kind |-> kv.kind])
 
 Send(i, op, exp) ==
     req' = [req EXCEPT ![i] = [NoReq EXCEPT !.op = op, !.exp = exp, !.ep = epoch[i],

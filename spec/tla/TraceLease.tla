@@ -93,7 +93,9 @@ Silent ==
 Explains(e) ==
     LET i == e.i
         q == req[i]
-    IN CASE e.a = "start" -> Start(i) /\ kv.rev = e.rev /\ kv.kind = e.kind
+    IN CASE e.a = "start" ->
+                \* the start's read may have been answered just before the key's last write
+                \E x \in {kv, prev} : x.rev = e.rev /\ x.kind = e.kind /\ StartFrom(i, [rev |-> x.rev, kind |-> x.kind])
          \* a campaign is sent when the answer of a probe's read comes back
          [] e.a = "request" /\ e.op = "acquire" ->
                 Answer(i) /\ q.op = "read" /\ req'[i].op = "acquire" /\ req'[i].exp = e.rev
