@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from aegis.stats import MIN_P99_SAMPLES
+from harness.bench import GOALS, ratio_rows
 
 REPO = Path(__file__).resolve().parent.parent
 WIDTH = 115  # the README's and docs' line length
@@ -324,12 +325,6 @@ BENCH_MEASURES = [
     ("event_c1", "sdk", "event publish, concurrency 1"),
     ("event_c64", "sdk", "event publish, concurrency 64"),
 ]
-BENCH_GOALS = {
-    "rpc_p99_ratio": ("<= 1.10", lambda v: v <= 1.10),
-    "rpc_throughput_ratio": (">= 0.90", lambda v: v >= 0.90),
-    "event_throughput_ratio": (">= 0.90", lambda v: v >= 0.90),
-    "discovery_rpc_p99_ratio": ("<= 1.10", lambda v: v <= 1.10),
-}
 
 
 def _bench_reproduce(b: dict[str, Any], sources: list[str]) -> list[str]:
@@ -370,24 +365,7 @@ def _bench(data: list[dict[str, Any]], sources: list[str]) -> list[str]:
             f" | {_ms3(s, 'p99_ms', sn)} | {_ms3(r, 'p999_ms', rn)} | {_ms3(s, 'p999_ms', sn)}"
             f" | {r['per_s']:.0f} | {s['per_s']:.0f} |"
         )
-    lines += ["", "| ratio (SDK / raw) | value | goal | met |", "|---|---|---|---|"]
-    for key in (
-        "rpc_p50_ratio",
-        "rpc_p99_ratio",
-        "rpc_c64_p99_ratio",
-        "rpc_throughput_ratio",
-        "event_p99_ratio",
-        "event_throughput_ratio",
-        "discovery_rpc_p50_ratio",
-        "discovery_rpc_p99_ratio",
-        "discovery_rpc_c64_p99_ratio",
-        "discovery_rpc_throughput_ratio",
-    ):
-        if key not in b:
-            continue
-        goal, met = BENCH_GOALS.get(key, ("", None))
-        verdict = "" if met is None else ("yes" if met(b[key]) else "**no**")
-        lines.append(f"| {key} | {b[key]:.3f} | {goal} | {verdict} |")
+    lines += ["", *ratio_rows(b)]
     return lines
 
 
@@ -405,7 +383,7 @@ def _bench_goals(data: list[dict[str, Any]], sources: list[str]) -> list[str]:
         "|---|---|---|---|",
     ]
     for label, key in rows:
-        goal, met = BENCH_GOALS[key]
+        goal, met = GOALS[key]
         lines.append(f"| {label} | {b[key]:.3f} | {goal} | {'yes' if met(b[key]) else 'no'} |")
     ev = b["results"].get("event_c1")
     if ev:
