@@ -47,6 +47,16 @@ def ks_distance(a: Sequence[float], b: Sequence[float]) -> float | None:
     return round(worst, 4)
 
 
+def _figures(prefix: str, values: Sequence[float]) -> dict[str, Any]:
+    """``<prefix>_p50_s``, ``_p99_s`` (nearest rank), ``_max_s`` and ``_samples`` of ``values``."""
+    return {
+        f"{prefix}_p50_s": percentile(values, 50),
+        f"{prefix}_p99_s": percentile(values, 99),
+        f"{prefix}_max_s": max(values) if values else None,
+        f"{prefix}_samples": len(values),
+    }
+
+
 def by_class(
     faults: Sequence[dict[str, Any]], budgets: Mapping[str, Mapping[str, Any]] | None = None
 ) -> dict[str, dict[str, Any]]:
@@ -61,19 +71,13 @@ def by_class(
         budget = {**DEFAULT_BUDGET, **dict((budgets or {}).get(kind) or {})}
         row: dict[str, Any] = {
             "runs": len(rows),
-            "gap_p50_s": percentile(gaps, 50),
-            "gap_p99_s": percentile(gaps, 99),
-            "gap_max_s": max(gaps) if gaps else None,
+            **_figures("gap", gaps),
             "failovers": len(failovers),
-            "failover_p50_s": percentile(failovers, 50),
-            "failover_p99_s": percentile(failovers, 99),
-            "failover_max_s": max(failovers) if failovers else None,
+            **_figures("failover", failovers),
             "failed_calls": sum(f["failed_calls"] for f in rows),
             "failed_ops": sum(sum(f["failed_ops"].values()) for f in rows),
             "split_brain": sum(f["split_brain"] for f in rows),
             "unrecovered": sum(1 for f in rows if not f["recovered"]),
-            "gap_samples": len(gaps),
-            "failover_samples": len(failovers),
             "budget": budget,
         }
         row["budget_held"] = None if not gaps else not budget_breaks(kind, row, budget)
@@ -103,20 +107,11 @@ def headline(faults: Sequence[dict[str, Any]]) -> dict[str, Any]:
     gaps = [f["gap_s"] for f in faults if f["gap_s"] is not None]
     epochs = [f["failover_s"] for f in faults if f["failover_s"] is not None]
     return {
-        "failover_p50_s": percentile(gaps, 50),
-        "failover_p99_s": percentile(gaps, 99),
-        "failover_max_s": max(gaps) if gaps else None,
-        "failover_samples": len(gaps),
+        **_figures("failover", gaps),
         "failover_measure": "client-visible gap over every fault: the longest stretch without a successful"
         " sticky call, from the fault until the client is steady again",
-        "gap_p50_s": percentile(gaps, 50),
-        "gap_p99_s": percentile(gaps, 99),
-        "gap_max_s": max(gaps) if gaps else None,
-        "gap_samples": len(gaps),
-        "new_epoch_failover_p50_s": percentile(epochs, 50),
-        "new_epoch_failover_p99_s": percentile(epochs, 99),
-        "new_epoch_failover_max_s": max(epochs) if epochs else None,
-        "new_epoch_failover_samples": len(epochs),
+        **_figures("gap", gaps),
+        **_figures("new_epoch_failover", epochs),
     }
 
 
