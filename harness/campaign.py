@@ -353,7 +353,7 @@ def _check_trace(
     ``faults_covered`` (faults whose whole stretch, injection to recovery, lies in the explained prefix). The
     trace is written to ``keep`` (else into ``work``) for ``aegis trace-check``."""
     from harness.tlc import TlcUnavailable
-    from harness.trace_check import TraceCheckError, check_trace
+    from harness.trace_check import TraceCheckError, check
 
     path = keep or work / "trace.ndjson"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -365,7 +365,7 @@ def _check_trace(
         "tlc_budget_s": budget_s,
     }
     try:
-        verdict = check_trace(path, timeout=budget_s, workers=2)
+        verdict = check(merged, timeout=budget_s, workers=2)  # the merge returned it parsed
     except (TraceCheckError, TlcUnavailable) as exc:
         return {
             **base,
