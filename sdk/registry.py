@@ -214,11 +214,12 @@ class Registry:
     def __init__(self, pool: ConnectionPool, *, timeout: float = 5.0) -> None:
         self.pool = pool
         self.timeout = timeout
-        # Definitions are read through the stream leader: a direct get may be answered by a replica that has
+        # Single keys are read through the stream leader: a direct get may be answered by a replica that has
         # not applied the last write yet (a definition just created read as missing, a stale revision passing
-        # the check before an update). Operators read them rarely; they must read their own writes.
+        # the check before an update, an instance that has just registered read as unknown: seen once in CI).
+        # Operators read single keys rarely; they must read their own writes and the instances' last ones.
         self._defs = bucket(pool, wire.DEFINITIONS_BUCKET, direct=False)
-        self._instances = bucket(pool, wire.INSTANCES_BUCKET)
+        self._instances = bucket(pool, wire.INSTANCES_BUCKET, direct=False)
 
     async def open(self) -> Registry:
         """Make sure the buckets exist; returns self."""
