@@ -21,9 +21,13 @@ What keeps a whole campaign's trace checkable (each measured on a real smoke tra
 * TLC dedupes states by ``TraceView`` (``TraceLease.tla``): the spec's own view of instances and key with
   absolute time, clocks and revisions, so a write's exact landing time within its round trip does not
   multiply states.
-* A silent KV outage may start only inside an *outage window* (from an instance's last event before a
-  request that timed out to the timeout), and in a *blackout* (the rest of a window after the last line that
-  shows the KV answering) it lasts to the window's end; silent steps happen at event times.
+* Silent steps are confined to where the trace shows a need for them (``TraceLease.tla``): the KV itself may
+  go down only inside an *outage window* (the overlapping timeout spans of two or more instances: from an
+  instance's last event before a request that timed out to the timeout), one instance may be cut off from the
+  KV only inside its own timeout spans (a partitioned node), and the KV comes back, an instance is healed, a
+  write lands and another key's write takes a revision only right before a line that shows the KV answering
+  (:func:`up_lines`). Silent steps happen at event times. Each of these restrictions can only make TLC reject
+  more, never validate a trace the spec does not explain; each was checked against every campaign trace.
 
 The verdict is ``validated`` (every event explained), ``rejected`` (with the first line no behaviour
 explains) or ``incomplete`` (TLC's time budget ran out: how far it got). An empty trace, or one with
@@ -37,6 +41,7 @@ Example::
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import re
@@ -131,17 +136,21 @@ def compact(trace: Trace) -> Trace:
     return replace(trace, events=tuple(e for e, _ in pairs), lines=tuple(n for _, n in pairs))
 
 
-def outage_windows(trace: Trace) -> list[tuple[int, int]]:
-    """Tick intervals in which a silent KV outage may start: from an instance's last event before a request
-    that timed out (its send, or for an unlogged probe the event before it) to the timeout; merged."""
+def _timeout_spans(trace: Trace) -> list[tuple[str, int, int]]:
+    """(instance, from, to) in ticks for each request that timed out: from the instance's last event before
+    the request (its send, or for an unlogged probe the event before it) to the timeout."""
     t0 = min(e.wall for e in trace.events)
     last: dict[str, TraceEvent] = {}
     spans = []
     for e in trace.events:
         if e.action == Action.TIMEOUT:
             before = last.get(e.instance, e)
-            spans.append((_tick(before.wall, t0), _tick(e.wall, t0)))
+            spans.append((e.instance, _tick(before.wall, t0), _tick(e.wall, t0)))
         last[e.instance] = e
+    return spans
+
+
+def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
     merged: list[tuple[int, int]] = []
     for lo, hi in sorted(spans):
         if merged and lo <= merged[-1][1]:
@@ -151,6 +160,29 @@ def outage_windows(trace: Trace) -> list[tuple[int, int]]:
     return merged
 
 
+def outage_windows(trace: Trace) -> list[tuple[int, int]]:
+    """Tick intervals in which the KV itself may go down silently: the merged timeout spans
+    (:func:`_timeout_spans`) of two or more instances that overlap. One instance timing out alone is
+    explained by a cut of that instance (:func:`cut_windows`)."""
+    spans = _timeout_spans(trace)
+    out = []
+    for lo, hi in _merge([(lo, hi) for _, lo, hi in spans]):
+        if len({i for i, a, b in spans if lo <= a and b <= hi}) >= 2:
+            out.append((lo, hi))
+    return out
+
+
+def cut_windows(trace: Trace) -> list[tuple[str, int, int]]:
+    """(instance, from, to) in ticks in which that instance may be cut off from the KV silently: its own
+    timeout spans, merged."""
+    spans = _timeout_spans(trace)
+    return [
+        (i, lo, hi)
+        for i in sorted({i for i, _, _ in spans})
+        for lo, hi in _merge([(a, b) for j, a, b in spans if j == i])
+    ]
+
+
 _KV_WAS_UP = frozenset(
     {Action.START, Action.ACQUIRE, Action.RENEW, Action.ADOPT, Action.LOSE, Action.OUTBID, Action.RELEASE}
     | {Action.OBSERVE}
@@ -158,18 +190,16 @@ _KV_WAS_UP = frozenset(
 """Lines that show the KV answering (a start reads the key, an answer, a watch delivery)."""
 
 
-def blackouts(trace: Trace, windows: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """The stretch of each outage window after the last line in it that shows the KV answering: there every
-    instance only times out (the stream leader's node died), so one outage explains it all and TLC keeps the
-    KV down through it (exclusive bounds, in ticks)."""
-    t0 = min(e.wall for e in trace.events)
-    ups = sorted(_tick(e.wall, t0) for e in trace.events if e.action in _KV_WAS_UP)
-    out = []
-    for lo, hi in windows:
-        start = max((t for t in ups if lo <= t < hi), default=lo)
-        if start + 1 < hi:
-            out.append((start, hi))
-    return out
+def up_lines(trace: Trace) -> list[int]:
+    """1-based indexes of the events that show the KV answering their instance: the KV may come back, or
+    the instance be healed, only right before one of them (``TraceLease.UpNext``). A release with no
+    revision is the instance giving up after a failed delete, not an answer."""
+    return [
+        k
+        for k, e in enumerate(trace.events, start=1)
+        if (e.action in _KV_WAS_UP and not (e.action == Action.RELEASE and e.rev == 0))
+        or (e.action == Action.REQUEST and e.op == Op.ACQUIRE)  # a probe's read came back
+    ]
 
 
 def _tick(wall: float, t0: float) -> int:
@@ -222,15 +252,19 @@ def trace_module(trace: Trace) -> str:
     p = trace.params
     window = math.floor(p.lease * (1 - p.drift) / (1 + p.drift) / UNIT_S) + TOLERANCE_US
     body = ",\n     ".join(records)
-    spans = outage_windows(trace)
-    windows = ", ".join(f"<<{lo}, {hi}>>" for lo, hi in spans)
-    dark = ", ".join(f"<<{lo}, {hi}>>" for lo, hi in blackouts(trace, spans))
+    windows = ", ".join(f"<<{lo}, {hi}>>" for lo, hi in outage_windows(trace))
+    cuts = ", ".join(f"<<{_tla_string(i)}, {lo}, {hi}>>" for i, lo, hi in cut_windows(trace))
+    ups = ", ".join(str(k) for k in up_lines(trace))
+    named = sorted({revs[e.rev] for e in trace.events})
+    after = ", ".join(str(named[bisect.bisect_right(named, s)]) for s in range(named[-1]))
     return (
         "---- MODULE TraceData ----\n"
         "EXTENDS Integers, Sequences\n"
         f"TraceWindow == {window}\n"
         f"OutageWindows == {{{windows}}}\n"
-        f"Blackouts == {{{dark}}}\n"
+        f"CutWindows == {{{cuts}}}\n"
+        f"UpLines == {{{ups}}}\n"
+        f"NextNamedAfter == <<{after}>>\n"
         f"Trace == <<{body}>>\n"
         "====\n"
     )
@@ -260,6 +294,7 @@ def trace_config(trace: Trace) -> str:
         # An outage is silent; the answers it swallows show up as timeouts. It may start only inside the
         # trace's outage windows (TraceLease.OutageMayStart), as often as the trace needs there.
         "MaxOutages": UNLIMITED_OUTAGES,
+        "MaxCuts": UNLIMITED_OUTAGES,
         "MaxReleases": releases,
         "Timely": "FALSE",  # delays are whatever the trace shows
         "Fencing": "TRUE",

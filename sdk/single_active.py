@@ -368,12 +368,19 @@ class SingleActiveService(Service):
         (an earlier renewal of ours that timed out was stored after all). ``rev`` None: the server did not
         say, because another write of the key was still being replicated; read until it shows (None if it
         does not within the write timeout)."""
+        if rev is not None and 0 < rev < w.expected:
+            # The key's revision never goes down: a "wrong last sequence" below the revision this write expects
+            # comes from a replica behind a write already seen, e.g. a stream leader deposed by a partition that
+            # has not noticed yet (seen in the partition campaign: its stale read then showed our own older
+            # record, and the renewal was "adopted" at a revision the key had left). It says nothing about the
+            # key now: the outcome is unknown.
+            return None
         if rev is None:
             deadline = time.monotonic() + self.params.write_timeout_s
             while True:
                 with contextlib.suppress(AegisError):
                     current, _ = await self._read_entry(pool)
-                    if current.rev != w.expected:
+                    if current.rev > w.expected:  # an older one is a replica that has not caught up
                         rev = current.rev
                         break
                 if time.monotonic() > deadline:

@@ -15,7 +15,7 @@ from sdk import wire
 from sdk.config import load_settings
 from sdk.connection import ConnectionPool
 from sdk.discovery import InstanceWatch
-from sdk.election import ElectionParams
+from sdk.election import ElectionParams, Write
 from sdk.errors import NotActive, ServiceUnavailable
 from sdk.registry import kv_write
 from sdk.rpc import CallContext, RpcClient
@@ -207,3 +207,23 @@ async def test_kv_outage_stops_serving_and_resumes_without_a_leader_change(clust
         for svc in services:
             await svc.stop()
         await pool.close()
+
+
+async def test_a_conflict_from_a_replica_behind_the_last_write_is_not_adopted(pool: ConnectionPool) -> None:
+    """A stream leader deposed by a partition that has not noticed yet answers a compare-and-set with "wrong
+    last sequence: <its stale revision>", and its replica still holds our own older record. Seen in the
+    partition campaign (the trace check rejected it): the renewal was adopted at a revision the key had left.
+    That answer says nothing about the key now, so the outcome is unknown (None: handled as a timeout)."""
+    name, services = await _group(pool, 1)
+    (svc,) = services
+    try:
+        mine = svc.election.my_rev
+        stale = Write(op="renew", expected=mine + 5, epoch=svc.election.epoch, req=-1)
+        assert await svc._after_conflict(pool, stale, mine) is None
+        assert await svc._after_conflict(pool, stale, None) is None  # a read never moves past `expected`
+        # a conflict at or above `expected` is the key's real state: here, our own record
+        fresh = Write(op="renew", expected=mine, epoch=svc.election.epoch, req=-1)
+        current, ours = await svc._after_conflict(pool, fresh, mine) or (None, False)
+        assert current is not None and current.rev >= mine and ours
+    finally:
+        await svc.stop()

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from aegis.cli import app
-from harness.trace_check import blackouts, check, check_trace, compact, outage_windows
+from harness.trace_check import check, check_trace, compact, cut_windows, outage_windows, up_lines
 from sdk.trace_events import (
     Action,
     KeyKind,
@@ -141,7 +141,7 @@ def test_compaction_keeps_the_ends_of_each_serve_run_and_every_other_event() -> 
     assert small.lines == (1, 2, 3, 8, 9, 10, 11)
 
 
-def test_outage_windows_span_each_timed_out_request_and_merge() -> None:
+def test_outage_and_cut_windows_span_each_timed_out_request() -> None:
     def row(i: str, action: str, t: float, **kw: object) -> str:
         return json.dumps({"instance": i, "action": action, "local": t, "wall": 1024.0 + t, **kw})
 
@@ -156,9 +156,12 @@ def test_outage_windows_span_each_timed_out_request_and_merge() -> None:
             row("a", "timeout", 3.2, op="acquire", rev=0),
         ]
     )
-    assert outage_windows(trace) == [(1000, 1600), (3000, 3200)]
-    # b's start inside the first window shows the KV answering: the blackout starts after it
-    assert blackouts(trace, outage_windows(trace)) == [(1200, 1600), (3000, 3200)]
+    # a and b time out together in the first window: the KV itself may go down there; a alone in the second
+    assert outage_windows(trace) == [(1000, 1600)]
+    assert cut_windows(trace) == [("a", 1000, 1500), ("a", 3000, 3200), ("b", 1200, 1600)]
+    # the KV comes back (an instance is healed) only right before a line that shows it answering: the starts,
+    # and the campaigns (the read before a campaign was answered)
+    assert up_lines(trace) == [1, 2, 4, 6]
 
 
 @pytest.mark.parametrize(

@@ -53,41 +53,59 @@ JumpTo(e) ==
     /\ UNCHANGED <<up, paused, role, epoch, myRev, deadline, lastSend, seen, seenAt, probe, wpos, req, ghost>>
     /\ UNCHANGED <<store, env, client>>
 
+(* Outages start only where the trace shows one, and end only where the  *)
+(* trace needs them to. A request that timed out is the only trace of an  *)
+(* outage; its window runs from the instance's last event before that     *)
+(* request to the timeout (computed from the trace). Where two or more    *)
+(* instances time out together the KV itself may go down (OutageWindows: *)
+(* the stream lost its leader); where one instance times out alone, that  *)
+(* instance may be cut off from the KV while it serves the others         *)
+(* (CutWindows: <<instance, from, to>>, a partitioned node). Anywhere     *)
+(* else a silent outage would only multiply the search.                   *)
+OutageMayStart == \E w \in OutageWindows : w[1] <= now /\ now <= w[2]
+CutMayStart(i) == \E w \in CutWindows : w[1] = i /\ w[2] <= now /\ now <= w[3]
+
+(* The KV comes back (an instance is healed) only right before a line     *)
+(* that shows it answering (UpLines: a start, an answer, a watch          *)
+(* delivery; for a heal, a line of the healed instance). Coming back      *)
+(* earlier explains nothing more: whatever landed in between is seen      *)
+(* first by such a line, and a write sent in an outage may still land     *)
+(* later (a ghost). Toggling up and down between lines only multiplied    *)
+(* the search.                                                            *)
+UpNext == l \in UpLines
+HealNext(i) == l \in UpLines /\ Trace[l].i = i
+
 (* Writes to other keys of the election bucket take stream sequence       *)
 (* numbers too: a probe's scratch key, the marker its expiry leaves, other *)
 (* groups' keys. Lease leaves them out (revisions only matter by their     *)
 (* order); here the stream may count up silently, but only below the next  *)
 (* revision the trace names, so the search stays small and a trace without *)
-(* gaps (a hand-written one) has none.                                     *)
-NamedRevs == {Trace[k].rev : k \in 1..Len(Trace)}     \* constant: TLC computes it once
-NextNamed == LET later == {r \in NamedRevs : r > seq}
-             IN IF later = {} THEN seq ELSE CHOOSE r \in later : \A x \in later : r <= x
+(* gaps (a hand-written one) has none. NextNamedAfter[s + 1] is the      *)
+(* smallest revision the trace names above s (computed by trace_check.py: *)
+(* a search of the trace per state made long traces slow).               *)
+NextNamed == IF seq < Len(NextNamedAfter) THEN NextNamedAfter[seq + 1] ELSE seq
 
 OtherWrite ==
+    /\ kvUp /\ UpNext      \* where a line shows the KV: any earlier would only multiply states
     /\ seq + 1 < NextNamed
     /\ seq' = seq + 1
     /\ UNCHANGED <<now, inst, kv, prev, kvUp, env, client>>
 
-(* An outage can start only where the trace shows one: between an       *)
-(* instance's last event before a request that timed out and that timeout *)
-(* (OutageWindows, computed from the trace). Anywhere else a silent       *)
-(* outage would only multiply the search: nothing in the trace needs it.  *)
-OutageMayStart == \E w \in OutageWindows : w[1] <= now /\ now <= w[2]
-
-(* A blackout is the stretch of an outage window after the last line that *)
-(* shows the KV up (a start, an answer, a watch delivery): there every    *)
-(* instance only times out, as when the stream leader's node dies. One    *)
-(* outage explains it all, so the KV does not recover inside it; toggling *)
-(* up and down there would only multiply the search.                      *)
-InBlackout == \E w \in Blackouts : w[1] < now /\ now < w[2]
-
 (* Steps nobody logs: the KV at work, its outages, writes to other keys,  *)
 (* and probes (the SDK logs neither a probe nor its answer, unless the     *)
 (* answer campaigns: that is the `request` line of the acquire).           *)
+(* Writes land (and reads are answered) only right before a line that    *)
+(* shows the KV: that line, or a later one, is the first to see it, and   *)
+(* landing earlier differs only in the write's time, which matters to an  *)
+(* expiry a TTL later. A cut and an outage of the whole KV explain the     *)
+(* same timeouts; they do not overlap, so one explanation is searched,     *)
+(* not every mix.                                                          *)
 Silent ==
-    \/ \E i \in Inst : Apply(i) \/ ApplyGhost(i) \/ Drop(i) \/ DropGhost(i)
+    \/ \E i \in Inst : ((Apply(i) \/ ApplyGhost(i)) /\ UpNext) \/ Drop(i) \/ DropGhost(i)
     \/ \E i \in Inst : Probe(i) \/ (Answer(i) /\ req[i].op = "read" /\ req'[i].op # "acquire")
-    \/ Expire \/ SilentExpire \/ MarkerGone \/ (KVDown /\ OutageMayStart) \/ (KVRecover /\ ~InBlackout) \/ OtherWrite
+    \/ Expire \/ SilentExpire \/ MarkerGone \/ OtherWrite
+    \/ (KVDown /\ cut = {} /\ OutageMayStart) \/ (KVRecover /\ UpNext)
+    \/ \E i \in Inst : (CutOff(i) /\ kvUp /\ CutMayStart(i)) \/ (Heal(i) /\ HealNext(i))
 
 (* The protocol step that event e records. *)
 Explains(e) ==
@@ -160,9 +178,9 @@ TrackProgress ==
 (* fixes absolute time, clocks and revisions, so those stay as they are;  *)
 (* of the rest, the model-checking View's abstraction of instances and    *)
 (* key (saturated time differences), with revisions not ranked (identity). *)
-(* `outages` is left out: OutageWindows bounds outages, not a count       *)
-(* (trace_check.py sets MaxOutages beyond reach). `fo` feeds only the     *)
-(* failover-bound property, which a trace check does not evaluate.        *)
+(* `outages` and `cuts` are left out: the windows bound them, not a count *)
+(* (trace_check.py sets MaxOutages and MaxCuts beyond reach). `fo` feeds  *)
+(* only the failover-bound property, which a trace check does not check.  *)
 TraceRevs == Revs \cup {seq}
 Ident == [v \in TraceRevs |-> v]
 TraceView ==
@@ -170,6 +188,6 @@ TraceView ==
        [i \in Inst |-> IView(i, Ident)],
        <<kv.rev, kv.kind, kv.ep, KvAge>>,
        IF PrevMatters THEN <<prev.rev, prev.kind>> ELSE <<>>,
-       kvUp, crashes, pauses, releases, hiServed >>
+       kvUp, cut, crashes, pauses, releases, hiServed >>
 
 =============================================================================
