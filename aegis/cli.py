@@ -278,7 +278,7 @@ def campaign(
     out: Path | None = typer.Option(
         None,
         help="Write <out>/<name>.json, .md, .html and the election trace checked with TLC"
-        " (<name>-trace.ndjson); nothing is written without it.",
+        " (<name>-trace.ndjson.gz); nothing is written without it.",
     ),
 ) -> None:
     """Run a fault campaign on a fresh local cluster: real nats-server nodes, real SDK processes, real faults.
@@ -310,7 +310,7 @@ def campaign(
         report = run_campaign(
             spec,
             progress=lambda done, total, what: bar.update(task, completed=done, description=what),
-            trace_out=None if out is None else out / f"{spec.name}-trace.ndjson",
+            trace_out=None if out is None else out / f"{spec.name}-trace.ndjson.gz",
         )
     if out is not None:
         paths = write_campaign(report, out)

@@ -200,8 +200,9 @@ def test_trace_check_cli_json_on_the_tampered_trace() -> None:
     assert report["accepted"] is False and report["first_bad_line"] == 18
 
 
-def test_trace_writer_appends_events_that_read_back(tmp_path: Path) -> None:
-    path = tmp_path / "t.ndjson"
+@pytest.mark.parametrize("name", ["t.ndjson", "t.ndjson.gz"])
+def test_trace_writer_appends_events_that_read_back(tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
     with TraceWriter(path, params=TraceParams(lease=2.0)) as trace:
         trace.emit("a", Action.START, rev=0, kind=KeyKind.ABSENT, local=10.0, wall=100.0)
         trace.emit("a", Action.REQUEST, op=Op.ACQUIRE, local=10.1, wall=100.1)
@@ -213,6 +214,7 @@ def test_trace_writer_appends_events_that_read_back(tmp_path: Path) -> None:
     assert [e.action for e in parsed.events] == [Action.START, Action.REQUEST, Action.ACQUIRE, Action.SERVE]
     assert parsed.lines == (2, 3, 4, 5)
     assert parsed.events[2].local > 0 and parsed.events[2].wall > 1e9  # stamped with the real clocks
+    assert (path.read_bytes()[:2] == b"\x1f\x8b") == name.endswith(".gz")  # gzip's magic number
 
 
 PROBE = TRACES / "valid_outage_probe.ndjson"
