@@ -145,6 +145,15 @@ MUTANTS: tuple[Mutant, ...] = (
         "quick",
     ),
     Mutant(
+        "campaign_only_on_value",
+        "a standby campaigns only against a value it waited a lease for, never on a deleted or expired key"
+        " (a liveness bug: after a crash the key expires and nobody takes over)",
+        'ready1 == seen1.kind \\in {"del", "exp", "none"} \\/ lc[i] - at1 >= Lease',
+        'ready1 == seen1.kind = "val" /\\ lc[i] - at1 >= Lease',
+        "MC_2inst",
+        "quick",
+    ),
+    Mutant(
         "window_from_ack",
         "the serving window counts from the ack of the write, not from its send",
         '(IF WindowRule = "ack" THEN lc[i] ELSE q.sentAt) + Window',

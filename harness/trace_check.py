@@ -42,6 +42,7 @@ Example::
 from __future__ import annotations
 
 import bisect
+import itertools
 import json
 import math
 import re
@@ -161,20 +162,23 @@ def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
 
 
 def outage_windows(trace: Trace) -> list[tuple[int, int]]:
-    """Tick intervals in which the KV itself may go down silently: the merged timeout spans
-    (:func:`_timeout_spans`) of two or more instances that overlap. One instance timing out alone is
-    explained by a cut of that instance (:func:`cut_windows`)."""
+    """Tick intervals in which the KV itself may go down silently: where two or more instances are each inside
+    one of their timeout spans (:func:`_timeout_spans`) at once. Where one instance times out alone, a cut of
+    that instance explains it (:func:`cut_windows`); the two never overlap, so TLC searches one explanation."""
     spans = _timeout_spans(trace)
-    out = []
-    for lo, hi in _merge([(lo, hi) for _, lo, hi in spans]):
-        if len({i for i, a, b in spans if lo <= a and b <= hi}) >= 2:
-            out.append((lo, hi))
-    return out
+    per = [_merge([(a, b) for j, a, b in spans if j == i]) for i in sorted({i for i, _, _ in spans})]
+    points = sorted({p for windows in per for w in windows for p in w})
+    both = [
+        (lo, hi)
+        for lo, hi in itertools.pairwise(points)
+        if sum(any(a <= lo and hi <= b for a, b in windows) for windows in per) >= 2
+    ]
+    return _merge(both)
 
 
 def cut_windows(trace: Trace) -> list[tuple[str, int, int]]:
     """(instance, from, to) in ticks in which that instance may be cut off from the KV silently: its own
-    timeout spans, merged."""
+    timeout spans, merged (``TraceLease.CutMayStart`` leaves out the :func:`outage_windows` in them)."""
     spans = _timeout_spans(trace)
     return [
         (i, lo, hi)

@@ -282,7 +282,7 @@ class SingleActiveService(Service):
             )
         except Conflict as exc:
             settled = await self._after_conflict(pool, w, exc.revision)
-            if settled is None:  # the racing write never showed up in time: the outcome is unknown
+            if settled is None:  # the outcome is unknown (see _after_conflict): a timeout
                 self._post(lambda now: self._timed_out(now, w.req))
                 return
             current, ours = settled
@@ -366,8 +366,9 @@ class SingleActiveService(Service):
     ) -> tuple[KeyState, bool] | None:
         """The key's state after a lost compare-and-set at ``rev``, and whether it still holds our own lease
         (an earlier renewal of ours that timed out was stored after all). ``rev`` None: the server did not
-        say, because another write of the key was still being replicated; read until it shows (None if it
-        does not within the write timeout)."""
+        say, because another write of the key was still being replicated; read until it shows. None when the
+        outcome is unknown: the racing write did not show within the write timeout, the answer came from a
+        replica behind the revision expected, or no read reached a replica at the conflict's revision."""
         if rev is not None and 0 < rev < w.expected:
             # The key's revision never goes down: a "wrong last sequence" below the revision this write expects
             # comes from a replica behind a write already seen, e.g. a stream leader deposed by a partition that
@@ -390,10 +391,16 @@ class SingleActiveService(Service):
             return KeyState(0, "none"), False
         try:
             current, record = await self._read_entry(pool)
-        except AegisError:
-            return KeyState(rev, "val"), False  # unknown: "val" is the cautious guess (wait a lease)
+            if current.rev < rev:  # a replica behind the server that answered: ask the stream leader
+                leader = self._read_entry(pool, direct=False)
+                current, record = await asyncio.wait_for(leader, self.params.write_timeout_s)
+        except (AegisError, TimeoutError):
+            return None
         if current.rev < rev:
-            return KeyState(rev, "val"), False
+            # Unknown (was: "someone else's value", which made an active whose own lost renewal had landed
+            # step down and hand over for nothing; the partition campaign's trace check rejected it). An
+            # unknown outcome is a timeout: the active keeps its window and retries, a standby probes.
+            return None
         ours = (
             w.op in ("renew", "release")
             and record is not None

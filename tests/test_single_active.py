@@ -213,7 +213,8 @@ async def test_a_conflict_from_a_replica_behind_the_last_write_is_not_adopted(po
     """A stream leader deposed by a partition that has not noticed yet answers a compare-and-set with "wrong
     last sequence: <its stale revision>", and its replica still holds our own older record. Seen in the
     partition campaign (the trace check rejected it): the renewal was adopted at a revision the key had left.
-    That answer says nothing about the key now, so the outcome is unknown (None: handled as a timeout)."""
+    That answer says nothing about the key now, so the outcome is unknown (None: handled as a timeout). So is a
+    conflict no replica can confirm (a lagging replica made an active lose its own landed renewal)."""
     name, services = await _group(pool, 1)
     (svc,) = services
     try:
@@ -221,6 +222,9 @@ async def test_a_conflict_from_a_replica_behind_the_last_write_is_not_adopted(po
         stale = Write(op="renew", expected=mine + 5, epoch=svc.election.epoch, req=-1)
         assert await svc._after_conflict(pool, stale, mine) is None
         assert await svc._after_conflict(pool, stale, None) is None  # a read never moves past `expected`
+        # no replica, the stream leader included, has reached the conflict's revision: unknown too (it was
+        # "someone else's value": an active whose own lost renewal had landed stepped down for nothing)
+        assert await svc._after_conflict(pool, stale, mine + 1000) is None
         # a conflict at or above `expected` is the key's real state: here, our own record
         fresh = Write(op="renew", expected=mine, epoch=svc.election.epoch, req=-1)
         current, ours = await svc._after_conflict(pool, fresh, mine) or (None, False)

@@ -57,13 +57,15 @@ JumpTo(e) ==
 (* trace needs them to. A request that timed out is the only trace of an  *)
 (* outage; its window runs from the instance's last event before that     *)
 (* request to the timeout (computed from the trace). Where two or more    *)
-(* instances time out together the KV itself may go down (OutageWindows: *)
-(* the stream lost its leader); where one instance times out alone, that  *)
-(* instance may be cut off from the KV while it serves the others         *)
-(* (CutWindows: <<instance, from, to>>, a partitioned node). Anywhere     *)
-(* else a silent outage would only multiply the search.                   *)
+(* instances are in such windows at once the KV itself may go down       *)
+(* (OutageWindows: the stream lost its leader); where one instance is in  *)
+(* one alone, that instance may be cut off from the KV while it serves    *)
+(* the others (CutWindows: <<instance, from, to>>, a partitioned node).   *)
+(* The two explain the same timeouts, so they never overlap: TLC searches *)
+(* one explanation, not every mix. Anywhere else a silent outage would    *)
+(* only multiply the search.                                              *)
 OutageMayStart == \E w \in OutageWindows : w[1] <= now /\ now <= w[2]
-CutMayStart(i) == \E w \in CutWindows : w[1] = i /\ w[2] <= now /\ now <= w[3]
+CutMayStart(i) == ~OutageMayStart /\ \E w \in CutWindows : w[1] = i /\ w[2] <= now /\ now <= w[3]
 
 (* The KV comes back (an instance is healed) only right before a line     *)
 (* that shows it answering (UpLines: a start, an answer, a watch          *)
