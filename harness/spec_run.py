@@ -146,8 +146,8 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "campaign_only_on_value",
-        "a standby campaigns only against a value it waited a lease for, never on a deleted or expired key"
-        " (a liveness bug: after a crash the key expires and nobody takes over)",
+        "a standby campaigns only against a value it waited a lease for, never on an absent, deleted or"
+        " expired key (a liveness bug: TLC finds that nobody is ever elected)",
         'ready1 == seen1.kind \\in {"del", "exp", "none"} \\/ lc[i] - at1 >= Lease',
         'ready1 == seen1.kind = "val" /\\ lc[i] - at1 >= Lease',
         "MC_2inst",

@@ -299,6 +299,7 @@ def trace_config(trace: Trace) -> str:
         # trace's outage windows (TraceLease.OutageMayStart), as often as the trace needs there.
         "MaxOutages": UNLIMITED_OUTAGES,
         "MaxCuts": UNLIMITED_OUTAGES,
+        "SelfConflicts": "TRUE",  # a landed renewal answered as a conflict with itself (Lease.tla)
         "MaxReleases": releases,
         "Timely": "FALSE",  # delays are whatever the trace shows
         "Fencing": "TRUE",

@@ -66,6 +66,10 @@ WriteTimeout == 0  \* > 0: while the KV is down, a request gets no answer and ti
                    \* many ticks (Timely; the SDK's write timeout); 0: it may wait for the KV's return
 MaxCuts == 0       \* fault budget: one instance cut off from the KV (and its watch) while the KV
                    \* serves the others, for any length
+SelfConflicts == FALSE  \* TRUE: a renewal that landed may be answered "wrong last sequence" at its
+                   \* own revision (a retry of the same message met the stored first attempt; seen
+                   \* on NATS after a partition healed). The instance adopts it (Answer: `mine`).
+                   \* Trace checking allows it.
 
 ASSUME /\ MarkerTTL \in Nat \ {0} /\ MarkerTTL <= TTL
        /\ ObsDelay < MarkerTTL     \* watches deliver a marker before it ages out
@@ -502,9 +506,11 @@ WriteFor(a) ==
 Apply(i) ==
     /\ kvUp /\ i \notin cut
     /\ req[i].st = "sent"
-    /\ LET a == Outcome(req[i]) IN
-         /\ req' = [req EXCEPT ![i] = a]
-         /\ WriteFor(a)
+    /\ LET a == Outcome(req[i])
+           self == [a EXCEPT !.st = "fail", !.kind = "val", !.cep = a.ep]   \* see SelfConflicts
+       IN /\ \/ req' = [req EXCEPT ![i] = a]
+             \/ SelfConflicts /\ a.op = "renew" /\ a.st = "ok" /\ req' = [req EXCEPT ![i] = self]
+          /\ WriteFor(a)
     /\ ghost' = Prune(ghost, kv')
     /\ UNCHANGED <<now, lc, up, paused, role, epoch, myRev, deadline, lastSend, seen, seenAt, probe, wpos>>
     /\ UNCHANGED <<kvUp, env, client>>
