@@ -300,6 +300,7 @@ def trace_config(trace: Trace) -> str:
         "MaxOutages": UNLIMITED_OUTAGES,
         "MaxCuts": UNLIMITED_OUTAGES,
         "SelfConflicts": "TRUE",  # a landed renewal answered as a conflict with itself (Lease.tla)
+        "StaleWatch": "TRUE",  # a watch resuming after a cut delivers a value the key no longer holds
         "MaxReleases": releases,
         "Timely": "FALSE",  # delays are whatever the trace shows
         "Fencing": "TRUE",

@@ -70,6 +70,10 @@ SelfConflicts == FALSE  \* TRUE: a renewal that landed may be answered "wrong la
                    \* own revision (a retry of the same message met the stored first attempt; seen
                    \* on NATS after a partition healed). The instance adopts it (Answer: `mine`).
                    \* Trace checking allows it.
+StaleWatch == FALSE  \* TRUE: a standby's watch may also deliver a value the key no longer holds
+                   \* (older than `prev`, newer than what it delivered last): seen on NATS when
+                   \* a cut-off instance's watch resumed after a partition healed. It only restarts
+                   \* the standby's timer (a later revision). Trace checking allows it.
 
 ASSUME /\ MarkerTTL \in Nat \ {0} /\ MarkerTTL <= TTL
        /\ ObsDelay < MarkerTTL     \* watches deliver a marker before it ages out
@@ -422,11 +426,13 @@ Answer(i) ==
 (* also ends probe mode: the KV took a write, and the timer restarts now  *)
 (* (an incumbent that wrote it has a whole lease; a marker means there is *)
 (* no incumbent to wait for).                                             *)
+StaleValues(i) == IF StaleWatch THEN {[rev |-> r, kind |-> "val"] : r \in (wpos[i] + 1)..(prev.rev - 1)} ELSE {}
+
 Observe(i) ==
     /\ Runs(i)
     /\ role[i] = "standby"
     /\ i \notin cut          \* a cut-off instance's watch delivers nothing (it resumes when healed)
-    /\ \E e \in {kv, prev} :
+    /\ \E e \in {[rev |-> kv.rev, kind |-> kv.kind], [rev |-> prev.rev, kind |-> prev.kind]} \cup StaleValues(i) :
           /\ Observable(e, i)
           /\ wpos' = [wpos EXCEPT ![i] = e.rev]
           /\ IF e.rev > seen[i].rev

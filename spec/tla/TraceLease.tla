@@ -99,14 +99,14 @@ OtherWrite ==
 (* Writes land (and reads are answered) only right before a line that    *)
 (* shows the KV: that line, or a later one, is the first to see it, and   *)
 (* landing earlier differs only in the write's time, which matters to an  *)
-(* expiry a TTL later. A cut and an outage of the whole KV explain the     *)
-(* same timeouts; they do not overlap, so one explanation is searched,     *)
-(* not every mix.                                                          *)
+(* expiry a TTL later. A new cut needs the KV up (while it is down, a cut  *)
+(* explains nothing more); an instance cut earlier may stay cut through an *)
+(* outage (an instance cut from its server, then the stream's leader lost).*)
 Silent ==
     \/ \E i \in Inst : ((Apply(i) \/ ApplyGhost(i)) /\ UpNext) \/ Drop(i) \/ DropGhost(i)
     \/ \E i \in Inst : Probe(i) \/ (Answer(i) /\ req[i].op = "read" /\ req'[i].op # "acquire")
     \/ Expire \/ SilentExpire \/ MarkerGone \/ OtherWrite
-    \/ (KVDown /\ cut = {} /\ OutageMayStart) \/ (KVRecover /\ UpNext)
+    \/ (KVDown /\ OutageMayStart) \/ (KVRecover /\ UpNext)
     \/ \E i \in Inst : (CutOff(i) /\ kvUp /\ CutMayStart(i)) \/ (Heal(i) /\ HealNext(i))
 
 (* The protocol step that event e records. *)
@@ -138,7 +138,9 @@ Explains(e) ==
                 \* an active's watch delivers its own writes too; the spec's active ignores them
                 IF role[i] = "standby" /\ up[i]
                 THEN \/ /\ Observe(i) /\ wpos'[i] = e.rev
-                        /\ \E x \in {kv, prev} : x.rev = e.rev /\ x.kind = e.kind
+                        \* the key's value or the one before it, or an older value (StaleWatch)
+                        /\ \/ \E x \in {kv, prev} : x.rev = e.rev /\ x.kind = e.kind
+                           \/ e.kind = "val" /\ e.rev < prev.rev
                      \* a probe's read saw the key move (the SDK logs it before it handles the answer)
                      \/ /\ Runs(i) /\ q.op = "read" /\ q.st = "ok" /\ q.rev = e.rev /\ q.kind = e.kind
                         /\ q.rev > seen[i].rev
