@@ -161,30 +161,35 @@ def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return merged
 
 
-def outage_windows(trace: Trace) -> list[tuple[int, int]]:
-    """Tick intervals in which the KV itself may go down silently: where two or more instances are each inside
-    one of their timeout spans (:func:`_timeout_spans`) at once. Where one instance times out alone, a cut of
-    that instance explains it (:func:`cut_windows`); the two never overlap, so TLC searches one explanation."""
-    spans = _timeout_spans(trace)
-    per = [_merge([(a, b) for j, a, b in spans if j == i]) for i in sorted({i for i, _, _ in spans})]
-    points = sorted({p for windows in per for w in windows for p in w})
-    both = [
-        (lo, hi)
-        for lo, hi in itertools.pairwise(points)
-        if sum(any(a <= lo and hi <= b for a, b in windows) for windows in per) >= 2
-    ]
-    return _merge(both)
-
-
 def cut_windows(trace: Trace) -> list[tuple[str, int, int]]:
     """(instance, from, to) in ticks in which that instance may be cut off from the KV silently: its own
-    timeout spans, merged (``TraceLease.CutMayStart`` leaves out the :func:`outage_windows` in them)."""
+    timeout spans (:func:`_timeout_spans`), merged (``TraceLease.CutMayStart`` leaves out the
+    :func:`outage_windows` in them)."""
     spans = _timeout_spans(trace)
     return [
         (i, lo, hi)
         for i in sorted({i for i, _, _ in spans})
         for lo, hi in _merge([(a, b) for j, a, b in spans if j == i])
     ]
+
+
+def outage_windows(trace: Trace) -> list[tuple[int, int]]:
+    """Tick intervals in which the KV itself may go down silently: where two or more instances are each inside
+    one of their :func:`cut_windows` at once. Where one instance times out alone, a cut of that instance
+    explains it; the two never overlap, so TLC searches one explanation."""
+    return _shared(cut_windows(trace))
+
+
+def _shared(cuts: list[tuple[str, int, int]]) -> list[tuple[int, int]]:
+    """The stretches covered by the windows of two or more instances (``cuts`` from :func:`cut_windows`)."""
+    per = [[(lo, hi) for j, lo, hi in cuts if j == i] for i in sorted({i for i, _, _ in cuts})]
+    points = sorted({p for _, lo, hi in cuts for p in (lo, hi)})
+    both = [
+        (lo, hi)
+        for lo, hi in itertools.pairwise(points)
+        if sum(any(a <= lo and hi <= b for a, b in windows) for windows in per) >= 2
+    ]
+    return _merge(both)
 
 
 _KV_WAS_UP = frozenset(
@@ -256,8 +261,9 @@ def trace_module(trace: Trace) -> str:
     p = trace.params
     window = math.floor(p.lease * (1 - p.drift) / (1 + p.drift) / UNIT_S) + TOLERANCE_US
     body = ",\n     ".join(records)
-    windows = ", ".join(f"<<{lo}, {hi}>>" for lo, hi in outage_windows(trace))
-    cuts = ", ".join(f"<<{_tla_string(i)}, {lo}, {hi}>>" for i, lo, hi in cut_windows(trace))
+    cut_spans = cut_windows(trace)
+    windows = ", ".join(f"<<{lo}, {hi}>>" for lo, hi in _shared(cut_spans))
+    cuts = ", ".join(f"<<{_tla_string(i)}, {lo}, {hi}>>" for i, lo, hi in cut_spans)
     ups = ", ".join(str(k) for k in up_lines(trace))
     named = sorted({revs[e.rev] for e in trace.events})
     after = ", ".join(str(named[bisect.bisect_right(named, s)]) for s in range(named[-1]))
