@@ -113,8 +113,8 @@ _RESULT = "result"
 
 async def ensure_command_stream(pool: ConnectionPool, replicas: int | None = None) -> None:
     """Create or update the work-queue stream ``AEGIS_COMMANDS`` (file storage, per-message TTL allowed) and the
-    KV bucket ``aegis_commands`` of call-id records (history 1, per-key TTL, markers age out after
-    :data:`RECORD_MARKER_TTL_S`); ``replicas`` defaults to min(3, cluster size). Idempotent."""
+    KV bucket ``aegis_commands`` of call-id records (history 1, per-key TTL, no expiry markers);
+    ``replicas`` defaults to min(3, cluster size). Idempotent."""
     n = default_replicas(pool, replicas)
     await ensure_stream(
         pool,
@@ -128,7 +128,10 @@ async def ensure_command_stream(pool: ConnectionPool, replicas: int | None = Non
             allow_msg_ttl=True,
         ),
     )
-    await ensure_stream(pool, kv_stream_config(wire.COMMANDS_BUCKET, n, 1, RECORD_MARKER_TTL_S))
+    # No expiry markers: a marker is proposed from the leader's applied state and purges the key
+    # (Nats-Rollup: sub), so one proposed while a later write of the key waits for its quorum lands after
+    # that write and wipes it (tests/test_command_record_race.py). An expired claim simply disappears.
+    await ensure_stream(pool, kv_stream_config(wire.COMMANDS_BUCKET, n, 1, None, per_key_ttl=True))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -337,8 +340,8 @@ FREE = "free"
 """States of a command record: a worker holds the call id (claimed), its outcome is stored (done), or
 nobody holds it (no record, or a claim that expired or was released)."""
 
-RECORD_MARKER_TTL_S = 1
-"""Expiry and release markers of the commands bucket age out after this long (<= the smallest claim TTL)."""
+RELEASE_MARKER_TTL_S = 1
+"""A released claim's removal marker ages out after this long."""
 RECORD_OVERHEAD = 1024
 """Bytes kept free of a result for the done record's headers: a result is stored as the record's body."""
 _RECORD_KEY_MAX = 128
@@ -873,7 +876,7 @@ class CommandWorker:
                 b"",
                 {wire.KV_OPERATION_HEADER: "PURGE", wire.ROLLUP_HEADER: "sub"},
                 revision=claim.revision,
-                ttl_s=RECORD_MARKER_TTL_S,
+                ttl_s=RELEASE_MARKER_TTL_S,
                 msg_id=uuid.uuid4().hex,
                 timeout=1.0,
             )

@@ -76,6 +76,11 @@ def jetstream_error(exc: BaseException, what: str) -> AegisError:
     return ServiceUnavailable(f"{what}: {exc!r}")
 
 
+_MSG_ID_IN_PROCESS = 10158
+"""JetStream error code of a publish whose ``Nats-Msg-Id`` belongs to a write the stream has proposed but not
+stored yet (an earlier attempt waiting for its quorum, e.g. a leader cut off from its followers)."""
+
+
 async def js_publish(
     pool: ConnectionPool,
     subject: str,
@@ -88,7 +93,9 @@ async def js_publish(
     """Store one message in JetStream and wait for the stream's ack, as a typed-error call.
 
     ``headers`` must carry ``Nats-Msg-Id``: failed attempts are retried with it until ``timeout``,
-    and the stream's de-duplication makes the retries safe. Uses ``nc``, else the pool's connections
+    and the stream's de-duplication makes the retries safe (a retry while the first attempt still waits
+    for its quorum is answered "in process" and asked again; once stored, the stream acknowledges it as a
+    duplicate with its sequence). Uses ``nc``, else the pool's connections
     round-robin.
     """
     deadline = time.monotonic() + timeout
@@ -111,7 +118,9 @@ async def js_publish(
             if err is None:
                 return PublishAck(resp["stream"], resp["seq"], resp.get("duplicate", False))
             failure = _api_error(err, what)
-            if not isinstance(failure, ServiceUnavailable):  # 503: JetStream briefly unavailable
+            if err.get("err_code") == _MSG_ID_IN_PROCESS:
+                failure = TimeoutError()  # an earlier attempt waits for its quorum: ask again for its ack
+            elif not isinstance(failure, ServiceUnavailable):  # 503: JetStream briefly unavailable
                 raise failure
         attempt += 1
         pause = min(0.5, 0.02 * 2**attempt)

@@ -73,16 +73,19 @@ def kv_subject(bucket: str, key: str) -> str:
     return f"$KV.{bucket}.{key}"
 
 
-def kv_stream_config(bucket: str, replicas: int, history: int, marker_ttl: float | None) -> api.StreamConfig:
-    """The stream behind KV bucket ``bucket``; ``marker_ttl`` (seconds) allows per-key TTLs and makes
-    removal markers age out."""
+def kv_stream_config(
+    bucket: str, replicas: int, history: int, marker_ttl: float | None, *, per_key_ttl: bool = False
+) -> api.StreamConfig:
+    """The stream behind KV bucket ``bucket``; ``marker_ttl`` (seconds) allows per-key TTLs, makes an
+    expired key leave a removal marker (what a watcher sees) and makes markers age out. ``per_key_ttl``
+    without ``marker_ttl``: per-key TTLs whose expiry removes the entry and leaves no marker."""
     # The same stream nats-py's create_key_value makes, so nats-py (and the nats CLI) read it as a bucket.
     return api.StreamConfig(
         name=f"KV_{bucket}",
         subjects=[f"$KV.{bucket}.>"],
         allow_direct=True,
         allow_rollup_hdrs=True,
-        allow_msg_ttl=marker_ttl is not None,
+        allow_msg_ttl=per_key_ttl or marker_ttl is not None,
         subject_delete_marker_ttl=marker_ttl,
         deny_delete=True,
         discard=api.DiscardPolicy.NEW,
