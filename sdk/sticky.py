@@ -196,16 +196,28 @@ class StickyClient:
                 retry_no_responders=False,
             )
         )
-        while True:
-            leader.changed.clear()
-            changed = asyncio.ensure_future(leader.changed.wait())
-            done, _ = await asyncio.wait({request, changed}, return_when=asyncio.FIRST_COMPLETED)
-            if request in done:
+        changed: asyncio.Future[Any] | None = None
+        try:
+            while True:
+                leader.changed.clear()
+                changed = asyncio.ensure_future(leader.changed.wait())
+                done, _ = await asyncio.wait({request, changed}, return_when=asyncio.FIRST_COMPLETED)
+                if request in done:
+                    return request.result()
+                if leader.instance_id != target:
+                    raise _LeaderChanged
+        finally:
+            if changed is not None:
                 changed.cancel()
-                return request.result()
-            if leader.instance_id != target:
-                request.cancel()
-                raise _LeaderChanged
+            request.cancel()  # abandoned (or already done: then a no-op)
+            request.add_done_callback(_outcome_dropped)
+
+
+def _outcome_dropped(task: asyncio.Future[Any]) -> None:
+    """Mark an abandoned request's outcome as seen: it may have failed (e.g. NotActive) just as it was
+    abandoned, and nobody waits for it any more."""
+    if not task.cancelled():
+        task.exception()
 
 
 class _LeaderChanged(Exception):
