@@ -42,6 +42,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
+from .trace_events import ELECTION_KINDS, KeyKind
+from .trace_events import Action as Step
+from .trace_events import Op as StepOp
+
 Role = Literal["standby", "active", "releasing"]
 Kind = Literal["val", "del", "exp", "none"]
 Op = Literal["acquire", "renew", "release"]
@@ -136,7 +140,35 @@ class Exit:
     """The graceful stop is complete (whatever the release's outcome)."""
 
 
-Action = Write | Probe | StartServing | StopServing | Timer | Exit
+@dataclass(frozen=True, slots=True)
+class TraceStep:
+    """A step of the spec the machine just took, for the driver's trace: write it as one trace line (see
+    :mod:`sdk.trace_events`) stamped with the local time of the event that returned it, in the order the
+    effects come. The machine alone decides what is traced, so every driver writes the same trace for the
+    same inputs: an answer or a timeout only when the machine takes it (not one for a request it already gave
+    up on), an observation only when it moved the watch cursor or what the standby goes by."""
+
+    step: Step
+    rev: int = 0
+    epoch: int = 0
+    op: StepOp | None = None
+    kind: KeyKind | None = None
+
+
+Effect = Write | Probe | StartServing | StopServing | Timer | Exit | TraceStep
+"""What the machine asks its driver to do; every event method returns a list of them."""
+
+
+def holds_own_record(write: Write, current: KeyState, holder: str | None, holder_epoch: int, me: str) -> bool:
+    """The rule for a lost compare-and-set of a renewal or release: the key still holds this instance's own
+    record (``holder`` is ``me``) of the write's epoch, i.e. an earlier renewal of ours that timed out was
+    stored after all. Drivers read the record and pass the answer to :meth:`Election.write_failed` as ``ours``."""
+    return (
+        write.op in ("renew", "release")
+        and current.kind == "val"
+        and holder == me
+        and holder_epoch == write.epoch
+    )
 
 
 @dataclass(slots=True)
@@ -145,6 +177,7 @@ class _Request:
     expected: int
     sent_at: float
     id: int
+    epoch: int = 0
 
 
 @dataclass(slots=True)
@@ -189,7 +222,7 @@ class Election:
 
     # -- events --------------------------------------------------------------------------------------------
 
-    def start(self, now: float, key: KeyState) -> list[Action]:
+    def start(self, now: float, key: KeyState) -> list[Effect]:
         """The process starts: it read the key (``KeyState(0, "none")`` if absent)."""
         self.started = True
         self.role = "standby"
@@ -197,27 +230,34 @@ class Election:
         self.seen = key
         self.seen_at = now
         self.wpos = key.rev  # a new watch starts at the key's current entry
-        return self._step(now)
+        return [TraceStep(Step.START, rev=key.rev, kind=ELECTION_KINDS[key.kind]), *self._step(now)]
 
-    def observe(self, now: float, key: KeyState) -> list[Action]:
+    def observe(self, now: float, key: KeyState) -> list[Effect]:
         """The watch delivered a revision of the key. A standby's watch cursor (``wpos``) moves to a revision
         newer than any it delivered before; the standby goes by it (restarts its timer, ends probe mode: the KV
         took a write) only if it is also newer than what it knows (a probe's read or a failed campaign's answer
         may have told it already). An active ignores the watch."""
+        out: list[Effect] = []
         if self.role == "standby" and key.kind != "none" and key.rev > self.wpos:
             self.wpos = key.rev
             self._learn(now, key)
-        return self._step(now)
+            out.append(_observed(key))
+        return [*out, *self._step(now)]
 
-    def write_ok(self, now: float, rev: int, req: int) -> list[Action]:
+    def write_ok(self, now: float, rev: int, req: int) -> list[Effect]:
         """The request in flight was stored at revision ``rev``."""
         request = self._take(req)
         if request is None:
             return self._step(now)
         if request.op == "release":
-            return self._exited(now)
+            return [TraceStep(Step.RELEASE, rev=rev), *self._exited(now)]
         if request.op == "read":
             return self._step(now)
+        traced = (
+            TraceStep(Step.ACQUIRE, rev=rev, epoch=rev)
+            if request.op == "acquire"
+            else TraceStep(Step.RENEW, rev=rev, epoch=request.epoch)
+        )
         if request.op == "acquire" or self.role == "active":
             if request.op == "acquire":
                 self.epoch = rev
@@ -225,9 +265,9 @@ class Election:
             self.role = "active"
             self.my_rev = rev
             self.deadline = request.sent_at + self.params.window_s
-        return self._step(now)
+        return [traced, *self._step(now)]
 
-    def write_failed(self, now: float, current: KeyState, req: int, *, ours: bool = False) -> list[Action]:
+    def write_failed(self, now: float, current: KeyState, req: int, *, ours: bool = False) -> list[Effect]:
         """The compare-and-set lost: the key is at ``current`` (someone else wrote, or it expired).
 
         ``ours``: the key still holds this instance's own record and epoch. That happens when an earlier renewal
@@ -240,18 +280,23 @@ class Election:
             return self._step(now)
         if request.op == "release" and ours and current.kind == "val":
             # Our own lost renewal is in the key: delete again on its revision, so standbys need not
-            # wait out the lease (the spec's graceful-stop rule).
-            return [self._send(now, "release", current.rev), *self._step(now)]
+            # wait out the lease (the spec's graceful-stop rule). The retry's request line says so.
+            return [*self._send(now, "release", current.rev), *self._step(now)]
         if request.op == "release":
-            return self._exited(now)
+            return [TraceStep(Step.RELEASE, rev=0), *self._exited(now)]
         if request.op == "read":
             return self._step(now)
+        traced = (
+            TraceStep(Step.OUTBID, rev=current.rev, kind=ELECTION_KINDS[current.kind])
+            if request.op == "acquire"
+            else TraceStep(Step.ADOPT if ours else Step.LOSE, rev=current.rev, epoch=request.epoch)
+        )
         if ours and request.op == "renew" and self.role == "active" and current.kind == "val":
             self.my_rev = current.rev
             self.last_send = -math.inf
-            return self._step(now)
+            return [traced, *self._step(now)]
         if self.stopping:  # lost while stopping (a renewal, or a campaign): nothing to hand over, exit
-            return self._exited(now)
+            return [traced, *self._exited(now)]
         # Lost. Restart the timer from this answer, unless the watch already told a standby something newer.
         if (
             self.role != "standby"
@@ -261,49 +306,55 @@ class Election:
             self.seen = current
             self.seen_at = now
         self.role = "standby"
-        return self._step(now)
+        return [traced, *self._step(now)]
 
-    def write_timeout(self, now: float, req: int) -> list[Action]:
+    def write_timeout(self, now: float, req: int) -> list[Effect]:
         """No answer to the request in flight: its outcome is unknown (KV without a leader, connection lost)."""
         request = self._take(req)
         if request is None:
             return self._step(now)
+        # A probe's timeout has no op: the spec's probe is silent, the line lets a checker explain the outage.
+        traced = TraceStep(
+            Step.TIMEOUT, rev=request.expected, op=None if request.op == "read" else StepOp(request.op)
+        )
         if request.op == "release" or (self.stopping and self.role == "standby"):
             # (a campaign that timed out while stopping may still land, like a crashed process's last write)
-            return self._exited(now)
+            return [traced, *self._exited(now)]
         if request.op in ("acquire", "read") and self.role == "standby" and self.seen.rev == request.expected:
             # The KV is unavailable, not (necessarily) the active dead. Campaigning again as soon as it
             # returns would race the incumbent's renewal: first read the key, then wait a whole lease.
             # (Unless the watch delivered something newer meanwhile: the KV took a write, stale news loses.)
             self.probe = True
             self.seen_at = now
-        return self._step(now)
+        return [traced, *self._step(now)]
 
-    def read_done(self, now: float, key: KeyState, req: int) -> list[Action]:
+    def read_done(self, now: float, key: KeyState, req: int) -> list[Effect]:
         """The key read that a :class:`Probe` asked for: the KV answers again. The lease timer restarts now,
         so an incumbent that renews within a lease keeps the key."""
         request = self._take(req)
         if request is None or request.op != "read":
             return self._step(now)
         recovering = self.probe
-        if not self._learn(now, key) and recovering:  # a newer revision restarts the timer anyway
+        out: list[Effect] = []
+        if self._learn(now, key):  # the probe saw the key move: to the spec, an observation
+            out.append(_observed(key))
+        elif recovering:  # (a newer revision restarts the timer anyway)
             self.seen_at = now  # the KV was down until now: give the incumbent a whole lease to renew
         self.probe = False
-        out: list[Action] = []
         # Campaign only if still ready: the watch may have delivered a newer revision meanwhile.
         if self.role == "standby" and not self.stopping and not recovering and self.ready(now):
-            out.append(self._send(now, "acquire", self.seen.rev))
+            out.extend(self._send(now, "acquire", self.seen.rev))
         out.extend(self._step(now))
         return out
 
-    def tick(self, now: float) -> list[Action]:
+    def tick(self, now: float) -> list[Effect]:
         """The timer fired (or the driver wants the machine to look at the time). A request without an
         answer for ``write_timeout_s`` counts as timed out; a late answer to it is then ignored."""
         if self.request is not None and now >= self.request.sent_at + self.params.write_timeout_s:
             return self.write_timeout(now, self.request.id)
         return self._step(now)
 
-    def stop(self, now: float) -> list[Action]:
+    def stop(self, now: float) -> list[Effect]:
         """Graceful stop: stop serving at once, release the key when no request is in flight. A standby exits
         at once, unless a campaign of its is in flight: it waits for the answer (won: it releases the key
         without serving; lost or timed out: it exits), so that a stop does not leave the key to a process
@@ -340,31 +391,35 @@ class Election:
         request, self.request = self.request, None
         return request
 
-    def _exited(self, now: float) -> list[Action]:
+    def _exited(self, now: float) -> list[Effect]:
         self.role = "standby"
         self.started = False
         return [*self._serving_change(now), Exit()]
 
-    def _send(self, now: float, op: Op, expected: int) -> Write:
-        self.request = _Request(op, expected, now, self._next_id())
+    def _send(self, now: float, op: Op, expected: int) -> list[Effect]:
+        epoch = self.epoch if op != "acquire" else 0
+        self.request = _Request(op, expected, now, self._next_id(), epoch)
         if op == "renew":
             self.last_send = now
-        return Write(op, expected, self.epoch if op != "acquire" else 0, self.request.id)
+        return [
+            TraceStep(Step.REQUEST, rev=expected, epoch=epoch, op=StepOp(op)),
+            Write(op, expected, epoch, self.request.id),
+        ]
 
     def _next_id(self) -> int:
         self.requests_sent += 1
         return self.requests_sent
 
-    def _step(self, now: float) -> list[Action]:
-        out: list[Action] = []
+    def _step(self, now: float) -> list[Effect]:
+        out: list[Effect] = []
         p = self.params
         if self.started and self.request is None:
             if self.role == "active" and self.stopping:
                 self.role = "releasing"
                 out.extend(self._serving_change(now))
-                out.append(self._send(now, "release", self.my_rev))
+                out.extend(self._send(now, "release", self.my_rev))
             elif self.role == "active" and now - self.last_send >= p.renew_s:
-                out.append(self._send(now, "renew", self.my_rev))
+                out.extend(self._send(now, "renew", self.my_rev))
             elif self.role == "standby" and not self.stopping and self.ready(now):
                 # Probe first: a campaign sent while the KV cannot commit may land much later, after the
                 # incumbent's renewal attempts failed, and depose it for nothing.
@@ -375,7 +430,7 @@ class Election:
             out.append(Timer(self._next_wakeup(now)))
         return out
 
-    def _serving_change(self, now: float) -> list[Action]:
+    def _serving_change(self, now: float) -> list[Effect]:
         serving = self.serving(now)
         if serving == self._was_serving:
             return []
@@ -406,3 +461,7 @@ class Election:
             times.append(self.deadline)
         future = [t for t in times if t > now]
         return min(future) if future else now + p.renew_s
+
+
+def _observed(key: KeyState) -> TraceStep:
+    return TraceStep(Step.OBSERVE, rev=key.rev, kind=ELECTION_KINDS[key.kind])

@@ -37,7 +37,7 @@ from pydantic import BaseModel
 from . import wire
 from .connection import ConnectionPool
 from .election import (
-    Action,
+    Effect,
     Election,
     ElectionParams,
     Exit,
@@ -46,16 +46,16 @@ from .election import (
     StartServing,
     StopServing,
     Timer,
+    TraceStep,
     Write,
+    holds_own_record,
 )
 from .errors import AegisError, Conflict, LeaseLost, NotActive
 from .jetstream import default_replicas, ensure_stream, jetstream_error, retry_transient
 from .registry import bucket, key_state, kv_stream_config, kv_watch, kv_write
 from .rpc import Handler, Service, current_call
 from .schema import InstanceStatus
-from .trace_events import ELECTION_KINDS as _KINDS
 from .trace_events import Action as TA
-from .trace_events import Op as TOp
 from .trace_events import TraceWriter
 
 log = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ class SingleActiveService(Service):
         """Newest epoch this instance knows (its own while active)."""
         self.leader: str | None = None
         """Instance id holding the key, as last seen."""
-        self._events: asyncio.Queue[Callable[[float], list[Action]]] = asyncio.Queue()
+        self._events: asyncio.Queue[Callable[[float], list[Effect]]] = asyncio.Queue()
         self._driver: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._watch: Any = None
@@ -193,7 +193,6 @@ class SingleActiveService(Service):
         self._events = asyncio.Queue()
         self.election = self.election_class(self.params)
         first = await self._read_key(pool)
-        self._emit(TA.START, rev=first.rev, kind=_KINDS[first.kind])
         self._driver = asyncio.create_task(self._drive(), name=f"election {self.key}")
         self._watch = await self._watch_key(pool)
         self._post(lambda now: self.election.start(now, first))
@@ -217,7 +216,7 @@ class SingleActiveService(Service):
 
     # -- driver ------------------------------------------------------------------------------------------
 
-    def _post(self, event: Callable[[float], list[Action]]) -> None:
+    def _post(self, event: Callable[[float], list[Effect]]) -> None:
         self._events.put_nowait(event)
 
     async def _drive(self) -> None:
@@ -232,11 +231,14 @@ class SingleActiveService(Service):
             for action in actions:
                 self._carry_out(action, now)
 
-    def _carry_out(self, action: Action, now: float) -> None:
+    def _carry_out(self, action: Effect, now: float) -> None:
         """Do what the machine asked in the step it took at ``now`` (a write is traced at that time: the machine
         counts its renewal schedule and serving window from it)."""
-        if isinstance(action, Write):
-            self._emit(TA.REQUEST, op=TOp(action.op), rev=action.expected, epoch=action.epoch, local=now)
+        if isinstance(action, TraceStep):
+            self._emit(
+                action.step, rev=action.rev, epoch=action.epoch, op=action.op, kind=action.kind, local=now
+            )
+        elif isinstance(action, Write):
             asyncio.create_task(self._write(action), name=f"{self.key} {action.op}")
         elif isinstance(action, Probe):
             asyncio.create_task(self._probe(action.req), name=f"{self.key} probe")
@@ -245,7 +247,7 @@ class SingleActiveService(Service):
                 self._timer.cancel()
             loop = asyncio.get_running_loop()
             delay = max(0.0, action.at - time.monotonic())
-            self._timer = loop.call_later(delay, self._post, self._tick)
+            self._timer = loop.call_later(delay, self._post, self.election.tick)
         elif isinstance(action, StartServing):
             self.known_epoch = action.epoch
             self.leader = self.instance_id
@@ -283,35 +285,16 @@ class SingleActiveService(Service):
         except Conflict as exc:
             settled = await self._after_conflict(pool, w, exc.revision)
             if settled is None:  # the outcome is unknown (see _after_conflict): a timeout
-                self._post(lambda now: self._timed_out(now, w.req))
+                self._post(lambda now: self.election.write_timeout(now, w.req))
                 return
             current, ours = settled
-
-            def trace_failure(now: float) -> None:
-                if w.op == "acquire":
-                    self._emit(TA.OUTBID, rev=current.rev, kind=_KINDS[current.kind], local=now)
-                elif w.op == "renew":
-                    self._emit(TA.ADOPT if ours else TA.LOSE, rev=current.rev, epoch=w.epoch, local=now)
-                elif not ours:  # when ours, it deletes again: the retry's request event says so
-                    self._emit(TA.RELEASE, rev=0, local=now)
-
-            self._answer(
-                w.req, trace_failure, lambda now: self.election.write_failed(now, current, w.req, ours=ours)
-            )
+            self._post(lambda now: self.election.write_failed(now, current, w.req, ours=ours))
             return
         except AegisError as exc:
             log.debug("%s: %s timed out or failed: %s", self.key, w.op, exc)
-            self._post(lambda now: self._timed_out(now, w.req))
+            self._post(lambda now: self.election.write_timeout(now, w.req))
             return
-
-        def trace_success(now: float) -> None:
-            if w.op == "release":
-                self._emit(TA.RELEASE, rev=rev, local=now)
-            else:
-                epoch = rev if w.op == "acquire" else w.epoch
-                self._emit(TA.ACQUIRE if w.op == "acquire" else TA.RENEW, rev=rev, epoch=epoch, local=now)
-
-        self._answer(w.req, trace_success, lambda now: self.election.write_ok(now, rev, w.req))
+        self._post(lambda now: self.election.write_ok(now, rev, w.req))
 
     async def _probe(self, req: int) -> None:
         assert self._pool is not None
@@ -331,9 +314,9 @@ class SingleActiveService(Service):
             )
             key = await asyncio.wait_for(self._read_key(pool, direct=False), self.params.write_timeout_s)
         except (AegisError, TimeoutError):
-            self._post(lambda now: self._timed_out(now, req))
+            self._post(lambda now: self.election.write_timeout(now, req))
             return
-        self._post(lambda now: self._observed(now, key, lambda: self.election.read_done(now, key, req)))
+        self._post(lambda now: self.election.read_done(now, key, req))
 
     async def _read_key(self, pool: ConnectionPool, *, direct: bool = True) -> KeyState:
         return (await self._read_entry(pool, direct=direct))[0]
@@ -401,13 +384,8 @@ class SingleActiveService(Service):
             # step down and hand over for nothing; the partition campaign's trace check rejected it). An
             # unknown outcome is a timeout: the active keeps its window and retries, a standby probes.
             return None
-        ours = (
-            w.op in ("renew", "release")
-            and record is not None
-            and record.instance_id == self.instance_id
-            and record.epoch == w.epoch
-        )
-        return current, ours
+        holder, holder_epoch = (record.instance_id, record.epoch) if record is not None else (None, 0)
+        return current, holds_own_record(w, current, holder, holder_epoch, self.instance_id)
 
     async def _watch_key(self, pool: ConnectionPool) -> Any:
         async def on_msg(msg: Msg) -> None:
@@ -415,44 +393,9 @@ class SingleActiveService(Service):
             state = key_state(msg.headers, rev, bool(msg.data))
             if state.kind == "val":
                 self._learn(msg.data, rev)
-            self._post(lambda now: self._observed(now, state, lambda: self.election.observe(now, state)))
+            self._post(lambda now: self.election.observe(now, state))
 
         return await kv_watch(pool, wire.ELECTION_BUCKET, self.key, on_msg)
-
-    # The trace records what the machine did, in the order it did it: an answer is traced when the machine takes
-    # it (a late answer to a request it already gave up on is not), a timeout when the machine times out.
-
-    def _answer(
-        self, req: int, trace: Callable[[float], None], event: Callable[[float], list[Action]]
-    ) -> None:
-        def handle(now: float) -> list[Action]:
-            if self.election.request is not None and self.election.request.id == req:
-                trace(now)
-            return event(now)
-
-        self._post(handle)
-
-    def _timed_out(self, now: float, req: int) -> list[Action]:
-        r = self.election.request
-        if r is not None and r.id == req:
-            # a probe's timeout has no op: the spec's probe is silent, the line lets the checker explain the outage
-            self._emit(TA.TIMEOUT, op=None if r.op == "read" else TOp(r.op), rev=r.expected, local=now)
-        return self.election.write_timeout(now, req)
-
-    def _tick(self, now: float) -> list[Action]:
-        r = self.election.request
-        if r is not None and now >= r.sent_at + self.params.write_timeout_s:
-            return self._timed_out(now, r.id)
-        return self.election.tick(now)
-
-    def _observed(self, now: float, key: KeyState, event: Callable[[], list[Action]]) -> list[Action]:
-        """Feed the machine an observation (watch delivery or probe read); trace it as the spec's ``observe``
-        only when the machine took it (its watch cursor or what it knows moved)."""
-        before = (self.election.wpos, self.election.seen)
-        actions = event()
-        if (self.election.wpos, self.election.seen) != before:
-            self._emit(TA.OBSERVE, rev=key.rev, kind=_KINDS[key.kind], local=now)
-        return actions
 
     def _learn(self, data: bytes, rev: int) -> None:
         try:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from sdk.election import Action, Election, KeyState
+from sdk.election import Effect, Election, KeyState
 from sim.faults import MIXES
 from sim.run import RunConfig
 
@@ -38,7 +38,7 @@ class NoFencingElection(Election):
 class NoStepDownElection(Election):
     """``write_failed`` never steps down: every lost compare-and-set is taken for our own lost renewal."""
 
-    def write_failed(self, now: float, current: KeyState, req: int, *, ours: bool = False) -> list[Action]:
+    def write_failed(self, now: float, current: KeyState, req: int, *, ours: bool = False) -> list[Effect]:
         return super().write_failed(now, current, req, ours=True)
 
 

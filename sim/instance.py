@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from sdk.election import (
-    Action,
+    Effect,
     Election,
     ElectionParams,
     Exit,
@@ -33,12 +33,12 @@ from sdk.election import (
     StartServing,
     StopServing,
     Timer,
+    TraceStep,
     Write,
+    holds_own_record,
 )
 from sdk.trace_events import Action as TA
-from sdk.trace_events import Op as TOp
 from sim.kv import Entry, Watch, WriteAnswer
-from sim.tracelog import KINDS
 
 if TYPE_CHECKING:
     from sim.run import Simulation
@@ -46,15 +46,16 @@ if TYPE_CHECKING:
 MachineFactory = Callable[[ElectionParams], Election]
 """Builds the election state machine of one process (``Election`` or a subclass)."""
 
-Handler = Callable[[float], list[Action]]
+Handler = Callable[[float], list[Effect]]
 
 
 class _InFlight:
-    __slots__ = ("req", "write", "sent")
+    """The request this process's I/O layer waits on (what an awaiting ``kv_write`` is in the SDK)."""
 
-    def __init__(self, req: int, write: Write | None, sent: float) -> None:
+    __slots__ = ("req", "sent")
+
+    def __init__(self, req: int, sent: float) -> None:
         self.req = req
-        self.write = write  # None: a probe
         self.sent = sent
 
 
@@ -88,8 +89,6 @@ class SimInstance:
         self.timer_due: float | None = None  # real time of the scheduled timer event
         self.timer_token = 0
         self.pause_token = 0
-        self.observed = 0
-        """Newest revision logged as ``observe`` in this incarnation (never log one twice)."""
         self.known_epoch = 0
         self.withheld = 0
         """Outcomes withheld: calls whose handler finished after this process stopped serving under their
@@ -129,13 +128,10 @@ class SimInstance:
         self.pending.clear()
         self.inflight = None
         self.timer_at = self.timer_due = None
-        self.observed = 0
         self.machine = self.factory(self.sim.params)
         inc = self.incarnation
         self.watch = kv.subscribe(lambda e: self._on_watch(e, inc), self.sim.watch_delay)
         key = kv.state()
-        self.observed = key.rev
-        self._log(TA.START, rev=key.rev, kind=KINDS[key.kind])
         self._deliver(lambda now: self.machine.start(now, key), inc)
 
     def crash(self) -> None:
@@ -198,14 +194,10 @@ class SimInstance:
         self.sim.checker.after_event(self, self.env.now)
 
     def _on_watch(self, entry: Entry, inc: int) -> None:
-        def handle(now: float) -> list[Action]:
-            state = entry.state
+        def handle(now: float) -> list[Effect]:
             if entry.epoch > self.known_epoch:
                 self.known_epoch = entry.epoch
-            if state.rev > self.observed:
-                self.observed = state.rev
-                self._log(TA.OBSERVE, rev=state.rev, kind=KINDS[state.kind])
-            return self.machine.observe(now, state)
+            return self.machine.observe(now, entry.state)
 
         self._deliver(handle, inc)
 
@@ -217,26 +209,21 @@ class SimInstance:
             self._schedule_timer(inc)
             return
 
-        def handle(now: float) -> list[Action]:
+        def handle(now: float) -> list[Effect]:
             self.timer_at = None
-            flight = self.inflight
-            if flight is not None and now >= flight.sent + self.sim.params.write_timeout_s:
-                return self._timed_out(now, flight)
-            return self.machine.tick(now)
+            return self.machine.tick(now)  # a request without an answer for the write timeout times out
 
         self._deliver(handle, inc)
 
-    def _timed_out(self, now: float, flight: _InFlight) -> list[Action]:
+    def _timed_out(self, now: float, flight: _InFlight) -> list[Effect]:
         """No answer within the write timeout: what the SDK's ``kv_write`` timeout reports."""
         self.inflight = None
-        if flight.write is not None:
-            self._log(TA.TIMEOUT, op=TOp(flight.write.op), rev=flight.write.expected)
         return self.machine.write_timeout(now, flight.req)
 
     def _answer(self, req: int, inc: int, handle: Handler) -> None:
         """An answer to request ``req`` arrives (through the network, possibly lost in an outage)."""
 
-        def wrapped(now: float) -> list[Action]:
+        def wrapped(now: float) -> list[Effect]:
             flight = self.inflight
             if flight is None or flight.req != req:
                 return []  # an answer to a request already timed out: kv_write raised long ago
@@ -249,9 +236,11 @@ class SimInstance:
 
     # -- actions out of the machine ------------------------------------------------------------------------
 
-    def _carry_out(self, actions: list[Action]) -> None:
+    def _carry_out(self, actions: list[Effect]) -> None:
         for a in actions:
-            if isinstance(a, Timer):
+            if isinstance(a, TraceStep):
+                self._log(a.step, rev=a.rev, epoch=a.epoch, op=a.op, kind=a.kind)
+            elif isinstance(a, Timer):
                 self.timer_at = a.at
                 self._schedule_timer(self.incarnation)
             elif isinstance(a, Write):
@@ -282,8 +271,7 @@ class SimInstance:
 
     def _write(self, w: Write) -> None:
         sim = self.sim
-        self._log(TA.REQUEST, op=TOp(w.op), rev=w.expected, epoch=w.epoch)
-        self.inflight = _InFlight(w.req, w, self.local())
+        self.inflight = _InFlight(w.req, self.local())
         inc = self.incarnation
         name = self.name
 
@@ -304,30 +292,18 @@ class SimInstance:
         if sim.kv.outages != outages and sim.rng.random() < sim.config.outage_drop_p:
             return  # the node that would answer crashed: the answer is lost
 
-        def handle(now: float) -> list[Action]:
+        def handle(now: float) -> list[Effect]:
             if answer.ok:
-                if w.op == "release":
-                    self._log(TA.RELEASE, rev=answer.rev)
-                elif w.op == "acquire":
-                    self._log(TA.ACQUIRE, rev=answer.rev, epoch=answer.rev)
-                else:
-                    self._log(TA.RENEW, rev=answer.rev, epoch=w.epoch)
                 return self.machine.write_ok(now, answer.rev, w.req)
-            current = answer.current
-            if w.op == "acquire":
-                self._log(TA.OUTBID, rev=current.rev, kind=KINDS[current.kind])
-            elif w.op == "renew":
-                self._log(TA.ADOPT if answer.ours else TA.LOSE, rev=current.rev, epoch=w.epoch)
-            elif not answer.ours:
-                self._log(TA.RELEASE, rev=0)
-            return self.machine.write_failed(now, current, w.req, ours=answer.ours)
+            ours = holds_own_record(w, answer.current, answer.holder, answer.holder_epoch, self.name)
+            return self.machine.write_failed(now, answer.current, w.req, ours=ours)
 
         self._answer(w.req, inc, handle)
 
     def _probe(self, p: Probe) -> None:
         """A scratch write (the KV takes writes), then a read of the key through the stream leader."""
         sim = self.sim
-        self.inflight = _InFlight(p.req, None, self.local())
+        self.inflight = _InFlight(p.req, self.local())
         inc = self.incarnation
 
         def scratch() -> None:
@@ -348,11 +324,7 @@ class SimInstance:
         if sim.kv.outages != outages and sim.rng.random() < sim.config.outage_drop_p:
             return
 
-        def handle(now: float) -> list[Action]:
-            if key.rev > self.machine.seen.rev and key.rev > self.observed:
-                # the probe saw the key move: to the spec, an observation (as the SDK logs it)
-                self.observed = key.rev
-                self._log(TA.OBSERVE, rev=key.rev, kind=KINDS[key.kind])
+        def handle(now: float) -> list[Effect]:
             return self.machine.read_done(now, key, req)
 
         self._answer(req, inc, handle)

@@ -4,8 +4,9 @@ What the SDK relies on, and nothing more (``spec/tla/Lease.tla`` models the same
 
 * every write gets the stream's next sequence number, its **revision**; a write is a create (expected 0), a
   compare-and-set on the key's last revision, or a delete marker (also by compare-and-set);
-* a value carries its writer's instance id and epoch (``LeaderRecord``), so a failed compare-and-set can tell the
-  writer whether the key still holds *its own* lost renewal (``ours``);
+* a value carries its writer's instance id and epoch (``LeaderRecord``): a failed compare-and-set answers with
+  them, and the writer decides by the SDK's own rule (``sdk.election.holds_own_record``) whether the key still
+  holds *its own* lost renewal;
 * the server checks TTLs every ``expiry_scan_s`` (250 ms in NATS) and replaces an expired value by an expiry
   marker; markers age out after ``marker_ttl_s`` (the key is then absent, silently);
 * watches deliver every entry still in the stream, in order, each subscriber with its own delay; an entry
@@ -53,8 +54,10 @@ class WriteAnswer:
     ok: bool
     rev: int = 0
     current: KeyState = ABSENT
-    ours: bool = False
-    """A failed renew/release found the writer's own record and epoch in the key (its lost renewal landed)."""
+    holder: str | None = None
+    """For a failed compare-and-set: the instance whose record the key holds (None for a marker or nothing),
+    and its epoch; the writer reads it (one more round trip) to see whether its own lost renewal landed."""
+    holder_epoch: int = 0
 
 
 class Watch:
@@ -132,13 +135,7 @@ class SimKV:
         self.writes += 1
         key = self.key
         if expected != key.state.rev:
-            ours = (
-                op in ("renew", "release")
-                and key.state.kind == "val"
-                and key.owner == owner
-                and key.epoch == epoch
-            )
-            return WriteAnswer(False, current=key.state, ours=ours)
+            return WriteAnswer(False, current=key.state, holder=key.owner, holder_epoch=key.epoch)
         self.seq += 1
         rev = self.seq
         if op == "release":

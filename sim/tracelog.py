@@ -13,12 +13,9 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
-from sdk.trace_events import ELECTION_KINDS, KeyKind, TraceParams, TraceWriter
 from sdk.trace_events import Action as TA
+from sdk.trace_events import KeyKind, TraceParams, TraceWriter
 from sdk.trace_events import Op as TOp
-
-KINDS = ELECTION_KINDS
-"""The election machine's key kinds as the trace vocabulary names them."""
 
 
 @dataclass(frozen=True, slots=True)

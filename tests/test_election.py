@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sdk.election import (
-    Action,
+    Effect,
     Election,
     ElectionParams,
     Exit,
@@ -89,7 +89,7 @@ class World:
             fn()
             self.check()
 
-    def to_node(self, i: int, fn: Callable[[float], list[Action]]) -> None:
+    def to_node(self, i: int, fn: Callable[[float], list[Effect]]) -> None:
         """Deliver an event to node i now (or when its pause ends); stale for a crashed incarnation."""
         node = self.nodes[i]
         inc = node.incarnation
@@ -104,7 +104,7 @@ class World:
 
         deliver()
 
-    def carry_out(self, i: int, actions: list[Action]) -> None:
+    def carry_out(self, i: int, actions: list[Effect]) -> None:
         node = self.nodes[i]
         for a in actions:
             if isinstance(a, Write):
@@ -184,7 +184,7 @@ class World:
     def m(self, i: int) -> Election:
         return self.nodes[i].machine
 
-    def to_node_if(self, i: int, inc: int, fn: Callable[[float], list[Action]]) -> None:
+    def to_node_if(self, i: int, inc: int, fn: Callable[[float], list[Effect]]) -> None:
         if self.nodes[i].incarnation == inc:
             self.to_node(i, fn)
 
@@ -342,7 +342,7 @@ def test_release_deletes_again_when_the_key_holds_our_lost_renewal() -> None:
     assert any(isinstance(a, Exit) for a in m2.write_failed(0.11, KeyState(5, "val"), r2.req))
 
 
-def _campaign(m: Election, now: float, key: KeyState, actions: list[Action] | None = None) -> Write:
+def _campaign(m: Election, now: float, key: KeyState, actions: list[Effect] | None = None) -> Write:
     """Drive a ready standby through its probe (from ``actions``, else a tick) to the campaign it sends."""
     probe = next(a for a in (m.tick(now) if actions is None else actions) if isinstance(a, Probe))
     return next(a for a in m.read_done(now, key, probe.req) if isinstance(a, Write))
