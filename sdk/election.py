@@ -42,8 +42,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
+from .kv_types import KeyState
+
 Role = Literal["standby", "active", "releasing"]
-Kind = Literal["val", "del", "exp", "none"]
 Op = Literal["acquire", "renew", "release"]
 
 
@@ -79,14 +80,6 @@ class ElectionParams:
     def window_s(self) -> float:
         """How long a write keeps its writer serving, from its send time."""
         return self.lease_s * (1 - self.drift) / (1 + self.drift)
-
-
-@dataclass(frozen=True, slots=True)
-class KeyState:
-    """What the election key holds: its revision and kind (value, delete or expiry marker, absent)."""
-
-    rev: int
-    kind: Kind
 
 
 # --- actions ---------------------------------------------------------------------------------------------

@@ -28,13 +28,13 @@ from sdk.election import (
     Election,
     ElectionParams,
     Exit,
-    KeyState,
     Probe,
     StartServing,
     StopServing,
     Timer,
     Write,
 )
+from sdk.kv_types import KeyState
 from sdk.trace_events import Action as TA
 from sdk.trace_events import Op as TOp
 from sim.kv import Entry, Watch, WriteAnswer
