@@ -64,11 +64,12 @@ from harness.demo import ACTIVE_SERVICE, BookRequest
 from harness.firewall import allocate_gids
 from harness.processes import spawn, wait_stopped
 from sdk import wire
+from sdk.codec import decode
 from sdk.config import load_settings
 from sdk.connection import ConnectionPool
 from sdk.election import ElectionParams
 from sdk.errors import AegisError, NotActive
-from sdk.rpc import RpcClient, decode
+from sdk.rpc import RpcClient
 from sdk.sticky import StickyClient
 from sdk.trace_events import Action as TraceAction
 from sdk.trace_events import Trace, TraceParams, TraceWriter, merge_traces

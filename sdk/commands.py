@@ -85,7 +85,9 @@ from nats.js.errors import NotFoundError
 from pydantic import ValidationError
 
 from . import wire
+from .codec import decode, encode, payload_parser
 from .connection import ConnectionPool
+from .consumer import ConsumerLoop, consumer_name
 from .errors import (
     AegisError,
     BadRequest,
@@ -97,11 +99,10 @@ from .errors import (
     RpcTimeout,
     error_from_wire,
 )
-from .events import ConsumerLoop, consumer_name
-from .jetstream import PublishAck, default_replicas, ensure_stream, jetstream_error, js_publish
+from .jetstream import PublishAck, default_replicas, ensure_stream, js_publish
+from .kv import kv_stream_config, kv_subject, kv_write
 from .metrics import InstanceMetrics
-from .registry import kv_stream_config, kv_subject, kv_write
-from .rpc import decode, encode, payload_parser
+from .nats_errors import jetstream_error
 
 log = logging.getLogger(__name__)
 

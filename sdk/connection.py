@@ -19,12 +19,10 @@ import logging
 from dataclasses import dataclass, field
 
 from nats.aio.client import Client as NatsClient
-from nats.errors import ConnectionClosedError, NoRespondersError
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 
 from .config import AegisSettings
-from .errors import AegisError, NoResponders, RpcTimeout, ServiceUnavailable
+from .errors import AegisError, ServiceUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -175,17 +173,4 @@ async def connect(settings: AegisSettings | None = None, **overrides: object) ->
     return await ConnectionPool.connect(settings or load_settings(**overrides))
 
 
-def request_error(exc: Exception, what: str, timeout: float) -> Exception:
-    """The SDK error for a nats-py failure of a request (``what`` names the call); SDK errors pass through."""
-    if isinstance(exc, AegisError):
-        return exc
-    if isinstance(exc, NoRespondersError):
-        return NoResponders(f"no instance of {what} is listening")
-    if isinstance(exc, TimeoutError | NatsTimeoutError):
-        return RpcTimeout(f"{what} did not answer within {timeout:.3f}s")
-    if isinstance(exc, ConnectionClosedError):
-        return ServiceUnavailable(f"connection closed; cannot call {what}")
-    return ServiceUnavailable(f"cannot call {what}: {exc!r}")
-
-
-__all__ = ["ConnectionLost", "ConnectionPool", "PoolStats", "connect", "request_error"]
+__all__ = ["ConnectionLost", "ConnectionPool", "PoolStats", "connect"]

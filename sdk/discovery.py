@@ -30,10 +30,13 @@ from pydantic import ValidationError
 
 from . import wire
 from .connection import ConnectionPool
+from .deadline import effective_timeout
 from .errors import AegisError, NoResponders, RpcTimeout
-from .jetstream import jetstream_error, retry_transient
-from .registry import ensure_registry, key_state, kv_watch
-from .rpc import RpcClient, current_call
+from .jetstream import retry_transient
+from .kv import key_state, kv_watch
+from .nats_errors import jetstream_error
+from .registry import ensure_registry
+from .rpc import RpcClient
 from .schema import InstanceStatus, ServiceInstance
 
 log = logging.getLogger(__name__)
@@ -247,13 +250,10 @@ class DiscoveryClient:
         headers: dict[str, str] | None = None,
         strategy: Strategy | None = None,
     ) -> Any:
-        """Call ``service.method`` on a discovered instance; same errors and deadline rules as
-        :meth:`RpcClient.call`. Instances that nobody answers on are skipped within the same deadline."""
-        if timeout is None:
-            timeout = self.pool.settings.timeout_for(service, method)
-        outer = current_call()
-        if outer is not None:
-            timeout = min(timeout, outer.remaining())
+        """Call ``service.method`` on a discovered instance; same errors as :meth:`RpcClient.call` and the
+        same deadline rule (:func:`~sdk.deadline.effective_timeout`). Instances that nobody answers on are
+        skipped within the same deadline."""
+        timeout = effective_timeout(self.pool, service, method, timeout)
         deadline = time.monotonic() + timeout
         while True:
             chosen = self.pick(service, strategy)

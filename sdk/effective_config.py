@@ -22,8 +22,9 @@ from pydantic import SecretStr
 
 from . import wire
 from .config import AegisSettings, setting_sources
-from .connection import ConnectionPool, request_error
+from .connection import ConnectionPool
 from .errors import NoResponders
+from .nats_errors import request_error
 from .schema import EffectiveConfig, SettingValue
 
 REDACTED = "***"

@@ -42,12 +42,12 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
+from .kv_types import KeyState
 from .trace_events import ELECTION_KINDS, KeyKind
 from .trace_events import Action as Step
 from .trace_events import Op as StepOp
 
 Role = Literal["standby", "active", "releasing"]
-Kind = Literal["val", "del", "exp", "none"]
 Op = Literal["acquire", "renew", "release"]
 
 
@@ -83,14 +83,6 @@ class ElectionParams:
     def window_s(self) -> float:
         """How long a write keeps its writer serving, from its send time."""
         return self.lease_s * (1 - self.drift) / (1 + self.drift)
-
-
-@dataclass(frozen=True, slots=True)
-class KeyState:
-    """What the election key holds: its revision and kind (value, delete or expiry marker, absent)."""
-
-    rev: int
-    kind: Kind
 
 
 # --- actions ---------------------------------------------------------------------------------------------

@@ -31,8 +31,9 @@ from . import wire
 from .connection import ConnectionPool
 from .errors import AegisError, Conflict
 from .jetstream import js_publish
+from .kv import kv_write
 from .metrics import InstanceMetrics
-from .registry import MARKER_TTL_S, ensure_registry, instance_key, kv_write
+from .registry import MARKER_TTL_S, ensure_registry, instance_key
 from .schema import InstanceStatus, ServiceInstance
 
 log = logging.getLogger(__name__)

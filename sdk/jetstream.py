@@ -1,16 +1,15 @@
-"""JetStream plumbing shared by events, commands and the registry: typed errors, retried publishes and
-stream management that rides out leader elections."""
+"""JetStream plumbing shared by events, commands and the registry: retried publishes and stream management
+that ride out leader elections (errors are typed by :mod:`sdk.nats_errors`)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from nats.aio.client import Client as NatsClient
 from nats.errors import ConnectionClosedError, NoRespondersError
@@ -20,7 +19,8 @@ from nats.js.errors import APIError
 from nats.js.errors import ServiceUnavailableError as JsServiceUnavailableError
 
 from .connection import ConnectionPool
-from .errors import AegisError, Conflict, PayloadTooLarge, RemoteError, RpcTimeout, ServiceUnavailable
+from .errors import RpcTimeout, ServiceUnavailable
+from .nats_errors import api_error, jetstream_error
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +29,6 @@ T = TypeVar("T")
 # One attempt of a JetStream publish gets at most this long; a retry (same Nats-Msg-Id, so the stream
 # stores the event once) then rides out a stream-leader election, which takes 4-9 s in nats-server.
 _ATTEMPT_TIMEOUT_S = 2.0
-# A compare-and-set (Nats-Expected-Last-Subject-Sequence) that lost; the description ends with the current one.
-_WRONG_LAST_SEQUENCE = 10071
-# The same, refused while another write of the subject is still being replicated (no current sequence given).
-_WRONG_LAST_SEQUENCE_IN_FLIGHT = 10164
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,37 +39,6 @@ class PublishAck:
     seq: int
     duplicate: bool = False
     """True when the stream already had a message with this id (``Nats-Msg-Id``) and stored nothing."""
-
-
-def _api_error(err: dict[str, Any], what: str) -> AegisError:
-    code = int(err.get("code") or 500)
-    desc = str(err.get("description") or "JetStream error")
-    text = f"{what}: {desc} (err_code {err.get('err_code')})"
-    if code == 503:
-        return ServiceUnavailable(text)
-    if err.get("err_code") == _WRONG_LAST_SEQUENCE:
-        found = re.search(r"(\d+)\s*$", desc)
-        return Conflict(text, revision=int(found.group(1)) if found else 0)
-    if err.get("err_code") == _WRONG_LAST_SEQUENCE_IN_FLIGHT:
-        return Conflict(text, revision=None)
-    if "size" in desc and "exceeds" in desc:
-        return PayloadTooLarge(text)
-    return RemoteError(text, code)
-
-
-def jetstream_error(exc: BaseException, what: str) -> AegisError:
-    """Translate a nats-py error from a JetStream call into the SDK's typed error."""
-    if isinstance(exc, AegisError):
-        return exc
-    if isinstance(exc, NoRespondersError):
-        return ServiceUnavailable(f"{what}: no JetStream responder (stream missing or without leader)")
-    if isinstance(exc, TimeoutError | NatsTimeoutError):
-        return RpcTimeout(f"{what}: JetStream did not answer in time")
-    if isinstance(exc, ConnectionClosedError):
-        return ServiceUnavailable(f"{what}: connection closed")
-    if isinstance(exc, APIError):
-        return _api_error({"code": exc.code, "description": exc.description, "err_code": exc.err_code}, what)
-    return ServiceUnavailable(f"{what}: {exc!r}")
 
 
 _MSG_ID_IN_PROCESS = 10158
@@ -117,7 +82,7 @@ async def js_publish(
             err = resp.get("error")
             if err is None:
                 return PublishAck(resp["stream"], resp["seq"], resp.get("duplicate", False))
-            failure = _api_error(err, what)
+            failure = api_error(err, what)
             if err.get("err_code") == _MSG_ID_IN_PROCESS:
                 failure = TimeoutError()  # an earlier attempt waits for its quorum: ask again for its ack
             elif not isinstance(failure, ServiceUnavailable):  # 503: JetStream briefly unavailable

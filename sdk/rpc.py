@@ -26,23 +26,22 @@ inside a handler never outlive it.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar, get_type_hints
+from typing import Any, Protocol, TypeVar, cast, get_type_hints
 
-import pydantic_core
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.errors import ConnectionReconnectingError, FlushTimeoutError, NoRespondersError
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import ValidationError
 
 from . import wire
-from .connection import ConnectionPool, request_error
+from .codec import decode, encode, payload_parser, payload_renderer
+from .connection import ConnectionPool
+from .deadline import SERVING_CALL, effective_timeout
 from .effective_config import effective_config
 from .errors import (
     AegisError,
@@ -60,6 +59,7 @@ from .errors import (
 from .heartbeat import Heartbeat
 from .metrics import InstanceMetrics
 from .micro import MicroResponder
+from .nats_errors import request_error
 from .registry import Registry, ensure_registry
 from .schema import EffectiveConfig
 
@@ -67,8 +67,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Handler = Callable[..., Awaitable[Any]]
-
-_current_call: ContextVar[CallContext | None] = ContextVar("aegis_current_call", default=None)
 
 
 class Fence(Protocol):
@@ -136,29 +134,7 @@ class CallContext:
 
 def current_call() -> CallContext | None:
     """The call being served by the current task, if any."""
-    return _current_call.get()
-
-
-def encode(payload: Any) -> bytes:
-    """Serialise a payload: bytes as they are, pydantic models and plain data as JSON."""
-    if payload is None:
-        return b""
-    if isinstance(payload, bytes | bytearray | memoryview):
-        return bytes(payload)
-    if isinstance(payload, BaseModel):
-        return payload.__pydantic_serializer__.to_json(payload)
-    return pydantic_core.to_json(payload)
-
-
-def decode(data: bytes, model: Any = None) -> Any:
-    """Parse a payload into ``model`` (a type pydantic understands) or plain JSON data."""
-    if model is None:
-        return pydantic_core.from_json(data) if data else None
-    if model is bytes:
-        return data
-    if isinstance(model, type) and issubclass(model, BaseModel):
-        return model.model_validate_json(data or b"null")
-    return TypeAdapter(model).validate_json(data or b"null")
+    return cast("CallContext | None", SERVING_CALL.get())
 
 
 @dataclass(slots=True)
@@ -172,45 +148,9 @@ class _Endpoint:
     wants_ctx: bool
 
 
-def _parser(req_type: Any) -> Callable[[bytes], Any]:
-    if req_type is None:
-        return decode
-    if req_type is bytes:
-        return bytes
-    validate = (
-        req_type.model_validate_json
-        if isinstance(req_type, type) and issubclass(req_type, BaseModel)
-        else TypeAdapter(req_type).validate_json
-    )
-    return lambda data: validate(data or b"null")
-
-
-def _renderer(ret: Any) -> Callable[[Any], bytes]:
-    if ret is None or ret is type(None) or ret is bytes:
-        return encode
-    dump = TypeAdapter(ret).dump_json
-    return lambda value: value if isinstance(value, bytes) else dump(value)
-
-
-def payload_parser(
-    handler: Handler, model: Any = None, *, kind: str = "a handler"
-) -> tuple[Callable[[bytes], Any], bool]:
-    """How to turn a payload into ``handler``'s first argument, and whether the handler takes a context.
-
-    ``model`` (or else the first parameter's annotation) picks the type: a pydantic model, any type pydantic
-    validates, ``bytes`` for the raw payload, or nothing for plain JSON. Shared by RPC, events and commands.
-    """
-    if not inspect.iscoroutinefunction(handler):
-        raise TypeError(f"{kind} must be an async function")
-    params = list(inspect.signature(handler).parameters.values())
-    if model is None and params:
-        model = get_type_hints(handler).get(params[0].name)
-    return _parser(model), len(params) >= 2
-
-
 def _endpoint(name: str, func: Handler) -> _Endpoint:
     parse, wants_ctx = payload_parser(func, kind=f"handler for {name!r}")
-    return _Endpoint(name, func, parse, _renderer(get_type_hints(func).get("return")), wants_ctx)
+    return _Endpoint(name, func, parse, payload_renderer(get_type_hints(func).get("return")), wants_ctx)
 
 
 class Service:
@@ -382,7 +322,7 @@ class Service:
         ctx = CallContext(
             self.name, method, self.instance_id, headers.get(wire.CALL_ID_HEADER, ""), deadline, headers
         )
-        token = _current_call.set(ctx)
+        token = SERVING_CALL.set(ctx)
         error: AegisError | None = None
         try:
             arg = ep.parse(msg.data)
@@ -407,7 +347,7 @@ class Service:
             log.exception("handler %s.%s failed", self.name, method)
             error = AegisError(f"{type(exc).__name__}: {exc}")
         finally:
-            _current_call.reset(token)
+            SERVING_CALL.reset(token)
             stats.in_flight -= 1
         if error is not None:
             if ctx.fence is not None and not ctx.fence.holds_epoch(ctx.epoch):
@@ -501,13 +441,7 @@ class RpcClient:
         ``retry_no_responders=False`` a call nobody received raises :class:`NoResponders` at once (discovery
         then tries another instance) instead of retrying for ``unavailable_retry_s``.
         """
-        if timeout is None:
-            timeout = self.pool.settings.timeout_for(service, method)
-        outer = _current_call.get()
-        if outer is not None:
-            timeout = min(timeout, outer.remaining())
-            if timeout <= 0:
-                raise DeadlineExceeded(f"no time left to call {service}.{method}")
+        timeout = effective_timeout(self.pool, service, method, timeout)
         data = encode(payload)
         if len(data) > self.pool.max_payload:
             raise PayloadTooLarge(

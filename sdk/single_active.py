@@ -41,7 +41,6 @@ from .election import (
     Election,
     ElectionParams,
     Exit,
-    KeyState,
     Probe,
     StartServing,
     StopServing,
@@ -51,8 +50,10 @@ from .election import (
     holds_own_record,
 )
 from .errors import AegisError, Conflict, LeaseLost, NotActive
-from .jetstream import default_replicas, ensure_stream, jetstream_error, retry_transient
-from .registry import bucket, key_state, kv_stream_config, kv_watch, kv_write
+from .jetstream import default_replicas, ensure_stream, retry_transient
+from .kv import bucket, key_state, kv_stream_config, kv_watch, kv_write
+from .kv_types import KeyState
+from .nats_errors import jetstream_error
 from .rpc import Handler, Service, current_call
 from .schema import InstanceStatus
 from .trace_events import Action as TA

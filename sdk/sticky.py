@@ -31,10 +31,11 @@ from typing import Any
 from nats.aio.msg import Msg
 
 from . import wire
+from .codec import decode
 from .connection import ConnectionPool
 from .errors import LeaseLost, NoResponders, NotActive, RpcTimeout, ServiceUnavailable
-from .registry import key_state, kv_watch
-from .rpc import RpcClient, decode
+from .kv import key_state, kv_watch
+from .rpc import RpcClient
 from .single_active import ensure_election_bucket, leader_key, parse_leader
 
 _FIRST_BACKOFF_S = 0.01

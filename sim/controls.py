@@ -20,7 +20,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from sdk.election import Effect, Election, KeyState
+from sdk.election import Effect, Election
+from sdk.kv_types import KeyState
 from sim.faults import MIXES
 from sim.run import RunConfig
 

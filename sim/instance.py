@@ -28,7 +28,6 @@ from sdk.election import (
     Election,
     ElectionParams,
     Exit,
-    KeyState,
     Probe,
     StartServing,
     StopServing,
@@ -37,6 +36,7 @@ from sdk.election import (
     Write,
     holds_own_record,
 )
+from sdk.kv_types import KeyState
 from sdk.trace_events import Action as TA
 from sim.kv import Entry, Watch, WriteAnswer
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import simpy
 
-from sdk.election import KeyState
+from sdk.kv_types import KeyState
 
 ABSENT = KeyState(0, "none")
 

@@ -27,7 +27,7 @@ from sdk.commands import DONE, CommandWorker, ensure_command_stream, record_key
 from sdk.config import load_settings
 from sdk.connection import ConnectionPool
 from sdk.errors import AegisError
-from sdk.registry import kv_write
+from sdk.kv import kv_write
 
 CUT_S = 2.5
 """Longer than the claim's TTL (1 s: it ends on the isolated leader), shorter than NATS's shortest Raft

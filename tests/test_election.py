@@ -24,13 +24,13 @@ from sdk.election import (
     Election,
     ElectionParams,
     Exit,
-    KeyState,
     Probe,
     StartServing,
     StopServing,
     Timer,
     Write,
 )
+from sdk.kv_types import KeyState
 
 PARAMS = ElectionParams(lease_s=0.9, renew_s=0.25, drift=0.05, write_timeout_s=0.25)
 TTL_S = 10.0

@@ -23,7 +23,8 @@ from sdk.config import load_settings
 from sdk.connection import ConnectionPool
 from sdk.errors import PayloadTooLarge, RemoteError, RpcTimeout, ServiceUnavailable
 from sdk.events import EventBus, EventContext
-from sdk.jetstream import default_replicas, ensure_stream, jetstream_error, js_publish, retry_transient
+from sdk.jetstream import default_replicas, ensure_stream, js_publish, retry_transient
+from sdk.nats_errors import jetstream_error
 
 MAX_PAYLOAD = 64 * 1024
 
@@ -484,7 +485,7 @@ async def test_instance_with_other_settings_joins_the_existing_group_consumer(
         got.append(event)
 
     a = await bus.subscribe(topic, plain, group=group)
-    with caplog.at_level(logging.WARNING, logger="sdk.events"):
+    with caplog.at_level(logging.WARNING, logger="sdk.consumer"):
         # The deliver policy of an existing consumer cannot change: the newcomer uses it as it is.
         b = await other_bus.subscribe(topic, typed, group=group, deliver="all", model=list[int])
     assert a.consumer == b.consumer

@@ -30,8 +30,8 @@ from harness.cluster import LocalCluster
 from harness.demo import BookRequest
 from harness.failover import FailoverRig
 from harness.trace_check import check_trace
-from sdk.election import KeyState
 from sdk.errors import NotFound, ServiceUnavailable
+from sdk.kv_types import KeyState
 from sdk.registry import Registry
 from sdk.schema import InstanceStatus
 from sdk.single_active import ensure_election_bucket

@@ -26,10 +26,11 @@ from harness.firewall import allocate_gids
 from harness.nemesis import Fault, Nemesis
 from harness.processes import spawn
 from sdk import wire
+from sdk.codec import decode
 from sdk.config import load_settings
 from sdk.connection import ConnectionPool
 from sdk.errors import AegisError, LeaseLost, NotActive, error_from_wire
-from sdk.rpc import CallContext, RpcClient, decode
+from sdk.rpc import CallContext, RpcClient
 from sdk.single_active import SingleActiveService
 from sdk.sticky import StickyClient
 

@@ -18,7 +18,8 @@ from sdk.config import load_settings
 from sdk.connection import ConnectionPool
 from sdk.discovery import InstanceWatch
 from sdk.errors import BadRequest, ConfigError, Conflict, NotFound
-from sdk.registry import Registry, instance_key, kv_write
+from sdk.kv import kv_write
+from sdk.registry import Registry, instance_key
 from sdk.rpc import RpcClient, Service
 from sdk.schema import InstanceStatus, MetricsSnapshot, ServiceDefinition
 

@@ -11,6 +11,7 @@ import pytest
 from pydantic import BaseModel
 
 from sdk import wire
+from sdk.codec import decode, encode
 from sdk.config import load_settings
 from sdk.connection import ConnectionPool
 from sdk.errors import (
@@ -23,7 +24,7 @@ from sdk.errors import (
     ServiceUnavailable,
     UnknownMethod,
 )
-from sdk.rpc import CallContext, RpcClient, Service, current_call, decode, encode
+from sdk.rpc import CallContext, RpcClient, Service, current_call
 
 
 class AddRequest(BaseModel):

@@ -17,7 +17,7 @@ from sdk.connection import ConnectionPool
 from sdk.discovery import InstanceWatch
 from sdk.election import ElectionParams, Write
 from sdk.errors import NotActive, ServiceUnavailable
-from sdk.registry import kv_write
+from sdk.kv import kv_write
 from sdk.rpc import CallContext, RpcClient
 from sdk.schema import InstanceStatus
 from sdk.single_active import SingleActiveService, ensure_election_bucket, leader_key
