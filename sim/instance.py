@@ -89,6 +89,7 @@ class SimInstance:
         self.timer_due: float | None = None  # real time of the scheduled timer event
         self.timer_token = 0
         self.pause_token = 0
+        self.restart_on_exit = False
         self.known_epoch = 0
         self.withheld = 0
         """Outcomes withheld: calls whose handler finished after this process stopped serving under their
@@ -134,6 +135,18 @@ class SimInstance:
         key = kv.state()
         self._deliver(lambda now: self.machine.start(now, key), inc)
 
+    def restart_in(self, delay: float) -> None:
+        """The supervisor: start the process again ``delay`` seconds from now, or, when it is still running
+        then (a stop sent during a pause waits for the pause to end), as soon as it exits."""
+
+        def due() -> None:
+            if self.up:
+                self.restart_on_exit = True
+            else:
+                self.start()
+
+        self.sim.later(delay, due)
+
     def crash(self) -> None:
         """kill -9: the process and everything in memory are gone (requests in flight may still land)."""
         if not self.up:
@@ -170,6 +183,9 @@ class SimInstance:
             self.pending.pop(0)()
 
     def _end(self) -> None:
+        if self.restart_on_exit:
+            self.restart_on_exit = False
+            self.sim.later(0.0, self.start)
         self.up = False
         self.paused = False
         self.incarnation += 1

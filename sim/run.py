@@ -174,14 +174,14 @@ class Simulation:
                 else:
                     self.checker.fault(kind, t)
                 target.crash()
-                self.later(fault.length, target.start)
+                target.restart_in(fault.length)
             elif kind == "stop":
                 if target.serving_at(t):
                     self.checker.holder_gone(target, "stop", t)
                 else:
                     self.checker.fault(kind, t)
                 target.stop()
-                self.later(fault.length, target.start)
+                target.restart_in(fault.length)
             else:
                 self.checker.fault(kind, t)
                 target.pause(fault.length)
