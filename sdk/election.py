@@ -228,9 +228,10 @@ class Election:
         """The watch delivered a revision of the key. A standby's watch cursor (``wpos``) moves to a revision
         newer than any it delivered before; the standby goes by it (restarts its timer, ends probe mode: the KV
         took a write) only if it is also newer than what it knows (a probe's read or a failed campaign's answer
-        may have told it already). An active ignores the watch."""
+        may have told it already). An active ignores the watch, and so does a process that has exited (its watch
+        may still deliver, e.g. its own delete marker, until the driver closes it)."""
         out: list[Effect] = []
-        if self.role == "standby" and key.kind != "none" and key.rev > self.wpos:
+        if self.started and self.role == "standby" and key.kind != "none" and key.rev > self.wpos:
             self.wpos = key.rev
             self._learn(now, key)
             out.append(_observed(key))

@@ -33,68 +33,63 @@ from nats.aio.msg import Msg
 from . import wire
 from .codec import decode
 from .connection import ConnectionPool
+from .deadline import effective_timeout
 from .errors import LeaseLost, NoResponders, NotActive, RpcTimeout, ServiceUnavailable
 from .kv import key_state, kv_watch
 from .rpc import RpcClient
 from .single_active import ensure_election_bucket, leader_key, parse_leader
-
-_FIRST_BACKOFF_S = 0.01
-_MAX_BACKOFF_S = 0.2
+from .sticky_core import Accept, Attempt, CallCore, GiveUp, GroupView, Kind, Outcome, Wait
 
 
 @dataclass
-class _Leader:
-    """What one client knows about one group."""
+class _Group:
+    """One group's view (the rules' state) and the asyncio side of its watch."""
 
-    instance_id: str | None = None
-    epoch: int = 0
-    accepted: int = 0
-    """Newest epoch of a reply this client accepted (replies from older epochs are dropped)."""
+    view: GroupView = field(default_factory=GroupView)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     watch: Any = None
 
 
 class StickyClient:
-    """Calls the active instance of single-active groups; see the module docstring."""
+    """Calls the active instance of single-active groups; see the module docstring. The rules are
+    :mod:`sdk.sticky_core`'s; this class carries them out with asyncio and NATS."""
 
     def __init__(self, pool: ConnectionPool, *, attempt_timeout_s: float = 1.0) -> None:
         self.pool = pool
         self.rpc = RpcClient(pool)
         self.attempt_timeout_s = attempt_timeout_s
-        self._groups: dict[str, _Leader] = {}
+        self._groups: dict[str, _Group] = {}
         self.retries = 0
         """Attempts that failed and were retried (NotActive, timeouts, nobody listening, stale epochs)."""
 
     async def close(self) -> None:
-        for leader in self._groups.values():
-            if leader.watch is not None:
+        for group in self._groups.values():
+            if group.watch is not None:
                 try:
-                    await leader.watch.unsubscribe()
+                    await group.watch.unsubscribe()
                 except Exception:  # connection closed already
                     pass
         self._groups.clear()
 
-    async def _leader(self, service: str, group: str) -> _Leader:
-        key = leader_key(service, group)
-        leader = self._groups.get(key)
-        if leader is not None:
-            return leader
-        leader = self._groups[key] = _Leader()
+    async def _group(self, service: str, group_name: str) -> _Group:
+        key = leader_key(service, group_name)
+        group = self._groups.get(key)
+        if group is not None:
+            return group
+        group = self._groups[key] = _Group()
         await ensure_election_bucket(self.pool)
 
         async def on_msg(msg: Msg) -> None:
             state = key_state(msg.headers, msg.metadata.sequence.stream, bool(msg.data))
             record = parse_leader(msg.data) if state.kind == "val" else None
             if record is None:
-                leader.instance_id = None
+                group.view.observe(None, 0)
             else:
-                epoch = record.epoch or state.rev
-                if epoch >= leader.epoch:
-                    leader.instance_id, leader.epoch = record.instance_id, epoch
-            leader.changed.set()
+                group.view.observe(record.instance_id, record.epoch or state.rev)
+            group.changed.set()
 
-        leader.watch = await kv_watch(self.pool, wire.ELECTION_BUCKET, key, on_msg)
-        return leader
+        group.watch = await kv_watch(self.pool, wire.ELECTION_BUCKET, key, on_msg)
+        return group
 
     async def call_active(
         self,
@@ -108,90 +103,60 @@ class StickyClient:
         idempotency_key: str | None = None,
     ) -> Any:
         """Call ``method`` on the active instance of ``service``/``group``; retried across failovers until
-        ``timeout`` (default: the configured per-method timeout)."""
-        if timeout is None:
-            timeout = self.pool.settings.timeout_for(service, method)
-        deadline = time.monotonic() + timeout
-        leader = await self._leader(service, group)
+        ``timeout`` (default: the configured per-method timeout; inside a handler, capped by its budget as
+        every client's is, :func:`sdk.deadline.effective_timeout`)."""
+        timeout = effective_timeout(self.pool, service, method, timeout)
+        g = await self._group(service, group)
+        call = CallCore(
+            g.view, time.monotonic(), timeout, self.attempt_timeout_s, what=f"{service}/{group} {method}"
+        )
         call_id = idempotency_key or uuid.uuid4().hex
-        tried: list[str] = []
-        backoff = _FIRST_BACKOFF_S
-        last_target: str | None = None
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise ServiceUnavailable(
-                    f"no active instance of {service}/{group} answered {method} within {timeout:.3f}s;"
-                    f" tried: {'; '.join(tried[-5:]) or 'no leader known'}"
-                )
-            target = leader.instance_id
-            if target is None:
-                leader.changed.clear()
-                try:
-                    await asyncio.wait_for(leader.changed.wait(), min(left, _MAX_BACKOFF_S))
-                except TimeoutError:
-                    pass
-                if leader.instance_id is None:
-                    tried.append("no leader in the election key")
-                continue
-            if target != last_target:
-                backoff, last_target = _FIRST_BACKOFF_S, target
-            try:
-                msg = await self._attempt(leader, target, service, method, payload, left, call_id)
-            except _LeaderChanged:
-                tried.append(f"{target}: no answer before the key named a new leader")
-                continue
-            except NotActive as exc:
-                tried.append(f"{target}: not active (it knows epoch {exc.epoch})")
-                if exc.epoch < leader.epoch:
-                    # It was just elected and has not yet processed its own acquire: ask again in a moment.
-                    await asyncio.sleep(min(_FIRST_BACKOFF_S, max(0.0, deadline - time.monotonic())))
-                    continue
-            except LeaseLost as exc:
-                tried.append(
-                    f"{target}: lost the lease of epoch {exc.epoch} before the call finished"
-                    f" (it knows epoch {exc.known_epoch})"
-                )
-            except (NoResponders, RpcTimeout) as exc:
-                tried.append(f"{target}: {type(exc).__name__}")
-            except ServiceUnavailable as exc:
-                tried.append(f"{target}: {exc.message}")
-            else:
-                epoch = int((msg.headers or {}).get(wire.EPOCH_HEADER, 0) or 0)
-                if epoch >= leader.accepted:
-                    leader.accepted = epoch
-                    return decode(msg.data, response_model)
-                tried.append(f"{target}: stale reply from epoch {epoch} < {leader.accepted}")
-            self.retries += 1
-            if leader.instance_id == target:
-                # The watch has not caught up: wait for it a little, then try whoever it says.
-                leader.changed.clear()
-                try:
-                    await asyncio.wait_for(
-                        leader.changed.wait(), min(backoff, max(0.0, deadline - time.monotonic()))
-                    )
-                except TimeoutError:
-                    pass
-                backoff = min(backoff * 2, _MAX_BACKOFF_S)
+        try:
+            while True:
+                step: Attempt | Wait | GiveUp | Accept | None = call.next(time.monotonic())
+                if isinstance(step, GiveUp):
+                    raise ServiceUnavailable(step.reason)
+                if isinstance(step, Attempt):
+                    result, msg = await self._attempt(g, step, service, method, payload, call_id)
+                    step = call.outcome(time.monotonic(), step, result)
+                    if isinstance(step, Accept):
+                        assert msg is not None
+                        return decode(msg.data, response_model)
+                if isinstance(step, Wait):
+                    await self._wait(g, step)
+        finally:
+            self.retries += call.retries
+
+    @staticmethod
+    async def _wait(g: _Group, wait: Wait) -> None:
+        if not wait.until_change:
+            await asyncio.sleep(wait.seconds)
+            return
+        g.changed.clear()
+        try:
+            await asyncio.wait_for(g.changed.wait(), wait.seconds)
+        except TimeoutError:
+            pass
 
     async def _attempt(
         self,
-        leader: _Leader,
-        target: str,
+        g: _Group,
+        attempt: Attempt,
         service: str,
         method: str,
         payload: Any,
-        left: float,
         call_id: str,
-    ) -> Msg:
-        """One request to ``target``; abandoned (``_LeaderChanged``) as soon as the key names another leader,
-        so a request stuck on a dead active does not hold the call for the whole attempt timeout."""
+    ) -> tuple[Outcome, Msg | None]:
+        """One request to the attempt's target, and how it ended. Abandoned (``LEADER_CHANGED``) as soon as the
+        key names another leader, so a request stuck on a dead active does not hold the call for the whole
+        attempt timeout."""
+        target = attempt.target
         request = asyncio.ensure_future(
             self.rpc.request(
                 service,
                 method,
                 payload,
-                timeout=min(left, self.attempt_timeout_s),
+                timeout=attempt.timeout_s,
                 instance=target,
                 call_id=call_id,
                 retry_no_responders=False,
@@ -200,18 +165,31 @@ class StickyClient:
         changed: asyncio.Future[Any] | None = None
         try:
             while True:
-                leader.changed.clear()
-                changed = asyncio.ensure_future(leader.changed.wait())
+                g.changed.clear()
+                changed = asyncio.ensure_future(g.changed.wait())
                 done, _ = await asyncio.wait({request, changed}, return_when=asyncio.FIRST_COMPLETED)
                 if request in done:
-                    return request.result()
-                if leader.instance_id != target:
-                    raise _LeaderChanged
+                    break
+                if g.view.leader != target:
+                    return Outcome(Kind.LEADER_CHANGED), None
         finally:
             if changed is not None:
                 changed.cancel()
-            request.cancel()  # abandoned (or already done: then a no-op)
-            request.add_done_callback(_outcome_dropped)
+            if not request.done():
+                request.cancel()  # abandoned
+                request.add_done_callback(_outcome_dropped)
+        try:
+            msg = request.result()
+        except NotActive as exc:
+            return Outcome(Kind.NOT_ACTIVE, exc.epoch), None
+        except LeaseLost as exc:
+            return Outcome(Kind.LEASE_LOST, exc.epoch, exc.known_epoch), None
+        except (NoResponders, RpcTimeout) as exc:
+            return Outcome(Kind.NO_ANSWER, detail=type(exc).__name__), None
+        except ServiceUnavailable as exc:
+            return Outcome(Kind.UNAVAILABLE, detail=exc.message), None
+        epoch = int((msg.headers or {}).get(wire.EPOCH_HEADER, 0) or 0)
+        return Outcome.ok(epoch), msg
 
 
 def _outcome_dropped(task: asyncio.Future[Any]) -> None:
@@ -219,10 +197,6 @@ def _outcome_dropped(task: asyncio.Future[Any]) -> None:
     abandoned, and nobody waits for it any more."""
     if not task.cancelled():
         task.exception()
-
-
-class _LeaderChanged(Exception):
-    """The election key named a new leader while a request to the old one was in flight."""
 
 
 __all__ = ["StickyClient"]

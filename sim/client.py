@@ -1,12 +1,11 @@
-"""A simulated sticky client: the logic of :class:`sdk.sticky.StickyClient`, on simulated time.
+"""A simulated sticky client: the SDK's own sticky-client rules (:mod:`sdk.sticky_core`), on simulated time.
 
-It follows the election key with its own watch (delayed like every watch), calls the instance the key names,
-and retries across failovers until the call's deadline: on ``not-active`` it waits for the watch (or 10 ms when
-the instance knows an older epoch than the key: a new active that has not processed its own acquire yet), on
-``no-responders`` or an attempt timeout it backs off (10 ms doubling to 200 ms), and as soon as the watch names
-another leader it abandons the attempt in flight. Every reply carries the epoch it was served with; a reply from
-an epoch older than one this client accepted is dropped and the call retried, and the watch never moves the
-leader back to an older epoch (``epoch_check``; the negative control switches both off).
+This is the simulator's counterpart of :class:`sdk.sticky.StickyClient`'s asyncio driver: it follows the election
+key with its own watch (delayed like every watch) into a :class:`~sdk.sticky_core.GroupView`, asks a
+:class:`~sdk.sticky_core.CallCore` what each call does next, carries it out on simulated time (an attempt on an
+instance, a wait for the watch, giving up) and tells it how each attempt ended. The rules themselves (epochs never
+go back, which failures wait how long, when an attempt in flight is abandoned) are not here. ``epoch_check=False``
+is the negative control that switches the epoch rules off.
 
 Calls are issued every ``interval_s`` (back to back when a call takes longer). Each outcome is recorded; the
 checker hears of every accepted reply (``ClientNeverGoesBack``, client-visible failover times).
@@ -17,13 +16,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from sdk.sticky_core import Accept, Attempt, CallCore, GiveUp, GroupView, Kind, Outcome, Wait
 from sim.kv import Entry
 
 if TYPE_CHECKING:
     from sim.run import Simulation
 
-FIRST_BACKOFF_S = 0.01
-MAX_BACKOFF_S = 0.2
+_OUTCOMES = {"not-active": Kind.NOT_ACTIVE, "lease-lost": Kind.LEASE_LOST, "no-responders": Kind.NO_ANSWER}
+"""What a simulated instance answers (``SimInstance.call``) as the outcome kinds the SDK driver reports."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,20 +55,15 @@ class StickyClient:
         self.interval_s = interval_s
         self.call_timeout_s = call_timeout_s
         self.attempt_timeout_s = attempt_timeout_s
-        self.epoch_check = epoch_check
-        self.leader: str | None = None
-        self.epoch = 0
-        self.accepted = 0
+        self.view = GroupView(epoch_check=epoch_check)
         self.results: list[CallResult] = []
         self.retries = 0
         self.stale_dropped = 0
-        self._call_start: float | None = None
-        self._deadline = 0.0
-        self._attempt = 0
-        self._target: str | None = None
-        self._waiting = False
-        self._backoff = FIRST_BACKOFF_S
-        self._last_target: str | None = None
+        self._call: CallCore | None = None
+        self._token = 0
+        """Moves with every step of the call: a reply, timeout or wake-up of an earlier step is stale."""
+        self._attempt: Attempt | None = None
+        self._waiting_for_watch = False
 
     def start(self) -> None:
         """Subscribe to the key (the current entry arrives first, as a NATS KV watch does) and start calling."""
@@ -82,99 +77,93 @@ class StickyClient:
     # -- the watch -----------------------------------------------------------------------------------------
 
     def _on_entry(self, entry: Entry) -> None:
-        if entry.state.kind == "val" and entry.owner is not None:
-            if entry.epoch >= self.epoch or not self.epoch_check:
-                self.leader, self.epoch = entry.owner, entry.epoch
-        else:
-            self.leader = None
-        if self._call_start is None:
+        holder = entry.owner if entry.state.kind == "val" else None
+        self.view.observe(holder, entry.epoch)
+        if self._call is None:
             return
-        if self._waiting or (self._target is not None and self.leader != self._target):
-            self._try()  # the key names someone (else): try at once
+        if self._waiting_for_watch:
+            self._step()
+        elif self._attempt is not None and self.view.leader != self._attempt.target:
+            self._ended(Outcome(Kind.LEADER_CHANGED))
 
     # -- calls ---------------------------------------------------------------------------------------------
 
     def _new_call(self) -> None:
-        if self._call_start is not None:
+        if self._call is not None:
             return
-        now = self.env.now
-        self._call_start = now
-        self._deadline = now + self.call_timeout_s
-        self._backoff = FIRST_BACKOFF_S
-        self._last_target = None
-        self._try()
+        self._call = CallCore(
+            self.view, self.env.now, self.call_timeout_s, self.attempt_timeout_s, what=self.name
+        )
+        self._step()
 
     def _finish(self, ok: bool, epoch: int) -> None:
-        start = self._call_start
-        assert start is not None
+        call = self._call
+        assert call is not None
         now = self.env.now
-        self.results.append(CallResult(start, now, ok, epoch))
-        self._call_start = None
-        self._target = None
-        self._waiting = False
-        self._attempt += 1  # whatever is still in flight is stale now
-        self.sim.later(max(0.0, start + self.interval_s - now), self._new_call)
+        self.results.append(CallResult(call.start, now, ok, epoch))
+        self.retries += call.retries
+        self._call = None
+        self._token += 1  # whatever is still in flight is stale now
+        self._attempt = None
+        self._waiting_for_watch = False
+        self.sim.later(max(0.0, call.start + self.interval_s - now), self._new_call)
 
-    def _try(self) -> None:
-        """Start a new attempt (any attempt in flight is abandoned)."""
-        self._attempt += 1
-        attempt = self._attempt
-        now = self.env.now
-        left = self._deadline - now
-        if left <= 0:
+    def _step(self) -> None:
+        """Ask the core what to do now and start doing it (anything in flight is abandoned)."""
+        call = self._call
+        assert call is not None
+        self._token += 1
+        token = self._token
+        self._attempt = None
+        self._waiting_for_watch = False
+        step = call.next(self.env.now)
+        if isinstance(step, GiveUp):
             self._finish(False, 0)
-            return
-        target = self.leader
-        if target is None:
-            self._waiting = True
-            self._target = None
-            self.sim.later(min(left, MAX_BACKOFF_S), lambda: self._wake(attempt))
-            return
-        if target != self._last_target:
-            self._backoff, self._last_target = FIRST_BACKOFF_S, target
-        self._waiting = False
-        self._target = target
-        inst = self.sim.by_name[target]
-        self.sim.later(
-            self.sim.delay(), lambda: inst.call(lambda what, epoch: self._reply(attempt, what, epoch))
-        )
-        self.sim.later(min(left, self.attempt_timeout_s), lambda: self._attempt_timeout(attempt))
-
-    def _wake(self, attempt: int) -> None:
-        if attempt == self._attempt and self._call_start is not None:
-            self._try()
-
-    def _attempt_timeout(self, attempt: int) -> None:
-        if attempt == self._attempt and self._call_start is not None:
-            self.retries += 1
-            self._retry_later(attempt)
-
-    def _retry_later(self, attempt: int) -> None:
-        """Wait for the watch to name someone else (or the backoff to pass), then try again."""
-        self._waiting = True
-        left = max(0.0, self._deadline - self.env.now)
-        self.sim.later(min(self._backoff, left), lambda: self._wake(attempt))
-        self._backoff = min(self._backoff * 2, MAX_BACKOFF_S)
-
-    def _reply(self, attempt: int, what: str, epoch: int) -> None:
-        if attempt != self._attempt or self._call_start is None:
-            return  # abandoned attempt: its reply is dropped
-        if what == "ok":
-            if epoch >= self.accepted or not self.epoch_check:
-                before = self.accepted
-                self.accepted = max(self.accepted, epoch)
-                self.sim.log.note(self.env.now, self.name, "client-ok", f"epoch={epoch}")
-                self.sim.checker.client_accepted(self.name, epoch, before, self.env.now)
-                self._finish(True, epoch)
-                return
-            self.stale_dropped += 1
-            self.sim.log.note(self.env.now, self.name, "client-stale", f"epoch={epoch} < {self.accepted}")
-        self.retries += 1
-        if what == "not-active" and epoch < self.epoch:
-            # just elected, not yet processed its own acquire: ask again in a moment
-            self._waiting = True
+        elif isinstance(step, Wait):
+            self._wait(step, token)
+        else:
+            self._attempt = step
+            inst = self.sim.by_name[step.target]
             self.sim.later(
-                min(FIRST_BACKOFF_S, max(0.0, self._deadline - self.env.now)), lambda: self._wake(attempt)
+                self.sim.delay(), lambda: inst.call(lambda what, epoch: self._reply(token, what, epoch))
             )
+            self.sim.later(step.timeout_s, lambda: self._attempt_timeout(token))
+
+    def _wait(self, wait: Wait, token: int) -> None:
+        self._waiting_for_watch = wait.until_change
+        self.sim.later(wait.seconds, lambda: self._wake(token))
+
+    def _wake(self, token: int) -> None:
+        if token == self._token and self._call is not None:
+            self._step()
+
+    def _attempt_timeout(self, token: int) -> None:
+        if token == self._token and self._attempt is not None:
+            self._ended(Outcome(Kind.NO_ANSWER, detail="RpcTimeout"))
+
+    def _reply(self, token: int, what: str, epoch: int) -> None:
+        if token != self._token or self._attempt is None:
+            return  # abandoned attempt: its reply is dropped
+        self._ended(Outcome.ok(epoch) if what == "ok" else Outcome(_OUTCOMES[what], epoch))
+
+    def _ended(self, outcome: Outcome) -> None:
+        """The attempt in flight ended with ``outcome``: the core says what comes next."""
+        call, attempt = self._call, self._attempt
+        assert call is not None and attempt is not None
+        self._token += 1
+        self._attempt = None
+        before = self.view.accepted
+        step = call.outcome(self.env.now, attempt, outcome)
+        now = self.env.now
+        if isinstance(step, Accept):
+            self.sim.log.note(now, self.name, "client-ok", f"epoch={step.epoch}")
+            self.sim.checker.client_accepted(self.name, step.epoch, before, now)
+            self._finish(True, step.epoch)
             return
-        self._retry_later(attempt)
+        if outcome.kind is Kind.OK:
+            self.stale_dropped += 1
+            self.sim.log.note(now, self.name, "client-stale", f"epoch={outcome.epoch} < {self.view.accepted}")
+        if step is None:
+            self._step()
+        else:
+            self._wait(step, self._token)

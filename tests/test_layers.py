@@ -136,12 +136,12 @@ def test_sdk_imports_nothing_from_the_layers_above_it(module: str) -> None:
     assert not external & {"harness", "sim", "aegis", "management", "dashboard"}, module
 
 
-def test_the_election_machine_imports_neither_nats_nor_asyncio() -> None:
-    """``sdk.election`` is sans-IO: neither it nor any ``sdk`` module it imports may import nats or asyncio."""
-    reached, external = closure("sdk.election")
-    assert not external & {"nats", "asyncio"}, (
-        f"sdk.election reaches {sorted(external)} via {sorted(reached)}"
-    )
+@pytest.mark.parametrize("core", ["sdk.election", "sdk.sticky_core"])
+def test_the_protocol_cores_import_neither_nats_nor_asyncio(core: str) -> None:
+    """The election machine and the sticky client's rules are sans-IO: neither they nor any ``sdk`` module they
+    import may import nats or asyncio (the SDK and the simulator drive them)."""
+    reached, external = closure(core)
+    assert not external & {"nats", "asyncio"}, f"{core} reaches {sorted(external)} via {sorted(reached)}"
     assert not reached & UPPER
 
 

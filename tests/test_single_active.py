@@ -130,7 +130,7 @@ async def test_sticky_client_rides_a_graceful_handover_and_rejects_stale_epochs(
         assert {first, second} == {"l0", "l1"}
         key = leader_key(name, "default")
         group = client._groups[key]
-        assert group.accepted == _active([s for s in services if s.instance_id == second]).election.epoch
+        assert group.view.accepted == _active([s for s in services if s.instance_id == second]).election.epoch
     finally:
         await client.close()
         for svc in services:
