@@ -24,7 +24,7 @@ def up(
     duration: float = typer.Option(0, min=0, help="Stop after this many seconds (0: until Ctrl-C)."),
 ) -> None:
     """Start a local cluster and the demo; show a live status line; Ctrl-C stops everything."""
-    from harness.up import run_up
+    from harness.demo.up import run_up
 
     code = run_up(nodes=nodes, instances=instances, rate=rate, duration=duration, console=Console())
     raise typer.Exit(code)
@@ -40,7 +40,7 @@ def bench(
     ),
 ) -> None:
     """Raw nats-py vs SDK: RPC latency and throughput, event publish; prints SDK/raw ratios."""
-    from harness.bench import markdown, run_bench, write_report
+    from harness.bench.runner import markdown, run_bench, write_report
 
     with err.status("benchmark") as status:
         report = run_bench(quick, progress=lambda what: status.update(f"benchmark: {what}"))
@@ -75,9 +75,9 @@ def failover(
     """
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from harness.failover import markdown as failover_md
-    from harness.failover import run_failover
-    from harness.failover import write_report as write_failover
+    from harness.campaign.failover import markdown as failover_md
+    from harness.campaign.failover import run_failover
+    from harness.campaign.failover import write_report as write_failover
 
     columns = (
         TextColumn("failover"),
@@ -168,8 +168,8 @@ def spec(
 
     Exits non-zero when any configuration did not do what it is expected to do.
     """
-    from harness.spec_run import run_suite, table
-    from harness.tlc import TlcUnavailable
+    from spec.suite import run_suite, table
+    from spec.tlc import TlcUnavailable
 
     try:
         report = run_suite(quick, config or None, parallel=parallel, console=None if as_json else err)
@@ -197,9 +197,9 @@ def trace_check(
     Exits 0 when every event is explained (validated), 1 when the trace is rejected (an unexplained line, an
     empty or one-sided trace) or TLC ran out of --timeout (incomplete), 2 when it cannot be read.
     """
-    from harness.tlc import TlcUnavailable
-    from harness.trace_check import TraceCheckError, check_trace
     from sdk.trace_events import TraceError
+    from spec.tlc import TlcUnavailable
+    from spec.trace_check import TraceCheckError, check_trace
 
     try:
         verdict = check_trace(trace, timeout=timeout, workers=workers)
@@ -290,10 +290,10 @@ def campaign(
     """
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from harness.campaign import run_campaign
-    from harness.campaign_report import markdown as campaign_md
-    from harness.campaign_report import write_report as write_campaign
-    from harness.campaign_spec import CampaignError, load_campaign
+    from harness.campaign.report import markdown as campaign_md
+    from harness.campaign.report import write_report as write_campaign
+    from harness.campaign.runner import run_campaign
+    from harness.campaign.schema import CampaignError, load_campaign
 
     try:
         spec = load_campaign(file)
@@ -337,8 +337,8 @@ def render(
     The pages embed BokehJS, so they open on hosts without internet. A simulator report takes its predicted
     failover samples from ``sim-predicted-failover.json`` beside it.
     """
-    from harness.campaign_report import html as campaign_html
-    from harness.campaign_report import markdown as campaign_md
+    from harness.campaign.report import html as campaign_html
+    from harness.campaign.report import markdown as campaign_md
     from sim.report import PREDICTED_NAME, render_html
 
     try:
@@ -375,9 +375,9 @@ def figures(
 
     Rewrites the files in place (= `make reports`); with --check lists stale blocks and exits 1 if any.
     """
-    from harness.figures import FiguresError, targets
-    from harness.figures import check as stale_blocks
-    from harness.figures import write as write_figures
+    from aegis.figures import FiguresError, targets
+    from aegis.figures import check as stale_blocks
+    from aegis.figures import write as write_figures
 
     paths = list(files) if files else targets()
     try:

@@ -17,10 +17,11 @@ from typing import Any
 
 import pytest
 
-from harness.cluster import ClusterError, LocalCluster, placement_problem
-from harness.firewall import Endpoint, Firewall, FirewallUnavailable, allocate_gids, local_ports_to
-from harness.nemesis import AsyncNemesis, Fault, InstanceControl, Nemesis
-from harness.processes import spawn
+from harness.cluster.gids import allocate_gids
+from harness.cluster.local import ClusterError, LocalCluster, placement_problem
+from harness.cluster.processes import spawn
+from harness.faults.firewall import Endpoint, Firewall, FirewallUnavailable, local_ports_to
+from harness.faults.nemesis import AsyncNemesis, Fault, InstanceControl, Nemesis
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,7 +1,7 @@
 """The nemesis: faults on real SDK processes, ``nats-server`` nodes and the network, as data.
 
 A :class:`Fault` says *what* (``kind``), *to whom* (``target``), for *how long* (``duration_s``); the
-:class:`Nemesis` applies it to a :class:`~harness.cluster.LocalCluster` and to SDK instances reached
+:class:`Nemesis` applies it to a :class:`~harness.cluster.local.LocalCluster` and to SDK instances reached
 through the small :class:`InstanceControl` protocol (the campaign runner implements it; this module
 does not import the failover rig), heals it, and records every step as a :class:`FaultEvent`
 (monotonic and wall time, resolved target, details such as pids, old/new stream leader, nft chain).
@@ -51,7 +51,7 @@ Example::
         nem.close()                    # heal_all() + drop the nft table
     events = nem.events
 
-The order and timing of faults is the campaign's (:mod:`harness.campaign_spec`), not the nemesis'.
+The order and timing of faults is the campaign's (:mod:`harness.campaign.schema`), not the nemesis'.
 """
 
 from __future__ import annotations
@@ -68,8 +68,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol, get_args, runtime_checkable
 
-from harness.cluster import ClusterError, LocalCluster, NodeInfo
-from harness.firewall import (
+from harness.cluster.local import ClusterError, LocalCluster, NodeInfo
+from harness.faults.firewall import (
     Cut,
     Endpoint,
     Firewall,
@@ -287,7 +287,7 @@ class Nemesis:
     """Applies and heals :class:`Fault` s on a cluster and a set of SDK instances; records everything.
 
     Thread-safe (one fault operation at a time). ``seed`` seeds the RNG that resolves ``"random"``
-    targets at apply time. ``firewall``: ``"auto"`` creates a :class:`~harness.firewall.Firewall`
+    targets at apply time. ``firewall``: ``"auto"`` creates a :class:`~harness.faults.firewall.Firewall`
     (``nft``: its binary) and, when that is impossible, disables only the partition faults
     (:attr:`partition_unavailable` says why); a given Firewall is used (and closed by :meth:`close`);
     None disables partitions. ``workers``: the command worker processes the ``worker-*`` faults act on.
