@@ -1,19 +1,29 @@
-"""``aegis``: the one command-line entry point (``aegis up``, ``aegis bench``, ...)."""
+"""``aegis``: the one command-line entry point (``aegis up``, ``aegis bench``, ...).
+
+This module is the wiring only: each command's name, arguments, options and help, and a call to the module that
+does the work, imported when the command runs (``aegis --help`` imports none of them):
+
+=====================  ================================
+``up``                 :mod:`aegis.up_cmd`
+``bench``              :mod:`aegis.bench_cmd`
+``failover``           :mod:`aegis.failover_cmd`
+``instances, config``  :mod:`aegis.registry_cmd`
+``spec, trace-check``  :mod:`aegis.spec_cmd`
+``sim``                :mod:`aegis.sim_cmd`
+``campaign``           :mod:`aegis.campaign_cmd`
+``render, figures``    :mod:`aegis.reports_cmd`
+=====================  ================================
+"""
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Aegis: sticky single-active services on NATS."
 )
-err = Console(stderr=True)
-REPORTS = Path("reports")
 
 
 @app.command()
@@ -24,10 +34,10 @@ def up(
     duration: float = typer.Option(0, min=0, help="Stop after this many seconds (0: until Ctrl-C)."),
 ) -> None:
     """Start a local cluster and the demo; show a live status line; Ctrl-C stops everything."""
-    from harness.up import run_up
+    options = dict(locals())
+    from aegis.up_cmd import up_command
 
-    code = run_up(nodes=nodes, instances=instances, rate=rate, duration=duration, console=Console())
-    raise typer.Exit(code)
+    up_command(**options)
 
 
 @app.command()
@@ -40,20 +50,10 @@ def bench(
     ),
 ) -> None:
     """Raw nats-py vs SDK: RPC latency and throughput, event publish; prints SDK/raw ratios."""
-    from harness.bench import markdown, run_bench, write_report
+    options = dict(locals())
+    from aegis.bench_cmd import bench_command
 
-    with err.status("benchmark") as status:
-        report = run_bench(quick, progress=lambda what: status.update(f"benchmark: {what}"))
-    target = out if out is not None else (None if quick else REPORTS)
-    if target is not None:
-        jpath, mpath = write_report(report, target)
-        err.print(f"wrote {jpath} and {mpath}")
-    if as_json:
-        sys.stdout.write(json.dumps(report) + "\n")
-        return
-    from rich.markdown import Markdown
-
-    Console().print(Markdown(markdown(report)))
+    bench_command(**options)
 
 
 @app.command()
@@ -73,40 +73,10 @@ def failover(
     next fault. Reports the client-visible gaps (fault -> first reply from a new epoch: p50/p99/max),
     split-brain answers and epoch regressions (both must be 0). Exit code 1 when either is not 0.
     """
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    options = dict(locals())
+    from aegis.failover_cmd import failover_command
 
-    from harness.failover import markdown as failover_md
-    from harness.failover import run_failover
-    from harness.failover import write_report as write_failover
-
-    columns = (
-        TextColumn("failover"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total} {task.description}"),
-    )
-    with Progress(*columns, TimeElapsedColumn(), console=err, transient=True) as bar:
-        task = bar.add_task("", total=max(1, kills + graceful))
-        report = run_failover(
-            kills=kills,
-            graceful=graceful,
-            seed=seed,
-            progress=lambda done, total, what: bar.update(task, completed=done, description=what),
-        )
-    if out is not None:
-        jpath, mpath = write_failover(report, out)
-        err.print(f"wrote {jpath} and {mpath}")
-    if as_json:
-        sys.stdout.write(json.dumps(report) + "\n")
-    else:
-        from rich.markdown import Markdown
-
-        Console().print(Markdown(failover_md(report)))
-    if report["split_brain"] or report["epoch_regressions"]:
-        raise typer.Exit(1)
-
-
-def _server_list(servers: str | None) -> list[str] | None:
-    return [u.strip() for u in servers.split(",") if u.strip()] if servers else None
+    failover_command(**options)
 
 
 SERVERS_OPTION = typer.Option(None, "--servers", help="Comma-separated NATS URLs (default: AEGIS_SERVERS).")
@@ -119,18 +89,10 @@ def instances(
     as_json: bool = typer.Option(False, "--json", help="Print the records as one JSON list."),
 ) -> None:
     """Registered instances: status, epoch, host, heartbeat age, calls, errors, p99."""
-    from aegis.registry_cmd import instances_table, list_instances
-    from sdk.errors import AegisError
+    options = dict(locals())
+    from aegis.registry_cmd import instances_command
 
-    try:
-        found = list_instances(_server_list(servers), service)
-    except AegisError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
-    if as_json:
-        sys.stdout.write(json.dumps([r.model_dump(mode="json") for r in found]) + "\n")
-        return
-    Console().print(instances_table(found))
+    instances_command(**options)
 
 
 @app.command()
@@ -141,18 +103,10 @@ def config(
     as_json: bool = typer.Option(False, "--json", help="Print the EffectiveConfig as JSON."),
 ) -> None:
     """One running instance's effective configuration: every setting, its source, secrets redacted."""
-    from aegis.registry_cmd import config_table, instance_config
-    from sdk.errors import AegisError
+    options = dict(locals())
+    from aegis.registry_cmd import config_command
 
-    try:
-        cfg = instance_config(_server_list(servers), service, instance)
-    except AegisError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
-    if as_json:
-        sys.stdout.write(cfg.model_dump_json() + "\n")
-        return
-    Console().print(config_table(cfg))
+    config_command(**options)
 
 
 @app.command()
@@ -168,21 +122,10 @@ def spec(
 
     Exits non-zero when any configuration did not do what it is expected to do.
     """
-    from harness.spec_run import run_suite, table
-    from harness.tlc import TlcUnavailable
+    options = dict(locals())
+    from aegis.spec_cmd import spec_command
 
-    try:
-        report = run_suite(quick, config or None, parallel=parallel, console=None if as_json else err)
-    except (TlcUnavailable, KeyError) as exc:
-        err.print(f"[red]{exc}[/]")
-        raise typer.Exit(2) from None
-    if as_json:
-        sys.stdout.write(json.dumps(report) + "\n")
-    else:
-        Console().print(table(report))
-        for bad in report["unexpected"]:
-            err.print(f"[red]{bad['config']}: {bad['reason']}[/]")
-    raise typer.Exit(1 if report["unexpected"] else 0)
+    spec_command(**options)
 
 
 @app.command("trace-check")
@@ -197,37 +140,10 @@ def trace_check(
     Exits 0 when every event is explained (validated), 1 when the trace is rejected (an unexplained line, an
     empty or one-sided trace) or TLC ran out of --timeout (incomplete), 2 when it cannot be read.
     """
-    from harness.tlc import TlcUnavailable
-    from harness.trace_check import TraceCheckError, check_trace
-    from sdk.trace_events import TraceError
+    options = dict(locals())
+    from aegis.spec_cmd import trace_check_command
 
-    try:
-        verdict = check_trace(trace, timeout=timeout, workers=workers)
-    except TraceError as exc:
-        err.print(f"[red]{trace}: {exc}[/]", soft_wrap=True)
-        raise typer.Exit(2) from None
-    except (TlcUnavailable, TraceCheckError) as exc:
-        err.print(f"[red]{exc}[/]", soft_wrap=True)
-        raise typer.Exit(2) from None
-    if as_json:
-        sys.stdout.write(json.dumps({"trace": str(trace), **verdict.summary()}) + "\n")
-    elif verdict.accepted:
-        Console().print(
-            f"[green]validated[/]: all {verdict.events} events are a behaviour of the spec"
-            f" ({verdict.checked} given to TLC, the rest implied; {verdict.seconds:.1f} s)"
-        )
-    elif verdict.first_bad_line is not None:
-        event = verdict.first_bad_event
-        shown = event.model_dump_json(exclude_none=True) if event else ""
-        Console().print(
-            f"[red]rejected[/] at line {verdict.first_bad_line}: no behaviour of the spec explains it "
-            f"(the {verdict.explained} events before it are explained)\n  {shown}",
-            soft_wrap=True,
-        )
-    else:
-        color = "red" if verdict.result == "rejected" else "yellow"
-        Console().print(f"[{color}]{verdict.result}[/]: {verdict.reason}", soft_wrap=True)
-    raise typer.Exit(0 if verdict.accepted else 1)
+    trace_check_command(**options)
 
 
 @app.command()
@@ -288,42 +204,10 @@ def campaign(
     fault class's gap budget, split brain, lost events, commands processed twice, a rejected trace, ...), 2
     for a bad campaign file.
     """
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    options = dict(locals())
+    from aegis.campaign_cmd import campaign_command
 
-    from harness.campaign import run_campaign
-    from harness.campaign_report import markdown as campaign_md
-    from harness.campaign_report import write_report as write_campaign
-    from harness.campaign_spec import CampaignError, load_campaign
-
-    try:
-        spec = load_campaign(file)
-    except CampaignError as exc:
-        err.print(f"[red]{exc}[/]", soft_wrap=True)
-        raise typer.Exit(2) from None
-    columns = (
-        TextColumn(spec.name),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total} {task.description}"),
-    )
-    with Progress(*columns, TimeElapsedColumn(), console=err, transient=True) as bar:
-        task = bar.add_task("", total=spec.runs)
-        report = run_campaign(
-            spec,
-            progress=lambda done, total, what: bar.update(task, completed=done, description=what),
-            trace_out=None if out is None else out / f"{spec.name}-trace.ndjson.gz",
-        )
-    if out is not None:
-        paths = write_campaign(report, out)
-        err.print("wrote " + ", ".join(str(p) for p in paths))
-    if as_json:
-        compact = {k: v for k, v in report.items() if k != "timeline"}
-        sys.stdout.write(json.dumps(compact) + "\n")
-    else:
-        from rich.markdown import Markdown
-
-        Console().print(Markdown(campaign_md(report)))
-    if report["expectations_broken"]:
-        raise typer.Exit(1)
+    campaign_command(**options)
 
 
 @app.command()
@@ -337,29 +221,10 @@ def render(
     The pages embed BokehJS, so they open on hosts without internet. A simulator report takes its predicted
     failover samples from ``sim-predicted-failover.json`` beside it.
     """
-    from harness.campaign_report import html as campaign_html
-    from harness.campaign_report import markdown as campaign_md
-    from sim.report import PREDICTED_NAME, render_html
+    options = dict(locals())
+    from aegis.reports_cmd import render_command
 
-    try:
-        data = json.loads(report.read_text())
-    except (OSError, ValueError) as exc:
-        err.print(f"[red]cannot read {report}: {exc}[/]")
-        raise typer.Exit(2) from None
-    if isinstance(data, dict) and "campaign" in data:
-        written = [report.with_suffix(".md"), report.with_suffix(".html")]
-        written[0].write_text(campaign_md(data))
-        written[1].write_text(campaign_html(data))
-    elif isinstance(data, dict) and "by_mix" in data:
-        predicted = report.parent / PREDICTED_NAME
-        if predicted.exists():
-            data = {**data, "predicted_failover": json.loads(predicted.read_text())}
-        written = [report.with_suffix(".html")]
-        written[0].write_text(render_html(data))
-    else:
-        err.print(f"[red]{report} is neither a campaign report nor a simulator report (sim-*.json)[/]")
-        raise typer.Exit(2)
-    err.print("wrote " + ", ".join(str(p) for p in written))
+    render_command(**options)
 
 
 @app.command()
@@ -375,28 +240,10 @@ def figures(
 
     Rewrites the files in place (= `make reports`); with --check lists stale blocks and exits 1 if any.
     """
-    from harness.figures import FiguresError, targets
-    from harness.figures import check as stale_blocks
-    from harness.figures import write as write_figures
+    options = dict(locals())
+    from aegis.reports_cmd import figures_command
 
-    paths = list(files) if files else targets()
-    try:
-        if check:
-            stale = [(p, b) for p in paths for b in stale_blocks(p)]
-            for p, b in stale:
-                err.print(
-                    f"{p}:{b.line}: figures:{b.name} disagrees with {', '.join(b.sources)}", soft_wrap=True
-                )
-            if stale:
-                err.print("run `make reports` (= `aegis figures`) to re-render them")
-                raise typer.Exit(1)
-            err.print(f"all figures blocks in {len(paths)} files agree with their JSON")
-            return
-        changed = write_figures(paths)
-    except FiguresError as exc:
-        err.print(f"[red]{exc}[/]", soft_wrap=True)
-        raise typer.Exit(2) from None
-    err.print("rewrote " + (", ".join(str(p) for p in changed) if changed else "nothing (all current)"))
+    figures_command(**options)
 
 
 def main() -> None:  # pragma: no cover - console script shim

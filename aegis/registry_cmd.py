@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+import typer
+from rich.console import Console
 from rich.table import Table
 
 from sdk.config import load_settings
@@ -21,6 +24,8 @@ from sdk.registry import Registry
 from sdk.schema import EffectiveConfig, ServiceInstance
 
 T = TypeVar("T")
+
+err = Console(stderr=True)
 
 
 def _run(servers: list[str] | None, job: Callable[[ConnectionPool], Awaitable[T]]) -> T:
@@ -89,3 +94,38 @@ def config_table(cfg: EffectiveConfig) -> Table:
     for name, item in cfg.settings.items():
         table.add_row(name, json.dumps(item.value), item.source)
     return table
+
+
+def server_list(servers: str | None) -> list[str] | None:
+    """``--servers``: comma-separated NATS URLs, or None (the SDK settings decide)."""
+    return [u.strip() for u in servers.split(",") if u.strip()] if servers else None
+
+
+def instances_command(service: str | None = None, servers: str | None = None, as_json: bool = False) -> None:
+    """``aegis instances``: the table, or the records as one JSON list; exit 2 when the registry is unreachable."""
+    from sdk.errors import AegisError
+
+    try:
+        found = list_instances(server_list(servers), service)
+    except AegisError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    if as_json:
+        sys.stdout.write(json.dumps([r.model_dump(mode="json") for r in found]) + "\n")
+        return
+    Console().print(instances_table(found))
+
+
+def config_command(service: str, instance: str, servers: str | None = None, as_json: bool = False) -> None:
+    """``aegis config``: the table, or the EffectiveConfig as JSON; exit 2 when it cannot be fetched."""
+    from sdk.errors import AegisError
+
+    try:
+        cfg = instance_config(server_list(servers), service, instance)
+    except AegisError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    if as_json:
+        sys.stdout.write(cfg.model_dump_json() + "\n")
+        return
+    Console().print(config_table(cfg))

@@ -2,7 +2,7 @@
 
 Every election step the SDK takes is one NDJSON line, and each line names the step of the TLA+ spec
 (``spec/tla/Lease.tla``) it performs, so a trace can be checked against the spec with TLC
-(``aegis trace-check FILE``, :mod:`harness.trace_check`). A trace may start with one header line
+(``aegis trace-check FILE``, :mod:`spec.trace_check`). A trace may start with one header line
 ``{"params": {...}}`` (:class:`TraceParams`): the lease settings the instances ran with.
 
 Example::

@@ -12,8 +12,8 @@ from typing import IO, Any
 
 import pytest
 
-from harness.cluster import LocalCluster
-from harness.processes import spawn
+from harness.cluster.local import LocalCluster
+from harness.cluster.processes import spawn
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC_QUICK_TIMEOUT_S = 900.0

@@ -9,8 +9,7 @@ from typing import Any
 
 import pytest
 
-from harness.campaign import _broken
-from harness.campaign_report import (
+from harness.campaign.report import (
     DEFAULT_BUDGET,
     broken_promises,
     budget_breaks,
@@ -19,7 +18,8 @@ from harness.campaign_report import (
     html,
     markdown,
 )
-from harness.campaign_spec import DEFAULT_BUDGET_S, Campaign, CampaignError, load_campaign
+from harness.campaign.runner import _broken
+from harness.campaign.schema import DEFAULT_BUDGET_S, Campaign, CampaignError, load_campaign
 
 ROOT = Path(__file__).resolve().parent.parent
 CAMPAIGNS = ROOT / "harness" / "campaigns"

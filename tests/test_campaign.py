@@ -11,10 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.campaign import _attribute_split_brain
-from harness.campaign_report import by_class, html, ks_distance, markdown
-from harness.campaign_spec import CampaignError, load_campaign
-from harness.checkers import (
+from harness.campaign.checkers import (
     Call,
     Hit,
     duplicate_commands,
@@ -23,6 +20,9 @@ from harness.checkers import (
     lost_events,
     split_brain,
 )
+from harness.campaign.report import by_class, html, ks_distance, markdown
+from harness.campaign.runner import _attribute_split_brain
+from harness.campaign.schema import CampaignError, load_campaign
 
 ROOT = Path(__file__).resolve().parent.parent
 CAMPAIGNS = ROOT / "harness" / "campaigns"

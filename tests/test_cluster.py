@@ -1,4 +1,4 @@
-"""harness.cluster against real nats-server processes (127.0.0.1 only)."""
+"""harness.cluster.local against real nats-server processes (127.0.0.1 only)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from typing import Any
 import nats
 import pytest
 
-from harness.cluster import ClusterError, LocalCluster, find_nats_server
+from harness.cluster.local import ClusterError, LocalCluster, find_nats_server
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -199,7 +199,7 @@ def test_pause_and_resume(cluster: LocalCluster) -> None:
 
 CHILD = """
 import json, sys, threading, time
-from harness.cluster import LocalCluster, install_signal_cleanup
+from harness.cluster.local import LocalCluster, install_signal_cleanup
 
 mode = sys.argv[1]
 if mode == "sigterm":

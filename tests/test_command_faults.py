@@ -1,5 +1,5 @@
 """Command workers killed and paused mid-command, on the real 3-node cluster with real worker processes
-(``python -m harness.command_worker``): every command completes exactly once across workers, although some
+(``python -m harness.campaign.command_worker``): every command completes exactly once across workers, although some
 start twice; without the cross-worker record (a test-only worker), a paused worker completes one twice."""
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.checkers import duplicate_commands
-from harness.cluster import LocalCluster
-from harness.nemesis import AsyncNemesis, Fault, Nemesis, NemesisError
-from harness.workload import CommandWorkload
+from harness.campaign.checkers import duplicate_commands
+from harness.campaign.workload import CommandWorkload
+from harness.cluster.local import LocalCluster
+from harness.faults.nemesis import AsyncNemesis, Fault, Nemesis, NemesisError
 from sdk.config import load_settings
 from sdk.connection import ConnectionPool
 

@@ -20,8 +20,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from harness.cluster import LocalCluster
-from harness.firewall import Endpoint, Firewall, FirewallUnavailable
+from harness.cluster.local import LocalCluster
+from harness.faults.firewall import Endpoint, Firewall, FirewallUnavailable
 from sdk import wire
 from sdk.commands import DONE, CommandWorker, ensure_command_stream, record_key
 from sdk.config import load_settings

@@ -17,7 +17,7 @@ from nats.js import api
 from nats.js.errors import APIError, NotFoundError
 from pydantic import BaseModel
 
-from harness.cluster import LocalCluster
+from harness.cluster.local import LocalCluster
 from sdk import wire
 from sdk.config import load_settings
 from sdk.connection import ConnectionPool

@@ -3,7 +3,7 @@ instance, all instances down, the election stream's leader node killed; and a sh
 
 Each test runs its own ledger group (unique service name) as ``python -m harness.demo serve-active``
 subprocesses, with a sticky client calling back to back and a prober calling every instance directly
-(:class:`harness.failover.FailoverRig`). Gaps are printed (and measured for real in ``reports/failover.md``),
+(:class:`harness.campaign.failover.FailoverRig`). Gaps are printed (and measured for real in ``reports/failover.md``),
 not asserted beyond sanity bounds; safety (no split brain, no epoch regression) is asserted.
 """
 
@@ -25,11 +25,10 @@ from pathlib import Path
 import pytest
 
 from aegis.stats import percentile
-from harness.checkers import Call, Hit, epoch_regressions, longest_gap, split_brain
-from harness.cluster import LocalCluster
-from harness.demo import BookRequest
-from harness.failover import FailoverRig
-from harness.trace_check import check_trace
+from harness.campaign.checkers import Call, Hit, epoch_regressions, longest_gap, split_brain
+from harness.campaign.failover import FailoverRig
+from harness.cluster.local import LocalCluster
+from harness.demo.services import BookRequest
 from sdk.errors import NotFound, ServiceUnavailable
 from sdk.kv_types import KeyState
 from sdk.registry import Registry
@@ -38,6 +37,7 @@ from sdk.single_active import ensure_election_bucket
 from sdk.sticky import StickyClient
 from sdk.trace_events import Action as TraceAction
 from sdk.trace_events import TraceWriter
+from spec.trace_check import check_trace
 
 ROOT = Path(__file__).resolve().parent.parent
 UNFENCED = "tests.unfenced_instance"

@@ -1,6 +1,6 @@
 """The figure tables of README.md, docs/ and reports/rpc-overhead.md agree with the JSON they cite (no cluster).
 
-``harness/figures.py`` renders every ``<!-- figures:NAME source=... -->`` block from its JSON; these tests fail
+``aegis/figures.py`` renders every ``<!-- figures:NAME source=... -->`` block from its JSON; these tests fail
 when a committed file disagrees with its JSON (fix: ``make reports``), and show that they can fail.
 """
 
@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from aegis.cli import app
-from harness.figures import REPO, FiguresError, blocks, check, p99_or_max, render, targets, write
+from aegis.figures import REPO, FiguresError, blocks, check, p99_or_max, render, targets, write
 
 EXPECTED = {
     "README.md": {"failover", "sim", "campaign-classes", "campaign-totals", "bench"},

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.cluster import LocalCluster
-from harness.demo import BookRequest
-from harness.firewall import allocate_gids
-from harness.nemesis import Fault, Nemesis
-from harness.processes import spawn
+from harness.cluster.gids import allocate_gids
+from harness.cluster.local import LocalCluster
+from harness.cluster.processes import spawn
+from harness.demo.services import BookRequest
+from harness.faults.nemesis import Fault, Nemesis
 from sdk import wire
 from sdk.codec import decode
 from sdk.config import load_settings
@@ -41,7 +41,7 @@ CUT_S = 2.0
 
 class Instances:
     """Ledger instances as real processes (``python -m harness.demo serve-active``), each with its own gid so
-    the nemesis can cut its traffic: the nemesis's :class:`~harness.nemesis.InstanceControl`."""
+    the nemesis can cut its traffic: the nemesis's :class:`~harness.faults.nemesis.InstanceControl`."""
 
     def __init__(self, urls: list[str], service: str, names: Sequence[str]) -> None:
         self.urls, self.service = urls, service

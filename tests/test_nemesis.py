@@ -17,10 +17,11 @@ from typing import Any
 
 import pytest
 
-from harness.cluster import ClusterError, LocalCluster, placement_problem
-from harness.firewall import Endpoint, Firewall, FirewallUnavailable, allocate_gids, local_ports_to
-from harness.nemesis import AsyncNemesis, Fault, InstanceControl, Nemesis
-from harness.processes import spawn
+from harness.cluster.gids import allocate_gids
+from harness.cluster.local import ClusterError, LocalCluster, placement_problem
+from harness.cluster.processes import spawn
+from harness.faults.firewall import Endpoint, Firewall, FirewallUnavailable, local_ports_to
+from harness.faults.nemesis import FAULT_KINDS, AsyncNemesis, Fault, InstanceControl, Nemesis
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -448,6 +449,12 @@ def test_one_way_cut_drops_only_what_the_sender_sends() -> None:
         client.close()
         lst.close()
     assert fw.table not in _tables()
+
+
+def test_every_fault_kind_has_its_handler() -> None:
+    """The nemesis dispatches on a table, kind -> handler; no kind is left without one, none is extra."""
+    assert sorted(Nemesis.HANDLERS) == sorted(FAULT_KINDS)
+    assert all(callable(h) for h in Nemesis.HANDLERS.values())
 
 
 def test_firewall_unavailable_without_nft() -> None:

@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from harness.cluster import LocalCluster
-from harness.processes import spawn
+from harness.cluster.local import LocalCluster
+from harness.cluster.processes import spawn
 from sdk import wire
 from sdk.config import load_settings
 from sdk.connection import ConnectionPool

@@ -13,7 +13,7 @@ import time
 import uuid
 from typing import Any
 
-from harness.cluster import LocalCluster
+from harness.cluster.local import LocalCluster
 from sdk.config import load_settings
 from sdk.connection import ConnectionLost, ConnectionPool
 from sdk.errors import AegisError, RpcTimeout, ServiceUnavailable

@@ -15,7 +15,6 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from aegis.stats import percentile
-from harness.trace_check import check_trace
 from sdk.election import Election, ElectionParams
 from sdk.trace_events import Action as TA
 from sdk.trace_events import read_trace
@@ -24,6 +23,7 @@ from sim.controls import CONTROLS, NoFencingElection, NoStepDownElection, contro
 from sim.faults import MIXES, Fault, plan_faults
 from sim.report import write_reports
 from sim.run import RunConfig, RunResult, run
+from spec.trace_check import check_trace
 
 ROOT = Path(__file__).resolve().parent.parent
 AEGIS = [sys.executable, "-m", "aegis.cli"]

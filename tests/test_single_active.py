@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from harness.cluster import LocalCluster
+from harness.cluster.local import LocalCluster
 from sdk import wire
 from sdk.config import load_settings
 from sdk.connection import ConnectionPool

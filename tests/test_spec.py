@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from harness.spec_run import (
+from spec.suite import (
     MUTANTS,
     SPEC_DIR,
     SPEC_MODULE,
@@ -18,7 +18,7 @@ from harness.spec_run import (
     name_temporal,
     select_configs,
 )
-from harness.tlc import parse_output, tlc_jar
+from spec.tlc import parse_output, tlc_jar
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-import harness.campaign
-import harness.campaign_report
-import harness.checkers
-import harness.failover
+import harness.campaign.checkers
+import harness.campaign.failover
+import harness.campaign.report
+import harness.campaign.runner
 import sim.campaign
 import sim.run
 from aegis.stats import MIN_P99_SAMPLES, p99_text, percentile, recorded, spread_text, summary
@@ -54,10 +54,10 @@ def test_the_simulator_and_the_harness_share_the_one_definition() -> None:
     from aegis import stats
 
     assert sim.campaign.percentile is stats.percentile
-    assert harness.campaign.percentile is stats.percentile
-    assert harness.campaign_report.percentile is stats.percentile
-    assert harness.failover.percentile is stats.percentile
-    assert not hasattr(harness.checkers, "percentile")  # no second definition left behind
+    assert harness.campaign.runner.percentile is stats.percentile
+    assert harness.campaign.report.percentile is stats.percentile
+    assert harness.campaign.failover.percentile is stats.percentile
+    assert not hasattr(harness.campaign.checkers, "percentile")  # no second definition left behind
     assert sim.run.percentile is stats.percentile
 
 
@@ -125,8 +125,8 @@ def test_failover_report_prints_sample_counts() -> None:
         "seed": 1,
         "took_s": 1.0,
     }
-    md = harness.failover.markdown(report)
+    md = harness.campaign.failover.markdown(report)
     assert "| failover (kill -9) | p50 740 ms, max 790 ms (10 samples) |" in md
     assert "| failover (graceful) | - |" in md
     del report["failover_samples"]  # a report recorded before the key: counted from failover_gaps_s
-    assert "max 790 ms (10 samples)" in harness.failover.markdown(report)
+    assert "max 790 ms (10 samples)" in harness.campaign.failover.markdown(report)

@@ -1,4 +1,4 @@
-"""harness.tlc runs java as a child that cannot outlive us, and kills it on a timeout."""
+"""spec.tlc runs java as a child that cannot outlive us, and kills it on a timeout."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.tlc import run_tlc
+from spec.tlc import run_tlc
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,7 +27,7 @@ Next == x < 100000000 /\\ x' = x + 1
 _PARENT = r"""
 import sys
 from pathlib import Path
-from harness.tlc import run_tlc
+from spec.tlc import run_tlc
 run_tlc(Path(sys.argv[1]), Path(sys.argv[2]), deadlock=False, heap="256m")
 """
 

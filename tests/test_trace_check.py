@@ -9,7 +9,6 @@ import pytest
 from typer.testing import CliRunner
 
 from aegis.cli import app
-from harness.trace_check import check, check_trace, compact, cut_windows, outage_windows, up_lines
 from sdk.trace_events import (
     Action,
     KeyKind,
@@ -20,6 +19,7 @@ from sdk.trace_events import (
     parse_trace,
     read_trace,
 )
+from spec.trace_check import check, check_trace, compact, cut_windows, outage_windows, up_lines
 
 TRACES = Path(__file__).resolve().parent.parent / "spec" / "traces"
 VALID = TRACES / "valid_failover.ndjson"
@@ -270,8 +270,8 @@ def test_a_probe_that_saw_the_key_move_restarts_the_timer(tmp_path: Path) -> Non
 
 def test_revisions_are_compressed_keeping_order_and_small_gaps() -> None:
     """A trace from a busy bucket (revisions 70, 72, 76, 900): same order, gaps capped, epochs mapped alike."""
-    from harness.trace_check import compress_revisions
     from sdk.trace_events import Action, KeyKind, Trace, TraceEvent, TraceParams
+    from spec.trace_check import compress_revisions
 
     events = (
         TraceEvent(instance="a", action=Action.START, rev=0, kind=KeyKind.ABSENT, local=0, wall=1),

@@ -5,7 +5,7 @@ change: every :class:`~sdk.single_active.SingleActiveService` uses :class:`Unfen
 ``serving()`` stays True once the instance was active: it ignores its serving deadline and lost
 compare-and-sets. A paused active therefore wakes up and keeps answering exclusive calls under its old epoch
 after its successor took over: a real split brain, made by real processes, that the prober and
-:func:`harness.checkers.split_brain` must report. Nothing shipped can switch fencing off; only this module
+:func:`harness.campaign.checkers.split_brain` must report. Nothing shipped can switch fencing off; only this module
 (under ``tests/``) does, by replacing the class attribute before the demo starts.
 """
 
@@ -24,7 +24,7 @@ class UnfencedElection(Election):
 
 
 def main() -> None:
-    from harness import demo
+    from harness.demo import services as demo
 
     SingleActiveService.election_class = UnfencedElection
     demo.main()

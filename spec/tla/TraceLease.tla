@@ -2,7 +2,7 @@
 (***************************************************************************)
 (* Trace validation: does some behaviour of Lease produce this trace?      *)
 (*                                                                         *)
-(* `harness/trace_check.py` turns an NDJSON trace (sdk/trace_events.py)    *)
+(* `spec/trace_check.py` turns an NDJSON trace (sdk/trace_events.py)       *)
 (* into the module TraceData: `Trace`, a sequence of records               *)
 (*   [line, i, a, op, rev, ep, kind, now, lc]  (kind "any": not logged)    *)
 (* with times already in ticks (`now`, from wall time) and local units     *)

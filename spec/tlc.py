@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from harness.processes import spawn
+from harness.cluster.processes import spawn
 
 Status = Literal["pass", "invariant", "property", "temporal", "deadlock", "error"]
 
@@ -142,7 +142,7 @@ def run_tlc(
     ``deadlock=False`` passes ``-deadlock`` (TLC then does not report a state without successors).
     Raises :class:`TlcUnavailable` when java or the jar is missing and ``subprocess.TimeoutExpired``
     after ``timeout`` seconds (java is killed and reaped first). Java is started with
-    :func:`harness.processes.spawn`: the kernel kills it when this process dies, even by ``kill -9``.
+    :func:`harness.cluster.processes.spawn`: the kernel kills it when this process dies, even by ``kill -9``.
     """
     with tempfile.TemporaryDirectory(prefix="aegis-tlc-") as meta:
         # java.io.tmpdir: TLC unpacks its standard modules there; keeps parallel runs apart.
@@ -162,7 +162,7 @@ def run_tlc(
 
 
 def _run_java(cmd: list[str], cwd: Path, timeout: float | None) -> tuple[str, str, int]:
-    """Run TLC's java as a child that dies with us (:func:`harness.processes.spawn`, ``PR_SET_PDEATHSIG``).
+    """Run TLC's java as a child that dies with us (:func:`harness.cluster.processes.spawn`, ``PR_SET_PDEATHSIG``).
 
     Returns (stdout, stderr, exit code). On ``timeout`` (and on any other way out, e.g. Ctrl-C) the java
     process is killed and waited for before this returns or raises, so the temporary state directory can

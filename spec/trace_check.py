@@ -54,9 +54,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
-from harness.spec_run import SPEC_DIR
-from harness.tlc import run_tlc
 from sdk.trace_events import Action, KeyKind, Op, Trace, TraceEvent, read_trace
+from spec.suite import SPEC_DIR
+from spec.tlc import run_tlc
 
 TICK_S = 0.001  # one tick of real time
 RATE = 1000  # local units per tick: one unit is a microsecond

@@ -40,9 +40,9 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from harness.tlc import TlcResult, run_tlc
+from spec.tlc import TlcResult, run_tlc
 
-SPEC_DIR = Path(__file__).resolve().parent.parent / "spec" / "tla"
+SPEC_DIR = Path(__file__).resolve().parent / "tla"
 SPEC_MODULE = "Lease.tla"
 
 

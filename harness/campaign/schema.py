@@ -31,7 +31,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from harness.nemesis import FAULT_KINDS, PARTITION_KINDS, FaultKind
+from harness.faults.nemesis import FAULT_KINDS, PARTITION_KINDS, FaultKind
 
 DEFAULT_BUDGET_S = 2.0
 """The client-visible gap every fault class is held to (p99 and max) unless its budget says more, with a

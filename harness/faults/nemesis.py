@@ -1,7 +1,7 @@
 """The nemesis: faults on real SDK processes, ``nats-server`` nodes and the network, as data.
 
 A :class:`Fault` says *what* (``kind``), *to whom* (``target``), for *how long* (``duration_s``); the
-:class:`Nemesis` applies it to a :class:`~harness.cluster.LocalCluster` and to SDK instances reached
+:class:`Nemesis` applies it to a :class:`~harness.cluster.local.LocalCluster` and to SDK instances reached
 through the small :class:`InstanceControl` protocol (the campaign runner implements it; this module
 does not import the failover rig), heals it, and records every step as a :class:`FaultEvent`
 (monotonic and wall time, resolved target, details such as pids, old/new stream leader, nft chain).
@@ -51,7 +51,7 @@ Example::
         nem.close()                    # heal_all() + drop the nft table
     events = nem.events
 
-The order and timing of faults is the campaign's (:mod:`harness.campaign_spec`), not the nemesis'.
+The order and timing of faults is the campaign's (:mod:`harness.campaign.schema`), not the nemesis'.
 """
 
 from __future__ import annotations
@@ -66,10 +66,10 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, Protocol, get_args, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol, get_args, runtime_checkable
 
-from harness.cluster import ClusterError, LocalCluster, NodeInfo
-from harness.firewall import (
+from harness.cluster.local import ClusterError, LocalCluster, NodeInfo
+from harness.faults.firewall import (
     Cut,
     Endpoint,
     Firewall,
@@ -120,6 +120,8 @@ WORKER_TRIES = 5
 DEFAULT_STREAM = "KV_aegis_election"
 
 Phase = Literal["apply", "heal", "skip", "error"]
+Applied = tuple[str, Callable[[], dict[str, Any]] | None, dict[str, Any]]
+"""What a fault handler returns: the resolved target, how to heal it (None: nothing to heal), the details."""
 
 
 class NemesisError(RuntimeError):
@@ -287,7 +289,7 @@ class Nemesis:
     """Applies and heals :class:`Fault` s on a cluster and a set of SDK instances; records everything.
 
     Thread-safe (one fault operation at a time). ``seed`` seeds the RNG that resolves ``"random"``
-    targets at apply time. ``firewall``: ``"auto"`` creates a :class:`~harness.firewall.Firewall`
+    targets at apply time. ``firewall``: ``"auto"`` creates a :class:`~harness.faults.firewall.Firewall`
     (``nft``: its binary) and, when that is impossible, disables only the partition faults
     (:attr:`partition_unavailable` says why); a given Firewall is used (and closed by :meth:`close`);
     None disables partitions. ``workers``: the command worker processes the ``worker-*`` faults act on.
@@ -537,177 +539,206 @@ class Nemesis:
 
     # ---------------------------------------------------------------- the faults
 
-    def _do(self, f: Fault) -> tuple[str, Callable[[], dict[str, Any]] | None, dict[str, Any]]:
-        """Perform ``f``; return (resolved target, undo or None, details)."""
+    def _do(self, f: Fault) -> Applied:
+        """Perform ``f`` with its kind's handler (:attr:`HANDLERS`); return (resolved target, undo or None,
+        details)."""
+        handler = self.HANDLERS.get(f.kind)
+        if handler is None:  # pragma: no cover - every FaultKind has one (tests/test_nemesis.py)
+            raise NemesisError(f"fault kind {f.kind!r} not implemented")
+        return handler(self, f)
+
+    # -- instances: SIGKILL / SIGTERM (heal: restart it), SIGSTOP (heal: SIGCONT)
+
+    def _running_instance(self, f: Fault) -> tuple[InstanceControl, str, int]:
+        ic = self._need_instances()
+        name = self._instance(f.target)
+        pid = ic.pid(name)
+        if pid is None:
+            raise NemesisError(f"instance {name} is not running")
+        return ic, name, pid
+
+    def _instance_kill(self, f: Fault) -> Applied:
+        ic, name, pid = self._running_instance(f)
+        ic.kill(name)
+        return (
+            name,
+            lambda: (ic.restart(name), {"pid": ic.pid(name)})[1],
+            {"pid": pid, "signal": "SIGKILL"},
+        )
+
+    def _instance_stop(self, f: Fault) -> Applied:
+        ic, name, pid = self._running_instance(f)
+        ic.signal(name, signal.SIGTERM)
+        return (
+            name,
+            lambda: (ic.restart(name), {"pid": ic.pid(name)})[1],
+            {"pid": pid, "signal": "SIGTERM"},
+        )
+
+    def _instance_pause(self, f: Fault) -> Applied:
+        ic, name, pid = self._running_instance(f)
+        ic.signal(name, signal.SIGSTOP)
+
+        def cont() -> dict[str, Any]:
+            ic.signal(name, signal.SIGCONT)
+            return {"pid": pid, "signal": "SIGCONT"}
+
+        return name, cont, {"pid": pid, "signal": "SIGSTOP"}
+
+    # -- nats-server nodes
+
+    def _node_kill(self, f: Fault) -> Applied:
+        """``node-kill``, and ``stream-leader-kill`` (whose ``"random"`` target is the stream's leader)."""
         c = self.cluster
-        k = f.kind
-        if k in INSTANCE_KINDS:
-            ic = self._need_instances()
-            name = self._instance(f.target)
-            pid = ic.pid(name)
-            if pid is None:
-                raise NemesisError(f"instance {name} is not running")
-            if k == "instance-kill":
-                ic.kill(name)
-                return (
-                    name,
-                    lambda: (ic.restart(name), {"pid": ic.pid(name)})[1],
-                    {"pid": pid, "signal": "SIGKILL"},
-                )
-            if k == "instance-stop":
-                ic.signal(name, signal.SIGTERM)
-                return (
-                    name,
-                    lambda: (ic.restart(name), {"pid": ic.pid(name)})[1],
-                    {"pid": pid, "signal": "SIGTERM"},
-                )
-            ic.signal(name, signal.SIGSTOP)
+        target = f.target
+        if f.kind == "stream-leader-kill" and target == "random":
+            target = "stream-leader"
+        n = self._node(target, f.stream)
+        status = c.kill(n.name)
 
-            def cont() -> dict[str, Any]:
-                ic.signal(name, signal.SIGCONT)
-                return {"pid": pid, "signal": "SIGCONT"}
+        def restart() -> dict[str, Any]:
+            info = c.restart(n.name)
+            return {"pid": info.pid}
 
-            return name, cont, {"pid": pid, "signal": "SIGSTOP"}
+        details: dict[str, Any] = {"pid": n.pid, "exit": status}
+        if f.kind == "stream-leader-kill":
+            details["stream"] = f.stream or self.stream
+        return n.name, restart, details
 
-        if k in WORKER_KINDS:
-            return self._worker_fault(f)
+    def _node_pause(self, f: Fault) -> Applied:
+        c = self.cluster
+        n = self._node(f.target, f.stream)
+        c.pause(n.name)
 
-        if k in {"node-kill", "stream-leader-kill"}:
-            target = f.target
-            if k == "stream-leader-kill" and target == "random":
-                target = "stream-leader"
-            n = self._node(target, f.stream)
-            status = c.kill(n.name)
+        def resume() -> dict[str, Any]:
+            c.resume(n.name)
+            return {"pid": n.pid}
 
-            def restart() -> dict[str, Any]:
-                info = c.restart(n.name)
-                return {"pid": info.pid}
+        return n.name, resume, {"pid": n.pid}
 
-            details: dict[str, Any] = {"pid": n.pid, "exit": status}
-            if k == "stream-leader-kill":
-                details["stream"] = f.stream or self.stream
-            return n.name, restart, details
+    def _node_lame_duck(self, f: Fault) -> Applied:
+        c = self.cluster
+        n = self._node(f.target, f.stream)
+        c.lame_duck(n.name, wait=False)
+        bound = c.lame_duck_duration_s + c.lame_duck_grace_period_s + self.lame_duck_margin_s
 
-        if k == "node-pause":
-            n = self._node(f.target, f.stream)
-            c.pause(n.name)
+        def back() -> dict[str, Any]:
+            t = self.clock()
+            try:
+                status = c.wait_exit(n.name, bound)
+            except TimeoutError:
+                status = c.kill(n.name)  # recorded: it did not finish lame duck in time
+                status = f"killed after {bound:.0f} s ({status})"
+            waited = self.clock() - t
+            info = c.restart(n.name)
+            return {"exit": status, "exit_wait_s": round(waited, 3), "pid": info.pid}
 
-            def resume() -> dict[str, Any]:
-                c.resume(n.name)
-                return {"pid": n.pid}
+        return n.name, back, {"pid": n.pid, "signal": "SIGUSR2"}
 
-            return n.name, resume, {"pid": n.pid}
+    def _stream_leader_stepdown(self, f: Fault) -> Applied:
+        c = self.cluster
+        stream = f.stream or (
+            f.target.partition(":")[2] if f.target.startswith("stream-leader:") else self.stream
+        )
+        old = c.stream_leader(stream)
+        if old is None:
+            raise NemesisError(f"no node leads stream {stream!r} now")
+        urls = [n.url for n in c.nodes if n.running and not n.paused]
+        answer = stream_step_down(urls, stream)
+        if not answer.get("success"):
+            raise NemesisError(f"step-down of {stream} refused: {answer}")
+        new = None
+        deadline = self.clock() + self.leader_wait_s
+        while self.clock() < deadline:
+            new = c.stream_leader(stream)
+            if new is not None and new != old:
+                break
+            time.sleep(0.05)
+        return old, None, {"stream": stream, "old_leader": old, "new_leader": new}
 
-        if k == "node-lame-duck":
-            n = self._node(f.target, f.stream)
-            c.lame_duck(n.name, wait=False)
-            bound = c.lame_duck_duration_s + c.lame_duck_grace_period_s + self.lame_duck_margin_s
+    # -- partitions (nftables cuts; heal: remove the cut)
 
-            def back() -> dict[str, Any]:
-                t = self.clock()
-                try:
-                    status = c.wait_exit(n.name, bound)
-                except TimeoutError:
-                    status = c.kill(n.name)  # recorded: it did not finish lame duck in time
-                    status = f"killed after {bound:.0f} s ({status})"
-                waited = self.clock() - t
-                info = c.restart(n.name)
-                return {"exit": status, "exit_wait_s": round(waited, 3), "pid": info.pid}
-
-            return n.name, back, {"pid": n.pid, "signal": "SIGUSR2"}
-
-        if k == "stream-leader-stepdown":
-            stream = f.stream or (
-                f.target.partition(":")[2] if f.target.startswith("stream-leader:") else self.stream
-            )
-            old = c.stream_leader(stream)
-            if old is None:
-                raise NemesisError(f"no node leads stream {stream!r} now")
-            urls = [n.url for n in c.nodes if n.running and not n.paused]
-            answer = stream_step_down(urls, stream)
-            if not answer.get("success"):
-                raise NemesisError(f"step-down of {stream} refused: {answer}")
-            new = None
-            deadline = self.clock() + self.leader_wait_s
-            while self.clock() < deadline:
-                new = c.stream_leader(stream)
-                if new is not None and new != old:
-                    break
-                time.sleep(0.05)
-            return old, None, {"stream": stream, "old_leader": old, "new_leader": new}
-
-        # partitions
+    def _partition_node(self, f: Fault) -> Applied:
         fw = self._fw()
-        nodes = c.nodes
-        if k == "partition-node":
-            n = self._node(f.target, f.stream)
-            side_a = [self._route_endpoint(n)]
-            side_b = [self._route_endpoint(m) for m in nodes if m.name != n.name]
-            cut = fw.cut_sets(side_a, side_b)
-            return n.name, self._uncut(cut), {"cut": cut.chain, "isolated": [n.name]}
-        if k == "partition-minority":
-            n = self._node(f.target, f.stream)
-            size = max(1, (len(nodes) - 1) // 2)
-            others = [m.name for m in nodes if m.name != n.name]
-            minority = [n.name, *self.rng.sample(others, size - 1)]
-            side_a = [self._route_endpoint(m) for m in nodes if m.name in minority]
-            side_b = [self._route_endpoint(m) for m in nodes if m.name not in minority]
-            cut = fw.cut_sets(side_a, side_b)
-            majority = [m.name for m in nodes if m.name not in minority]
-            return n.name, self._uncut(cut), {"cut": cut.chain, "minority": minority, "majority": majority}
-        if k == "partition-instance":
-            name = self._instance(f.target)
-            ep, conns = self._instance_endpoint(name, nodes)
-            by_port = {m.client_port: m for m in nodes}
-            if f.peer in (None, "connected"):
-                servers = sorted({by_port[p].name for p in conns.values()})
-                if not servers:
-                    raise NemesisError(f"instance {name} has no connection to any node now")
-            elif f.peer == "all":
-                servers = [m.name for m in nodes]
-            else:
-                servers = [self._node(f.peer).name]
-            srv_eps = [self._client_endpoint(m) for m in nodes if m.name in servers]
-            cut = fw.cut_sets([ep], srv_eps)
-            details: dict[str, Any] = {"cut": cut.chain, "servers": servers, "local_ports": sorted(conns)}
-            if ep.gid is None:
-                details["warning"] = "instance has no gid: only its current connections are cut"
-            return name, self._uncut(cut), details
-        if k == "partition-one-way":
-            src_name = f.target
-            if src_name == "random" or self._is_node(src_name):
-                src_node = self._node(src_name, f.stream)
-                peer = f.peer or self.rng.choice([m.name for m in nodes if m.name != src_node.name])
-                if self._is_node(peer):
-                    dst_node = self._node(peer, f.stream)
-                    cut = fw.cut_one_way(self._route_endpoint(src_node), self._route_endpoint(dst_node))
-                    return (
-                        src_node.name,
-                        self._uncut(cut),
-                        {"cut": cut.chain, "from": src_node.name, "to": dst_node.name, "traffic": "routes"},
-                    )
-                inst = self._instance(peer)
-                ep, conns = self._instance_endpoint(inst, nodes)
-                cut = fw.cut_one_way(self._client_endpoint(src_node), ep)
+        nodes = self.cluster.nodes
+        n = self._node(f.target, f.stream)
+        side_a = [self._route_endpoint(n)]
+        side_b = [self._route_endpoint(m) for m in nodes if m.name != n.name]
+        cut = fw.cut_sets(side_a, side_b)
+        return n.name, self._uncut(cut), {"cut": cut.chain, "isolated": [n.name]}
+
+    def _partition_minority(self, f: Fault) -> Applied:
+        fw = self._fw()
+        nodes = self.cluster.nodes
+        n = self._node(f.target, f.stream)
+        size = max(1, (len(nodes) - 1) // 2)
+        others = [m.name for m in nodes if m.name != n.name]
+        minority = [n.name, *self.rng.sample(others, size - 1)]
+        side_a = [self._route_endpoint(m) for m in nodes if m.name in minority]
+        side_b = [self._route_endpoint(m) for m in nodes if m.name not in minority]
+        cut = fw.cut_sets(side_a, side_b)
+        majority = [m.name for m in nodes if m.name not in minority]
+        return n.name, self._uncut(cut), {"cut": cut.chain, "minority": minority, "majority": majority}
+
+    def _partition_instance(self, f: Fault) -> Applied:
+        fw = self._fw()
+        nodes = self.cluster.nodes
+        name = self._instance(f.target)
+        ep, conns = self._instance_endpoint(name, nodes)
+        by_port = {m.client_port: m for m in nodes}
+        if f.peer in (None, "connected"):
+            servers = sorted({by_port[p].name for p in conns.values()})
+            if not servers:
+                raise NemesisError(f"instance {name} has no connection to any node now")
+        elif f.peer == "all":
+            servers = [m.name for m in nodes]
+        else:
+            servers = [self._node(f.peer).name]
+        srv_eps = [self._client_endpoint(m) for m in nodes if m.name in servers]
+        cut = fw.cut_sets([ep], srv_eps)
+        details: dict[str, Any] = {"cut": cut.chain, "servers": servers, "local_ports": sorted(conns)}
+        if ep.gid is None:
+            details["warning"] = "instance has no gid: only its current connections are cut"
+        return name, self._uncut(cut), details
+
+    def _partition_one_way(self, f: Fault) -> Applied:
+        fw = self._fw()
+        nodes = self.cluster.nodes
+        src_name = f.target
+        if src_name == "random" or self._is_node(src_name):
+            src_node = self._node(src_name, f.stream)
+            peer = f.peer or self.rng.choice([m.name for m in nodes if m.name != src_node.name])
+            if self._is_node(peer):
+                dst_node = self._node(peer, f.stream)
+                cut = fw.cut_one_way(self._route_endpoint(src_node), self._route_endpoint(dst_node))
                 return (
                     src_node.name,
                     self._uncut(cut),
-                    {"cut": cut.chain, "from": src_node.name, "to": inst, "traffic": "client"},
+                    {"cut": cut.chain, "from": src_node.name, "to": dst_node.name, "traffic": "routes"},
                 )
-            inst = self._instance(src_name)
-            if f.peer is None:
-                raise NemesisError("partition-one-way from an instance needs a peer node")
-            dst_node = self._node(f.peer, f.stream)
+            inst = self._instance(peer)
             ep, conns = self._instance_endpoint(inst, nodes)
-            cut = fw.cut_one_way(ep, self._client_endpoint(dst_node))
+            cut = fw.cut_one_way(self._client_endpoint(src_node), ep)
             return (
-                inst,
+                src_node.name,
                 self._uncut(cut),
-                {"cut": cut.chain, "from": inst, "to": dst_node.name, "traffic": "client"},
+                {"cut": cut.chain, "from": src_node.name, "to": inst, "traffic": "client"},
             )
-        raise NemesisError(f"fault kind {k!r} not implemented")  # pragma: no cover
+        inst = self._instance(src_name)
+        if f.peer is None:
+            raise NemesisError("partition-one-way from an instance needs a peer node")
+        dst_node = self._node(f.peer, f.stream)
+        ep, conns = self._instance_endpoint(inst, nodes)
+        cut = fw.cut_one_way(ep, self._client_endpoint(dst_node))
+        return (
+            inst,
+            self._uncut(cut),
+            {"cut": cut.chain, "from": inst, "to": dst_node.name, "traffic": "client"},
+        )
 
-    def _worker_fault(self, f: Fault) -> tuple[str, Callable[[], dict[str, Any]], dict[str, Any]]:
+    # -- command workers
+
+    def _worker_fault(self, f: Fault) -> Applied:
         """``worker-kill`` / ``worker-pause``: stop a worker that holds a command (see the module docstring),
         then kill it or leave it stopped."""
         wc = self.workers
@@ -752,6 +783,24 @@ class Nemesis:
             return {"cut": cut.chain, "dropped_packets": dropped}
 
         return undo
+
+    HANDLERS: ClassVar[Mapping[str, Callable[[Nemesis, Fault], Applied]]] = {
+        "instance-kill": _instance_kill,
+        "instance-pause": _instance_pause,
+        "instance-stop": _instance_stop,
+        "node-kill": _node_kill,
+        "node-pause": _node_pause,
+        "node-lame-duck": _node_lame_duck,
+        "stream-leader-kill": _node_kill,
+        "stream-leader-stepdown": _stream_leader_stepdown,
+        "partition-node": _partition_node,
+        "partition-minority": _partition_minority,
+        "partition-instance": _partition_instance,
+        "partition-one-way": _partition_one_way,
+        "worker-kill": _worker_fault,
+        "worker-pause": _worker_fault,
+    }
+    """Fault kind -> its handler: performs the fault, returns (resolved target, undo or None, details)."""
 
 
 class AsyncNemesis:

@@ -17,13 +17,13 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from harness.cluster import LocalCluster, install_signal_cleanup
-from harness.demo import ACTIVE_SERVICE, SERVICE, DemoClient, StickyDemoClient
-from harness.processes import spawn
+from harness.cluster.local import LocalCluster, install_signal_cleanup
+from harness.cluster.processes import spawn
+from harness.demo.services import ACTIVE_SERVICE, SERVICE, DemoClient, StickyDemoClient
 from sdk.config import load_settings
 from sdk.connection import ConnectionPool
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def start_instances(

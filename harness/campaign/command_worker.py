@@ -1,6 +1,6 @@
-"""A command worker process for the campaign's command workload (:class:`harness.workload.CommandWorkload`).
+"""A command worker process for the campaign's command workload (:class:`harness.campaign.workload.CommandWorkload`).
 
-``python -m harness.command_worker --instance W1 --service S --journal FILE URL [URL ...]`` runs a
+``python -m harness.campaign.command_worker --instance W1 --service S --journal FILE URL [URL ...]`` runs a
 :class:`~sdk.commands.CommandWorker` for ``S.apply`` until SIGTERM (or SIGINT). Its handler takes a random
 ``--work-ms MIN MAX`` milliseconds (default 20-100), so a kill or a pause lands mid-command. It prints
 ``ready`` once it takes commands.
@@ -107,7 +107,7 @@ async def serve(args: argparse.Namespace, worker_cls: type[CommandWorker]) -> No
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m harness.command_worker",
+        prog="python -m harness.campaign.command_worker",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -47,8 +47,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from harness.ports import free_ports
-from harness.processes import spawn
+from harness.cluster.ports import free_ports
+from harness.cluster.processes import spawn
 
 __all__ = [
     "ClusterError",
@@ -329,8 +329,8 @@ class LocalCluster:
             extra_config: verbatim text appended to every node's config (top level).
             jetstream_extra: verbatim text added inside every node's ``jetstream { }`` block.
             node_gids: run each node with its own group id (uid unchanged), exposed as
-                :attr:`NodeInfo.gid`, so :mod:`harness.firewall` can partition it: True picks fresh
-                ids (:func:`harness.firewall.allocate_gids`), a sequence gives one per node. Needs
+                :attr:`NodeInfo.gid`, so :mod:`harness.faults.firewall` can partition it: True picks fresh
+                ids (:func:`harness.cluster.gids.allocate_gids`), a sequence gives one per node. Needs
                 root (setgid); off by default.
         """
         if size < 1:
@@ -358,7 +358,7 @@ class LocalCluster:
         ports = free_ports(3 * size)
         gids: list[int | None] = [None] * size
         if node_gids is True:
-            from harness.firewall import allocate_gids
+            from harness.cluster.gids import allocate_gids
 
             gids = list(allocate_gids(size))
         elif node_gids is not False:

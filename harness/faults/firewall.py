@@ -67,7 +67,6 @@ __all__ = [
     "Firewall",
     "FirewallError",
     "FirewallUnavailable",
-    "allocate_gids",
     "local_ports_to",
     "remove_stale_tables",
     "stale_tables",
@@ -76,8 +75,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 TABLE_PREFIX = "aegis_nemesis_"
-_GID_BASE = 0x5A000000
-"""Our gids: far above any real group, distinct per process (pid) so parallel runs do not share one."""
 
 
 class FirewallError(RuntimeError):
@@ -89,21 +86,8 @@ class FirewallUnavailable(FirewallError):
 
 
 # --------------------------------------------------------------------------------------------------
-# gids and /proc helpers
+# /proc helpers
 # --------------------------------------------------------------------------------------------------
-
-_gid_lock = threading.Lock()
-_gid_counter = itertools.count()
-
-
-def allocate_gids(n: int) -> list[int]:
-    """Return ``n`` group ids not handed out before by this process, for ``Popen(group=...)``.
-
-    They need no ``/etc/group`` entry; they only label sockets so that ``meta skgid`` can match them.
-    """
-    with _gid_lock:
-        base = _GID_BASE + (os.getpid() & 0xFFFF) * 0x1000
-        return [base + (next(_gid_counter) % 0x1000) for _ in range(n)]
 
 
 def _socket_inodes(pid: int) -> set[int]:

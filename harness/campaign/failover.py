@@ -19,7 +19,7 @@ other instances' probes nor the next probes of that same instance (so the first 
 is answer a fresh probe). A connection that failed over to another node (its node was killed) is pinned
 back once that node is up again.
 
-Split brain, as measured here (:func:`harness.checkers.split_brain`): a success from epoch ``e1`` whose *send*
+Split brain, as measured here (:func:`harness.campaign.checkers.split_brain`): a success from epoch ``e1`` whose *send*
 time is after the *receive* time of a success from a newer epoch ``e2 > e1``: the deposed active served after
 its successor had served. The **overlap** the prober must see is that stretch: how long a deposed active
 keeps serving after its successor started serving. Any overlap above ``2 * I / N + 1.5 * RTT`` is seen for
@@ -58,11 +58,11 @@ from pathlib import Path
 from typing import Any
 
 from aegis.stats import MIN_P99_SAMPLES, percentile, recorded, spread_text
-from harness.checkers import Call, Hit, epoch_regressions, longest_gap, split_brain
-from harness.cluster import LocalCluster, install_signal_cleanup
-from harness.demo import ACTIVE_SERVICE, BookRequest
-from harness.firewall import allocate_gids
-from harness.processes import spawn, wait_stopped
+from harness.campaign.checkers import Call, Hit, epoch_regressions, longest_gap, split_brain
+from harness.cluster.gids import allocate_gids
+from harness.cluster.local import LocalCluster, install_signal_cleanup
+from harness.cluster.processes import spawn, wait_stopped
+from harness.demo.services import ACTIVE_SERVICE, BookRequest
 from sdk import wire
 from sdk.codec import decode
 from sdk.config import load_settings
@@ -74,7 +74,7 @@ from sdk.sticky import StickyClient
 from sdk.trace_events import Action as TraceAction
 from sdk.trace_events import Trace, TraceParams, TraceWriter, merge_traces
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 INSTANCES = ("L1", "L2", "L3")
 INSTANCE_MODULE = "harness.demo"
 """The program the rig runs instances with (``python -m INSTANCE_MODULE serve-active ...``)."""

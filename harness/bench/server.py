@@ -1,6 +1,6 @@
 """The responder process of ``aegis bench``: a raw nats-py echo and an SDK service, side by side.
 
-Run as ``python -m harness.bench_server URL``; prints ``ready`` once both listen, exits on stdin EOF.
+Run as ``python -m harness.bench.server URL``; prints ``ready`` once both listen, exits on stdin EOF.
 The two never run at the same time during a measurement, so they do not compete for the CPU.
 
 The SDK service joins the registry as any service does (heartbeat with metrics snapshot every second,

@@ -1,5 +1,5 @@
-"""Campaign workloads besides the sticky calls of :class:`~harness.failover.FailoverRig`: plain RPCs, events and
-commands, each recording its history as :class:`~harness.checkers.Call` records (monotonic send/receive time,
+"""Campaign workloads besides the sticky calls of :class:`~harness.campaign.failover.FailoverRig`: plain RPCs, events and
+commands, each recording its history as :class:`~harness.campaign.checkers.Call` records (monotonic send/receive time,
 outcome, instance, key) for the checkers.
 
 * :class:`RpcWorkload` calls ``quotes.price`` (the demo service, ``python -m harness.demo serve`` processes) at
@@ -7,7 +7,7 @@ outcome, instance, key) for the checkers.
 * :class:`EventWorkload` publishes events with their own ids and retries a failed publish with the same id (the
   stream de-duplicates), while a durable consumer in this process records every id it receives: an id the
   stream acknowledged and nobody received is a lost event.
-* :class:`CommandWorkload` sends commands to worker processes (:mod:`harness.command_worker`) and re-sends a
+* :class:`CommandWorkload` sends commands to worker processes (:mod:`harness.campaign.command_worker`) and re-sends a
   failed one with the same call id (the SDK's idempotency key); the workers journal every handler start and
   every stored outcome: a call id *completed* twice, by any workers, is a duplicate.
 
@@ -32,18 +32,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.checkers import Call
-from harness.command_worker import COMMAND
-from harness.demo import SERVICE, Quote, QuoteRequest
-from harness.firewall import allocate_gids
-from harness.processes import spawn, wait_stopped
+from harness.campaign.checkers import Call
+from harness.campaign.command_worker import COMMAND
+from harness.cluster.gids import allocate_gids
+from harness.cluster.processes import spawn, wait_stopped
+from harness.demo.services import SERVICE, Quote, QuoteRequest
 from sdk.commands import CommandClient
 from sdk.connection import ConnectionPool
 from sdk.errors import AegisError
 from sdk.events import EventBus, EventContext, EventSubscription
 from sdk.rpc import RpcClient
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -177,7 +177,7 @@ class EventWorkload(_Loop):
 
 @dataclass(frozen=True, slots=True)
 class JournalLine:
-    """One line of a command worker's journal (see :mod:`harness.command_worker`)."""
+    """One line of a command worker's journal (see :mod:`harness.campaign.command_worker`)."""
 
     ev: str
     call_id: str
@@ -245,7 +245,7 @@ def _wait_ready(proc: subprocess.Popen[bytes], timeout: float) -> bool:
 
 class CommandWorkload(_Loop):
     """Sends ``rate`` commands per second, each with its own call id, to ``workers`` worker processes
-    (``python -m harness.command_worker``, children that die with this process); a failed send or result is
+    (``python -m harness.campaign.command_worker``, children that die with this process); a failed send or result is
     re-sent with the same call id until ``retry_s`` has passed.
 
     Each worker journals the handler starts and the ends of its runs (:class:`CommandJournals`):
@@ -254,7 +254,7 @@ class CommandWorkload(_Loop):
     call id started twice ran again after its worker was killed or paused mid-command: expected under
     faults). ``completed``: call ids whose result reached this client.
 
-    It is also the nemesis's control of the worker processes (:class:`~harness.nemesis.InstanceControl`
+    It is also the nemesis's control of the worker processes (:class:`~harness.faults.nemesis.InstanceControl`
     plus :meth:`holding`): ``active()`` is a worker that holds a command now, ``kill``/``signal``/``restart``
     act on the processes. Those methods block; the nemesis calls them from its worker thread.
     """
@@ -286,7 +286,7 @@ class CommandWorkload(_Loop):
         self.work_ms = work_ms
         self.timeout = timeout
         self.retry_s = retry_s
-        self.worker_cmd = worker_cmd or [sys.executable, "-m", "harness.command_worker"]
+        self.worker_cmd = worker_cmd or [sys.executable, "-m", "harness.campaign.command_worker"]
         """How to start a worker process (its arguments follow); a test may run a different worker class."""
         self.log_dir = log_dir / f"commands-{self.service}"
         self.log_dir.mkdir(parents=True, exist_ok=True)

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from aegis.stats import MIN_P99_SAMPLES
-from harness.bench import GOALS, ratio_rows
+from harness.bench.runner import GOALS, ratio_rows
 
 REPO = Path(__file__).resolve().parent.parent
 WIDTH = 115  # the README's and docs' line length

@@ -24,7 +24,7 @@ from typing import Any
 from aegis.stats import MIN_P99_SAMPLES, percentile, recorded, spread_text
 
 DEFAULT_BUDGET = {"gap_p99_s": 2.0, "gap_max_s": 2.0, "reason": ""}
-"""A fault class's budget when none is given (:data:`harness.campaign_spec.DEFAULT_BUDGET_S`)."""
+"""A fault class's budget when none is given (:data:`harness.campaign.schema.DEFAULT_BUDGET_S`)."""
 
 
 def ks_distance(a: Sequence[float], b: Sequence[float]) -> float | None:

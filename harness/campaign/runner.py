@@ -1,12 +1,12 @@
 """``aegis campaign FILE``: a Jepsen-style fault campaign on a real local NATS cluster, checked and reported.
 
-The runner is generic; the campaign is data (:mod:`harness.campaign_spec`). It starts a local cluster, the
-single-active ledger group (:class:`~harness.failover.FailoverRig`: real SDK processes writing election
+The runner is generic; the campaign is data (:mod:`harness.campaign.schema`). It starts a local cluster, the
+single-active ledger group (:class:`~harness.campaign.failover.FailoverRig`: real SDK processes writing election
 traces, a sticky client calling back to back, a prober calling every instance directly), optionally quotes
-service processes, and the RPC / event / command workloads (:mod:`harness.workload`). Then, for each fault of
-the seeded schedule: wait a random settle time, inject the fault (:mod:`harness.nemesis`), wait until the
+service processes, and the RPC / event / command workloads (:mod:`harness.campaign.workload`). Then, for each fault of
+the seeded schedule: wait a random settle time, inject the fault (:mod:`harness.faults.nemesis`), wait until the
 sticky client is steady again, heal (restart what was killed, resume what was paused, drop the partition)
-and wait until every instance is back. The checkers (:mod:`harness.checkers`) judge the history; the whole
+and wait until every instance is back. The checkers (:mod:`harness.campaign.checkers`) judge the history; the whole
 merged election trace is checked against the TLA+ spec with TLC (the report's ``trace`` object says how much of
 it, and of the faults, TLC covered within ``trace_budget_s``).
 """
@@ -28,9 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from aegis.stats import percentile
-from harness.campaign_report import budget_breaks, by_class, headline, ks_distance
-from harness.campaign_spec import Campaign, FaultStep
-from harness.checkers import (
+from harness.campaign.checkers import (
     Hit,
     duplicate_commands,
     failed_calls,
@@ -39,22 +37,24 @@ from harness.checkers import (
     lost_events,
     split_brain,
 )
-from harness.cluster import LocalCluster, install_signal_cleanup
-from harness.failover import FailoverRig, RigParams
-from harness.nemesis import ActiveFault, AsyncNemesis, FirewallUnavailable, NemesisError
-from harness.processes import spawn
-from harness.workload import CommandWorkload, EventWorkload, RpcWorkload
+from harness.campaign.failover import FailoverRig, RigParams
+from harness.campaign.report import budget_breaks, by_class, headline, ks_distance
+from harness.campaign.schema import Campaign, FaultStep
+from harness.campaign.workload import CommandWorkload, EventWorkload, RpcWorkload
+from harness.cluster.local import LocalCluster, install_signal_cleanup
+from harness.cluster.processes import spawn
+from harness.faults.nemesis import ActiveFault, AsyncNemesis, FirewallUnavailable, NemesisError
 from sdk.config import load_settings
 from sdk.connection import ConnectionPool
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PREDICTION = ROOT / "reports" / "sim-predicted-failover.json"
 
 Progress = Callable[[int, int, str], None]
 
 
 class RigControl:
-    """The :class:`~harness.nemesis.InstanceControl` of a :class:`FailoverRig`, for the nemesis's worker thread:
+    """The :class:`~harness.faults.nemesis.InstanceControl` of a :class:`FailoverRig`, for the nemesis's worker thread:
     blocking calls, bridged to the rig's event loop where the rig is async."""
 
     def __init__(self, rig: FailoverRig, loop: asyncio.AbstractEventLoop) -> None:
@@ -346,14 +346,14 @@ def _timeline(rig: FailoverRig, others: dict[str, Any], started: float) -> dict[
 def _check_trace(
     rig: FailoverRig, work: Path, faults: list[dict[str, Any]], keep: Path | None, budget_s: float
 ) -> dict[str, Any]:
-    """Merge the instances' traces and check the whole of it with TLC (:mod:`harness.trace_check`) within
+    """Merge the instances' traces and check the whole of it with TLC (:mod:`spec.trace_check`) within
     ``budget_s`` seconds. The ``trace`` object of the report: ``result`` (``validated``: every event explained;
     ``rejected``: the first line no behaviour explains, or an empty / one-sided trace; ``incomplete``: TLC ran
     out of its budget), ``events_total``, ``events_checked`` (explained in order), ``faults_total`` and
     ``faults_covered`` (faults whose whole stretch, injection to recovery, lies in the explained prefix). The
     trace is written to ``keep`` (else into ``work``) for ``aegis trace-check``."""
-    from harness.tlc import TlcUnavailable
-    from harness.trace_check import TraceCheckError, check
+    from spec.tlc import TlcUnavailable
+    from spec.trace_check import TraceCheckError, check
 
     path = keep or work / "trace.ndjson"
     path.parent.mkdir(parents=True, exist_ok=True)

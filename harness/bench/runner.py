@@ -2,7 +2,7 @@
 
 Raw and SDK rounds alternate (A B A B ...) and each side's rounds are merged into one HDR histogram, so
 slow drift of a shared machine hits both sides alike. Responders live in a separate process
-(:mod:`harness.bench_server`); the client side is this process. Ratios are SDK divided by raw.
+(:mod:`harness.bench.server`); the client side is this process. Ratios are SDK divided by raw.
 
 The RPC comparisons have a third side, ``discovery``: the same call made through a
 :class:`~sdk.discovery.DiscoveryClient` (KV-watch-fed instance cache, routing to the instance's own
@@ -30,9 +30,9 @@ import nats
 from hdrh.histogram import HdrHistogram
 from nats.js.api import StreamConfig
 
-from harness.bench_server import INSTANCE, METHOD, RAW_SUBJECT, SERVICE, Quote
-from harness.cluster import LocalCluster
-from harness.processes import spawn
+from harness.bench.server import INSTANCE, METHOD, RAW_SUBJECT, SERVICE, Quote
+from harness.cluster.local import LocalCluster
+from harness.cluster.processes import spawn
 from sdk import wire
 from sdk.config import load_settings
 from sdk.connection import ConnectionPool
@@ -155,7 +155,7 @@ async def measure(
 ) -> dict[str, Any]:
     """Run every comparison against a cluster whose client URLs are ``urls``.
 
-    The responders (:mod:`harness.bench_server`) must already listen on ``urls[0]``. ``others`` names
+    The responders (:mod:`harness.bench.server`) must already listen on ``urls[0]``. ``others`` names
     processes (responder, nats-server) whose CPU use per operation is reported too.
     """
     others = others or {}
@@ -246,13 +246,13 @@ async def measure(
 
 @contextmanager
 def responders(url: str) -> Iterator[subprocess.Popen[str]]:
-    """Run :mod:`harness.bench_server` against ``url`` until the block ends."""
+    """Run :mod:`harness.bench.server` against ``url`` until the block ends."""
     proc = spawn(
-        [sys.executable, "-m", "harness.bench_server", url],
+        [sys.executable, "-m", "harness.bench.server", url],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
-        cwd=Path(__file__).resolve().parent.parent,
+        cwd=Path(__file__).resolve().parents[2],
     )
     try:
         line = proc.stdout.readline()  # type: ignore[union-attr]
