@@ -431,6 +431,41 @@ def _bench_cpu(data: list[dict[str, Any]], sources: list[str]) -> list[str]:
     return lines
 
 
+def _spec_quick(data: list[dict[str, Any]], sources: list[str]) -> list[str]:
+    """``aegis spec --quick --json``: every configuration, the view cross-checks and the mutants, with TLC's
+    distinct states and seconds."""
+    d = data[0]
+    configs = d["configs"]
+    cross = d.get("view_crosscheck", {}).get("configs", [])
+    mutants = d.get("mutants", {}).get("configs", [])
+    lines = [
+        f"Reproduce: `aegis spec --quick --json > {sources[0]}`, then `make reports`.",
+        "",
+        f"{len(configs)} configurations ({len(d['passed'])} pass, {len(d['failed_as_expected'])} negative controls"
+        f" fail as they must, {len(d['unexpected'])} unexpected), {len(cross)} runs without the view,"
+        f" {len(mutants)} mutants; {d['distinct_states']:,} distinct states in the configurations,"
+        f" {d['seconds']:.1f} s wall.",
+        "",
+        "| run | expected | result | distinct states | seconds |",
+        "|---|---|---|---|---|",
+    ]
+    for c in configs:
+        expected = c["expected"].replace(":", " ")
+        result = c["result"] if c["invariant"] is None else f"{c['result']} {c['invariant']}"
+        lines.append(f"| `{c['name']}` | {expected} | {result} | {c['distinct']:,} | {c['seconds']:.1f} |")
+    for c in cross:
+        lines.append(
+            f"| `{c['name']}` without the view ({c['ticks']} ticks) | {c['view_on'].replace(':', ' ')} (as with it) |"
+            f" {c['view_off'].replace(':', ' ')} | {c['distinct']:,} | {c['seconds']:.1f} |"
+        )
+    for c in mutants:
+        lines.append(
+            f"| mutant `{c['name']}` on `{c['base']}` | caught | {'caught' if c['caught'] else 'MISSED'}"
+            f" ({c['result'].replace(':', ' ')}) | {c['distinct']:,} | {c['seconds']:.1f} |"
+        )
+    return lines
+
+
 RENDERERS: dict[str, Renderer] = {
     "sim": _sim,
     "sim-sweep": _sweep,
@@ -440,6 +475,7 @@ RENDERERS: dict[str, Renderer] = {
     "bench": _bench,
     "bench-goals": _bench_goals,
     "bench-cpu": _bench_cpu,
+    "spec-quick": _spec_quick,
 }
 
 
@@ -522,10 +558,12 @@ def check(path: Path, root: Path | None = None) -> list[Block]:
 
 
 def targets(root: Path | None = None) -> list[Path]:
-    """The files that hold figures: README.md, docs/*.md and any reports/*.md with a figures block."""
+    """The files that hold figures: README.md, docs/*.md, spec/README.md and any reports/*.md with a figures
+    block."""
     root = REPO if root is None else root
     candidates = [
         root / "README.md",
+        root / "spec" / "README.md",
         *sorted((root / "docs").glob("*.md")),
         *sorted((root / "reports").glob("*.md")),
     ]
