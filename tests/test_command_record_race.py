@@ -50,6 +50,8 @@ def _route(c: LocalCluster, name: str) -> Endpoint:
 
 
 async def _leader(c: LocalCluster, stream: str) -> str:
+    """The stream's leader, once there is one. Its own loop, not ``waiting.wait_until_async``: it returns what
+    it found (a second look after the wait could find none, during an election)."""
     end = time.monotonic() + 20
     while time.monotonic() < end:
         lead = c.stream_leader(stream)
