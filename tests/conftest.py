@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -14,6 +14,8 @@ import pytest
 
 from harness.cluster.local import LocalCluster
 from harness.cluster.processes import spawn
+from sdk.config import load_settings
+from sdk.connection import ConnectionPool
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC_QUICK_TIMEOUT_S = 900.0
@@ -34,6 +36,41 @@ def cluster() -> Iterator[LocalCluster]:
 def nats_urls(cluster: LocalCluster) -> list[str]:
     """Client URLs (``nats://127.0.0.1:<port>``) of every node of :func:`cluster`."""
     return cluster.urls
+
+
+@pytest.fixture
+def pool_settings() -> dict[str, Any]:
+    """Settings, over the defaults, of every pool :func:`connect_pool` opens (and so of :func:`pool`).
+
+    None here. A test module that needs others (a smaller ``max_payload_bytes``, a faster metrics history)
+    defines its own ``pool_settings`` fixture: pytest takes the module's over this one.
+    """
+    return {}
+
+
+@pytest.fixture
+async def connect_pool(
+    nats_urls: list[str], pool_settings: dict[str, Any]
+) -> AsyncIterator[Callable[..., Awaitable[ConnectionPool]]]:
+    """Open a :class:`ConnectionPool` on the session's cluster: ``await connect_pool(**overrides)``, with
+    :func:`pool_settings` and then ``overrides`` over the defaults. Every pool it opened is closed when the
+    test ends (closing is idempotent: a test may close one earlier, as when an instance "dies")."""
+    opened: list[ConnectionPool] = []
+
+    async def connect(**overrides: Any) -> ConnectionPool:
+        p = await ConnectionPool.connect(load_settings(servers=nats_urls, **{**pool_settings, **overrides}))
+        opened.append(p)
+        return p
+
+    yield connect
+    for p in reversed(opened):
+        await p.close()
+
+
+@pytest.fixture
+async def pool(connect_pool: Callable[..., Awaitable[ConnectionPool]]) -> ConnectionPool:
+    """A connection pool on the session's cluster with the module's :func:`pool_settings`; closed at the end."""
+    return await connect_pool()
 
 
 class _SpecQuickRun:

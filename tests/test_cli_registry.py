@@ -8,7 +8,8 @@ import os
 import sys
 import uuid
 
-from sdk.config import load_settings
+from waiting import wait_until_async
+
 from sdk.connection import ConnectionPool
 from sdk.rpc import Service
 
@@ -24,8 +25,9 @@ async def _aegis(*args: str) -> tuple[int, str, str]:
     return proc.returncode or 0, out.decode(), err.decode()
 
 
-async def test_instances_and_config_show_a_running_service(nats_urls: list[str]) -> None:
-    pool = await ConnectionPool.connect(load_settings(servers=nats_urls))
+async def test_instances_and_config_show_a_running_service(
+    pool: ConnectionPool, nats_urls: list[str]
+) -> None:
     svc = Service(f"ops-{uuid.uuid4().hex[:8]}", version="3.4.5")
 
     @svc.rpc("ping")
@@ -34,11 +36,9 @@ async def test_instances_and_config_show_a_running_service(nats_urls: list[str])
 
     await svc.start(pool)
     # The first heartbeat may have failed on a loaded machine; the record appears once one lands.
-    assert svc.heartbeat is not None
-    for _ in range(100):
-        if svc.heartbeat.writes:
-            break
-        await asyncio.sleep(0.05)
+    hb = svc.heartbeat
+    assert hb is not None
+    await wait_until_async(lambda: hb.writes, 5, "the first heartbeat to land")
     servers = ",".join(nats_urls)
     try:
         code, out, err = await _aegis("instances", svc.name, "--json", "--servers", servers)
@@ -60,7 +60,6 @@ async def test_instances_and_config_show_a_running_service(nats_urls: list[str])
         assert cfg["settings"]["servers"] == {"value": nats_urls, "source": "override", "secret": False}
     finally:
         await svc.stop()
-        await pool.close()
 
 
 async def test_unknown_instance_and_unreachable_servers_fail_clearly(nats_urls: list[str]) -> None:

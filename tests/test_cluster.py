@@ -11,12 +11,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import nats
 import pytest
+from waiting import wait_until
 
 from harness.cluster.local import ClusterError, LocalCluster, find_nats_server
 
@@ -34,17 +34,6 @@ async def _connect(urls: list[str], **kw: Any) -> nats.NATS:
     return await nats.connect(
         servers=urls, connect_timeout=2, reconnect_time_wait=0.2, error_cb=_ignore, **kw
     )
-
-
-def _wait_until(pred: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def _alive(pid: int) -> bool:
@@ -119,7 +108,7 @@ async def test_kill_then_restart_keeps_data(cluster: LocalCluster) -> None:
         busy = {cluster.meta_leader(), cluster.stream_leader("KILLT")}
         assert None not in busy
         victim = next(n for n in cluster.nodes if n.name not in busy)
-        _wait_until(lambda: _messages_on(cluster, victim.name, "KILLT") == 5, 10, "replica caught up")
+        wait_until(lambda: _messages_on(cluster, victim.name, "KILLT") == 5, 10, "the replica to catch up")
 
         status = cluster.kill(victim.name)
         assert status == -signal.SIGKILL
@@ -149,7 +138,10 @@ async def test_kill_then_restart_keeps_data(cluster: LocalCluster) -> None:
         assert cluster.is_healthy(victim.name)
         # its own replica (read from its /jsz): old messages from disk + the 3 it missed
         await asyncio.to_thread(
-            _wait_until, lambda: _messages_on(cluster, victim.name, "KILLT") == 8, 15, "replica caught up"
+            wait_until,
+            lambda: _messages_on(cluster, victim.name, "KILLT") == 8,
+            15,
+            "the replica to catch up",
         )
         await js.delete_stream("KILLT")
     finally:
@@ -269,7 +261,7 @@ def test_no_orphans(mode: str) -> None:
         else:
             assert child.returncode == -sig
 
-        _wait_until(lambda: not any(_alive(p) for p in pids), 5, f"servers {pids} to die")
+        wait_until(lambda: not any(_alive(p) for p in pids), 5, f"servers {pids} to die")
         if sig != signal.SIGKILL:  # orderly exit: close() also removed the temp dir
             assert not base_dir.exists()
     finally:

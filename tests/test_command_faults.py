@@ -7,11 +7,10 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from waiting import wait_until_async
 
 from harness.campaign.checkers import duplicate_commands
 from harness.campaign.workload import CommandWorkload
@@ -24,13 +23,11 @@ ROOT = Path(__file__).resolve().parent.parent
 UNFENCED = [sys.executable, str(ROOT / "tests" / "unfenced_command_worker.py")]
 ACK_WAIT = 1.0
 PAUSE_S = 3.0  # past ack_wait and the claim's TTL (ceil(ack_wait) s, expired within 0.25 s more)
-
-
-async def _until(cond: Callable[[], bool], timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < end, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
+SETTLE_S = 2 * ACK_WAIT + 1
+"""After the workload stops, how long the checks wait for what may still land: a command delivered but not
+acknowledged is redelivered within ack_wait, and that run's completion attempt (or a late one by a run that was
+superseded) within another ack_wait; 1 s on top for the claim's expiry scan and the writes themselves. A
+duplicate completion that comes later than this is not seen: this is a negative judged within a bound."""
 
 
 async def _run_faults(
@@ -56,20 +53,20 @@ async def _run_faults(
     paused: list[str] = []
     try:
         await work.start()
-        await _until(lambda: len(work.completed) >= 5, 30, "5 commands before the faults")
+        await wait_until_async(lambda: len(work.completed) >= 5, 30, "5 commands before the faults")
         if kill:
             fault = await nemesis.inject(Fault("worker-kill", "busy"))
             killed = list(fault.details["holding"])
             await nemesis.restore(fault)  # restarted under the same name
             n = len(work.completed)
-            await _until(lambda: len(work.completed) >= n + 5, 30, "5 commands after the kill")
+            await wait_until_async(lambda: len(work.completed) >= n + 5, 30, "5 commands after the kill")
         fault = await nemesis.inject(Fault("worker-pause", "busy", duration_s=PAUSE_S))
         paused = list(fault.details["holding"])
         await nemesis.heal_after(fault, PAUSE_S)
         n = len(work.completed)
-        await _until(lambda: len(work.completed) >= n + 5, 30, "5 commands after the pause")
+        await wait_until_async(lambda: len(work.completed) >= n + 5, 30, "5 commands after the pause")
         await work.stop()
-        await asyncio.sleep(2 * ACK_WAIT + 1)  # let the last redeliveries and late completion attempts land
+        await asyncio.sleep(SETTLE_S)  # let the last redeliveries and late completion attempts land
     finally:
         await work.close()
         await nemesis.close()

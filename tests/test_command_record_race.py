@@ -32,6 +32,10 @@ from sdk.kv import kv_write
 CUT_S = 2.5
 """Longer than the claim's TTL (1 s: it ends on the isolated leader), shorter than NATS's shortest Raft
 election timeout (4 s), so the isolated node is still the leader when the cut heals."""
+SETTLE_S = 2.0
+"""The negative's bound: how long after the record reads again the test waits for a wrong expiry marker. One
+proposed on the isolated leader is in its log behind the outcome and commits with it once a quorum is back (a
+read that succeeds shows one is); this leaves time for it to be applied and read, milliseconds on loopback."""
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +50,8 @@ def _route(c: LocalCluster, name: str) -> Endpoint:
 
 
 async def _leader(c: LocalCluster, stream: str) -> str:
+    """The stream's leader, once there is one. Its own loop, not ``waiting.wait_until_async``: it returns what
+    it found (a second look after the wait could find none, during an election)."""
     end = time.monotonic() + 20
     while time.monotonic() < end:
         lead = c.stream_leader(stream)
@@ -107,7 +113,7 @@ async def test_an_outcome_stored_while_the_leader_was_cut_off_survives_the_claim
             except AegisError:
                 assert time.monotonic() < end, "the record could not be read within 10 s of the heal"
                 await asyncio.sleep(0.2)
-        await asyncio.sleep(2)  # anything the expiry proposed has committed by now
+        await asyncio.sleep(SETTLE_S)  # anything the expiry proposed has committed by now
         rec = await worker._read(key)
         assert rec.state == DONE and rec.data == b"outcome", (
             f"the outcome stored at revision {stored} was wiped: the record is now {rec.state}"

@@ -6,10 +6,12 @@ import asyncio
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import pytest
 from pydantic import BaseModel
+from waiting import wait_until_async
 
 from sdk import wire
 from sdk.commands import (
@@ -20,7 +22,6 @@ from sdk.commands import (
     ensure_command_stream,
     record_key,
 )
-from sdk.config import load_settings
 from sdk.connection import ConnectionPool
 from sdk.errors import (
     BadRequest,
@@ -48,16 +49,18 @@ def _svc() -> str:
     return f"risk-{uuid.uuid4().hex[:8]}"
 
 
-async def _pool(urls: list[str]) -> ConnectionPool:
-    return await ConnectionPool.connect(load_settings(servers=urls, max_payload_bytes=MAX_PAYLOAD))
+@pytest.fixture
+def pool_settings() -> dict[str, Any]:
+    """The pools of this module (conftest's ``pool`` and ``connect_pool``) refuse payloads above MAX_PAYLOAD,
+    so that the limits are tested on a small figure."""
+    return {"max_payload_bytes": MAX_PAYLOAD}
 
 
 @pytest.fixture
-async def pool(nats_urls: list[str]) -> AsyncIterator[ConnectionPool]:
-    p = await _pool(nats_urls)
-    await ensure_command_stream(p)
-    yield p
-    await p.close()
+async def pool(pool: ConnectionPool) -> ConnectionPool:
+    """conftest's pool, with the command stream in place."""
+    await ensure_command_stream(pool)
+    return pool
 
 
 @pytest.fixture
@@ -81,10 +84,11 @@ async def _waiting(pool: ConnectionPool, service: str) -> int:
 async def _assert_drained(pool: ConnectionPool, service: str, timeout: float = 3.0) -> None:
     """The work queue holds no command of ``service`` (removal after the ack is asynchronous in a
     cluster: the consumer leader proposes the delete to the stream's replicas, so allow a moment)."""
-    deadline = time.monotonic() + timeout
-    while (n := await _waiting(pool, service)) != 0:
-        assert time.monotonic() < deadline, f"{n} command(s) of {service} left in the work queue"
-        await asyncio.sleep(0.02)
+
+    async def drained() -> bool:
+        return await _waiting(pool, service) == 0
+
+    await wait_until_async(drained, timeout, f"the work queue to hold no command of {service}", step=0.02)
 
 
 async def rebalance(req: Rebalance, ctx: CommandContext) -> Report:
@@ -120,8 +124,11 @@ async def test_command_sent_before_any_worker_runs_is_processed_when_one_starts(
 ) -> None:
     service = _svc()
     call = await client.send(service, "rebalance", {"books": ["eu", "us"]}, timeout=10)
-    await asyncio.sleep(0.3)
-    assert await _waiting(pool, service) == 1  # waits in the stream
+
+    async def stored() -> bool:
+        return await _waiting(pool, service) == 1
+
+    await wait_until_async(stored, 5, "the command to wait in the stream")
     assert not call.done
     await worker.handle(service, "rebalance", rebalance)
     updates = [p.fraction async for p in call.progress()]
@@ -193,14 +200,17 @@ async def test_worker_does_not_run_a_command_whose_deadline_passed(
         replies.put_nowait(msg)
 
     await nc.subscribe(inbox, cb=on_reply)
+    budget_ms = 200
     headers = {
         wire.CALL_ID_HEADER: "late-1",
-        wire.TIMEOUT_HEADER: "200",
+        wire.TIMEOUT_HEADER: str(budget_ms),
         wire.REPLY_TO_HEADER: inbox,
         wire.MSG_ID_HEADER: uuid.uuid4().hex,
     }
     await pool.js.publish(wire.command_subject(service, "cmd"), b"{}", headers=headers)
-    await asyncio.sleep(0.4)
+    # Not a wait for an event: the budget has to run out before any worker exists. The worker counts it from
+    # the message's stream timestamp; twice the budget leaves the publish's own time and clock steps no say.
+    await asyncio.sleep(2 * budget_ms / 1000)
     await worker.handle(service, "cmd", handler)
     msg = await asyncio.wait_for(replies.get(), 5)
     assert msg.headers[wire.ERROR_CODE_HEADER] == str(DeadlineExceeded.code)
@@ -225,7 +235,10 @@ async def test_work_queue_is_empty_after_commands_complete(
 
 
 async def test_two_workers_process_each_command_exactly_once(
-    worker: CommandWorker, client: CommandClient, nats_urls: list[str], pool: ConnectionPool
+    worker: CommandWorker,
+    client: CommandClient,
+    connect_pool: Callable[..., Awaitable[ConnectionPool]],
+    pool: ConnectionPool,
 ) -> None:
     service = _svc()
     runs: Counter[str] = Counter()
@@ -237,19 +250,20 @@ async def test_two_workers_process_each_command_exactly_once(
         await asyncio.sleep(0.01)
         return ctx.instance_id
 
-    other_pool = await _pool(nats_urls)
+    other_pool = await connect_pool()
     other = CommandWorker(other_pool, instance_id="w2")
     try:
         await worker.handle(service, "work", work)
         await other.handle(service, "work", work)
         calls = [await client.send(service, "work", {"n": i}, timeout=10) for i in range(30)]
         answers = await asyncio.gather(*(c.result() for c in calls))
-        await asyncio.sleep(0.2)  # a second run would show up now
+        # No second run can follow: a run starts from a delivery before its ack, and once the work queue is
+        # drained every command was acknowledged and removed, so the server has nothing left to deliver.
+        await _assert_drained(pool, service)
         assert sorted(runs) == sorted(c.call_id for c in calls)
         assert set(runs.values()) == {1}
         assert by_worker["w1"] > 0 and by_worker["w2"] > 0, by_worker
         assert Counter(answers) == by_worker
-        await _assert_drained(pool, service)
     finally:
         await other.close()
         await other_pool.close()
@@ -310,7 +324,7 @@ async def test_long_command_is_kept_alive_and_not_redelivered(
 
 
 async def test_command_of_a_dead_worker_is_redelivered_to_another(
-    client: CommandClient, nats_urls: list[str], pool: ConnectionPool
+    client: CommandClient, connect_pool: Callable[..., Awaitable[ConnectionPool]], pool: ConnectionPool
 ) -> None:
     service = _svc()
     started = asyncio.Event()
@@ -327,7 +341,7 @@ async def test_command_of_a_dead_worker_is_redelivered_to_another(
             await asyncio.sleep(3600)
         return ctx.instance_id
 
-    doomed_pool = await _pool(nats_urls)
+    doomed_pool = await connect_pool()
     doomed = CommandWorker(doomed_pool, instance_id="doomed")
     survivor = CommandWorker(pool, instance_id="survivor")
     try:
@@ -357,7 +371,7 @@ async def test_rejected_command_send_raises_a_typed_error(client: CommandClient)
 
 
 async def test_closing_a_worker_mid_command_hands_it_to_another_at_once(
-    client: CommandClient, nats_urls: list[str], pool: ConnectionPool
+    client: CommandClient, connect_pool: Callable[..., Awaitable[ConnectionPool]], pool: ConnectionPool
 ) -> None:
     service = _svc()
     started = asyncio.Event()
@@ -368,7 +382,7 @@ async def test_closing_a_worker_mid_command_hands_it_to_another_at_once(
             await asyncio.sleep(3600)
         return f"{ctx.instance_id}:{ctx.delivered}"
 
-    leaving_pool = await _pool(nats_urls)
+    leaving_pool = await connect_pool()
     leaving = CommandWorker(leaving_pool, instance_id="leaving")
     staying = CommandWorker(pool, instance_id="staying")
     try:
@@ -388,7 +402,7 @@ async def test_closing_a_worker_mid_command_hands_it_to_another_at_once(
 
 
 async def test_a_call_id_done_on_one_worker_is_answered_from_its_record_by_another(
-    client: CommandClient, nats_urls: list[str], pool: ConnectionPool
+    client: CommandClient, connect_pool: Callable[..., Awaitable[ConnectionPool]], pool: ConnectionPool
 ) -> None:
     service = _svc()
     runs: list[str] = []
@@ -399,7 +413,7 @@ async def test_a_call_id_done_on_one_worker_is_answered_from_its_record_by_anoth
             raise RuntimeError("book locked")
         return {"by": ctx.instance_id}
 
-    first_pool = await _pool(nats_urls)
+    first_pool = await connect_pool()
     first = CommandWorker(first_pool, instance_id="first")
     second = CommandWorker(pool, instance_id="second")
     try:
@@ -426,11 +440,13 @@ async def test_a_run_whose_claim_was_taken_over_is_discarded_and_the_next_claim_
 ) -> None:
     service = _svc()
     runs: list[tuple[int, int, bool]] = []
+    first: list[CommandContext] = []
     started = asyncio.Event()
     gate = asyncio.Event()
 
     async def work(req: dict, ctx: CommandContext) -> dict:
         if not runs:
+            first.append(ctx)
             started.set()
             await gate.wait()
         runs.append((ctx.delivered, ctx.token, ctx.superseded))
@@ -451,7 +467,9 @@ async def test_a_run_whose_claim_was_taken_over_is_discarded_and_the_next_claim_
             wire.MSG_TTL_HEADER: "3",
         },
     )
-    await asyncio.sleep(0.8)  # two renewal rounds: the worker notices
+    # The worker notices at its next renewal (every ack_wait / 3); it must do so while the intruder's claim
+    # lives (3 s), or it would find the record expired and take it back.
+    await wait_until_async(lambda: first[0].superseded, 2.0, "the running worker to see its claim taken over")
     gate.set()
     result = await call.result()
     # The first run's result was discarded (its completion lost the compare-and-set); once the intruder's

@@ -6,9 +6,8 @@ import asyncio
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
 
-import pytest
+from waiting import wait_until_async
 
 from harness.cluster.local import LocalCluster
 from sdk import wire
@@ -17,13 +16,6 @@ from sdk.connection import ConnectionPool
 from sdk.discovery import DiscoveryClient, InstanceWatch
 from sdk.errors import AegisError
 from sdk.rpc import CallContext, Service
-
-
-@pytest.fixture
-async def pool(nats_urls: list[str]) -> AsyncIterator[ConnectionPool]:
-    p = await ConnectionPool.connect(load_settings(servers=nats_urls))
-    yield p
-    await p.close()
 
 
 def _who(name: str, instance_id: str, hold: asyncio.Event | None = None) -> Service:
@@ -107,7 +99,7 @@ async def test_least_in_flight_avoids_a_busy_instance(pool: ConnectionPool) -> N
     client = await _client(pool, name, 2, "least_in_flight")
     try:
         busy_call = asyncio.create_task(client.call(name, "who", "hold", timeout=5))
-        await asyncio.sleep(0.05)
+        await wait_until_async(lambda: 1 in client.in_flight.values(), 5, "the held call to be in flight")
         busy = next(k for k, v in client.in_flight.items() if v == 1)
         answers = Counter([await client.call(name, "who", "x") for _ in range(10)])
         assert len(answers) == 1 and f"{name}.{next(iter(answers))}" != busy

@@ -9,6 +9,7 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from nats.errors import ConnectionClosedError, NoRespondersError
@@ -16,10 +17,10 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import api
 from nats.js.errors import APIError, NotFoundError
 from pydantic import BaseModel
+from waiting import wait_until_async
 
 from harness.cluster.local import LocalCluster
 from sdk import wire
-from sdk.config import load_settings
 from sdk.connection import ConnectionPool
 from sdk.errors import PayloadTooLarge, RemoteError, RpcTimeout, ServiceUnavailable
 from sdk.events import EventBus, EventContext
@@ -38,15 +39,11 @@ def _u() -> str:
     return uuid.uuid4().hex[:8]
 
 
-async def _pool(urls: list[str]) -> ConnectionPool:
-    return await ConnectionPool.connect(load_settings(servers=urls, max_payload_bytes=MAX_PAYLOAD))
-
-
 @pytest.fixture
-async def pool(nats_urls: list[str]) -> AsyncIterator[ConnectionPool]:
-    p = await _pool(nats_urls)
-    yield p
-    await p.close()
+def pool_settings() -> dict[str, Any]:
+    """The pools of this module (conftest's ``pool`` and ``connect_pool``) refuse payloads above MAX_PAYLOAD,
+    so that the limit is tested on a small figure."""
+    return {"max_payload_bytes": MAX_PAYLOAD}
 
 
 @pytest.fixture
@@ -58,29 +55,17 @@ async def bus(pool: ConnectionPool) -> AsyncIterator[EventBus]:
 
 
 @pytest.fixture
-async def other_bus(nats_urls: list[str]) -> AsyncIterator[EventBus]:
+async def other_bus(connect_pool: Callable[..., Awaitable[ConnectionPool]]) -> AsyncIterator[EventBus]:
     """A second instance with its own connections."""
-    p = await _pool(nats_urls)
+    p = await connect_pool()
     b = EventBus(p)
     yield b
     await b.close()
     await p.close()
 
 
-async def _until(cond: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
-async def _until_async(cond: Callable[[], Awaitable[bool]], timeout: float = 10.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not await cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.1)
+DELIVERY_S = 10.0
+"""Bound on a wait for deliveries on the shared, loaded cluster (they take milliseconds)."""
 
 
 async def _consumer_names(pool: ConnectionPool) -> set[str]:
@@ -98,15 +83,33 @@ async def _consumer_exists(pool: ConnectionPool, name: str) -> bool:
     return True
 
 
-async def _dlq_message(pool: ConnectionPool, subject: str, timeout: float = 10.0):  # noqa: ANN202
-    deadline = time.monotonic() + timeout
-    while True:
+async def _dlq_message(pool: ConnectionPool, subject: str, timeout: float = DELIVERY_S):  # noqa: ANN202
+    found = []
+
+    async def dead_lettered() -> bool:
         try:
-            return await pool.js.get_msg(wire.DLQ_STREAM, subject=wire.dlq_subject(subject))
+            found.append(await pool.js.get_msg(wire.DLQ_STREAM, subject=wire.dlq_subject(subject)))
         except NotFoundError:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"nothing dead-lettered for {subject}") from None
-            await asyncio.sleep(0.05)
+            return False
+        return True
+
+    await wait_until_async(dead_lettered, timeout, f"a dead-lettered copy of {subject}")
+    return found[0]
+
+
+async def _settled(pool: ConnectionPool, consumer: str, timeout: float = DELIVERY_S) -> None:
+    """Wait (bounded) until ``consumer`` has no event left to deliver and none delivered but unacknowledged.
+
+    This is what "no more deliveries" is judged by, instead of a pause: a handler runs between a delivery and
+    its ack (or term), and the server delivers nothing again that was acknowledged or terminated. An event
+    still to be redelivered (after a nak, a back-off or ack_wait) keeps it unsettled.
+    """
+
+    async def settled() -> bool:
+        info = await retry_transient(lambda: pool.js.consumer_info(wire.EVENT_STREAM, consumer), "info")
+        return info.num_pending == 0 and info.num_ack_pending == 0
+
+    await wait_until_async(settled, timeout, f"consumer {consumer} to have nothing pending or unacknowledged")
 
 
 async def test_ensure_streams_is_idempotent_and_replicated(bus: EventBus, pool: ConnectionPool) -> None:
@@ -139,8 +142,8 @@ async def test_compete_group_handles_each_event_once_across_instances(
     assert a.consumer == b.consumer  # one shared durable consumer
     for i in range(40):
         await bus.publish(topic, OrderCreated(order_id=i))
-    await _until(lambda: len(seen) >= 40, what="all 40 events")
-    await asyncio.sleep(0.2)  # a duplicate would show up now
+    await wait_until_async(lambda: len(seen) >= 40, DELIVERY_S, "all 40 events")
+    await _settled(bus.pool, a.consumer)  # no duplicate can come after this
     ids = Counter(order_id for _, order_id in seen)
     assert sorted(ids) == list(range(40)) and set(ids.values()) == {1}
     by_instance = Counter(instance for instance, _ in seen)
@@ -161,7 +164,7 @@ async def test_broadcast_delivers_every_event_to_every_instance(bus: EventBus, o
     sb = await other_bus.subscribe(topic, on_b, group=group, mode="broadcast", concurrency=4)
     assert sa.consumer != sb.consumer
     await bus.publish_batch([(topic, OrderCreated(order_id=i)) for i in range(20)])
-    await _until(lambda: len(got["a"]) == 20 and len(got["b"]) == 20, what="both instances")
+    await wait_until_async(lambda: len(got["a"]) == 20 and len(got["b"]) == 20, DELIVERY_S, "both instances")
     assert got["a"] == list(range(20))  # concurrency 1 keeps the order
     assert sorted(got["b"]) == list(range(20))
 
@@ -187,7 +190,7 @@ async def test_durable_wildcard_consumer_gets_events_published_while_away(bus: E
     # after; the server hands that event out again after ack_wait (30 s by default), not at once.
     sub = await bus.subscribe(f"{root}.>", on_event, group=group, ack_wait=2.0)
     await bus.publish(f"{root}.eu.created", {"n": 1})
-    await _until(lambda: len(subjects) == 1, what="first event")
+    await wait_until_async(lambda: len(subjects) == 1, DELIVERY_S, "first event")
     await sub.unsubscribe()
     assert sub.consumer == ""  # stopped
 
@@ -195,9 +198,9 @@ async def test_durable_wildcard_consumer_gets_events_published_while_away(bus: E
     await bus.publish(f"{root}.eu.created", {"n": 2})
     await bus.publish(f"{root}.us.filled", {"n": 3})
     await bus.publish(f"other-{_u()}.eu.created", {"n": 4})
-    await bus.subscribe(f"{root}.>", on_event, group=group, ack_wait=2.0)
-    await _until(lambda: len(subjects) >= 3, what="events published while away")
-    await asyncio.sleep(0.2)  # nothing more comes: each event once
+    again = await bus.subscribe(f"{root}.>", on_event, group=group, ack_wait=2.0)
+    await wait_until_async(lambda: len(subjects) >= 3, DELIVERY_S, "events published while away")
+    await _settled(bus.pool, again.consumer)  # nothing more can come: each event once
     # (in the order published, unless one of them took the detour through ack_wait above)
     assert subjects[0] == f"aegis.evt.{root}.eu.created"
     assert sorted(subjects[1:]) == [f"aegis.evt.{root}.eu.created", f"aegis.evt.{root}.us.filled"]
@@ -223,10 +226,10 @@ async def test_failing_handler_is_redelivered_and_succeeds_on_third_try(bus: Eve
         if ctx.delivered < 3:
             raise RuntimeError(f"broker busy (try {ctx.delivered})")
 
-    await bus.subscribe(topic, flaky, group=f"g-{_u()}", backoff=[0.2, 0.4], name="flaky")
+    sub = await bus.subscribe(topic, flaky, group=f"g-{_u()}", backoff=[0.2, 0.4], name="flaky")
     await bus.publish(topic, OrderCreated(order_id=5), event_id="e5")
-    await _until(lambda: len(deliveries) == 3, what="three deliveries")
-    await asyncio.sleep(0.6)
+    await wait_until_async(lambda: len(deliveries) == 3, DELIVERY_S, "three deliveries")
+    await _settled(bus.pool, sub.consumer)
     assert [d for d, _ in deliveries] == [1, 2, 3]  # no fourth: the third was acked
     gaps = [b[1] - a[1] for a, b in zip(deliveries, deliveries[1:], strict=False)]
     assert gaps[0] >= 0.18 and gaps[1] >= 0.38, gaps  # back-off grows with the delivery count
@@ -258,10 +261,8 @@ async def test_event_failing_every_time_reaches_dlq_after_max_deliver(
     assert h[wire.DLQ_CONSUMER_HEADER] == sub.consumer
     assert h["X-Trace"] == "t1"
     assert OrderCreated.model_validate_json(msg.data) == OrderCreated(order_id=9)
-    await asyncio.sleep(0.3)
-    assert calls == [1, 2, 3]  # terminated: never delivered again
-    info = await pool.js.consumer_info(wire.EVENT_STREAM, sub.consumer)
-    assert info.num_ack_pending == 0 and info.num_pending == 0
+    await _settled(pool, sub.consumer)  # terminated: nothing pending, nothing unacknowledged
+    assert calls == [1, 2, 3]  # so never delivered again
 
 
 async def test_invalid_payload_goes_straight_to_dlq(bus: EventBus, pool: ConnectionPool) -> None:
@@ -278,7 +279,7 @@ async def test_invalid_payload_goes_straight_to_dlq(bus: EventBus, pool: Connect
     h = msg.headers or {}
     assert h[wire.DLQ_DELIVERIES_HEADER] == "1"  # no retries for an event that can never validate
     assert h[wire.ERROR_CODE_HEADER] == "400" and "order_id" in h[wire.ERROR_HEADER]
-    await _until(lambda: len(calls) == 1, what="the valid event")
+    await wait_until_async(lambda: len(calls) == 1, DELIVERY_S, "the valid event")
     assert calls == [OrderCreated(order_id=1)]
     assert bus.metrics.snapshot().methods["garbage"].errors == 1
 
@@ -305,35 +306,41 @@ async def test_closed_broadcast_subscribers_leave_no_consumers(
     async def listed_gone() -> bool:
         return not removed & await _consumer_names(pool)
 
-    await _until_async(listed_gone, timeout=5, what="the consumer list to drop them")
+    await wait_until_async(listed_gone, 5, "the consumer list to drop them")
     assert await _consumer_exists(pool, kept)
 
 
 async def test_killed_instance_broadcast_consumer_is_removed_by_the_server(
-    nats_urls: list[str], pool: ConnectionPool, caplog: pytest.LogCaptureFixture
+    connect_pool: Callable[..., Awaitable[ConnectionPool]],
+    pool: ConnectionPool,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    doomed_pool = await _pool(nats_urls)
+    inactive_s = 1.0  # inactive_threshold of both broadcast consumers
+    doomed_pool = await connect_pool()
     doomed = EventBus(doomed_pool)
     topic, group = f"crash-{_u()}.x", f"g-{_u()}"
 
     async def noop(event: dict) -> None:
         return None
 
-    sub = await doomed.subscribe(topic, noop, group=group, mode="broadcast", inactive_threshold=1.0)
+    sub = await doomed.subscribe(topic, noop, group=group, mode="broadcast", inactive_threshold=inactive_s)
     name = sub.consumer
     assert await _consumer_exists(pool, name)
     alive = EventBus(pool)
-    live = await alive.subscribe(topic, noop, group=group, mode="broadcast", inactive_threshold=1.0)
+    live = await alive.subscribe(topic, noop, group=group, mode="broadcast", inactive_threshold=inactive_s)
     created = (await pool.js.consumer_info(wire.EVENT_STREAM, live.consumer)).created
     await doomed_pool.close()  # the instance "dies": no unsubscribe, no delete
 
     async def gone() -> bool:
         return not await _consumer_exists(pool, name) and name not in await _consumer_names(pool)
 
-    await _until_async(gone, timeout=15, what="the server to remove the inactive consumer")
-    await asyncio.sleep(1.0)
-    info = await pool.js.consumer_info(wire.EVENT_STREAM, live.consumer)  # an idle live one stays
-    assert info.created == created and info.config.inactive_threshold == 1.0
+    await wait_until_async(gone, 15, "the server to remove the inactive consumer")
+    # The negative: the live one, idle as well (no event is published) but with its pull requests out, stays.
+    # It has been idle since before the dead one died, so were it judged inactive it would be gone by now;
+    # one more inactive_threshold on top is the margin.
+    await asyncio.sleep(inactive_s)
+    info = await pool.js.consumer_info(wire.EVENT_STREAM, live.consumer)
+    assert info.created == created and info.config.inactive_threshold == inactive_s
     await alive.close()
     with caplog.at_level(logging.ERROR):
         await doomed.close()  # late close of a dead instance: quiet, no exception
@@ -351,16 +358,16 @@ async def test_subscription_recovers_when_its_consumer_is_deleted(
 
     sub = await bus.subscribe(topic, on_event, group=f"g-{_u()}")
     await bus.publish(topic, {"n": 0})
-    await _until(lambda: got == [0], what="first delivery")
+    await wait_until_async(lambda: got == [0], DELIVERY_S, "first delivery")
     await pool.js.delete_consumer(wire.EVENT_STREAM, sub.consumer)
     await bus.publish(topic, {"n": 1})  # while the consumer is gone: must not be lost
 
     async def recreated() -> bool:  # (the consumer list lags a re-created consumer by seconds)
         return await _consumer_exists(pool, sub.consumer)
 
-    await _until_async(recreated, timeout=10, what="the consumer to be re-created")
+    await wait_until_async(recreated, 10, "the consumer to be re-created")
     await bus.publish(topic, {"n": 2})
-    await _until(lambda: got == [0, 1, 2], what="delivery after re-creation")
+    await wait_until_async(lambda: got == [0, 1, 2], DELIVERY_S, "delivery after re-creation")
 
 
 async def test_queue_depth_counts_waiting_events(bus: EventBus) -> None:
@@ -379,11 +386,11 @@ async def test_queue_depth_counts_waiting_events(bus: EventBus) -> None:
     await bus.publish_batch([(topic, {"n": i}) for i in range(1, 5)])
     # The four wait in the consumer while the handler blocks: no delivery tells us, but a read
     # refreshes the cached figure in the background (at most once a second).
-    await _until(lambda: bus.metrics.queue_depth() == 4, timeout=5, what="depth 4")
+    await wait_until_async(lambda: bus.metrics.queue_depth() == 4, 5, "depth 4")
     assert sub.pending == 4
     assert bus.metrics.snapshot().in_flight == 1
     release.set()
-    await _until(lambda: bus.metrics.queue_depth() == 0, what="queue drained")
+    await wait_until_async(lambda: bus.metrics.queue_depth() == 0, DELIVERY_S, "queue drained")
 
 
 async def test_raw_bytes_handler_without_backoff(bus: EventBus) -> None:
@@ -397,15 +404,17 @@ async def test_raw_bytes_handler_without_backoff(bus: EventBus) -> None:
 
     sub = await bus.subscribe(topic, raw, group=f"g-{_u()}", backoff=())
     await bus.publish(topic, b"\x00\x01 not json")
-    await _until(lambda: len(got) == 2, what="immediate redelivery")
+    await wait_until_async(lambda: len(got) == 2, DELIVERY_S, "immediate redelivery")
     assert got == [(b"\x00\x01 not json", 1), (b"\x00\x01 not json", 2)]
     await sub.unsubscribe()
     await sub.unsubscribe()  # idempotent
     assert sub.pending == 0
 
 
-async def test_publish_on_a_closed_pool_is_service_unavailable(nats_urls: list[str]) -> None:
-    p = await _pool(nats_urls)
+async def test_publish_on_a_closed_pool_is_service_unavailable(
+    connect_pool: Callable[..., Awaitable[ConnectionPool]],
+) -> None:
+    p = await connect_pool()
     closed = EventBus(p)
     await p.close()
     with pytest.raises(ServiceUnavailable):
@@ -468,7 +477,7 @@ async def test_acked_event_survives_killing_the_stream_leader(
         got.append(event["n"])
 
     await bus.subscribe(topic, on_event, group=f"g-{_u()}", deliver="all")
-    await _until(lambda: got == [1, 2], timeout=15, what="both events after the restart")
+    await wait_until_async(lambda: got == [1, 2], 15, "both events after the restart")
 
 
 async def test_instance_with_other_settings_joins_the_existing_group_consumer(
@@ -492,11 +501,11 @@ async def test_instance_with_other_settings_joins_the_existing_group_consumer(
     assert "cannot change" in caplog.text
     await a.unsubscribe()
     await bus.publish(topic, [1, 2])
-    await _until(lambda: got == [[1, 2]], what="delivery to the second instance")
+    await wait_until_async(lambda: got == [[1, 2]], DELIVERY_S, "delivery to the second instance")
     await b.unsubscribe()
     await bus.subscribe(topic, plain, group=group)
     await bus.publish(topic, {"k": "v"})
-    await _until(lambda: got == [[1, 2], {"k": "v"}], what="plain JSON delivery")
+    await wait_until_async(lambda: got == [[1, 2], {"k": "v"}], DELIVERY_S, "plain JSON delivery")
 
 
 async def test_closing_an_instance_hands_its_in_flight_event_back_at_once(
@@ -520,7 +529,7 @@ async def test_closing_an_instance_hands_its_in_flight_event_back_at_once(
     start = time.monotonic()
     await bus.close(grace=0.2)  # the hung handler is cancelled and its event nak'ed
     # Bounded by ack_wait (30 s): an event that was not handed back would be redelivered only then.
-    await _until(lambda: done == [("e1", 2)], timeout=25, what="redelivery to the other instance")
+    await wait_until_async(lambda: done == [("e1", 2)], 25, "redelivery to the other instance")
     took = time.monotonic() - start
     print(f"\nhanded back and redelivered in {took:.3f} s (ack_wait 30 s)")  # benchmark output
     assert took < 30

@@ -19,6 +19,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
+from waiting import wait_until_async
 
 from harness.cluster.gids import allocate_gids
 from harness.cluster.local import LocalCluster
@@ -37,6 +38,10 @@ from sdk.sticky import StickyClient
 ROOT = Path(__file__).resolve().parent.parent
 HOLD_MS = 4000
 CUT_S = 2.0
+IN_HANDLER_S = 0.3
+"""How long after the two slow calls are sent the cut comes: by then both are in A's handler (a call reaches
+it in milliseconds; A runs in another process, so nothing here can watch it arrive). The handler holds them
+HOLD_MS, far past IN_HANDLER_S + CUT_S: they are still running when A is cut and when it is healed."""
 
 
 class Instances:
@@ -115,7 +120,10 @@ async def _book(client: RpcClient, service: str, instance: str, hold_ms: int = 0
 
 
 async def _active_epoch(client: RpcClient, service: str, instance: str, within_s: float) -> int:
-    """Poll ``instance`` directly until it serves ``book``; its epoch (the header and the body agree)."""
+    """Poll ``instance`` directly until it serves ``book``; its epoch (the header and the body agree).
+
+    Its own loop, not ``waiting.wait_until_async``: each look is a call whose answer is returned, and the last
+    error it met goes into the failure."""
     end = time.monotonic() + within_s
     last: Exception | None = None
     while time.monotonic() < end:
@@ -158,7 +166,7 @@ async def test_deposed_active_withholds_a_late_outcome_and_sticky_retries_on_suc
             )
         )
         tasks += [slow_direct, slow_sticky]
-        await asyncio.sleep(0.3)  # both calls are running in A's handler now
+        await asyncio.sleep(IN_HANDLER_S)  # both calls are running in A's handler now
         cut = await asyncio.to_thread(nem.apply, Fault("partition-instance", "A", peer="all"))
         assert cut is not None
         try:
@@ -225,7 +233,7 @@ async def test_outcome_after_a_handover_is_withheld_and_context_carries_the_admi
     slow: asyncio.Future[object] | None = None
     try:
         await a.start(pool)
-        await _until(lambda: a.is_active, 5)
+        await wait_until_async(lambda: a.is_active, 5, "a to become active")
         await b.start(pool)
         e1 = a.election.epoch
         msg = await client.request(name, "book", 0, instance="a")
@@ -237,7 +245,7 @@ async def test_outcome_after_a_handover_is_withheld_and_context_carries_the_admi
         slow = asyncio.create_task(client.request(name, "book", 1, instance="a", timeout=10))
         await asyncio.wait_for(entered.wait(), 5)
         stop = asyncio.create_task(a.stop(grace_s=10))  # hands the key over while the call runs
-        await _until(lambda: b.is_active, 5)
+        await wait_until_async(lambda: b.is_active, 5, "b to take the handed-over key")
         assert b.election.epoch > e1
         release.set()
         with pytest.raises(LeaseLost) as lost:
@@ -253,13 +261,6 @@ async def test_outcome_after_a_handover_is_withheld_and_context_carries_the_admi
         for svc in (a, b):
             await svc.stop()
         await pool.close()
-
-
-async def _until(predicate, timeout: float) -> None:  # type: ignore[no-untyped-def]
-    end = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < end, "condition not met in time"
-        await asyncio.sleep(0.01)
 
 
 def test_lease_lost_travels_with_both_epochs() -> None:

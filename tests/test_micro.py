@@ -10,7 +10,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import nats
@@ -28,7 +28,6 @@ from nats.micro.service import (
 )
 
 from sdk import wire
-from sdk.config import load_settings
 from sdk.connection import ConnectionPool
 from sdk.errors import BadRequest
 from sdk.micro import MICRO_PREFIX, micro_subject, rfc3339_utc
@@ -45,13 +44,6 @@ PARSERS: dict[str, Callable[[dict], object]] = {
 
 def _name() -> str:
     return f"micro-{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture
-async def pool(nats_urls: list[str]) -> AsyncIterator[ConnectionPool]:
-    p = await ConnectionPool.connect(load_settings(servers=nats_urls))
-    yield p
-    await p.close()
 
 
 class Running:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from waiting import wait_until
 
 from harness.cluster.gids import allocate_gids
 from harness.cluster.local import ClusterError, LocalCluster, placement_problem
@@ -35,16 +36,6 @@ def _firewall_or_skip() -> Firewall:
 
 def _tables() -> str:
     return subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
-
-
-def _wait(pred: Callable[[], bool], timeout: float, what: str, step: float = 0.05) -> float:
-    """Wait (bounded) for ``pred``; return the seconds it took; fail the test on timeout."""
-    t0 = time.monotonic()
-    while not pred():
-        if time.monotonic() - t0 > timeout:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(step)
-    return time.monotonic() - t0
 
 
 # --------------------------------------------------------------------------------------------------
@@ -468,7 +459,7 @@ def test_local_ports_to_finds_a_processes_connections() -> None:
     client = Proc([sys.executable, "-c", _PINGER, str(port)], None)
     try:
         conn, peer = lst.accept()
-        _wait(lambda: bool(local_ports_to(client.p.pid, [port])), 5, "the connection in /proc")
+        wait_until(lambda: bool(local_ports_to(client.p.pid, [port])), 5, "the connection in /proc")
         assert local_ports_to(client.p.pid, [port]) == {peer[1]: port}
         assert local_ports_to(client.p.pid, [port + 1]) == {}
         conn.close()
@@ -489,9 +480,9 @@ def test_partition_node_cuts_its_routes_and_heal_restores_them(
     af = nemesis.apply(Fault("partition-node", "n1", duration_s=5))
     assert af is not None and af.target == "n1"
     try:
-        _wait(lambda: _routes(c, "n1") == 0, 15, "n1 to lose all its routes")
+        wait_until(lambda: _routes(c, "n1") == 0, 15, "n1 to lose all its routes")
         # n1 alone has no JetStream quorum: it sees no meta leader
-        _wait(
+        wait_until(
             lambda: not (c.jsz("n1").get("meta_cluster") or {}).get("leader"),
             20,
             "n1 to lose the meta leader",
@@ -504,7 +495,7 @@ def test_partition_node_cuts_its_routes_and_heal_restores_them(
     whole, took, state = _wait_whole(c)
     assert whole, f"routes and meta group not restored {took:.0f} s after heal: {state}"
     # every pool connection is back too, not only one route per peer
-    _wait(
+    wait_until(
         lambda: all(_routes(c, n.name) == full_routes for n in c.nodes), 10, f"{full_routes} routes per node"
     )
     print(f"partition-node: whole again {took:.2f} s after heal")  # benchmark output, not asserted
@@ -516,7 +507,7 @@ def test_partition_minority_isolates_one_node_of_three(nemesis: Nemesis, gcluste
     assert af is not None
     assert af.applied.details["minority"] == ["n3"] and af.applied.details["majority"] == ["n1", "n2"]
     try:
-        _wait(lambda: _routes(gcluster, "n3") == 0, 15, "n3 to lose its routes")
+        wait_until(lambda: _routes(gcluster, "n3") == 0, 15, "n3 to lose its routes")
         # the majority still has each other
         assert _routes(gcluster, "n1") > 0 and _routes(gcluster, "n2") > 0
     finally:
@@ -537,7 +528,9 @@ def test_partition_one_way_between_nodes_installs_one_direction(
         assert f"tcp sport {n1.cluster_port} ct mark" in rules
         # nothing about n2 -> n1
         assert f"meta skgid {n2.gid}" not in rules.replace(f"{n2.gid} : {n2.gid}", "")
-        _wait(lambda: fw.counters().get(af.applied.details["cut"], 0) > 0, 10, "n1 -> n2 packets dropped")
+        wait_until(
+            lambda: fw.counters().get(af.applied.details["cut"], 0) > 0, 10, "n1 -> n2 packets dropped"
+        )
     finally:
         nemesis.heal(af)
     assert "cut_" not in fw.ruleset()
@@ -614,7 +607,7 @@ def test_partition_instance_stops_replies_from_its_server(gcluster: LocalCluster
 
 def test_stream_leader_stepdown_changes_the_leader(nemesis: Nemesis, gcluster: LocalCluster) -> None:
     stream = _kv_stream(gcluster)
-    _wait(lambda: gcluster.stream_leader(stream) is not None, 15, "a stream leader")
+    wait_until(lambda: gcluster.stream_leader(stream) is not None, 15, "a stream leader")
     old = gcluster.stream_leader(stream)
     af = nemesis.apply(Fault("stream-leader-stepdown", stream=stream))
     assert af is not None and af.healed and nemesis.heal(af) is None  # nothing to heal
@@ -626,7 +619,7 @@ def test_stream_leader_stepdown_changes_the_leader(nemesis: Nemesis, gcluster: L
 
 def test_node_lame_duck_hands_stream_leadership_over(nemesis: Nemesis, gcluster: LocalCluster) -> None:
     stream = _kv_stream(gcluster)
-    _wait(lambda: gcluster.stream_leader(stream) is not None, 15, "a stream leader")
+    wait_until(lambda: gcluster.stream_leader(stream) is not None, 15, "a stream leader")
     leader = gcluster.stream_leader(stream)
     assert leader is not None
     af = nemesis.apply(Fault("node-lame-duck", leader))
@@ -635,7 +628,7 @@ def test_node_lame_duck_hands_stream_leadership_over(nemesis: Nemesis, gcluster:
         gcluster.wait_exit(leader, 45)  # no clients on it: lame duck ends at once
         # handed over: a new leader right away, not after a Raft election. The bound is below nats-server's
         # shortest election timeout (4 s, NATS_NOTES.md), whatever the load: an election could not beat it.
-        _wait(lambda: gcluster.stream_leader(stream) not in (None, leader), 3.5, "a handed-over leader")
+        wait_until(lambda: gcluster.stream_leader(stream) not in (None, leader), 3.5, "a handed-over leader")
     finally:
         ev = nemesis.heal(af)
     assert ev is not None and ev.details["pid"] != af.applied.details["pid"]
@@ -644,7 +637,7 @@ def test_node_lame_duck_hands_stream_leadership_over(nemesis: Nemesis, gcluster:
 
 def test_stream_leader_kill_and_heal_all_twice(nemesis: Nemesis, gcluster: LocalCluster) -> None:
     stream = _kv_stream(gcluster)
-    _wait(lambda: gcluster.stream_leader(stream) is not None, 15, "a stream leader")
+    wait_until(lambda: gcluster.stream_leader(stream) is not None, 15, "a stream leader")
     leader = gcluster.stream_leader(stream)
     af = nemesis.apply(Fault("stream-leader-kill", f"stream-leader:{stream}"))
     assert af is not None and af.target == leader
@@ -688,9 +681,9 @@ def test_instance_faults_through_the_control_protocol(gcluster: LocalCluster) ->
         assert pid_b is not None
         af = nem.apply(Fault("instance-pause", "active", duration_s=0.2))
         assert af is not None and af.target == "B"
-        _wait(lambda: _state(pid_b) == "T", 2, "B stopped")
+        wait_until(lambda: _state(pid_b) == "T", 2, "B stopped")
         nem.heal(af)
-        _wait(lambda: _state(pid_b) in ("S", "R"), 2, "B continued")
+        wait_until(lambda: _state(pid_b) in ("S", "R"), 2, "B continued")
 
         af = nem.apply(Fault("instance-kill", "standby"))
         assert af is not None and af.target in ("A", "C")

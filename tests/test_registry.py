@@ -7,9 +7,10 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
+from waiting import wait_until_async
 
 from harness.cluster.local import LocalCluster
 from harness.cluster.processes import spawn
@@ -29,20 +30,9 @@ def _name(prefix: str = "svc") -> str:
 
 
 @pytest.fixture
-async def pool(nats_urls: list[str]) -> AsyncIterator[ConnectionPool]:
-    p = await ConnectionPool.connect(load_settings(servers=nats_urls, metrics_history_interval_s=0.3))
-    yield p
-    await p.close()
-
-
-async def _eventually(predicate: Callable[[], bool], timeout: float) -> bool:
-    """Poll ``predicate`` until it holds or ``timeout`` passes; its last value."""
-    deadline = time.monotonic() + timeout
-    for _ in range(int(timeout / 0.05) + 1):
-        if predicate() or time.monotonic() > deadline:
-            break
-        await asyncio.sleep(0.05)
-    return predicate()
+def pool_settings() -> dict[str, Any]:
+    """Metrics snapshots go to the history stream every 0.3 s (not every 10 s), so a test sees one at once."""
+    return {"metrics_history_interval_s": 0.3}
 
 
 def _echo(name: str, instance_id: str | None = None) -> Service:
@@ -131,12 +121,14 @@ async def test_instance_record_carries_status_and_live_metrics(pool: ConnectionP
             await client.call(name, "echo", f"x{i}", instance=svc.instance_id)
         with pytest.raises(Exception, match="boom"):
             await client.call(name, "fail", instance=svc.instance_id)
-        deadline = time.monotonic() + 3 * pool.settings.heartbeat_interval_s
-        while time.monotonic() < deadline:
+
+        async def counted() -> bool:
+            nonlocal rec
             rec = await reg.get_instance(name, svc.instance_id)
-            if rec.metrics and rec.metrics.methods["echo"].requests == 20:
-                break
-            await asyncio.sleep(0.1)
+            return rec.metrics is not None and rec.metrics.methods["echo"].requests == 20
+
+        bound = 3 * pool.settings.heartbeat_interval_s  # the next heartbeat carries them
+        await wait_until_async(counted, bound, "a record whose metrics count the 20 calls", step=0.1)
         assert rec.metrics is not None
         echo, fail = rec.metrics.methods["echo"], rec.metrics.methods["fail"]
         assert echo.requests == 20 and echo.errors == 0 and echo.p99_ms > 0 and echo.max_ms >= echo.p50_ms
@@ -219,17 +211,18 @@ async def test_heartbeat_survives_kv_outage_and_recovers(cluster: LocalCluster) 
     try:
         for victim in victims:
             cluster.kill(victim)
-        assert await _eventually(lambda: not hb.healthy, 10)
+        await wait_until_async(lambda: not hb.healthy, 10, "a failed heartbeat")
         assert hb.status is InstanceStatus.UNHEALTHY
         failures = hb.failures
-        await asyncio.sleep(1.0)
-        assert hb.failures > failures  # still trying
+        # Still trying: a failed write is retried after at most heartbeat_interval_s (0.2 s) and itself gives up
+        # after max(0.2, heartbeat_interval_s) s, so another failure comes within half a second; 5 s is the bound.
+        await wait_until_async(lambda: hb.failures > failures, 5, "another failed heartbeat write")
         # core NATS still serves the instance while KV is down
         assert await RpcClient(pool).call(name, "echo", "still here", timeout=2) == "still here"
     finally:
         for victim in victims:
             cluster.restart(victim)
-    await _eventually(lambda: hb.healthy, 30)
+    await wait_until_async(lambda: hb.healthy, 30, "a heartbeat write to work again")
     print(f"heartbeat: {hb.failures} failed writes during the outage, healthy again: {hb.healthy}")
     assert hb.healthy and hb.status is InstanceStatus.ACTIVE
     rec = await Registry(pool).get_instance(name, svc.instance_id)

@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from pydantic import BaseModel
+from waiting import wait_until_async
 
 from sdk import wire
 from sdk.codec import decode, encode
-from sdk.config import load_settings
 from sdk.connection import ConnectionPool
 from sdk.errors import (
     BadRequest,
@@ -41,10 +41,9 @@ def _name() -> str:
 
 
 @pytest.fixture
-async def pool(nats_urls: list[str]) -> AsyncIterator[ConnectionPool]:
-    p = await ConnectionPool.connect(load_settings(servers=nats_urls, max_payload_bytes=64 * 1024))
-    yield p
-    await p.close()
+def pool_settings() -> dict[str, Any]:
+    """The pools of this module refuse payloads above 64 KiB, so that the limits are tested on a small figure."""
+    return {"max_payload_bytes": 64 * 1024}
 
 
 @pytest.fixture
@@ -179,7 +178,9 @@ async def test_call_waits_for_an_instance_that_starts_within_the_retry_window(
         return "here"
 
     call = asyncio.create_task(client.call(svc.name, "late", None, timeout=2))
-    await asyncio.sleep(0.1)
+    # Not a wait for an event: the instance starts a moment after the call, well inside the window in which a
+    # call nobody received is retried (unavailable_retry_s).
+    await asyncio.sleep(pool.settings.unavailable_retry_s / 5)
     await svc.start(pool)
     try:
         assert await call == "here"
@@ -248,7 +249,13 @@ async def test_deadline_propagates_to_handler_and_nested_calls(
         assert 0 < seen["leaf"] <= seen["root"] - 0.2
         with pytest.raises(RpcTimeout):
             await client.call(outer.name, "late", {"a": 1, "b": 2}, timeout=0.1)
-        await asyncio.sleep(0.2)
+
+        # The handler goes on after the caller gave up; its check_deadline() fails it once its sleep is over.
+        def late_failed() -> bool:
+            late = outer.metrics.snapshot().methods.get("late")
+            return late is not None and late.errors > 0
+
+        await wait_until_async(late_failed, 5, "the late handler to fail its deadline check")
         assert "deadline" in outer.metrics.snapshot().methods["late"].last_error
     finally:
         await inner.stop()
@@ -367,10 +374,7 @@ async def test_max_concurrency_bounds_handlers_and_the_rest_wait_in_the_queue(
     await _started(pool, svc)
     try:
         calls = [asyncio.create_task(client.call(svc.name, "hold", None, timeout=5)) for _ in range(5)]
-        for _ in range(100):
-            if svc.metrics.snapshot().queue_depth == 3:
-                break
-            await asyncio.sleep(0.01)
+        await wait_until_async(lambda: svc.metrics.snapshot().queue_depth == 3, 5, "three calls in the queue")
         snap = svc.metrics.snapshot()
         assert (snap.in_flight, snap.queue_depth) == (2, 3)
         release.set()
@@ -391,7 +395,7 @@ async def test_stop_lets_calls_in_flight_finish(pool: ConnectionPool, client: Rp
 
     await _started(pool, svc)
     call = asyncio.create_task(client.call(svc.name, "slow", None, timeout=3))
-    await asyncio.sleep(0.1)
+    await wait_until_async(lambda: svc.metrics.snapshot().in_flight == 1, 2, "the call to be in the handler")
     await svc.stop()
     assert await call == "done"
     assert not svc.running

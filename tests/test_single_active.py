@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
+from waiting import wait_until_async
 
 from harness.cluster.local import LocalCluster
 from sdk import wire
@@ -22,13 +22,6 @@ from sdk.rpc import CallContext, RpcClient
 from sdk.schema import InstanceStatus
 from sdk.single_active import SingleActiveService, ensure_election_bucket, leader_key
 from sdk.sticky import StickyClient
-
-
-@pytest.fixture
-async def pool(nats_urls: list[str]) -> AsyncIterator[ConnectionPool]:
-    p = await ConnectionPool.connect(load_settings(servers=nats_urls))
-    yield p
-    await p.close()
 
 
 def _ledger(name: str, instance_id: str) -> SingleActiveService:
@@ -50,19 +43,8 @@ async def _group(pool: ConnectionPool, n: int = 3) -> tuple[str, list[SingleActi
     services = [_ledger(name, f"l{i}") for i in range(n)]
     for svc in services:
         await svc.start(pool)
-    await _until(lambda: sum(s.is_active for s in services) == 1, 5)
+    await wait_until_async(lambda: sum(s.is_active for s in services) == 1, 5, "one active instance")
     return name, services
-
-
-async def _until(predicate, timeout: float) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    for _ in range(int(timeout / 0.01) + 1):
-        if predicate():
-            return
-        if time.monotonic() > deadline:
-            break
-        await asyncio.sleep(0.01)
-    assert predicate(), "condition not met in time"
 
 
 def _active(services: list[SingleActiveService]) -> SingleActiveService:
@@ -102,7 +84,7 @@ async def test_registry_shows_roles_and_epoch_right_after_a_handover(pool: Conne
         stopped = time.monotonic()
         await old.stop()
         rest = [s for s in services if s is not old]
-        await _until(lambda: any(s.is_active for s in rest), 2)
+        await wait_until_async(lambda: any(s.is_active for s in rest), 2, "a successor to take over")
         new = _active(rest)
         await watch.wait_for(
             lambda: statuses().get(new.instance_id) == (InstanceStatus.ACTIVE, new.election.epoch), timeout=2
@@ -167,9 +149,8 @@ async def test_takeover_over_an_expiry_marker(pool: ConnectionPool) -> None:
     svc = _ledger(name, "fresh")
     try:
         await svc.start(pool)
-        await _until(
-            lambda: svc.is_active, 0.8
-        )  # at once, not after a lease: the marker says the key is free
+        # at once, not after a lease: the marker says the key is free
+        await wait_until_async(lambda: svc.is_active, 0.8, "the new instance to take the free key", step=0.01)
         assert svc.election.epoch > rev + 1
     finally:
         await sub.unsubscribe()
@@ -195,13 +176,14 @@ async def test_kv_outage_stops_serving_and_resumes_without_a_leader_change(clust
     try:
         for victim in victims:  # in a thread: the instances' timers must keep running meanwhile
             await asyncio.to_thread(cluster.kill, victim)
-        await _until(lambda: not active.is_active, 3)  # it cannot renew: it fences itself
+        # it cannot renew: it fences itself
+        await wait_until_async(lambda: not active.is_active, 3, "the active to stop serving")
         assert not any(s.is_active for s in services)
     finally:
         for victim in victims:
             await asyncio.to_thread(cluster.restart, victim)
     try:
-        await _until(lambda: any(s.is_active for s in services), 15)
+        await wait_until_async(lambda: any(s.is_active for s in services), 15, "an active instance again")
         assert _active(services) is active and active.election.epoch == epoch  # the incumbent renewed
     finally:
         for svc in services:

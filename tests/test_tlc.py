@@ -10,10 +10,13 @@ import time
 from pathlib import Path
 
 import pytest
+from waiting import wait_until
 
 from spec.tlc import run_tlc
 
 ROOT = Path(__file__).resolve().parent.parent
+UNDER_WAY_S = 1.0
+"""Past the JVM's start: TLC is checking the model (which takes minutes) when the parent is killed."""
 
 # A model TLC needs minutes for (10^8 states in a row): it is still running when we look.
 _LONG_SPEC = """---- MODULE Long ----
@@ -69,15 +72,6 @@ def _alive(pid: int, start: str) -> bool:
     return st is not None and st[0] != "Z" and st[19] == start
 
 
-def _wait_for(pred, timeout: float, step: float = 0.05) -> bool:  # noqa: ANN001
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(step)
-    return bool(pred())
-
-
 def test_java_dies_with_a_kill_9_parent(tmp_path: Path) -> None:
     spec, cfg = _long_model(tmp_path)
     parent = subprocess.Popen(
@@ -88,13 +82,17 @@ def test_java_dies_with_a_kill_9_parent(tmp_path: Path) -> None:
     )
     java: dict[int, str] = {}
     try:
-        assert _wait_for(lambda: bool(java.update(_java_children(parent.pid)) or java), 30), "no java child"
+        wait_until(
+            lambda: bool(java.update(_java_children(parent.pid)) or java), 30, "a java child of the parent"
+        )
         (pid, start), *_ = java.items()
-        time.sleep(1.0)  # TLC well under way
+        # A precondition, not a wait for an event: java still runs UNDER_WAY_S after it appeared, so
+        # it dies below because its parent was killed, not because the model ended.
+        time.sleep(UNDER_WAY_S)
         assert _alive(pid, start), "TLC ended before the parent was killed: the model is too short"
         os.kill(parent.pid, signal.SIGKILL)
         parent.wait(timeout=10)
-        assert _wait_for(lambda: not _alive(pid, start), 5), f"java {pid} outlived its kill -9'd parent"
+        wait_until(lambda: not _alive(pid, start), 5, f"java {pid} to die with its kill -9'd parent")
     finally:
         if parent.poll() is None:
             parent.kill()
