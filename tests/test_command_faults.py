@@ -16,7 +16,8 @@ import pytest
 from harness.campaign.checkers import duplicate_commands
 from harness.campaign.workload import CommandWorkload
 from harness.cluster.local import LocalCluster
-from harness.faults.nemesis import AsyncNemesis, Fault, Nemesis, NemesisError
+from harness.faults.fault import Fault
+from harness.faults.nemesis import AsyncNemesis, Nemesis, NemesisError
 from sdk.config import load_settings
 from sdk.connection import ConnectionPool
 

@@ -39,10 +39,11 @@ from harness.campaign.checkers import (
 )
 from harness.campaign.failover import FailoverRig, RigParams
 from harness.campaign.report import budget_breaks, by_class, headline, ks_distance
-from harness.campaign.schema import Campaign, FaultStep
+from harness.campaign.schema import Campaign
 from harness.campaign.workload import CommandWorkload, EventWorkload, RpcWorkload
 from harness.cluster.local import LocalCluster, install_signal_cleanup
 from harness.cluster.processes import spawn
+from harness.faults.fault import Fault
 from harness.faults.nemesis import ActiveFault, AsyncNemesis, FirewallUnavailable, NemesisError
 from sdk.config import load_settings
 from sdk.connection import ConnectionPool
@@ -299,12 +300,12 @@ async def _run(
     return report
 
 
-async def _inject(nemesis: AsyncNemesis, step: FaultStep, tries: int = 10) -> ActiveFault:
-    """Inject ``step``; a target that cannot be resolved yet (no stream leader right after an earlier fault)
+async def _inject(nemesis: AsyncNemesis, fault: Fault, tries: int = 10) -> ActiveFault:
+    """Inject ``fault``; a target that cannot be resolved yet (no stream leader right after an earlier fault)
     is retried every second, ``tries`` times."""
     for attempt in range(tries):
         try:
-            return await nemesis.inject(step)
+            return await nemesis.inject(fault)
         except FirewallUnavailable:
             raise
         except NemesisError:
