@@ -12,16 +12,15 @@ from pathlib import Path
 import pytest
 
 from harness.campaign.checkers import (
-    Call,
-    Hit,
     duplicate_commands,
     failed_calls,
     failover_time,
     lost_events,
     split_brain,
+    split_brain_by_fault,
 )
+from harness.campaign.history import Call, Hit
 from harness.campaign.report import by_class, html, ks_distance, markdown
-from harness.campaign.runner import _attribute_split_brain
 from harness.campaign.schema import CampaignError, load_campaign
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -100,9 +99,7 @@ def test_split_brain_is_charged_to_the_fault_during_which_the_deposed_active_ans
         Hit(20.5, 20.51, "L1", 2),  # and during fault 2
         Hit(31.0, 31.01, "L3", 9),
     ]
-    faults = [{"split_brain": 0}, {"split_brain": 0}, {"split_brain": 0}]
-    _attribute_split_brain(faults, [10.0, 20.0, 30.0], split_brain(hits))
-    assert [f["split_brain"] for f in faults] == [2, 1, 0]
+    assert split_brain_by_fault([10.0, 20.0, 30.0], split_brain(hits)) == [2, 1, 0]
 
 
 def test_ks_distance_is_the_largest_cdf_gap() -> None:

@@ -18,10 +18,27 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aegis.stats import MIN_P99_SAMPLES, percentile, recorded, spread_text
+from harness.campaign.checkers import (
+    duplicate_commands,
+    failed_calls,
+    failover_time,
+    longest_gap,
+    lost_events,
+    split_brain,
+    split_brain_by_fault,
+)
+from harness.campaign.history import Delivery, History, JournalLine
+
+if TYPE_CHECKING:
+    from harness.campaign.schema import Campaign
+
+OTHER_CLIENTS = ("rpc", "events", "commands")
+"""The campaign's workloads besides the sticky client, in the order the report lists them."""
 
 DEFAULT_BUDGET = {"gap_p99_s": 2.0, "gap_max_s": 2.0, "reason": ""}
 """A fault class's budget when none is given (:data:`harness.campaign.schema.DEFAULT_BUDGET_S`)."""
@@ -112,6 +129,122 @@ def headline(faults: Sequence[dict[str, Any]]) -> dict[str, Any]:
         " sticky call, from the fault until the client is steady again",
         **_figures("gap", gaps),
         **_figures("new_epoch_failover", epochs),
+    }
+
+
+def fault_rows(history: History, others: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """One row per fault the nemesis applied (skipped ones have none), judged from the history: the active and
+    epoch before, the new ones (first successful sticky call from a newer epoch until the client was steady
+    again), the client-visible gap, whether it recovered, the sticky calls and the ``others`` workloads'
+    operations that failed in its window, the split brain charged to it, its times and the nemesis' details."""
+    calls = history.calls("sticky")
+    runs = [r for r in history.fault_runs() if r.applied is not None]
+    starts = [r.start.at for r in runs]
+    split = split_brain_by_fault(starts, split_brain(history.hits))
+    rows = []
+    for run, brain in zip(runs, split, strict=True):
+        s, applied, rec, healed = run.start, run.applied, run.recovered, run.healed
+        assert applied is not None and rec is not None and healed is not None, f"fault {s.n} did not finish"
+        t0, t1 = s.at, rec.at
+        first = failover_time(calls, t0, s.epoch, until=t1)
+        rows.append(
+            {
+                "n": s.n,
+                "kind": s.fault.kind,
+                "target": applied.target,
+                "active_before": s.active,
+                "old_epoch": s.epoch,
+                "new_epoch": first.epoch if first else None,
+                "new_active": first.instance if first else None,
+                "failover_s": round(first.received - t0, 4) if first else None,
+                "gap_s": round(longest_gap(calls, t0, t1), 4),
+                "recovered": rec.recovered,
+                "failed_calls": failed_calls(calls, t0, t1),
+                "failed_ops": {name: failed_calls(history.calls(name), t0, t1) for name in others},
+                "split_brain": brain,
+                "at_s": round(t0 - history.started, 3),
+                "until_s": round(t1 - history.started, 3),
+                "wall": s.wall,
+                "wall_recovered": healed.wall,
+                "details": json.loads(json.dumps(applied.details, default=str)),
+            }
+        )
+    return rows
+
+
+def timeline(history: History, clients: Sequence[str]) -> dict[str, Any]:
+    """Every failed operation of each client (send time since the start, at most 5000 each), for the plot."""
+    return {
+        "clients": list(clients),
+        "failures": {
+            k: [round(c.sent - history.started, 3) for c in history.calls(k) if not c.ok][:5000]
+            for k in clients
+        },
+    }
+
+
+def journal_evidence(
+    lines: Sequence[JournalLine], call_ids: Sequence[str]
+) -> dict[str, list[dict[str, Any]]]:
+    """Every journal line of each call id (time order): the evidence a report shows for a command completed
+    twice (which worker, which process, which claim token, when)."""
+    out: dict[str, list[dict[str, Any]]] = {c: [] for c in call_ids}
+    for x in sorted(lines, key=lambda x: x.mono):
+        if x.call_id in out:
+            out[x.call_id].append(asdict(x))
+    return out
+
+
+def campaign_report(
+    campaign: Campaign,
+    history: History,
+    *,
+    others: Sequence[str],
+    observed: Mapping[str, Any],
+    took_s: float,
+) -> dict[str, Any]:
+    """The report of a finished run, judged from its history (the runner adds ``trace``, ``prediction`` and
+    ``expectations_broken``). ``others``: the workloads that ran besides the sticky client; ``observed``: what
+    the single-active group's workloads saw (:func:`harness.campaign.rig.observed`)."""
+    faults = fault_rows(history, others)
+    journal = history.of(JournalLine)
+    completions = [x.call_id for x in journal if x.ev == "complete"]
+    # Completed twice (two stored outcomes for one call id) must never happen; started twice is what a worker
+    # killed or paused mid-command leads to.
+    dups = duplicate_commands(completions)
+    restarted = duplicate_commands(x.call_id for x in journal if x.ev == "start")
+    acked = [c.key for c in history.calls("events") if c.ok]
+    lost = lost_events(acked, (d.key for d in history.of(Delivery)))
+    return {
+        "runs": len(faults),
+        "split_brain": observed["split_brain"],
+        "split_brain_examples": observed["split_brain_examples"],
+        "probes_sent": observed["probes_sent"],
+        "probe_successes": observed["probe_successes"],
+        "lost_events": len(lost),
+        # failover_*: the client-visible gap over every fault; new_epoch_failover_*: faults that changed the
+        # active only (see headline)
+        **headline(faults),
+        "trace_validated": False,
+        "duplicate_commands": len(dups),
+        "epoch_regressions": observed["epoch_regressions"],
+        "calls": observed["calls"],
+        "failed_calls": observed["failed_calls"],
+        "events_acked": len(acked),
+        "lost_event_ids": lost[:20],
+        "commands_completed": sum(1 for c in history.calls("commands") if c.ok),
+        "duplicate_command_ids": dict(list(dups.items())[:20]),
+        "duplicate_command_history": journal_evidence(journal, list(dups)[:5]),
+        "commands_started_twice": len(restarted),
+        "commands_discarded": sum(1 for x in journal if x.ev == "discard"),
+        "by_class": by_class(
+            faults, {k: campaign.budget(k).model_dump() for k in {f["kind"] for f in faults}}
+        ),
+        "faults": faults,
+        "skipped": [r.skipped.reason for r in history.fault_runs() if r.skipped is not None],
+        "campaign": campaign.model_dump(mode="json"),
+        "took_s": took_s,
+        "timeline": timeline(history, ["sticky", *others]),
     }
 
 
