@@ -20,7 +20,7 @@ from harness.campaign.checkers import (
     split_brain_by_fault,
 )
 from harness.campaign.history import Call, Hit
-from harness.campaign.report import by_class, html, ks_distance, markdown
+from harness.campaign.report import CampaignReport, by_class, html, ks_distance, markdown
 from harness.campaign.schema import CampaignError, load_campaign
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -100,6 +100,22 @@ def test_split_brain_is_charged_to_the_fault_during_which_the_deposed_active_ans
         Hit(31.0, 31.01, "L3", 9),
     ]
     assert split_brain_by_fault([10.0, 20.0, 30.0], split_brain(hits)) == [2, 1, 0]
+
+
+RECORDED = sorted(p for p in (ROOT / "reports").glob("*.json") if "by_class" in json.loads(p.read_text()))
+
+
+@pytest.mark.parametrize("path", RECORDED, ids=lambda p: p.stem)
+def test_a_recorded_campaign_report_is_a_campaign_report_and_dumps_back_to_its_json(path: Path) -> None:
+    """The report model is the JSON contract: every recorded campaign report validates (no key missing, none
+    unknown) and dumps back to the very same JSON, key order included."""
+    recorded = json.loads(path.read_text())
+    report = CampaignReport.model_validate(recorded)
+    assert json.dumps(report.model_dump(mode="json")) == json.dumps(recorded)
+
+
+def test_the_recorded_campaign_reports_are_there() -> None:
+    assert {p.stem for p in RECORDED} >= {"instance-crash", "mixed", "partition"}
 
 
 def test_ks_distance_is_the_largest_cdf_gap() -> None:

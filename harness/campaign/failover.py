@@ -21,12 +21,13 @@ import os
 import platform
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from aegis.stats import MIN_P99_SAMPLES, percentile, recorded, spread_text
 from harness.campaign.checkers import failover_time, first_hit_of_newer_epoch, signal_time
 from harness.campaign.group import RigParams
 from harness.campaign.history import ProcessEvent
+from harness.campaign.report import ReportModel, SplitBrainExample
 from harness.campaign.runner import CampaignRun, run_campaign
 from harness.campaign.schema import Campaign, Topology, Workload
 from harness.faults.fault import Fault
@@ -34,8 +35,57 @@ from harness.faults.fault import Fault
 Progress = Callable[[int, int, str], None]
 """``progress(done, total, what)``: called before and after each fault."""
 
-KINDS = {"instance-kill": "kill", "instance-stop": "graceful"}
+KINDS: dict[str, Literal["kill", "graceful"]] = {"instance-kill": "kill", "instance-stop": "graceful"}
 """The campaign's fault kinds and what ``aegis failover`` calls them."""
+
+
+class FailoverFault(ReportModel):
+    """One fault (``faults[]``): the victim and its epoch, who answered next in which epoch, the gap the sticky
+    client saw and the probe gap (None: no reply from a newer epoch before the client was steady again)."""
+
+    n: int
+    kind: Literal["kill", "graceful"]
+    instance: str
+    old_epoch: int
+    new_instance: str | None
+    new_epoch: int | None
+    gap_s: float | None
+    probe_gap_s: float | None
+
+
+class FailoverReport(ReportModel):
+    """The JSON of ``aegis failover`` (``reports/failover.json``): gap figures per kind with their samples, what
+    the group's workloads saw (:class:`~harness.campaign.report.Observed`'s keys), every fault, the rig's timing,
+    the seed, and how to reproduce it."""
+
+    kills: int
+    failover_p50_s: float | None
+    failover_p99_s: float | None
+    failover_max_s: float | None
+    graceful_stops: int
+    graceful_p50_s: float | None
+    graceful_p99_s: float | None
+    graceful_max_s: float | None
+    failover_samples: int
+    graceful_samples: int
+    missed_failovers: int
+    failover_gaps_s: list[float]
+    graceful_gaps_s: list[float]
+    split_brain: int
+    split_brain_examples: list[SplitBrainExample]
+    epoch_regressions: int
+    calls: int
+    failed_calls: int
+    probe_successes: int
+    probes_sent: int
+    probe_nodes: int
+    epochs_seen: list[int]
+    faults: list[FailoverFault]
+    params: dict[str, int | float]
+    seed: int
+    took_s: float
+    command: str
+    environment: dict[str, Any]
 
 
 def failover_campaign(
@@ -64,11 +114,11 @@ def failover_campaign(
     )
 
 
-def failover_report(run: CampaignRun, *, kills: int, graceful: int, seed: int) -> dict[str, Any]:
+def failover_report(run: CampaignRun, *, kills: int, graceful: int, seed: int) -> FailoverReport:
     """``aegis failover``'s report of a run of :func:`failover_campaign`, judged from its history."""
     history = run.history
     calls, hits, events = history.calls("sticky"), history.hits, history.of(ProcessEvent)
-    faults: list[dict[str, Any]] = []
+    faults: list[FailoverFault] = []
     for fr in history.fault_runs():
         s = fr.start
         victim = fr.applied.target if fr.applied is not None else s.active
@@ -78,39 +128,45 @@ def failover_report(run: CampaignRun, *, kills: int, graceful: int, seed: int) -
         first = failover_time(calls, at, s.epoch, until=until) if fr.applied is not None else None
         probe = first_hit_of_newer_epoch(hits, at, s.epoch) if fr.applied is not None else None
         faults.append(
-            {
-                "n": s.n,
-                "kind": KINDS[s.fault.kind],
-                "instance": victim,
-                "old_epoch": s.epoch,
-                "new_instance": first.instance if first else None,
-                "new_epoch": first.epoch if first else None,
-                "gap_s": round(first.received - at, 4) if first else None,
-                "probe_gap_s": round(probe.received - at, 4) if probe else None,
-            }
+            FailoverFault(
+                n=s.n,
+                kind=KINDS[s.fault.kind],
+                instance=victim,
+                old_epoch=s.epoch,
+                new_instance=first.instance if first else None,
+                new_epoch=first.epoch if first else None,
+                gap_s=round(first.received - at, 4) if first else None,
+                probe_gap_s=round(probe.received - at, 4) if probe else None,
+            )
         )
-    kill_gaps = [f["gap_s"] for f in faults if f["kind"] == "kill" and f["gap_s"] is not None]
-    stop_gaps = [f["gap_s"] for f in faults if f["kind"] == "graceful" and f["gap_s"] is not None]
-    return {
-        "kills": kills,
-        "failover_p50_s": percentile(kill_gaps, 50),
-        "failover_p99_s": percentile(kill_gaps, 99),
-        "failover_max_s": max(kill_gaps) if kill_gaps else None,
-        "graceful_stops": graceful,
-        "graceful_p50_s": percentile(stop_gaps, 50),
-        "graceful_p99_s": percentile(stop_gaps, 99),
-        "graceful_max_s": max(stop_gaps) if stop_gaps else None,
-        "failover_samples": len(kill_gaps),
-        "graceful_samples": len(stop_gaps),
-        "missed_failovers": sum(1 for f in faults if f["gap_s"] is None),
-        "failover_gaps_s": kill_gaps,
-        "graceful_gaps_s": stop_gaps,
-        **run.observed,
-        "faults": faults,
-        "params": run.params.as_dict(),
-        "seed": seed,
-        "took_s": run.report["took_s"],
-    }
+    kill_gaps = [f.gap_s for f in faults if f.kind == "kill" and f.gap_s is not None]
+    stop_gaps = [f.gap_s for f in faults if f.kind == "graceful" and f.gap_s is not None]
+    return FailoverReport(
+        kills=kills,
+        failover_p50_s=percentile(kill_gaps, 50),
+        failover_p99_s=percentile(kill_gaps, 99),
+        failover_max_s=max(kill_gaps) if kill_gaps else None,
+        graceful_stops=graceful,
+        graceful_p50_s=percentile(stop_gaps, 50),
+        graceful_p99_s=percentile(stop_gaps, 99),
+        graceful_max_s=max(stop_gaps) if stop_gaps else None,
+        failover_samples=len(kill_gaps),
+        graceful_samples=len(stop_gaps),
+        missed_failovers=sum(1 for f in faults if f.gap_s is None),
+        failover_gaps_s=kill_gaps,
+        graceful_gaps_s=stop_gaps,
+        **dict(run.observed),
+        faults=faults,
+        params=run.params.as_dict(),
+        seed=seed,
+        took_s=run.report.took_s,
+        command=f"aegis failover --kills {kills} --graceful {graceful} --seed {seed}",
+        environment={
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+            "cpus": os.cpu_count(),
+        },
+    )
 
 
 def run_failover(
@@ -121,17 +177,10 @@ def run_failover(
     params: RigParams | None = None,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """``aegis failover``: run :func:`failover_campaign` on a fresh local 3-node cluster; its report."""
+    """``aegis failover``: run :func:`failover_campaign` on a fresh local 3-node cluster; its report, as JSON."""
     params = params or RigParams()
     run = run_campaign(failover_campaign(kills, graceful, seed, params), progress=progress, params=params)
-    report = failover_report(run, kills=kills, graceful=graceful, seed=seed)
-    report["command"] = f"aegis failover --kills {kills} --graceful {graceful} --seed {seed}"
-    report["environment"] = {
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "cpus": os.cpu_count(),
-    }
-    return report
+    return failover_report(run, kills=kills, graceful=graceful, seed=seed).model_dump(mode="json")
 
 
 # --- report --------------------------------------------------------------------------------------------
@@ -239,4 +288,12 @@ def write_report(report: dict[str, Any], out: Path) -> tuple[Path, Path]:
     return jpath, mpath
 
 
-__all__ = ["failover_campaign", "failover_report", "markdown", "run_failover", "write_report"]
+__all__ = [
+    "FailoverFault",
+    "FailoverReport",
+    "failover_campaign",
+    "failover_report",
+    "markdown",
+    "run_failover",
+    "write_report",
+]

@@ -5,7 +5,8 @@
 * two workloads: :class:`~harness.campaign.workload.StickyWorkload` (a sticky client calling ``book`` back to
   back) and :class:`~harness.campaign.prober.Prober` (the split-brain prober, one connection pinned to every node);
 * one :class:`~harness.campaign.history.History` that all of them write into (a campaign's other workloads
-  and its runner write into the same one); the checkers (:mod:`harness.campaign.checkers`) read it afterwards.
+  and its runner write into the same one); the checkers (:mod:`harness.campaign.checkers`) read it afterwards
+  (:meth:`FailoverRig.observed`: what the group's workloads saw, judged).
 
 Use as ``async with FailoverRig(urls, service=...) as rig:``; its methods are the parts' (``rig.kill`` is the
 group's, ``rig.active`` the sticky workload's, ``rig.wait_standby`` the prober's), for tests and the runner.
@@ -19,39 +20,20 @@ import contextlib
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from harness.campaign.checkers import epoch_regressions, split_brain
 from harness.campaign.group import INSTANCE_MODULE, INSTANCES, InstanceGroup, RigParams
 from harness.campaign.history import Call, History, Hit
 from harness.campaign.prober import ProbeLink, Prober
+from harness.campaign.report import Observed, judge_group
 from harness.campaign.workload import StickyWorkload
 from harness.demo.services import ACTIVE_SERVICE
 from sdk.config import load_settings
 from sdk.connection import ConnectionPool
 from sdk.trace_events import Trace
 
-__all__ = ["FailoverRig", "RigControl", "observed"]
-
-
-def observed(history: History, probes_sent: int, probe_nodes: int) -> dict[str, Any]:
-    """What the single-active group's workloads saw, judged by the checkers: split brain (with up to 5
-    examples), epoch regressions, sticky calls and failures, probe successes, probes sent, epochs seen."""
-    calls, hits = history.calls("sticky"), history.hits
-    pairs = split_brain(hits)
-    return {
-        "split_brain": len(pairs),
-        "split_brain_examples": [{"old": asdict(old), "new": asdict(new)} for old, new in pairs[:5]],
-        "epoch_regressions": epoch_regressions(calls),
-        "calls": len(calls),
-        "failed_calls": sum(1 for c in calls if not c.ok),
-        "probe_successes": len(hits),
-        "probes_sent": probes_sent,
-        "probe_nodes": probe_nodes,
-        "epochs_seen": sorted({h.epoch for h in hits}),
-    }
+__all__ = ["FailoverRig", "RigControl"]
 
 
 class FailoverRig:
@@ -166,9 +148,13 @@ class FailoverRig:
         """The prober's pinned connections (tests check where they are)."""
         return self.prober.links
 
+    def observed(self) -> Observed:
+        """What the workloads saw so far (:func:`harness.campaign.report.judge_group`)."""
+        return judge_group(self.history, sum(self.probes_sent.values()), len(self.urls))
+
     def summary(self) -> dict[str, Any]:
-        """:func:`observed` over everything recorded so far."""
-        return observed(self.history, sum(self.probes_sent.values()), len(self.urls))
+        """:meth:`observed`, as JSON."""
+        return self.observed().model_dump(mode="json")
 
     def _workload(self) -> StickyWorkload:
         assert self.sticky is not None, "the rig is not started"

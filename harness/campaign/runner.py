@@ -39,7 +39,15 @@ from harness.campaign.history import (
     FaultStart,
     History,
 )
-from harness.campaign.report import budget_breaks, campaign_report, ks_distance
+from harness.campaign.report import (
+    OTHER_CLIENTS,
+    CampaignReport,
+    Observed,
+    Prediction,
+    budget_breaks,
+    campaign_report,
+    ks_distance,
+)
 from harness.campaign.rig import FailoverRig, RigControl
 from harness.campaign.schema import Campaign
 from harness.campaign.workload import CommandWorkload, EventWorkload, RpcWorkload
@@ -92,15 +100,15 @@ class _Quotes:
 
 @dataclass
 class CampaignRun:
-    """A finished run: its campaign, its history, and the report judged from it (the ``aegis campaign`` JSON).
-    ``observed``: what the single-active group's workloads saw (:func:`harness.campaign.rig.observed`);
-    ``params``: the rig's timing."""
+    """A finished run: its campaign, its history, and the report judged from it (``report.model_dump(mode="json")``
+    is the ``aegis campaign`` JSON). ``observed``: what the single-active group's workloads saw
+    (:func:`harness.campaign.report.judge_group`); ``params``: the rig's timing."""
 
     campaign: Campaign
     history: History
-    observed: dict[str, Any]
+    observed: Observed
     params: RigParams
-    report: dict[str, Any]
+    report: CampaignReport
 
 
 async def _run(
@@ -217,8 +225,8 @@ async def _run(
         await rig.close()
         await quotes.stop()
         await pool.close()
-    others = [name for name, w in (("rpc", rpc), ("events", events), ("commands", commands)) if w is not None]
-    observed = rig.summary()
+    others = [name for name, w in zip(OTHER_CLIENTS, (rpc, events, commands), strict=True) if w is not None]
+    observed = rig.observed()
     report = campaign_report(
         campaign,
         history,
@@ -227,12 +235,18 @@ async def _run(
         took_s=round(time.monotonic() - history.started, 1),
     )
     if trace_dir is not None:
-        report["trace"] = await asyncio.to_thread(
-            _check_trace, rig, work, report["faults"], trace_out, campaign.trace_budget_s
+        trace = await asyncio.to_thread(
+            _check_trace,
+            rig,
+            work,
+            [f.wall_recovered for f in report.faults],
+            trace_out,
+            campaign.trace_budget_s,
         )
-        report["trace_validated"] = report["trace"]["result"] == "validated"
-    report["prediction"] = _prediction(report["faults"])
-    report["expectations_broken"] = _broken(campaign, report)
+        report.trace = trace  # validated into TraceChecked / TraceUnchecked
+        report.trace_validated = trace["result"] == "validated"
+    report.prediction = _prediction([f.failover_s for f in report.faults if f.kind == "instance-kill"])
+    report.expectations_broken = _broken(campaign, report.model_dump(mode="json"))
     return CampaignRun(campaign, history, observed, params, report)
 
 
@@ -257,7 +271,7 @@ async def _inject(nemesis: AsyncNemesis, fault: Fault, tries: int = 10) -> Activ
 
 
 def _check_trace(
-    rig: FailoverRig, work: Path, faults: list[dict[str, Any]], keep: Path | None, budget_s: float
+    rig: FailoverRig, work: Path, recovered_at: list[float], keep: Path | None, budget_s: float
 ) -> dict[str, Any]:
     """Merge the instances' traces and check the whole of it with TLC (:mod:`spec.trace_check`) within
     ``budget_s`` seconds. The ``trace`` object of the report: ``result`` (``validated``: every event explained;
@@ -274,7 +288,7 @@ def _check_trace(
     base: dict[str, Any] = {
         "file": str(path),
         "events_total": len(merged.events),
-        "faults_total": len(faults),
+        "faults_total": len(recovered_at),
         "tlc_budget_s": budget_s,
     }
     try:
@@ -289,7 +303,7 @@ def _check_trace(
         }
     explained = merged.events[: verdict.explained]
     until = explained[-1].wall if explained and verdict.result != "validated" else float("inf")
-    covered = sum(1 for f in faults if f["wall_recovered"] <= until)
+    covered = sum(1 for at in recovered_at if at <= until)
     return {
         **base,
         **verdict.summary(),
@@ -298,30 +312,31 @@ def _check_trace(
     }
 
 
-def _prediction(faults: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The simulator's predicted crash-failover distribution beside the measured one, when both exist."""
+def _prediction(crash_failovers: list[float | None]) -> Prediction | None:
+    """The simulator's predicted crash-failover distribution beside the measured one (the new-epoch failovers of
+    the instance-kill faults), when both exist."""
     import json
 
-    real = [f["failover_s"] for f in faults if f["kind"] == "instance-kill" and f["failover_s"] is not None]
+    real = [x for x in crash_failovers if x is not None]
     if not real or not PREDICTION.exists():
         return None
     data = json.loads(PREDICTION.read_text())
     sim = [float(x) for x in data.get("samples_s", [])]
     if not sim:
         return None
-    return {
-        "source": str(PREDICTION.relative_to(ROOT)),
-        "sim_samples": len(sim),
-        "sim_p50_s": percentile(sim, 50),
-        "sim_p99_s": percentile(sim, 99),
-        "sim_max_s": max(sim),
-        "sim_samples_s": sim[:2000],
-        "real_samples": len(real),
-        "real_p50_s": percentile(real, 50),
-        "real_p99_s": percentile(real, 99),
-        "real_max_s": max(real),
-        "ks_distance": ks_distance(sim, real),
-    }
+    return Prediction(
+        source=str(PREDICTION.relative_to(ROOT)),
+        sim_samples=len(sim),
+        sim_p50_s=percentile(sim, 50),
+        sim_p99_s=percentile(sim, 99),
+        sim_max_s=max(sim),
+        sim_samples_s=sim[:2000],
+        real_samples=len(real),
+        real_p50_s=percentile(real, 50),
+        real_p99_s=percentile(real, 99),
+        real_max_s=max(real),
+        ks_distance=ks_distance(sim, real),
+    )
 
 
 def _broken(campaign: Campaign, report: dict[str, Any]) -> list[str]:
