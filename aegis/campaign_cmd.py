@@ -42,7 +42,7 @@ def campaign_command(file: Path, as_json: bool = False, out: Path | None = None)
             spec,
             progress=lambda done, total, what: bar.update(task, completed=done, description=what),
             trace_out=None if out is None else out / f"{spec.name}-trace.ndjson.gz",
-        )
+        ).report.model_dump(mode="json")
     if out is not None:
         paths = write_campaign(report, out)
         err.print("wrote " + ", ".join(str(p) for p in paths))

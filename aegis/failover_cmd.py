@@ -1,6 +1,6 @@
 """``aegis failover``: kill -9 / SIGTERM the single-active demo group's active, measure the gaps
-(:mod:`harness.campaign.failover`), with a progress bar on stderr. Exit code 1 on split brain or an epoch
-regression."""
+(:mod:`harness.campaign.failover`: a built-in campaign run by the campaign runner), with a progress bar on
+stderr. Exit code 1 on split brain or an epoch regression, 2 when there is no fault to run."""
 
 from __future__ import annotations
 
@@ -24,6 +24,9 @@ def failover_command(
     from harness.campaign.failover import run_failover
     from harness.campaign.failover import write_report as write_failover
 
+    if kills < 0 or graceful < 0 or kills + graceful == 0:
+        err.print("[red]--kills and --graceful must not be negative, and one of them must be > 0[/]")
+        raise typer.Exit(2)
     columns = (
         TextColumn("failover"),
         BarColumn(),

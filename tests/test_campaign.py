@@ -12,16 +12,15 @@ from pathlib import Path
 import pytest
 
 from harness.campaign.checkers import (
-    Call,
-    Hit,
     duplicate_commands,
     failed_calls,
     failover_time,
     lost_events,
     split_brain,
+    split_brain_by_fault,
 )
-from harness.campaign.report import by_class, html, ks_distance, markdown
-from harness.campaign.runner import _attribute_split_brain
+from harness.campaign.history import Call, Hit
+from harness.campaign.report import CampaignReport, by_class, html, ks_distance, markdown
 from harness.campaign.schema import CampaignError, load_campaign
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -100,9 +99,23 @@ def test_split_brain_is_charged_to_the_fault_during_which_the_deposed_active_ans
         Hit(20.5, 20.51, "L1", 2),  # and during fault 2
         Hit(31.0, 31.01, "L3", 9),
     ]
-    faults = [{"split_brain": 0}, {"split_brain": 0}, {"split_brain": 0}]
-    _attribute_split_brain(faults, [10.0, 20.0, 30.0], split_brain(hits))
-    assert [f["split_brain"] for f in faults] == [2, 1, 0]
+    assert split_brain_by_fault([10.0, 20.0, 30.0], split_brain(hits)) == [2, 1, 0]
+
+
+RECORDED = sorted(p for p in (ROOT / "reports").glob("*.json") if "by_class" in json.loads(p.read_text()))
+
+
+@pytest.mark.parametrize("path", RECORDED, ids=lambda p: p.stem)
+def test_a_recorded_campaign_report_is_a_campaign_report_and_dumps_back_to_its_json(path: Path) -> None:
+    """The report model is the JSON contract: every recorded campaign report validates (no key missing, none
+    unknown) and dumps back to the very same JSON, key order included."""
+    recorded = json.loads(path.read_text())
+    report = CampaignReport.model_validate(recorded)
+    assert json.dumps(report.model_dump(mode="json")) == json.dumps(recorded)
+
+
+def test_the_recorded_campaign_reports_are_there() -> None:
+    assert {p.stem for p in RECORDED} >= {"instance-crash", "mixed", "partition"}
 
 
 def test_ks_distance_is_the_largest_cdf_gap() -> None:

@@ -15,7 +15,8 @@ from waiting import wait_until_async
 from harness.campaign.checkers import duplicate_commands
 from harness.campaign.workload import CommandWorkload
 from harness.cluster.local import LocalCluster
-from harness.faults.nemesis import AsyncNemesis, Fault, Nemesis, NemesisError
+from harness.faults.fault import Fault
+from harness.faults.nemesis import AsyncNemesis, Nemesis, NemesisError
 from sdk.config import load_settings
 from sdk.connection import ConnectionPool
 

@@ -25,8 +25,9 @@ from pathlib import Path
 import pytest
 
 from aegis.stats import percentile
-from harness.campaign.checkers import Call, Hit, epoch_regressions, longest_gap, split_brain
-from harness.campaign.failover import FailoverRig
+from harness.campaign.checkers import epoch_regressions, longest_gap, split_brain
+from harness.campaign.history import Call, Hit
+from harness.campaign.rig import FailoverRig
 from harness.cluster.local import LocalCluster
 from harness.demo.services import BookRequest
 from sdk.errors import NotFound, ServiceUnavailable

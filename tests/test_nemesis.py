@@ -21,8 +21,9 @@ from waiting import wait_until
 from harness.cluster.gids import allocate_gids
 from harness.cluster.local import ClusterError, LocalCluster, placement_problem
 from harness.cluster.processes import spawn
+from harness.faults.fault import FAULT_KINDS, Fault
 from harness.faults.firewall import Endpoint, Firewall, FirewallUnavailable, local_ports_to
-from harness.faults.nemesis import FAULT_KINDS, AsyncNemesis, Fault, InstanceControl, Nemesis
+from harness.faults.nemesis import AsyncNemesis, InstanceControl, Nemesis
 
 ROOT = Path(__file__).resolve().parent.parent
 

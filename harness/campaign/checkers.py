@@ -1,14 +1,21 @@
 """Checkers: pure functions over a run's history (no I/O, no clocks), shared by ``aegis failover`` and
-``aegis campaign``.
+``aegis campaign``; they run after the run, on what it left (:class:`~harness.campaign.history.History`).
 
-The history is what the workloads recorded: sticky calls (:class:`Call`), direct probes of each instance
-(:class:`Hit`), events published and received, commands sent and processed, all on this host's monotonic
-clock. Each checker answers one question a trading desk asks after a fault:
+The history is what the workloads, the rig and the runner recorded: sticky calls and other client operations
+(:class:`~harness.campaign.history.Call`), direct probes of each instance (:class:`~harness.campaign.history.Hit`),
+events received, the command workers' journals, what was done to which process and each fault's start, recovery
+and heal, all on this host's monotonic clock. Each checker answers one question a trading desk asks after a
+fault:
 
 * :func:`split_brain`: did a deposed instance serve after its successor had served?
 * :func:`epoch_regressions`: did a client accept an answer from an older epoch after a newer one?
 * :func:`failover_time`: how long from the fault to the first success from a newer epoch?
+* :func:`first_hit_of_newer_epoch`: when did a direct probe first get an answer from a newer epoch (the
+  election's share of the gap)?
 * :func:`longest_gap`: the longest stretch without any success (faults that keep the epoch).
+* :func:`failed_calls`: how many operations sent during a fault failed?
+* :func:`split_brain_by_fault`: which fault was each split brain's deposed instance answering during?
+* :func:`signal_time`: when exactly did the rig signal a fault's victim?
 * :func:`lost_events`: acknowledged events that no consumer received.
 * :func:`duplicate_commands`: commands a worker processed more than once.
 
@@ -17,35 +24,14 @@ Percentiles of what they measure come from :mod:`aegis.stats` (one definition fo
 
 from __future__ import annotations
 
+import bisect
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
+from harness.campaign.history import Call, Hit, ProcessEvent
 
-@dataclass(slots=True)
-class Call:
-    """One client operation (a sticky call, an RPC, an event publish, a command): monotonic send/receive times,
-    outcome, who answered in which epoch, and its key (idempotency key, event or call id)."""
-
-    sent: float
-    received: float
-    ok: bool
-    instance: str = ""
-    epoch: int = 0
-    error: str = ""
-    key: str = ""
-
-
-@dataclass(slots=True)
-class Hit:
-    """One successful direct probe of an instance: the epoch of the reply's ``Aegis-Epoch`` header (the epoch
-    the call was admitted under) and the node the probe went through."""
-
-    sent: float
-    received: float
-    instance: str
-    epoch: int
-    node: str = ""
+FAULT_SIGNALS = frozenset({"SIGKILL", "SIGTERM", "SIGSTOP"})
+"""The signals that are a fault (SIGCONT heals one)."""
 
 
 def split_brain(hits: Sequence[Hit]) -> list[tuple[Hit, Hit]]:
@@ -100,11 +86,49 @@ def longest_gap(calls: Sequence[Call], since: float, until: float) -> float:
     return max(worst, until - last)
 
 
-def failover_time(calls: Sequence[Call], fault_at: float, old_epoch: int) -> Call | None:
-    """The first successful call received after ``fault_at`` from an epoch newer than ``old_epoch``."""
+def failover_time(
+    calls: Sequence[Call], fault_at: float, old_epoch: int, until: float = float("inf")
+) -> Call | None:
+    """The first successful call received after ``fault_at`` (and at latest ``until``) from an epoch newer than
+    ``old_epoch``."""
     for c in calls:
-        if c.ok and c.received > fault_at and c.epoch > old_epoch:
+        if c.ok and fault_at < c.received <= until and c.epoch > old_epoch:
             return c
+    return None
+
+
+def first_hit_of_newer_epoch(hits: Iterable[Hit], since: float, old_epoch: int) -> Hit | None:
+    """The probe success received first after ``since`` from an epoch newer than ``old_epoch`` (hits complete
+    out of order: the earliest received, not the first recorded)."""
+    best: Hit | None = None
+    for h in hits:
+        if h.received > since and h.epoch > old_epoch and (best is None or h.received < best.received):
+            best = h
+    return best
+
+
+def split_brain_by_fault(starts: Sequence[float], pairs: Iterable[tuple[Hit, Hit]]) -> list[int]:
+    """Split-brain pairs per fault (faults started at ``starts``, ascending): each pair counts against the fault
+    during which the deposed instance answered, i.e. its probe was sent after that fault was injected and before
+    the next one. Judged over the whole history, not when the fault's recovery is declared: a paused active
+    resumes when its fault heals, typically after the sticky client has recovered, and would be missed (or
+    charged to a later fault)."""
+    counts = [0] * len(starts)
+    for old, _ in pairs:
+        i = bisect.bisect_right(starts, old.sent) - 1
+        if i >= 0:
+            counts[i] += 1
+    return counts
+
+
+def signal_time(
+    events: Iterable[ProcessEvent], instance: str, since: float, until: float = float("inf")
+) -> float | None:
+    """When the rig sent ``instance`` its first fault signal (SIGKILL, SIGTERM, SIGSTOP) in ``[since, until]``:
+    the fault's own time, a little after the runner decided to inject it."""
+    for e in events:
+        if e.instance == instance and e.action in FAULT_SIGNALS and since <= e.at <= until:
+            return e.at
     return None
 
 

@@ -6,6 +6,14 @@ The JSON (``reports/<campaign>.json``) has at least ``runs``, ``split_brain``, `
 budget and whether it held, failed calls), ``faults`` (one row per fault) and ``timeline`` (every failed client
 operation, for the plot).
 
+The JSON is :class:`CampaignReport` (pydantic models down to every row: :class:`FaultRow`, :class:`ClassRow`,
+:class:`TraceChecked` / :class:`TraceUnchecked`, :class:`Prediction`, :class:`Timeline`), built after the run
+from its history by :func:`campaign_report` through the checkers; ``model_dump(mode="json")`` is the JSON,
+key for key in the recorded order (``tests/test_campaign.py`` validates every recorded ``reports/*.json`` and
+checks that it dumps back to the same JSON). The figures (:func:`by_class`, :func:`headline`,
+:func:`budget_breaks`) and the renderers (:func:`markdown`, :func:`html`) read the JSON form, so a report
+recorded by an older version renders too.
+
 ``failover_p99_s`` (and ``failover_p50_s``) is the client-visible gap over *all* faults of the campaign (the
 longest stretch without a successful sticky call, from the fault until the client is steady again), whether
 or not the active changed; ``new_epoch_failover_p50_s`` / ``_p99_s`` are over the faults that changed it
@@ -19,12 +27,219 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
 
 from aegis.stats import MIN_P99_SAMPLES, percentile, recorded, spread_text
+from harness.campaign.checkers import (
+    duplicate_commands,
+    epoch_regressions,
+    failed_calls,
+    failover_time,
+    longest_gap,
+    lost_events,
+    split_brain,
+    split_brain_by_fault,
+)
+from harness.campaign.history import Delivery, History, Hit, JournalLine
+from harness.campaign.schema import Budget, Campaign
+
+OTHER_CLIENTS = ("rpc", "events", "commands")
+"""The campaign's workloads besides the sticky client, in the order the report lists them."""
 
 DEFAULT_BUDGET = {"gap_p99_s": 2.0, "gap_max_s": 2.0, "reason": ""}
 """A fault class's budget when none is given (:data:`harness.campaign.schema.DEFAULT_BUDGET_S`)."""
+
+
+# -- the report's JSON, as models --------------------------------------------------------------------------------
+
+
+class ReportModel(BaseModel):
+    """A part of a report: every key declared, nothing else accepted; ``model_dump(mode="json")`` is the JSON."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SplitBrainExample(ReportModel):
+    """A success of a deposed epoch (``old``) sent after a newer epoch's success (``new``) had come back."""
+
+    old: Hit
+    new: Hit
+
+
+class Observed(ReportModel):
+    """What the single-active group's workloads saw, judged by the checkers (:func:`judge_group`)."""
+
+    split_brain: int
+    split_brain_examples: list[SplitBrainExample]
+    epoch_regressions: int
+    calls: int
+    failed_calls: int
+    probe_successes: int
+    probes_sent: int
+    probe_nodes: int
+    epochs_seen: list[int]
+
+
+class FaultRow(ReportModel):
+    """One fault the nemesis applied (``faults[]``): times are seconds since the run started (``at_s``, ``until_s``:
+    injected, steady again) and wall clock (``wall``, ``wall_recovered``: injected, healed and back)."""
+
+    n: int
+    kind: str
+    target: str
+    active_before: str
+    old_epoch: int
+    new_epoch: int | None
+    new_active: str | None
+    failover_s: float | None
+    gap_s: float | None
+    recovered: bool
+    failed_calls: int
+    failed_ops: dict[str, int]
+    split_brain: int
+    at_s: float
+    until_s: float
+    wall: float
+    wall_recovered: float
+    details: dict[str, Any]
+
+
+class ClassRow(ReportModel):
+    """One fault class (``by_class[kind]``): gap and new-epoch failover figures with their sample counts, failed
+    operations, split brain, unrecovered faults, the budget and whether it held (None: no gap sample)."""
+
+    runs: int
+    gap_p50_s: float | None
+    gap_p99_s: float | None
+    gap_max_s: float | None
+    gap_samples: int
+    failovers: int
+    failover_p50_s: float | None
+    failover_p99_s: float | None
+    failover_max_s: float | None
+    failover_samples: int
+    failed_calls: int
+    failed_ops: int
+    split_brain: int
+    unrecovered: int
+    budget: Budget
+    budget_held: bool | None
+
+
+class TraceChecked(ReportModel):
+    """``trace`` when TLC ran: its verdict (:meth:`spec.trace_check.Verdict.summary`) with how much of the trace
+    and of the faults it explained."""
+
+    file: str
+    events_total: int
+    faults_total: int
+    tlc_budget_s: int | float  # as the campaign gave it (300, or 900.0)
+    result: Literal["validated", "rejected", "incomplete"]
+    accepted: bool
+    reason: str
+    events: int
+    explained: int
+    events_given_to_tlc: int
+    instances: int
+    first_bad_line: int | None
+    first_bad_event: dict[str, Any] | None
+    distinct_states: int | None
+    seconds: float | None
+    ms_per_event: float | None
+    events_checked: int
+    faults_covered: int
+
+
+class TraceUnchecked(ReportModel):
+    """``trace`` when TLC could not check it (no Java, a trace it cannot read): why."""
+
+    file: str
+    events_total: int
+    faults_total: int
+    tlc_budget_s: int | float  # as the campaign gave it (300, or 900.0)
+    result: Literal["incomplete"]
+    reason: str
+    events_checked: int
+    faults_covered: int
+
+
+class Prediction(ReportModel):
+    """The simulator's predicted crash-failover distribution beside the measured one (instance-kill faults)."""
+
+    source: str
+    sim_samples: int
+    sim_p50_s: float | None
+    sim_p99_s: float | None
+    sim_max_s: float | None
+    sim_samples_s: list[float]
+    real_samples: int
+    real_p50_s: float | None
+    real_p99_s: float | None
+    real_max_s: float | None
+    ks_distance: float | None
+
+
+class Timeline(ReportModel):
+    """Every failed operation of each client (send time in seconds since the run started), for the plot."""
+
+    clients: list[str]
+    failures: dict[str, list[float]]
+
+
+class CampaignReport(ReportModel):
+    """The JSON of ``aegis campaign`` (``reports/<campaign>.json``; ``--json`` prints it without ``timeline``).
+    Key order and meaning are the contract: see the module docstring. ``trace`` is absent when the campaign checks
+    no trace."""
+
+    runs: int
+    split_brain: int
+    split_brain_examples: list[SplitBrainExample]
+    probes_sent: int
+    probe_successes: int
+    lost_events: int
+    failover_p50_s: float | None
+    failover_p99_s: float | None
+    failover_max_s: float | None
+    failover_samples: int
+    failover_measure: str
+    gap_p50_s: float | None
+    gap_p99_s: float | None
+    gap_max_s: float | None
+    gap_samples: int
+    new_epoch_failover_p50_s: float | None
+    new_epoch_failover_p99_s: float | None
+    new_epoch_failover_max_s: float | None
+    new_epoch_failover_samples: int
+    trace_validated: bool
+    duplicate_commands: int
+    epoch_regressions: int
+    calls: int
+    failed_calls: int
+    events_acked: int
+    lost_event_ids: list[str]
+    commands_completed: int
+    duplicate_command_ids: dict[str, int]
+    duplicate_command_history: dict[str, list[JournalLine]]
+    commands_started_twice: int
+    commands_discarded: int
+    by_class: dict[str, ClassRow]
+    faults: list[FaultRow]
+    skipped: list[str]
+    campaign: Campaign
+    took_s: float
+    timeline: Timeline
+    trace: TraceChecked | TraceUnchecked | None = None
+    prediction: Prediction | None = None
+    expectations_broken: list[str] = []
+
+    @model_serializer(mode="wrap")
+    def _no_trace_key_without_a_trace(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        out: dict[str, Any] = handler(self)
+        if out.get("trace") is None:
+            out.pop("trace", None)
+        return out
 
 
 def ks_distance(a: Sequence[float], b: Sequence[float]) -> float | None:
@@ -113,6 +328,141 @@ def headline(faults: Sequence[dict[str, Any]]) -> dict[str, Any]:
         **_figures("gap", gaps),
         **_figures("new_epoch_failover", epochs),
     }
+
+
+def judge_group(history: History, probes_sent: int, probe_nodes: int) -> Observed:
+    """What the single-active group's workloads saw, judged from the history: split brain (with up to 5
+    examples), epoch regressions, sticky calls and failures, probe successes, probes sent, epochs seen."""
+    calls, hits = history.calls("sticky"), history.hits
+    pairs = split_brain(hits)
+    return Observed(
+        split_brain=len(pairs),
+        split_brain_examples=[SplitBrainExample(old=old, new=new) for old, new in pairs[:5]],
+        epoch_regressions=epoch_regressions(calls),
+        calls=len(calls),
+        failed_calls=sum(1 for c in calls if not c.ok),
+        probe_successes=len(hits),
+        probes_sent=probes_sent,
+        probe_nodes=probe_nodes,
+        epochs_seen=sorted({h.epoch for h in hits}),
+    )
+
+
+def fault_rows(history: History, others: Sequence[str] = ()) -> list[FaultRow]:
+    """One row per fault the nemesis applied (skipped ones have none), judged from the history: the active and
+    epoch before, the new ones (first successful sticky call from a newer epoch until the client was steady
+    again), the client-visible gap, whether it recovered, the sticky calls and the ``others`` workloads'
+    operations that failed in its window, the split brain charged to it, its times and the nemesis' details."""
+    calls = history.calls("sticky")
+    runs = [r for r in history.fault_runs() if r.applied is not None]
+    starts = [r.start.at for r in runs]
+    split = split_brain_by_fault(starts, split_brain(history.hits))
+    rows = []
+    for run, brain in zip(runs, split, strict=True):
+        s, applied, rec, healed = run.start, run.applied, run.recovered, run.healed
+        assert applied is not None and rec is not None and healed is not None, f"fault {s.n} did not finish"
+        t0, t1 = s.at, rec.at
+        first = failover_time(calls, t0, s.epoch, until=t1)
+        rows.append(
+            FaultRow(
+                n=s.n,
+                kind=s.fault.kind,
+                target=applied.target,
+                active_before=s.active,
+                old_epoch=s.epoch,
+                new_epoch=first.epoch if first else None,
+                new_active=first.instance if first else None,
+                failover_s=round(first.received - t0, 4) if first else None,
+                gap_s=round(longest_gap(calls, t0, t1), 4),
+                recovered=rec.recovered,
+                failed_calls=failed_calls(calls, t0, t1),
+                failed_ops={name: failed_calls(history.calls(name), t0, t1) for name in others},
+                split_brain=brain,
+                at_s=round(t0 - history.started, 3),
+                until_s=round(t1 - history.started, 3),
+                wall=s.wall,
+                wall_recovered=healed.wall,
+                details=json.loads(json.dumps(applied.details, default=str)),
+            )
+        )
+    return rows
+
+
+def timeline(history: History, clients: Sequence[str]) -> Timeline:
+    """Every failed operation of each client (send time since the start, at most 5000 each), for the plot."""
+    return Timeline(
+        clients=list(clients),
+        failures={
+            k: [round(c.sent - history.started, 3) for c in history.calls(k) if not c.ok][:5000]
+            for k in clients
+        },
+    )
+
+
+def journal_evidence(lines: Sequence[JournalLine], call_ids: Sequence[str]) -> dict[str, list[JournalLine]]:
+    """Every journal line of each call id (time order): the evidence a report shows for a command completed
+    twice (which worker, which process, which claim token, when)."""
+    out: dict[str, list[JournalLine]] = {c: [] for c in call_ids}
+    for x in sorted(lines, key=lambda x: x.mono):
+        if x.call_id in out:
+            out[x.call_id].append(x)
+    return out
+
+
+def campaign_report(
+    campaign: Campaign,
+    history: History,
+    *,
+    others: Sequence[str],
+    observed: Observed,
+    took_s: float,
+) -> CampaignReport:
+    """The report of a finished run, judged from its history (the runner adds ``trace``, ``prediction`` and
+    ``expectations_broken``). ``others``: the workloads that ran besides the sticky client; ``observed``: what
+    the single-active group's workloads saw (:func:`judge_group`). The per-class and headline figures are computed
+    on the rows' JSON (:func:`by_class`, :func:`headline`), as for a recorded report."""
+    faults = fault_rows(history, others)
+    rows = [f.model_dump() for f in faults]
+    journal = history.of(JournalLine)
+    completions = [x.call_id for x in journal if x.ev == "complete"]
+    # Completed twice (two stored outcomes for one call id) must never happen; started twice is what a worker
+    # killed or paused mid-command leads to.
+    dups = duplicate_commands(completions)
+    restarted = duplicate_commands(x.call_id for x in journal if x.ev == "start")
+    acked = [c.key for c in history.calls("events") if c.ok]
+    lost = lost_events(acked, (d.key for d in history.of(Delivery)))
+    budgets = {k: campaign.budget(k).model_dump() for k in {f.kind for f in faults}}
+    return CampaignReport.model_validate(
+        {
+            "runs": len(faults),
+            "split_brain": observed.split_brain,
+            "split_brain_examples": observed.split_brain_examples,
+            "probes_sent": observed.probes_sent,
+            "probe_successes": observed.probe_successes,
+            "lost_events": len(lost),
+            # failover_*: the client-visible gap over every fault; new_epoch_failover_*: faults that changed the
+            # active only (see headline)
+            **headline(rows),
+            "trace_validated": False,
+            "duplicate_commands": len(dups),
+            "epoch_regressions": observed.epoch_regressions,
+            "calls": observed.calls,
+            "failed_calls": observed.failed_calls,
+            "events_acked": len(acked),
+            "lost_event_ids": lost[:20],
+            "commands_completed": sum(1 for c in history.calls("commands") if c.ok),
+            "duplicate_command_ids": dict(list(dups.items())[:20]),
+            "duplicate_command_history": journal_evidence(journal, list(dups)[:5]),
+            "commands_started_twice": len(restarted),
+            "commands_discarded": sum(1 for x in journal if x.ev == "discard"),
+            "by_class": by_class(rows, budgets),
+            "faults": faults,
+            "skipped": [r.skipped.reason for r in history.fault_runs() if r.skipped is not None],
+            "campaign": campaign,
+            "took_s": took_s,
+            "timeline": timeline(history, ["sticky", *others]),
+        }
+    )
 
 
 def _budget(report: dict[str, Any], kind: str, row: Mapping[str, Any]) -> dict[str, Any]:
@@ -320,8 +670,11 @@ def html(report: dict[str, Any]) -> str:
     return file_html(column(header, ecdf, timeline), INLINE, title)
 
 
-def write_report(report: dict[str, Any], out: Path) -> list[Path]:
-    """``<name>.json``, ``<name>.md`` and ``<name>.html`` in ``out``."""
+def write_report(report: CampaignReport | dict[str, Any], out: Path) -> list[Path]:
+    """``<name>.json``, ``<name>.md`` and ``<name>.html`` in ``out`` (from a report, or from its JSON as
+    recorded: ``aegis render``)."""
+    if isinstance(report, CampaignReport):
+        report = report.model_dump(mode="json")
     out.mkdir(parents=True, exist_ok=True)
     name = report["campaign"]["name"]
     paths = [out / f"{name}.json", out / f"{name}.md", out / f"{name}.html"]

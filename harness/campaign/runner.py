@@ -1,20 +1,22 @@
-"""``aegis campaign FILE``: a Jepsen-style fault campaign on a real local NATS cluster, checked and reported.
+"""``aegis campaign FILE``: a Jepsen-style fault campaign on a real local NATS cluster, checked and reported; also
+the one fault loop of ``aegis failover`` (:mod:`harness.campaign.failover`, a built-in campaign).
 
 The runner is generic; the campaign is data (:mod:`harness.campaign.schema`). It starts a local cluster, the
-single-active ledger group (:class:`~harness.campaign.failover.FailoverRig`: real SDK processes writing election
-traces, a sticky client calling back to back, a prober calling every instance directly), optionally quotes
-service processes, and the RPC / event / command workloads (:mod:`harness.campaign.workload`). Then, for each fault of
-the seeded schedule: wait a random settle time, inject the fault (:mod:`harness.faults.nemesis`), wait until the
-sticky client is steady again, heal (restart what was killed, resume what was paused, drop the partition)
-and wait until every instance is back. The checkers (:mod:`harness.campaign.checkers`) judge the history; the whole
-merged election trace is checked against the TLA+ spec with TLC (the report's ``trace`` object says how much of
-it, and of the faults, TLC covered within ``trace_budget_s``).
+single-active ledger group (:class:`~harness.campaign.rig.FailoverRig`: real SDK processes writing election
+traces, a sticky workload calling back to back, a prober calling every instance directly), optionally quotes
+service processes, and the RPC / event / command workloads (:mod:`harness.campaign.workload`), all writing one
+:class:`~harness.campaign.history.History`. Then, for each fault of the seeded schedule: wait a random settle
+time, inject the fault (:mod:`harness.faults.nemesis`), wait until the sticky client is steady again, heal
+(restart what was killed, resume what was paused, drop the partition) and wait until every instance is back;
+each step goes into the history (fault start, applied or skipped, recovered, healed). After the run the
+checkers (:mod:`harness.campaign.checkers`, through :func:`harness.campaign.report.campaign_report`) judge the
+history; the whole merged election trace is checked against the TLA+ spec with TLC (the report's ``trace``
+object says how much of it, and of the faults, TLC covered within ``trace_budget_s``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import random
 import signal
@@ -28,21 +30,30 @@ from pathlib import Path
 from typing import Any
 
 from aegis.stats import percentile
-from harness.campaign.checkers import (
-    Hit,
-    duplicate_commands,
-    failed_calls,
-    failover_time,
-    longest_gap,
-    lost_events,
-    split_brain,
+from harness.campaign.group import RigParams
+from harness.campaign.history import (
+    FaultApplied,
+    FaultHealed,
+    FaultRecovered,
+    FaultSkipped,
+    FaultStart,
+    History,
 )
-from harness.campaign.failover import FailoverRig, RigParams
-from harness.campaign.report import budget_breaks, by_class, headline, ks_distance
-from harness.campaign.schema import Campaign, FaultStep
+from harness.campaign.report import (
+    OTHER_CLIENTS,
+    CampaignReport,
+    Observed,
+    Prediction,
+    budget_breaks,
+    campaign_report,
+    ks_distance,
+)
+from harness.campaign.rig import FailoverRig, RigControl
+from harness.campaign.schema import Campaign
 from harness.campaign.workload import CommandWorkload, EventWorkload, RpcWorkload
 from harness.cluster.local import LocalCluster, install_signal_cleanup
 from harness.cluster.processes import spawn
+from harness.faults.fault import PARTITION_KINDS, Fault
 from harness.faults.nemesis import ActiveFault, AsyncNemesis, FirewallUnavailable, NemesisError
 from sdk.config import load_settings
 from sdk.connection import ConnectionPool
@@ -51,45 +62,6 @@ ROOT = Path(__file__).resolve().parents[2]
 PREDICTION = ROOT / "reports" / "sim-predicted-failover.json"
 
 Progress = Callable[[int, int, str], None]
-
-
-class RigControl:
-    """The :class:`~harness.faults.nemesis.InstanceControl` of a :class:`FailoverRig`, for the nemesis's worker thread:
-    blocking calls, bridged to the rig's event loop where the rig is async."""
-
-    def __init__(self, rig: FailoverRig, loop: asyncio.AbstractEventLoop) -> None:
-        self.rig = rig
-        self.loop = loop
-
-    def names(self) -> list[str]:
-        return list(self.rig.instances)
-
-    def active(self) -> str | None:
-        last = self.rig.last_ok()
-        return last.instance if last is not None and time.monotonic() - last.received < 0.5 else None
-
-    def pid(self, name: str) -> int | None:
-        proc = self.rig.procs.get(name)
-        return proc.pid if proc is not None and proc.poll() is None else None
-
-    def gid(self, name: str) -> int | None:
-        return self.rig.gids.get(name)
-
-    def kill(self, name: str) -> None:
-        self.rig.kill(name)
-
-    def signal(self, name: str, sig: int) -> None:
-        self.rig.signal(name, sig)
-
-    def restart(self, name: str) -> None:
-        """Start it again and wait (bounded) until it answers as a standby."""
-
-        async def again() -> None:
-            started = await self.rig.restart(name)
-            if not await self.rig.wait_standby(name, started, timeout=20):
-                raise RuntimeError(f"{name} did not come back as a standby within 20 s")
-
-        asyncio.run_coroutine_threadsafe(again(), self.loop).result(timeout=60)
 
 
 @dataclass
@@ -126,9 +98,28 @@ class _Quotes:
                 proc.stdout.close()
 
 
+@dataclass
+class CampaignRun:
+    """A finished run: its campaign, its history, and the report judged from it (``report.model_dump(mode="json")``
+    is the ``aegis campaign`` JSON). ``observed``: what the single-active group's workloads saw
+    (:func:`harness.campaign.report.judge_group`); ``params``: the rig's timing."""
+
+    campaign: Campaign
+    history: History
+    observed: Observed
+    params: RigParams
+    report: CampaignReport
+
+
 async def _run(
-    campaign: Campaign, cluster: LocalCluster, work: Path, progress: Progress | None, trace_out: Path | None
-) -> dict[str, Any]:
+    campaign: Campaign,
+    cluster: LocalCluster,
+    work: Path,
+    progress: Progress | None,
+    trace_out: Path | None,
+    params: RigParams,
+) -> CampaignRun:
+    history = History()
     rng = random.Random(campaign.seed)
     schedule = campaign.schedule()
     topo, load = campaign.topology, campaign.workload
@@ -136,21 +127,18 @@ async def _run(
     trace_dir = work / "traces" if campaign.trace else None
     if trace_dir is not None:
         trace_dir.mkdir(parents=True)
-    started = time.monotonic()
-    faults: list[dict[str, Any]] = []
-    fault_starts: list[float] = []
-    skipped: list[str] = []
     quotes = _Quotes()
     pool = await ConnectionPool.connect(load_settings(servers=cluster.urls, name=f"campaign-{campaign.name}"))
     rpc = events = commands = None
     rig = FailoverRig(
         cluster.urls,
         instances=instances,
-        params=RigParams(),
+        params=params,
         log_dir=work,
         trace_dir=trace_dir,
-        gids=True,
+        gids=_partitions(campaign),
         instance_module=topo.instance_module,
+        history=history,
     )
     if load.command_rate:  # worker processes start with the other workloads; the nemesis controls them
         commands = CommandWorkload(
@@ -160,10 +148,16 @@ async def _run(
             log_dir=work,
             workers=load.command_workers,
             ack_wait=load.command_ack_wait_s,
-            gids=True,
+            history=history,
+            gids=_partitions(campaign),
         )
+    partitions = _partitions(campaign)
     nemesis = AsyncNemesis(
-        cluster, RigControl(rig, asyncio.get_running_loop()), seed=campaign.seed, workers=commands
+        cluster,
+        RigControl(rig, asyncio.get_running_loop()),
+        seed=campaign.seed,
+        workers=commands,
+        firewall="auto" if partitions else None,  # no nft table for a campaign that cuts nothing
     )
     try:
         if progress:
@@ -171,68 +165,47 @@ async def _run(
         await rig.start()
         await quotes.start(cluster.urls, topo.rpc_instances, work)
         if load.rpc_rate and topo.rpc_instances:
-            rpc = RpcWorkload(pool, load.rpc_rate)
+            rpc = RpcWorkload(pool, load.rpc_rate, history=history)
             await rpc.start()
         if load.event_rate:
-            events = EventWorkload(pool, load.event_rate)
+            events = EventWorkload(pool, load.event_rate, history=history)
             await events.start()
         if commands is not None:
             await commands.start()
-        others = {"rpc": rpc, "events": events, "commands": commands}
-        for i, step in enumerate(schedule):
+        for i, fault in enumerate(schedule):
             await asyncio.sleep(rng.uniform(*campaign.settle_s))
             victim, old_epoch = await rig.active(timeout=campaign.recover_timeout_s)
             if progress:
-                progress(i, len(schedule), f"{step.kind} -> {step.target}")
-            t0, w0 = time.monotonic(), time.time()
+                progress(i, len(schedule), f"{fault.kind} -> {fault.target}")
+            n = i + 1
+            t0 = time.monotonic()
+            history.add(FaultStart(n, fault, t0, time.time(), victim, old_epoch))
             try:
-                injected = await _inject(nemesis, step)
+                injected = await _inject(nemesis, fault)
             except FirewallUnavailable as exc:
-                skipped.append(f"{step.kind}: {exc}")
+                history.add(FaultSkipped(n, time.monotonic(), f"{fault.kind}: {exc}"))
                 continue
             except NemesisError as exc:
-                skipped.append(f"fault {i + 1} {step.kind} -> {step.target}: {exc}")
+                history.add(
+                    FaultSkipped(n, time.monotonic(), f"fault {n} {fault.kind} -> {fault.target}: {exc}")
+                )
                 continue
+            history.add(FaultApplied(n, injected.target, injected.applied.mono, dict(injected.details)))
             # A fault with a duration heals on its own clock (SIGCONT, node restart, partition dropped); a
             # killed or stopped instance is restarted once the client is steady again.
             heal = (
-                asyncio.create_task(nemesis.heal_after(injected, step.duration_s))
-                if step.duration_s
+                asyncio.create_task(nemesis.heal_after(injected, fault.duration_s))
+                if fault.duration_s
                 else None
             )
             recovered = await rig.wait_recovered(
-                t0, min_s=max(step.duration_s, 0.5), steady_s=1.0, timeout=campaign.recover_timeout_s
+                t0, min_s=max(fault.duration_s, 0.5), steady_s=1.0, timeout=campaign.recover_timeout_s
             )
-            t1 = time.monotonic()
+            history.add(FaultRecovered(n, time.monotonic(), recovered))
             if heal is not None:
                 await heal
             await nemesis.restore(injected)
-            first = failover_time([c for c in rig.calls if c.received <= t1], t0, old_epoch)
-            fault_starts.append(t0)
-            faults.append(
-                {
-                    "n": i + 1,
-                    "kind": step.kind,
-                    "target": injected.target,
-                    "active_before": victim,
-                    "old_epoch": old_epoch,
-                    "new_epoch": first.epoch if first else None,
-                    "new_active": first.instance if first else None,
-                    "failover_s": round(first.received - t0, 4) if first else None,
-                    "gap_s": round(longest_gap(rig.calls, t0, t1), 4),
-                    "recovered": recovered,
-                    "failed_calls": failed_calls(rig.calls, t0, t1),
-                    "failed_ops": {
-                        name: failed_calls(w.calls, t0, t1) for name, w in others.items() if w is not None
-                    },
-                    "split_brain": 0,  # attributed at the end: see _attribute_split_brain
-                    "at_s": round(t0 - started, 3),
-                    "until_s": round(t1 - started, 3),
-                    "wall": w0,
-                    "wall_recovered": time.time(),
-                    "details": _jsonable(injected.details),
-                }
-            )
+            history.add(FaultHealed(n, time.monotonic(), time.time()))
         if progress:
             progress(len(schedule), len(schedule), "checking")
         for w in (rpc, commands, events):
@@ -241,8 +214,7 @@ async def _run(
         if events is not None:
             await events.drain(30)
         await asyncio.sleep(0.3)
-        summary = rig.summary()
-        _attribute_split_brain(faults, fault_starts, split_brain(rig.hits))
+        await rig.stop_workloads()  # the history of the group ends here; the checkers judge it below
     finally:
         for w in (rpc, events, commands):
             if w is not None:
@@ -253,58 +225,42 @@ async def _run(
         await rig.close()
         await quotes.stop()
         await pool.close()
-    lost = lost_events(events.acked, events.received) if events else []
-    # Completed twice (two stored outcomes for one call id) must never happen; started twice is what a worker
-    # killed or paused mid-command leads to.
-    dups = duplicate_commands(commands.completions) if commands else {}
-    restarted = duplicate_commands(commands.starts) if commands else {}
-    report: dict[str, Any] = {
-        "runs": len(faults),
-        "split_brain": summary["split_brain"],
-        "split_brain_examples": summary["split_brain_examples"],
-        "probes_sent": summary["probes_sent"],
-        "probe_successes": summary["probe_successes"],
-        "lost_events": len(lost),
-        # failover_*: the client-visible gap over every fault; new_epoch_failover_*: faults that changed the
-        # active only (see campaign_report.headline)
-        **headline(faults),
-        "trace_validated": False,
-        "duplicate_commands": len(dups),
-        "epoch_regressions": summary["epoch_regressions"],
-        "calls": summary["calls"],
-        "failed_calls": summary["failed_calls"],
-        "events_acked": len(events.acked) if events else 0,
-        "lost_event_ids": lost[:20],
-        "commands_completed": len(commands.completed) if commands else 0,
-        "duplicate_command_ids": dict(list(dups.items())[:20]),
-        "duplicate_command_history": commands.history(list(dups)[:5]) if commands else {},
-        "commands_started_twice": len(restarted),
-        "commands_discarded": len(commands.discards) if commands else 0,
-        "by_class": by_class(
-            faults, {k: campaign.budget(k).model_dump() for k in {f["kind"] for f in faults}}
-        ),
-        "faults": faults,
-        "skipped": skipped,
-        "campaign": campaign.model_dump(mode="json"),
-        "took_s": round(time.monotonic() - started, 1),
-        "timeline": _timeline(rig, {"rpc": rpc, "events": events, "commands": commands}, started),
-    }
+    others = [name for name, w in zip(OTHER_CLIENTS, (rpc, events, commands), strict=True) if w is not None]
+    observed = rig.observed()
+    report = campaign_report(
+        campaign,
+        history,
+        others=others,
+        observed=observed,
+        took_s=round(time.monotonic() - history.started, 1),
+    )
     if trace_dir is not None:
-        report["trace"] = await asyncio.to_thread(
-            _check_trace, rig, work, faults, trace_out, campaign.trace_budget_s
+        trace = await asyncio.to_thread(
+            _check_trace,
+            rig,
+            work,
+            [f.wall_recovered for f in report.faults],
+            trace_out,
+            campaign.trace_budget_s,
         )
-        report["trace_validated"] = report["trace"]["result"] == "validated"
-    report["prediction"] = _prediction(faults)
-    report["expectations_broken"] = _broken(campaign, report)
-    return report
+        report.trace = trace  # validated into TraceChecked / TraceUnchecked
+        report.trace_validated = trace["result"] == "validated"
+    report.prediction = _prediction([f.failover_s for f in report.faults if f.kind == "instance-kill"])
+    report.expectations_broken = _broken(campaign, report.model_dump(mode="json"))
+    return CampaignRun(campaign, history, observed, params, report)
 
 
-async def _inject(nemesis: AsyncNemesis, step: FaultStep, tries: int = 10) -> ActiveFault:
-    """Inject ``step``; a target that cannot be resolved yet (no stream leader right after an earlier fault)
+def _partitions(campaign: Campaign) -> bool:
+    """The campaign cuts the network: its processes need group ids and the nemesis a firewall."""
+    return any(f.kind in PARTITION_KINDS for f in campaign.faults)
+
+
+async def _inject(nemesis: AsyncNemesis, fault: Fault, tries: int = 10) -> ActiveFault:
+    """Inject ``fault``; a target that cannot be resolved yet (no stream leader right after an earlier fault)
     is retried every second, ``tries`` times."""
     for attempt in range(tries):
         try:
-            return await nemesis.inject(step)
+            return await nemesis.inject(fault)
         except FirewallUnavailable:
             raise
         except NemesisError:
@@ -314,37 +270,8 @@ async def _inject(nemesis: AsyncNemesis, step: FaultStep, tries: int = 10) -> Ac
     raise AssertionError("unreachable")
 
 
-def _attribute_split_brain(
-    faults: list[dict[str, Any]], starts: list[float], pairs: list[tuple[Hit, Hit]]
-) -> None:
-    """Count each split-brain pair against the fault during which the deposed instance answered: its probe was
-    sent after that fault was injected and before the next one. Counted over the whole history at the end, not
-    when the fault's recovery is declared: a paused active resumes when its fault heals, typically after the
-    sticky client has recovered, and would be missed (or charged to a later fault)."""
-    for old, _ in pairs:
-        i = bisect.bisect_right(starts, old.sent) - 1
-        if i >= 0:
-            faults[i]["split_brain"] += 1
-
-
-def _jsonable(details: dict[str, Any]) -> dict[str, Any]:
-    import json
-
-    return json.loads(json.dumps(details, default=str))
-
-
-def _timeline(rig: FailoverRig, others: dict[str, Any], started: float) -> dict[str, Any]:
-    clients = {"sticky": rig.calls, **{k: w.calls for k, w in others.items() if w is not None}}
-    return {
-        "clients": list(clients),
-        "failures": {
-            k: [round(c.sent - started, 3) for c in calls if not c.ok][:5000] for k, calls in clients.items()
-        },
-    }
-
-
 def _check_trace(
-    rig: FailoverRig, work: Path, faults: list[dict[str, Any]], keep: Path | None, budget_s: float
+    rig: FailoverRig, work: Path, recovered_at: list[float], keep: Path | None, budget_s: float
 ) -> dict[str, Any]:
     """Merge the instances' traces and check the whole of it with TLC (:mod:`spec.trace_check`) within
     ``budget_s`` seconds. The ``trace`` object of the report: ``result`` (``validated``: every event explained;
@@ -361,7 +288,7 @@ def _check_trace(
     base: dict[str, Any] = {
         "file": str(path),
         "events_total": len(merged.events),
-        "faults_total": len(faults),
+        "faults_total": len(recovered_at),
         "tlc_budget_s": budget_s,
     }
     try:
@@ -376,7 +303,7 @@ def _check_trace(
         }
     explained = merged.events[: verdict.explained]
     until = explained[-1].wall if explained and verdict.result != "validated" else float("inf")
-    covered = sum(1 for f in faults if f["wall_recovered"] <= until)
+    covered = sum(1 for at in recovered_at if at <= until)
     return {
         **base,
         **verdict.summary(),
@@ -385,30 +312,31 @@ def _check_trace(
     }
 
 
-def _prediction(faults: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The simulator's predicted crash-failover distribution beside the measured one, when both exist."""
+def _prediction(crash_failovers: list[float | None]) -> Prediction | None:
+    """The simulator's predicted crash-failover distribution beside the measured one (the new-epoch failovers of
+    the instance-kill faults), when both exist."""
     import json
 
-    real = [f["failover_s"] for f in faults if f["kind"] == "instance-kill" and f["failover_s"] is not None]
+    real = [x for x in crash_failovers if x is not None]
     if not real or not PREDICTION.exists():
         return None
     data = json.loads(PREDICTION.read_text())
     sim = [float(x) for x in data.get("samples_s", [])]
     if not sim:
         return None
-    return {
-        "source": str(PREDICTION.relative_to(ROOT)),
-        "sim_samples": len(sim),
-        "sim_p50_s": percentile(sim, 50),
-        "sim_p99_s": percentile(sim, 99),
-        "sim_max_s": max(sim),
-        "sim_samples_s": sim[:2000],
-        "real_samples": len(real),
-        "real_p50_s": percentile(real, 50),
-        "real_p99_s": percentile(real, 99),
-        "real_max_s": max(real),
-        "ks_distance": ks_distance(sim, real),
-    }
+    return Prediction(
+        source=str(PREDICTION.relative_to(ROOT)),
+        sim_samples=len(sim),
+        sim_p50_s=percentile(sim, 50),
+        sim_p99_s=percentile(sim, 99),
+        sim_max_s=max(sim),
+        sim_samples_s=sim[:2000],
+        real_samples=len(real),
+        real_p50_s=percentile(real, 50),
+        real_p99_s=percentile(real, 99),
+        real_max_s=max(real),
+        ks_distance=ks_distance(sim, real),
+    )
 
 
 def _broken(campaign: Campaign, report: dict[str, Any]) -> list[str]:
@@ -445,20 +373,29 @@ def _broken(campaign: Campaign, report: dict[str, Any]) -> list[str]:
 
 
 def run_campaign(
-    campaign: Campaign, *, progress: Progress | None = None, trace_out: Path | None = None
-) -> dict[str, Any]:
+    campaign: Campaign,
+    *,
+    progress: Progress | None = None,
+    trace_out: Path | None = None,
+    params: RigParams | None = None,
+) -> CampaignRun:
     """Start a local cluster of ``campaign.topology.nodes`` nodes, run the campaign on it, stop everything.
-    ``trace_out``: where to keep the election trace that was checked with TLC."""
+    ``trace_out``: where to keep the election trace that was checked with TLC; ``params``: the rig's timing
+    (default :class:`~harness.campaign.group.RigParams`). Processes get group ids (for nftables, which needs
+    root) only when the campaign has partition faults."""
     install_signal_cleanup()
     topo = campaign.topology
     with (
         tempfile.TemporaryDirectory(prefix=f"aegis-campaign-{campaign.name}-") as tmp,
         LocalCluster(
-            topo.nodes, sync_interval=topo.sync_interval, node_gids=True, extra_config='ping_interval: "1s"'
+            topo.nodes,
+            sync_interval=topo.sync_interval,
+            node_gids=_partitions(campaign),
+            extra_config='ping_interval: "1s"',
         ) as cluster,
     ):
         cluster.start()
-        return asyncio.run(_run(campaign, cluster, Path(tmp), progress, trace_out))
+        return asyncio.run(_run(campaign, cluster, Path(tmp), progress, trace_out, params or RigParams()))
 
 
-__all__ = ["RigControl", "run_campaign"]
+__all__ = ["CampaignRun", "run_campaign"]

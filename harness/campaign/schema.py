@@ -19,7 +19,9 @@ without a successful sticky call, from the fault until the client is steady agai
 :data:`DEFAULT_BUDGET_S` (2 s) for every class not listed; a bound above it needs its ``reason`` in the file.
 A run that breaks a budget breaks a promise (``aegis campaign`` exits 1, the report lists it first).
 
-A campaign runs ``repetitions`` times through its fault list; the order of the faults is shuffled by ``seed``
+Each entry of ``faults`` is a :class:`~harness.faults.fault.Fault`, the type the nemesis applies (here ``target``
+defaults to ``active`` and timed kinds need a ``duration_s``: :data:`CampaignFault`). A campaign runs
+``repetitions`` times through its fault list; the order of the faults is shuffled by ``seed``
 (the same seed gives the same schedule). Errors name the file and the field.
 """
 
@@ -27,11 +29,21 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Annotated
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from harness.faults.nemesis import FAULT_KINDS, PARTITION_KINDS, FaultKind
+from harness.faults.fault import FAULT_KINDS, Fault
 
 DEFAULT_BUDGET_S = 2.0
 """The client-visible gap every fault class is held to (p99 and max) unless its budget says more, with a
@@ -75,30 +87,27 @@ class Workload(_Strict):
     )
 
 
-class FaultStep(_Strict):
-    kind: FaultKind
-    target: str = Field(
-        "active",
-        description='"active", "standby", "random", an instance or node name, "stream-leader:<stream>", or'
-        ' "busy" (worker-*: a command worker that holds a command)',
-    )
-    count: int = Field(1, ge=1, le=1000, description="how many times per repetition")
-    duration_s: float = Field(
-        0.0, ge=0, le=60, description="how long a pause, partition or node outage lasts"
-    )
+def _target_defaults_to_active(data: object) -> object:
+    """A campaign's fault without a ``target`` hits the active (the nemesis' own default is ``random``)."""
+    if isinstance(data, dict) and "target" not in data:
+        return {**data, "target": "active"}
+    return data
 
-    @model_validator(mode="after")
-    def _duration_fits(self) -> FaultStep:
-        needs = PARTITION_KINDS | {
-            "instance-pause",
-            "node-pause",
-            "node-kill",
-            "stream-leader-kill",
-            "worker-pause",
-        }
-        if self.kind in needs and self.duration_s <= 0:
-            raise ValueError(f"{self.kind} needs duration_s > 0")
-        return self
+
+def _timed_needs_a_duration(fault: Fault) -> Fault:
+    """The runner heals a timed fault (a pause, an outage, a cut) after its ``duration_s``: it needs one."""
+    if fault.timed and fault.duration_s <= 0:
+        raise ValueError(f"{fault.kind} needs duration_s > 0")
+    return fault
+
+
+CampaignFault = Annotated[
+    Fault, BeforeValidator(_target_defaults_to_active), AfterValidator(_timed_needs_a_duration)
+]
+"""A :class:`~harness.faults.fault.Fault` as a campaign file gives it: ``target`` defaults to ``"active"`` (an
+instance name, a node name, ``"standby"``, ``"random"``, ``"stream-leader:<stream>"``, or ``"busy"`` for
+``worker-*``: a command worker that holds a command), timed kinds need ``duration_s > 0``, ``count`` (1-1000)
+runs it that many times per repetition."""
 
 
 class Budget(_Strict):
@@ -152,7 +161,7 @@ class Campaign(_Strict):
     repetitions: int = Field(1, ge=1, le=100)
     topology: Topology = Topology()
     workload: Workload = Workload()
-    faults: list[FaultStep] = Field(min_length=1)
+    faults: list[CampaignFault] = Field(min_length=1)
     settle_s: tuple[float, float] = Field(
         (0.3, 0.8), description="random wait before each fault (a random phase of the renewal cycle)"
     )
@@ -198,7 +207,7 @@ class Campaign(_Strict):
         """The budget of fault class ``kind``: the campaign's, else :data:`DEFAULT_BUDGET_S` for p99 and max."""
         return self.budgets.get(kind) or Budget()
 
-    def schedule(self) -> list[FaultStep]:
+    def schedule(self) -> list[Fault]:
         """Every fault of the campaign in the order it runs (seeded shuffle: replayable)."""
         steps = [f for _ in range(self.repetitions) for f in self.faults for _ in range(f.count)]
         random.Random(self.seed).shuffle(steps)

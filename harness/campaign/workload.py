@@ -1,17 +1,24 @@
-"""Campaign workloads besides the sticky calls of :class:`~harness.campaign.failover.FailoverRig`: plain RPCs, events and
-commands, each recording its history as :class:`~harness.campaign.checkers.Call` records (monotonic send/receive time,
-outcome, instance, key) for the checkers.
+"""Campaign workloads: each generates operations and writes them into the run's
+:class:`~harness.campaign.history.History` as :class:`~harness.campaign.history.Call` records (monotonic
+send/receive time, outcome, instance, epoch, key; ``client`` names the workload) for the checkers. The
+split-brain prober, the other workload of the single-active group, is :mod:`harness.campaign.prober`.
 
+* :class:`StickyWorkload` calls the single-active group's ``book`` back to back through a
+  :class:`~sdk.sticky.StickyClient` (client ``sticky``); the runner's waits (the active now, a new epoch, steady
+  again) read its operations as they come.
 * :class:`RpcWorkload` calls ``quotes.price`` (the demo service, ``python -m harness.demo serve`` processes) at
-  a steady rate through the SDK's :class:`~sdk.rpc.RpcClient`.
+  a steady rate through the SDK's :class:`~sdk.rpc.RpcClient` (client ``rpc``).
 * :class:`EventWorkload` publishes events with their own ids and retries a failed publish with the same id (the
-  stream de-duplicates), while a durable consumer in this process records every id it receives: an id the
-  stream acknowledged and nobody received is a lost event.
+  stream de-duplicates; client ``events``), while a durable consumer in this process records every id it
+  receives (:class:`~harness.campaign.history.Delivery`): an id the stream acknowledged and nobody received is
+  a lost event.
 * :class:`CommandWorkload` sends commands to worker processes (:mod:`harness.campaign.command_worker`) and re-sends a
-  failed one with the same call id (the SDK's idempotency key); the workers journal every handler start and
-  every stored outcome: a call id *completed* twice, by any workers, is a duplicate.
+  failed one with the same call id (the SDK's idempotency key; client ``commands``); the workers journal every
+  handler start and every stored outcome, copied into the history (:class:`~harness.campaign.history.JournalLine`)
+  when the workload closes: a call id *completed* twice, by any workers, is a duplicate.
 
-Every loop is bounded by its stop event and by ``max_run_s``.
+Each workload writes into the history it is given (its own when none is). Every loop is bounded by its stop
+event and by ``max_run_s``.
 """
 
 from __future__ import annotations
@@ -27,34 +34,165 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.campaign.checkers import Call
+from harness.campaign.checkers import longest_gap
 from harness.campaign.command_worker import COMMAND
+from harness.campaign.group import RigParams
+from harness.campaign.history import Call, Delivery, History, JournalLine
 from harness.cluster.gids import allocate_gids
 from harness.cluster.processes import spawn, wait_stopped
-from harness.demo.services import SERVICE, Quote, QuoteRequest
+from harness.demo.services import ACTIVE_SERVICE, SERVICE, BookRequest, Quote, QuoteRequest
 from sdk.commands import CommandClient
 from sdk.connection import ConnectionPool
 from sdk.errors import AegisError
 from sdk.events import EventBus, EventContext, EventSubscription
 from sdk.rpc import RpcClient
+from sdk.sticky import StickyClient
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
+class StickyWorkload:
+    """Calls ``service.book`` on the single-active group's active back to back through a
+    :class:`~sdk.sticky.StickyClient` on ``pool``, writing every call into ``history`` (client ``sticky``), and
+    answers the runner's questions about what the client sees: :meth:`active`, :meth:`wait_new_epoch`,
+    :meth:`wait_recovered`. Bounded by its stop event, by ``params.max_run_s`` and a call count."""
+
+    client_name = "sticky"
+
+    def __init__(
+        self,
+        pool: ConnectionPool,
+        *,
+        history: History,
+        service: str = ACTIVE_SERVICE,
+        params: RigParams | None = None,
+    ) -> None:
+        self.history = history
+        self.service = service
+        self.params = params or RigParams()
+        self.client = StickyClient(pool, attempt_timeout_s=self.params.attempt_timeout_s)
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def calls(self) -> list[Call]:
+        """The calls so far, in completion order (the history's live view)."""
+        return self.history.calls(self.client_name)
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="sticky workload")
+
+    async def _run(self) -> None:
+        n = 0
+        end = time.monotonic() + self.params.max_run_s
+        add = self.history.add
+        # Bounded by the stop event, and by time and count as backstops.
+        while not self._stop.is_set() and n < 10_000_000 and time.monotonic() < end:
+            n += 1
+            sent = time.monotonic()
+            try:
+                reply = await self.client.call_active(
+                    self.service,
+                    "book",
+                    BookRequest(ref=f"w{n}", amount=n),
+                    timeout=self.params.call_timeout_s,
+                )
+            except AegisError as exc:
+                add(Call(sent, time.monotonic(), False, error=f"{type(exc).__name__}: {exc}"))
+                await asyncio.sleep(0.01)  # an error that comes back at once must not spin
+                continue
+            add(Call(sent, time.monotonic(), True, reply["instance"], int(reply["epoch"])))
+
+    async def stop(self) -> None:
+        """Stop calling (the call in flight gets its timeout and 2 s)."""
+        self._stop.set()
+        if self._task is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._task), self.params.call_timeout_s + 2)
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def close(self) -> None:
+        """:meth:`stop`, then close the sticky client (its watch)."""
+        await self.stop()
+        with contextlib.suppress(Exception):
+            await self.client.close()
+
+    # -- what the client sees --------------------------------------------------------------------------------
+
+    def last_ok(self) -> Call | None:
+        calls = self.calls
+        for c in reversed(calls[-1000:]):
+            if c.ok:
+                return c
+        return None
+
+    async def active(self, timeout: float = 10.0, fresh_s: float = 0.2) -> tuple[str, int]:
+        """(instance, epoch) of the active as the sticky client sees it: its last success, if recent."""
+        deadline = time.monotonic() + timeout
+        while True:
+            c = self.last_ok()
+            if c is not None and time.monotonic() - c.received <= fresh_s:
+                return c.instance, c.epoch
+            if time.monotonic() > deadline:
+                calls = self.calls
+                last = calls[-1].error if calls else "no calls yet"
+                raise TimeoutError(f"no recent successful call to {self.service}.book ({last})")
+            await asyncio.sleep(0.01)
+
+    async def wait_new_epoch(self, since: float, old_epoch: int, timeout: float = 15.0) -> Call | None:
+        """The first successful sticky reply received after ``since`` from an epoch newer than ``old_epoch``."""
+        deadline = time.monotonic() + timeout
+        calls = self.calls
+        start = 0
+        # calls complete in order, so the scan can start near the fault
+        for i in range(len(calls) - 1, -1, -1):
+            if calls[i].received < since:
+                start = i
+                break
+        while time.monotonic() < deadline:
+            for i in range(start, len(calls)):
+                c = calls[i]
+                if c.ok and c.received > since and c.epoch > old_epoch:
+                    return c
+            start = max(start, len(calls) - 1)
+            await asyncio.sleep(0.005)
+        return None
+
+    async def wait_recovered(self, since: float, *, min_s: float, steady_s: float, timeout: float) -> bool:
+        """Wait at least ``min_s`` after ``since``, then until the last ``steady_s`` had no 0.3 s without a
+        success. False on timeout."""
+        deadline = since + timeout
+        while time.monotonic() < deadline:
+            now = time.monotonic()
+            if now - since >= min_s and longest_gap(self.calls[-20000:], now - steady_s, now) < 0.3:
+                return True
+            await asyncio.sleep(0.05)
+        return False
+
+
 @dataclass
 class _Loop:
-    """A steady-rate loop of one operation, recording a :class:`Call` per operation."""
+    """A steady-rate loop of one operation, writing a :class:`Call` per operation into ``history`` as
+    ``client``."""
 
     rate: float
     max_run_s: float = 3600.0
-    calls: list[Call] = field(default_factory=list)
+    history: History = field(default_factory=History)
+    client_name: str = ""
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _task: asyncio.Task[None] | None = None
+
+    @property
+    def calls(self) -> list[Call]:
+        """The operations so far, in completion order (the history's live view)."""
+        return self.history.calls(self.client_name)
 
     async def _run(self, op: Callable[[int], Awaitable[tuple[str, str]]]) -> None:
         period = 1.0 / self.rate
@@ -66,9 +204,12 @@ class _Loop:
             try:
                 instance, key = await op(n)
             except AegisError as exc:
-                self.calls.append(Call(sent, time.monotonic(), False, error=f"{type(exc).__name__}: {exc}"))
+                err = f"{type(exc).__name__}: {exc}"
+                self.history.add(Call(sent, time.monotonic(), False, error=err, client=self.client_name))
             else:
-                self.calls.append(Call(sent, time.monotonic(), True, instance, key=key))
+                self.history.add(
+                    Call(sent, time.monotonic(), True, instance, key=key, client=self.client_name)
+                )
             await asyncio.sleep(max(0.0, sent + period - time.monotonic()))
 
     def _start(self, op: Callable[[int], Awaitable[tuple[str, str]]], name: str) -> None:
@@ -92,9 +233,15 @@ class RpcWorkload(_Loop):
     """``rate`` calls per second of ``quotes.price`` to whichever instance the subject reaches."""
 
     def __init__(
-        self, pool: ConnectionPool, rate: float, *, timeout: float = 1.0, max_run_s: float = 3600
+        self,
+        pool: ConnectionPool,
+        rate: float,
+        *,
+        history: History | None = None,
+        timeout: float = 1.0,
+        max_run_s: float = 3600,
     ) -> None:
-        super().__init__(rate, max_run_s)
+        super().__init__(rate, max_run_s, history or History(), "rpc")
         self.client = RpcClient(pool)
         self.timeout = timeout
 
@@ -115,9 +262,10 @@ class RpcWorkload(_Loop):
 class EventWorkload(_Loop):
     """Publishes ``rate`` events per second on ``topic`` and consumes them (durable, group ``campaign``).
 
-    ``acked``: ids the stream acknowledged, in order; ``received``: ids the consumer handled (with repeats:
-    delivery is at least once). A publish that fails is retried with the same id until ``publish_timeout_s``
-    has passed since its first attempt; one that never got an acknowledgement is not counted as sent.
+    :attr:`acked`: ids the stream acknowledged, in order (the keys of the successful publishes); :attr:`received`:
+    ids the consumer handled (with repeats: delivery is at least once). A publish that fails is retried with the
+    same id until ``publish_timeout_s`` has passed since its first attempt; one that never got an
+    acknowledgement is a failed operation, not an event sent.
     """
 
     def __init__(
@@ -125,23 +273,32 @@ class EventWorkload(_Loop):
         pool: ConnectionPool,
         rate: float,
         *,
+        history: History | None = None,
         topic: str | None = None,
         publish_timeout_s: float = 10.0,
         max_run_s: float = 3600,
     ) -> None:
-        super().__init__(rate, max_run_s)
+        super().__init__(rate, max_run_s, history or History(), "events")
         self.topic = topic or f"campaign.{uuid.uuid4().hex[:8]}"
         self.bus = EventBus(pool, instance_id=f"campaign-{uuid.uuid4().hex[:6]}")
         self.publish_timeout_s = publish_timeout_s
-        self.acked: list[str] = []
-        self.received: list[str] = []
         self._sub: EventSubscription | None = None
+
+    @property
+    def acked(self) -> list[str]:
+        """Ids the stream acknowledged, in order."""
+        return [c.key for c in self.calls if c.ok]
+
+    @property
+    def received(self) -> list[str]:
+        """Ids the consumer received, in order (repeats included)."""
+        return [d.key for d in self.history.of(Delivery) if d.client == self.client_name]
 
     async def start(self) -> None:
         await self.bus.ensure_streams()
 
         async def on_event(event: Any, ctx: EventContext) -> None:
-            self.received.append(ctx.event_id)
+            self.history.add(Delivery(ctx.event_id, time.monotonic(), self.client_name))
 
         self._sub = await self.bus.subscribe(self.topic, on_event, group="campaign", deliver="all")
         run = self.topic.rsplit(".", 1)[-1]
@@ -157,7 +314,6 @@ class EventWorkload(_Loop):
                     if time.monotonic() - first > self.publish_timeout_s or self._stop.is_set():
                         raise
                     await asyncio.sleep(0.05)
-            self.acked.append(event_id)
             return "", event_id
 
         self._start(op, "event workload")
@@ -173,19 +329,6 @@ class EventWorkload(_Loop):
     async def close(self) -> None:
         await self.stop()
         await self.bus.close()
-
-
-@dataclass(frozen=True, slots=True)
-class JournalLine:
-    """One line of a command worker's journal (see :mod:`harness.campaign.command_worker`)."""
-
-    ev: str
-    call_id: str
-    worker: str
-    pid: int
-    mono: float
-    wall: float
-    token: int = 0
 
 
 class CommandJournals:
@@ -252,7 +395,8 @@ class CommandWorkload(_Loop):
     :attr:`completions` are the call ids whose outcome a worker stored (the SDK's compare-and-set won; a call
     id in it twice was *completed* twice, which must never happen), :attr:`starts` the handler starts (a
     call id started twice ran again after its worker was killed or paused mid-command: expected under
-    faults). ``completed``: call ids whose result reached this client.
+    faults). :attr:`completed`: call ids whose result reached this client. When it closes, every journal line
+    goes into the history (:class:`~harness.campaign.history.JournalLine`), where the checkers read them.
 
     It is also the nemesis's control of the worker processes (:class:`~harness.faults.nemesis.InstanceControl`
     plus :meth:`holding`): ``active()`` is a worker that holds a command now, ``kill``/``signal``/``restart``
@@ -271,11 +415,12 @@ class CommandWorkload(_Loop):
         work_ms: tuple[float, float] = (20.0, 100.0),
         timeout: float = 2.0,
         retry_s: float = 10.0,
+        history: History | None = None,
         gids: bool = False,
         worker_cmd: list[str] | None = None,
         max_run_s: float = 3600,
     ) -> None:
-        super().__init__(rate, max_run_s)
+        super().__init__(rate, max_run_s, history or History(), "commands")
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
         self.service = f"campaign-{uuid.uuid4().hex[:8]}"
@@ -295,10 +440,14 @@ class CommandWorkload(_Loop):
             dict(zip(self.worker_names, allocate_gids(workers), strict=True)) if gids else {}
         )
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.completed: list[str] = []
         self._proc_lock = threading.Lock()
 
-    # -- the history ---------------------------------------------------------------------------------------
+    # -- what happened -------------------------------------------------------------------------------------
+
+    @property
+    def completed(self) -> list[str]:
+        """Call ids whose result reached this client, in order (the keys of the successful operations)."""
+        return [c.key for c in self.calls if c.ok]
 
     @property
     def completions(self) -> list[str]:
@@ -314,21 +463,6 @@ class CommandWorkload(_Loop):
     def discards(self) -> list[str]:
         """Call ids of runs whose result was dropped because another worker had taken the call id over."""
         return self.journals.call_ids("discard")
-
-    def history(self, call_ids: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
-        """Every journal line of each call id (time order): the evidence a report shows for a command
-        completed twice (which worker, which process, which claim token, when)."""
-        wanted = set(call_ids)
-        out: dict[str, list[dict[str, Any]]] = {c: [] for c in wanted}
-        for x in sorted(self.journals.refresh(), key=lambda x: x.mono):
-            if x.call_id in wanted:
-                out[x.call_id].append(asdict(x))
-        return out
-
-    @property
-    def processed(self) -> list[str]:
-        """Same as :attr:`completions` (the duplicate-commands checker's input)."""
-        return self.completions
 
     # -- processes -----------------------------------------------------------------------------------------
 
@@ -381,15 +515,16 @@ class CommandWorkload(_Loop):
                     if time.monotonic() - first > self.retry_s or self._stop.is_set():
                         raise
                     await asyncio.sleep(0.05)
-            self.completed.append(call_id)
             return str(answer.get("worker", "")), call_id
 
         self._start(op, "command workload")
 
     async def close(self) -> None:
+        """Stop sending, stop the workers, copy their journals into the history."""
         await self.stop()
         await asyncio.to_thread(self._stop_workers)
-        self.journals.refresh()
+        for line in sorted(self.journals.refresh(), key=lambda x: x.mono):
+            self.history.add(line)
 
     def _stop_workers(self) -> None:
         with self._proc_lock:

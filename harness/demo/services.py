@@ -8,7 +8,8 @@ line shows.
 ``ledger`` group: its exclusive ``book`` answers only on the active instance with who answered and in which
 epoch; ``whoami`` answers everywhere. It prints ``ready`` once started and stops gracefully (releasing the
 election key) on SIGTERM, SIGINT or, when stdin is a pipe, when stdin closes. :class:`StickyDemoClient` calls
-``book`` at a steady rate through the sticky client. :mod:`harness.campaign.failover` kills and stops these processes.
+``book`` at a steady rate through the sticky client. :mod:`harness.campaign.group` kills and stops these
+processes (``aegis failover``, ``aegis campaign``).
 """
 
 from __future__ import annotations

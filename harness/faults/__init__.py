@@ -1,2 +1,3 @@
-"""Fault injection: ``nemesis`` (faults on instances, nodes and the network, as data) and ``firewall`` (nftables
-partitions on loopback)."""
+"""Fault injection: ``fault`` (the one fault description, :class:`~harness.faults.fault.Fault`), ``nemesis``
+(applies and heals faults on instances, nodes and the network) and ``firewall`` (nftables partitions on
+loopback)."""

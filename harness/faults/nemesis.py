@@ -1,7 +1,7 @@
 """The nemesis: faults on real SDK processes, ``nats-server`` nodes and the network, as data.
 
-A :class:`Fault` says *what* (``kind``), *to whom* (``target``), for *how long* (``duration_s``); the
-:class:`Nemesis` applies it to a :class:`~harness.cluster.local.LocalCluster` and to SDK instances reached
+A :class:`~harness.faults.fault.Fault` says *what* (``kind``), *to whom* (``target``), for *how long*
+(``duration_s``); the :class:`Nemesis` applies it to a :class:`~harness.cluster.local.LocalCluster` and to SDK instances reached
 through the small :class:`InstanceControl` protocol (the campaign runner implements it; this module
 does not import the failover rig), heals it, and records every step as a :class:`FaultEvent`
 (monotonic and wall time, resolved target, details such as pids, old/new stream leader, nft chain).
@@ -66,9 +66,10 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar, Literal, Protocol, get_args, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 from harness.cluster.local import ClusterError, LocalCluster, NodeInfo
+from harness.faults.fault import PARTITION_KINDS, Fault
 from harness.faults.firewall import (
     Cut,
     Endpoint,
@@ -81,9 +82,7 @@ from harness.faults.firewall import (
 __all__ = [
     "ActiveFault",
     "AsyncNemesis",
-    "Fault",
     "FaultEvent",
-    "FaultKind",
     "FirewallUnavailable",
     "InstanceControl",
     "Nemesis",
@@ -93,29 +92,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-FaultKind = Literal[
-    "instance-kill",
-    "instance-pause",
-    "instance-stop",
-    "node-kill",
-    "node-pause",
-    "node-lame-duck",
-    "stream-leader-kill",
-    "stream-leader-stepdown",
-    "partition-node",
-    "partition-minority",
-    "partition-instance",
-    "partition-one-way",
-    "worker-kill",
-    "worker-pause",
-]
-FAULT_KINDS: tuple[str, ...] = get_args(FaultKind)
-INSTANCE_KINDS = frozenset({"instance-kill", "instance-pause", "instance-stop"})
-NODE_KINDS = frozenset({"node-kill", "node-pause", "node-lame-duck", "stream-leader-kill"})
-PARTITION_KINDS = frozenset(
-    {"partition-node", "partition-minority", "partition-instance", "partition-one-way"}
-)
-WORKER_KINDS = frozenset({"worker-kill", "worker-pause"})
 WORKER_TRIES = 5
 DEFAULT_STREAM = "KV_aegis_election"
 
@@ -168,41 +144,6 @@ class InstanceControl(Protocol):
 # --------------------------------------------------------------------------------------------------
 # Faults and records
 # --------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Fault:
-    """One fault, as data. ``target`` and ``peer`` are resolved when the fault is applied.
-
-    ``peer``: the receiving side of ``partition-one-way`` (default: a random other node), or the
-    server(s) of ``partition-instance`` (a node name, ``"all"``; default: those it is connected to).
-    ``stream``: for ``stream-leader-*`` (default :data:`DEFAULT_STREAM`, or the nemesis' ``stream``).
-    """
-
-    kind: FaultKind
-    target: str = "random"
-    duration_s: float = 0.0
-    peer: str | None = None
-    stream: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.kind not in FAULT_KINDS:
-            raise ValueError(f"unknown fault kind {self.kind!r}; known: {', '.join(FAULT_KINDS)}")
-        if self.duration_s < 0:
-            raise ValueError("duration_s must be >= 0")
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able dict (None fields left out)."""
-        return {k: v for k, v in asdict(self).items() if v is not None}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Fault:
-        """Inverse of :meth:`to_dict` (e.g. from a campaign YAML)."""
-        return cls(**dict(data))
-
-    def __str__(self) -> str:
-        extra = f" -> {self.peer}" if self.peer else ""
-        return f"{self.kind}({self.target}{extra}, {self.duration_s:g}s)"
 
 
 @dataclass(frozen=True)
@@ -832,17 +773,8 @@ class AsyncNemesis:
         """Why partition faults are skipped, or None."""
         return self.sync.partition_unavailable
 
-    async def inject(self, fault: Fault | Any) -> ActiveFault:
-        """Apply ``fault`` (a :class:`Fault`, or any object with ``kind``, ``target``, ``duration_s``
-        and optional ``peer``/``stream``, e.g. a campaign step)."""
-        if not isinstance(fault, Fault):
-            fault = Fault(
-                kind=fault.kind,
-                target=fault.target,
-                duration_s=float(getattr(fault, "duration_s", 0.0) or 0.0),
-                peer=getattr(fault, "peer", None),
-                stream=getattr(fault, "stream", None),
-            )
+    async def inject(self, fault: Fault) -> ActiveFault:
+        """Apply ``fault`` (see :meth:`Nemesis.apply`)."""
         af = await asyncio.to_thread(self.sync.apply, fault)
         if af is None:
             raise FirewallUnavailable(self.sync.events[-1].details.get("reason") or "partitions unavailable")
