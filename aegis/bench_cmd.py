@@ -1,4 +1,4 @@
-"""``aegis bench``: raw nats-py vs the SDK on one local cluster (:mod:`harness.bench.runner`).
+"""``aegis bench``: raw nats-py vs the SDK on one local cluster (:mod:`aegis.harness.bench.runner`).
 
 A full run writes ``reports/baseline.json`` and ``.md`` (``--out`` elsewhere; ``--quick`` writes nothing unless
 ``--out`` is given); ``--json`` prints the report as one JSON object, otherwise its markdown is printed.
@@ -18,7 +18,7 @@ REPORTS = Path("reports")
 
 def bench_command(quick: bool = False, as_json: bool = False, out: Path | None = None) -> None:
     """Measure, write the report where asked, print it."""
-    from harness.bench.runner import markdown, run_bench, write_report
+    from aegis.harness.bench.runner import markdown, run_bench, write_report
 
     with err.status("benchmark") as status:
         report = run_bench(quick, progress=lambda what: status.update(f"benchmark: {what}"))

@@ -1,5 +1,5 @@
-"""``aegis campaign FILE``: a fault campaign (``harness/campaigns/*.yaml``) on a fresh local cluster
-(:mod:`harness.campaign.runner`), with a progress bar on stderr.
+"""``aegis campaign FILE``: a fault campaign (``aegis/harness/campaigns/*.yaml``) on a fresh local cluster
+(:mod:`aegis.harness.campaign.runner`), with a progress bar on stderr.
 
 Exit code 1 when a promise of the campaign is broken, 2 for a bad campaign file. ``--json`` prints the report
 without its ``timeline``.
@@ -21,10 +21,10 @@ def campaign_command(file: Path, as_json: bool = False, out: Path | None = None)
     """Load and run the campaign, write its report and trace where asked, print its summary."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from harness.campaign.report import markdown as campaign_md
-    from harness.campaign.report import write_report as write_campaign
-    from harness.campaign.runner import run_campaign
-    from harness.campaign.schema import CampaignError, load_campaign
+    from aegis.harness.campaign.report import markdown as campaign_md
+    from aegis.harness.campaign.report import write_report as write_campaign
+    from aegis.harness.campaign.runner import run_campaign
+    from aegis.harness.campaign.schema import CampaignError, load_campaign
 
     try:
         spec = load_campaign(file)

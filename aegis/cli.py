@@ -13,13 +13,36 @@ does the work, imported when the command runs (``aegis --help`` imports none of 
 ``campaign``           :mod:`aegis.campaign_cmd`
 ``render, figures``    :mod:`aegis.reports_cmd`
 =====================  ================================
+
+The base install (the SDK) has ``instances``, ``config`` and ``figures``; ``sim`` needs the ``sim`` extra and the
+other commands the ``verify`` extra (:func:`needs_extra` says so when one is missing).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
+
+
+@contextmanager
+def needs_extra(command: str, extra: str) -> Iterator[None]:
+    """Run a command whose modules need ``aegis[extra]``: a third-party module that is not installed ends the
+    command with a line saying which extra to install (exit code 2) instead of an ImportError's traceback."""
+    try:
+        yield
+    except ModuleNotFoundError as e:
+        missing = (e.name or "").split(".")[0]
+        if not missing or missing == "aegis":
+            raise
+        typer.echo(
+            f"aegis {command} needs the '{extra}' extra ({missing} is not installed): pip install 'aegis[{extra}]'",
+            err=True,
+        )
+        raise typer.Exit(2) from None
+
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Aegis: sticky single-active services on NATS."
@@ -35,9 +58,10 @@ def up(
 ) -> None:
     """Start a local cluster and the demo; show a live status line; Ctrl-C stops everything."""
     options = dict(locals())
-    from aegis.up_cmd import up_command
+    with needs_extra("up", "verify"):
+        from aegis.up_cmd import up_command
 
-    up_command(**options)
+        up_command(**options)
 
 
 @app.command()
@@ -51,9 +75,10 @@ def bench(
 ) -> None:
     """Raw nats-py vs SDK: RPC latency and throughput, event publish; prints SDK/raw ratios."""
     options = dict(locals())
-    from aegis.bench_cmd import bench_command
+    with needs_extra("bench", "verify"):
+        from aegis.bench_cmd import bench_command
 
-    bench_command(**options)
+        bench_command(**options)
 
 
 @app.command()
@@ -74,9 +99,10 @@ def failover(
     split-brain answers and epoch regressions (both must be 0). Exit code 1 when either is not 0.
     """
     options = dict(locals())
-    from aegis.failover_cmd import failover_command
+    with needs_extra("failover", "verify"):
+        from aegis.failover_cmd import failover_command
 
-    failover_command(**options)
+        failover_command(**options)
 
 
 SERVERS_OPTION = typer.Option(None, "--servers", help="Comma-separated NATS URLs (default: AEGIS_SERVERS).")
@@ -114,18 +140,19 @@ def spec(
     quick: bool = typer.Option(False, "--quick", help="Only the CI configurations (a minute or two)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
     config: list[str] = typer.Option(
-        [], "--config", help="Run only this configuration (spec/tla/NAME.cfg); repeatable."
+        [], "--config", help="Run only this configuration (aegis/spec/tla/NAME.cfg); repeatable."
     ),
     parallel: int = typer.Option(2, min=1, max=8, help="TLC processes at a time (one worker each)."),
 ) -> None:
-    """Model-check the election spec (spec/tla) with TLC: real configs must pass, negative controls must fail.
+    """Model-check the election spec (aegis/spec/tla) with TLC: real configs must pass, negative controls must fail.
 
     Exits non-zero when any configuration did not do what it is expected to do.
     """
     options = dict(locals())
-    from aegis.spec_cmd import spec_command
+    with needs_extra("spec", "verify"):
+        from aegis.spec_cmd import spec_command
 
-    spec_command(**options)
+        spec_command(**options)
 
 
 @app.command("trace-check")
@@ -141,9 +168,10 @@ def trace_check(
     empty or one-sided trace) or TLC ran out of --timeout (incomplete), 2 when it cannot be read.
     """
     options = dict(locals())
-    from aegis.spec_cmd import trace_check_command
+    with needs_extra("trace-check", "verify"):
+        from aegis.spec_cmd import trace_check_command
 
-    trace_check_command(**options)
+        trace_check_command(**options)
 
 
 @app.command()
@@ -182,14 +210,15 @@ def sim(
     Prints runs, violations, crash failover p50/p99 and the speedup; exit code 1 on any safety violation.
     """
     options = dict(locals())
-    from aegis.sim_cmd import sim_command
+    with needs_extra("sim", "sim"):
+        from aegis.sim_cmd import sim_command
 
-    sim_command(**options)
+        sim_command(**options)
 
 
 @app.command()
 def campaign(
-    file: Path = typer.Argument(..., help="Campaign YAML (harness/campaigns/*.yaml)."),
+    file: Path = typer.Argument(..., help="Campaign YAML (aegis/harness/campaigns/*.yaml)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
     out: Path | None = typer.Option(
         None,
@@ -205,9 +234,10 @@ def campaign(
     for a bad campaign file.
     """
     options = dict(locals())
-    from aegis.campaign_cmd import campaign_command
+    with needs_extra("campaign", "verify"):
+        from aegis.campaign_cmd import campaign_command
 
-    campaign_command(**options)
+        campaign_command(**options)
 
 
 @app.command()
@@ -222,9 +252,10 @@ def render(
     failover samples from ``sim-predicted-failover.json`` beside it.
     """
     options = dict(locals())
-    from aegis.reports_cmd import render_command
+    with needs_extra("render", "verify"):
+        from aegis.reports_cmd import render_command
 
-    render_command(**options)
+        render_command(**options)
 
 
 @app.command()

@@ -1,5 +1,5 @@
 """``aegis failover``: kill -9 / SIGTERM the single-active demo group's active, measure the gaps
-(:mod:`harness.campaign.failover`: a built-in campaign run by the campaign runner), with a progress bar on
+(:mod:`aegis.harness.campaign.failover`: a built-in campaign run by the campaign runner), with a progress bar on
 stderr. Exit code 1 on split brain or an epoch regression, 2 when there is no fault to run."""
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ def failover_command(
     """Run the faults, write the report where asked, print it; exit 1 when a promise is broken."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from harness.campaign.failover import markdown as failover_md
-    from harness.campaign.failover import run_failover
-    from harness.campaign.failover import write_report as write_failover
+    from aegis.harness.campaign.failover import markdown as failover_md
+    from aegis.harness.campaign.failover import run_failover
+    from aegis.harness.campaign.failover import write_report as write_failover
 
     if kills < 0 or graceful < 0 or kills + graceful == 0:
         err.print("[red]--kills and --graceful must not be negative, and one of them must be > 0[/]")

@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from aegis.harness.bench.runner import GOALS, ratio_rows
 from aegis.stats import MIN_P99_SAMPLES
-from harness.bench.runner import GOALS, ratio_rows
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[1]  # the checkout: aegis/ sits in it
 WIDTH = 115  # the README's and docs' line length
 
 # Markers start a line (a marker quoted inside a sentence or code span is not one).
@@ -245,7 +245,7 @@ def _campaign_reproduce(data: list[dict[str, Any]]) -> str:
     """``make campaign`` runs exactly these campaigns by default (its CAMPAIGNS); each writes its JSON."""
     names = ", ".join(f"`{d['campaign']['name']}`" for d in data)
     return (
-        "Reproduce: `make campaign` (= `aegis campaign harness/campaigns/<name>.yaml --out reports` for"
+        "Reproduce: `make campaign` (= `aegis campaign aegis/harness/campaigns/<name>.yaml --out reports` for"
         f" {names}; writes `reports/<name>.json`), then `make reports`."
     )
 
@@ -558,7 +558,7 @@ def check(path: Path, root: Path | None = None) -> list[Block]:
 
 
 def targets(root: Path | None = None) -> list[Path]:
-    """The files that hold figures: README.md, docs/*.md, spec/README.md and any reports/*.md with a figures
+    """The files that hold figures: README.md, docs/*.md, aegis/spec/README.md and any reports/*.md with a figures
     block."""
     root = REPO if root is None else root
     candidates = [

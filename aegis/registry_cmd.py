@@ -1,7 +1,7 @@
 """``aegis instances`` and ``aegis config``: what the registry knows, for an operator at a terminal.
 
 Both connect with the SDK settings (``AEGIS_SERVERS`` etc., or ``--servers``) and print a table, or one JSON
-document with ``--json`` (the schema models of ``sdk/schema.py``, so scripts read the same fields the SDK writes).
+document with ``--json`` (the schema models of ``aegis/sdk/schema.py``, so scripts read the same fields the SDK writes).
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from sdk.config import load_settings
-from sdk.connection import ConnectionPool
-from sdk.effective_config import fetch_effective_config
-from sdk.registry import Registry
-from sdk.schema import EffectiveConfig, ServiceInstance
+from aegis.sdk.config import load_settings
+from aegis.sdk.connection import ConnectionPool
+from aegis.sdk.effective_config import fetch_effective_config
+from aegis.sdk.registry import Registry
+from aegis.sdk.schema import EffectiveConfig, ServiceInstance
 
 T = TypeVar("T")
 
@@ -103,7 +103,7 @@ def server_list(servers: str | None) -> list[str] | None:
 
 def instances_command(service: str | None = None, servers: str | None = None, as_json: bool = False) -> None:
     """``aegis instances``: the table, or the records as one JSON list; exit 2 when the registry is unreachable."""
-    from sdk.errors import AegisError
+    from aegis.sdk.errors import AegisError
 
     try:
         found = list_instances(server_list(servers), service)
@@ -118,7 +118,7 @@ def instances_command(service: str | None = None, servers: str | None = None, as
 
 def config_command(service: str, instance: str, servers: str | None = None, as_json: bool = False) -> None:
     """``aegis config``: the table, or the EffectiveConfig as JSON; exit 2 when it cannot be fetched."""
-    from sdk.errors import AegisError
+    from aegis.sdk.errors import AegisError
 
     try:
         cfg = instance_config(server_list(servers), service, instance)

@@ -18,9 +18,9 @@ err = Console(stderr=True)
 
 def render_command(report: Path) -> None:
     """Re-render ``report``'s pages beside it."""
-    from harness.campaign.report import html as campaign_html
-    from harness.campaign.report import markdown as campaign_md
-    from sim.report import PREDICTED_NAME, render_html
+    from aegis.harness.campaign.report import html as campaign_html
+    from aegis.harness.campaign.report import markdown as campaign_md
+    from aegis.sim.report import PREDICTED_NAME, render_html
 
     try:
         data = json.loads(report.read_text())

@@ -1,4 +1,4 @@
-"""``aegis sim``: the SimPy simulator of the election (``sim/``), as a command.
+"""``aegis sim``: the SimPy simulator of the election (``aegis/sim/``), as a command.
 
 Two modes:
 
@@ -52,12 +52,12 @@ def sim_command(
     as_json: bool = False,
 ) -> None:
     """Run a simulation campaign or replay one run; see the module docstring."""
-    from sdk.election import ElectionParams
-    from sim.campaign import CampaignConfig, SweepConfig, replay_command, run_campaign
-    from sim.controls import CONTROLS, control_config
-    from sim.faults import MIXES
-    from sim.report import write_reports
-    from sim.run import RunConfig, run
+    from aegis.sdk.election import ElectionParams
+    from aegis.sim.campaign import CampaignConfig, SweepConfig, replay_command, run_campaign
+    from aegis.sim.controls import CONTROLS, control_config
+    from aegis.sim.faults import MIXES
+    from aegis.sim.report import write_reports
+    from aegis.sim.run import RunConfig, run
 
     defaults = ElectionParams()
     try:

@@ -1,5 +1,5 @@
-"""``aegis spec`` and ``aegis trace-check``: TLC on the election spec (:mod:`spec.suite`) and on a recorded
-trace (:mod:`spec.trace_check`).
+"""``aegis spec`` and ``aegis trace-check``: TLC on the election spec (:mod:`aegis.spec.suite`) and on a recorded
+trace (:mod:`aegis.spec.trace_check`).
 
 ``spec`` exits 1 when a configuration did not do what it is expected to, 2 when TLC cannot run or a
 ``--config`` is unknown. ``trace-check`` exits 0 when the trace is validated, 1 when it is rejected or
@@ -22,8 +22,8 @@ def spec_command(
     quick: bool = False, as_json: bool = False, config: list[str] | None = None, parallel: int = 2
 ) -> None:
     """Model-check the suite (or the ``config`` names), print the table or the JSON report."""
-    from spec.suite import run_suite, table
-    from spec.tlc import TlcUnavailable
+    from aegis.spec.suite import run_suite, table
+    from aegis.spec.tlc import TlcUnavailable
 
     try:
         report = run_suite(quick, config or None, parallel=parallel, console=None if as_json else err)
@@ -41,9 +41,9 @@ def spec_command(
 
 def trace_check_command(trace: Path, as_json: bool = False, timeout: float = 600, workers: int = 1) -> None:
     """Check ``trace`` with TLC, print the verdict (or one JSON object)."""
-    from sdk.trace_events import TraceError
-    from spec.tlc import TlcUnavailable
-    from spec.trace_check import TraceCheckError, check_trace
+    from aegis.sdk.trace_events import TraceError
+    from aegis.spec.tlc import TlcUnavailable
+    from aegis.spec.trace_check import TraceCheckError, check_trace
 
     try:
         verdict = check_trace(trace, timeout=timeout, workers=workers)

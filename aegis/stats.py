@@ -1,4 +1,4 @@
-"""The one percentile definition of the project: the simulator (``sim/``) and the fault harness (``harness/``)
+"""The one percentile definition of the project: the simulator (``aegis/sim/``) and the fault harness (``aegis/harness/``)
 both use it, so the figures the README compares are computed the same way.
 
 * :func:`percentile` is the **nearest-rank** percentile: the smallest sample such that at least ``p`` % of the

@@ -1,4 +1,4 @@
-"""``aegis up``: a local cluster and the demo (:mod:`harness.demo.up`), until Ctrl-C or ``--duration``."""
+"""``aegis up``: a local cluster and the demo (:mod:`aegis.harness.demo.up`), until Ctrl-C or ``--duration``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from rich.console import Console
 
 def up_command(nodes: int = 3, instances: int = 2, rate: float = 200.0, duration: float = 0) -> None:
     """Run the demo with a live status line; exits with its code."""
-    from harness.demo.up import run_up
+    from aegis.harness.demo.up import run_up
 
     code = run_up(nodes=nodes, instances=instances, rate=rate, duration=duration, console=Console())
     raise typer.Exit(code)

@@ -12,10 +12,10 @@ from typing import IO, Any
 
 import pytest
 
-from harness.cluster.local import LocalCluster
-from harness.cluster.processes import spawn
-from sdk.config import load_settings
-from sdk.connection import ConnectionPool
+from aegis.harness.cluster.local import LocalCluster
+from aegis.harness.cluster.processes import spawn
+from aegis.sdk.config import load_settings
+from aegis.sdk.connection import ConnectionPool
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC_QUICK_TIMEOUT_S = 900.0

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from harness.campaign.report import (
+from aegis.harness.campaign.report import (
     DEFAULT_BUDGET,
     broken_promises,
     budget_breaks,
@@ -18,11 +18,11 @@ from harness.campaign.report import (
     html,
     markdown,
 )
-from harness.campaign.runner import _broken
-from harness.campaign.schema import DEFAULT_BUDGET_S, Campaign, CampaignError, load_campaign
+from aegis.harness.campaign.runner import _broken
+from aegis.harness.campaign.schema import DEFAULT_BUDGET_S, Campaign, CampaignError, load_campaign
 
 ROOT = Path(__file__).resolve().parent.parent
-CAMPAIGNS = ROOT / "harness" / "campaigns"
+CAMPAIGNS = ROOT / "aegis" / "harness" / "campaigns"
 NATS_REASON = "NATS Raft election 4-9 s + lease, until the quorum-lease issue"
 
 BASE = "name: b\nfaults:\n  - {kind: instance-kill}\n  - {kind: node-kill, duration_s: 3}\n"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.campaign.checkers import (
+from aegis.harness.campaign.checkers import (
     duplicate_commands,
     failed_calls,
     failover_time,
@@ -19,12 +19,12 @@ from harness.campaign.checkers import (
     split_brain,
     split_brain_by_fault,
 )
-from harness.campaign.history import Call, Hit
-from harness.campaign.report import CampaignReport, by_class, html, ks_distance, markdown
-from harness.campaign.schema import CampaignError, load_campaign
+from aegis.harness.campaign.history import Call, Hit
+from aegis.harness.campaign.report import CampaignReport, by_class, html, ks_distance, markdown
+from aegis.harness.campaign.schema import CampaignError, load_campaign
 
 ROOT = Path(__file__).resolve().parent.parent
-CAMPAIGNS = ROOT / "harness" / "campaigns"
+CAMPAIGNS = ROOT / "aegis" / "harness" / "campaigns"
 
 
 @pytest.mark.parametrize("path", sorted(CAMPAIGNS.glob("*.yaml")), ids=lambda p: p.stem)
@@ -201,7 +201,7 @@ def test_the_report_summarises_per_fault_class_and_renders() -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_smoke_campaign_json_keeps_its_promises(tmp_path: Path) -> None:
-    """What CI runs: `aegis campaign harness/campaigns/smoke.yaml --json` on a fresh local cluster."""
+    """What CI runs: `aegis campaign aegis/harness/campaigns/smoke.yaml --json` on a fresh local cluster."""
     env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
     proc = subprocess.run(
         [
@@ -266,7 +266,7 @@ faults:
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize(
     ("module", "fenced"),
-    [("harness.demo", True), ("tests.unfenced_instance", False)],
+    [("aegis.harness.demo", True), ("tests.unfenced_instance", False)],
     ids=["fenced", "unfenced"],
 )
 def test_pause_campaign_reports_split_brain_only_without_fencing(

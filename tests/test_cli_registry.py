@@ -10,8 +10,8 @@ import uuid
 
 from waiting import wait_until_async
 
-from sdk.connection import ConnectionPool
-from sdk.rpc import Service
+from aegis.sdk.connection import ConnectionPool
+from aegis.sdk.rpc import Service
 
 ENV = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
 

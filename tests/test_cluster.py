@@ -1,4 +1,4 @@
-"""harness.cluster.local against real nats-server processes (127.0.0.1 only)."""
+"""aegis.harness.cluster.local against real nats-server processes (127.0.0.1 only)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import nats
 import pytest
 from waiting import wait_until
 
-from harness.cluster.local import ClusterError, LocalCluster, find_nats_server
+from aegis.harness.cluster.local import ClusterError, LocalCluster, find_nats_server
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -191,7 +191,7 @@ def test_pause_and_resume(cluster: LocalCluster) -> None:
 
 CHILD = """
 import json, sys, threading, time
-from harness.cluster.local import LocalCluster, install_signal_cleanup
+from aegis.harness.cluster.local import LocalCluster, install_signal_cleanup
 
 mode = sys.argv[1]
 if mode == "sigterm":

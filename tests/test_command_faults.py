@@ -1,5 +1,5 @@
 """Command workers killed and paused mid-command, on the real 3-node cluster with real worker processes
-(``python -m harness.campaign.command_worker``): every command completes exactly once across workers, although some
+(``python -m aegis.harness.campaign.command_worker``): every command completes exactly once across workers, although some
 start twice; without the cross-worker record (a test-only worker), a paused worker completes one twice."""
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 from waiting import wait_until_async
 
-from harness.campaign.checkers import duplicate_commands
-from harness.campaign.workload import CommandWorkload
-from harness.cluster.local import LocalCluster
-from harness.faults.fault import Fault
-from harness.faults.nemesis import AsyncNemesis, Nemesis, NemesisError
-from sdk.config import load_settings
-from sdk.connection import ConnectionPool
+from aegis.harness.campaign.checkers import duplicate_commands
+from aegis.harness.campaign.workload import CommandWorkload
+from aegis.harness.cluster.local import LocalCluster
+from aegis.harness.faults.fault import Fault
+from aegis.harness.faults.nemesis import AsyncNemesis, Nemesis, NemesisError
+from aegis.sdk.config import load_settings
+from aegis.sdk.connection import ConnectionPool
 
 ROOT = Path(__file__).resolve().parent.parent
 UNFENCED = [sys.executable, str(ROOT / "tests" / "unfenced_command_worker.py")]

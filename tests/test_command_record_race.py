@@ -20,14 +20,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from harness.cluster.local import LocalCluster
-from harness.faults.firewall import Endpoint, Firewall, FirewallUnavailable
-from sdk import wire
-from sdk.commands import DONE, CommandWorker, ensure_command_stream, record_key
-from sdk.config import load_settings
-from sdk.connection import ConnectionPool
-from sdk.errors import AegisError
-from sdk.kv import kv_write
+from aegis.harness.cluster.local import LocalCluster
+from aegis.harness.faults.firewall import Endpoint, Firewall, FirewallUnavailable
+from aegis.sdk import wire
+from aegis.sdk.commands import DONE, CommandWorker, ensure_command_stream, record_key
+from aegis.sdk.config import load_settings
+from aegis.sdk.connection import ConnectionPool
+from aegis.sdk.errors import AegisError
+from aegis.sdk.kv import kv_write
 
 CUT_S = 2.5
 """Longer than the claim's TTL (1 s: it ends on the isolated leader), shorter than NATS's shortest Raft

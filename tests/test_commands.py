@@ -13,8 +13,8 @@ import pytest
 from pydantic import BaseModel
 from waiting import wait_until_async
 
-from sdk import wire
-from sdk.commands import (
+from aegis.sdk import wire
+from aegis.sdk.commands import (
     CommandClient,
     CommandContext,
     CommandWorker,
@@ -22,8 +22,8 @@ from sdk.commands import (
     ensure_command_stream,
     record_key,
 )
-from sdk.connection import ConnectionPool
-from sdk.errors import (
+from aegis.sdk.connection import ConnectionPool
+from aegis.sdk.errors import (
     BadRequest,
     CommandFailed,
     DeadlineExceeded,

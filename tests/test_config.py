@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from sdk.config import AegisSettings, load_settings, setting_sources
-from sdk.errors import ConfigError
+from aegis.sdk.config import AegisSettings, load_settings, setting_sources
+from aegis.sdk.errors import ConfigError
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,4 @@
-"""The one deadline rule (``sdk.deadline.effective_timeout``), shared by RpcClient and DiscoveryClient.
+"""The one deadline rule (``aegis.sdk.deadline.effective_timeout``), shared by RpcClient and DiscoveryClient.
 
 No NATS needed: the rule is applied before anything is sent, so a pool that only carries settings will do.
 """
@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from sdk.config import AegisSettings
-from sdk.deadline import SERVING_CALL, effective_timeout
-from sdk.discovery import DiscoveryClient
-from sdk.errors import DeadlineExceeded
-from sdk.rpc import CallContext, RpcClient, current_call
+from aegis.sdk.config import AegisSettings
+from aegis.sdk.deadline import SERVING_CALL, effective_timeout
+from aegis.sdk.discovery import DiscoveryClient
+from aegis.sdk.errors import DeadlineExceeded
+from aegis.sdk.rpc import CallContext, RpcClient, current_call
 
 
 def _pool() -> Any:

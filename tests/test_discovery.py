@@ -9,13 +9,13 @@ from collections import Counter
 
 from waiting import wait_until_async
 
-from harness.cluster.local import LocalCluster
-from sdk import wire
-from sdk.config import load_settings
-from sdk.connection import ConnectionPool
-from sdk.discovery import DiscoveryClient, InstanceWatch
-from sdk.errors import AegisError
-from sdk.rpc import CallContext, Service
+from aegis.harness.cluster.local import LocalCluster
+from aegis.sdk import wire
+from aegis.sdk.config import load_settings
+from aegis.sdk.connection import ConnectionPool
+from aegis.sdk.discovery import DiscoveryClient, InstanceWatch
+from aegis.sdk.errors import AegisError
+from aegis.sdk.rpc import CallContext, Service
 
 
 def _who(name: str, instance_id: str, hold: asyncio.Event | None = None) -> Service:

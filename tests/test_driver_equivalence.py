@@ -16,13 +16,13 @@ import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
-from sdk.config import load_settings
-from sdk.connection import ConnectionPool
-from sdk.election import ElectionParams
-from sdk.single_active import SingleActiveService
-from sdk.trace_events import Action, TraceWriter, read_trace
-from sim.faults import MIXES
-from sim.run import RunConfig, Simulation
+from aegis.sdk.config import load_settings
+from aegis.sdk.connection import ConnectionPool
+from aegis.sdk.election import ElectionParams
+from aegis.sdk.single_active import SingleActiveService
+from aegis.sdk.trace_events import Action, TraceWriter, read_trace
+from aegis.sim.faults import MIXES
+from aegis.sim.run import RunConfig, Simulation
 
 PARAMS = ElectionParams(lease_s=3.0, renew_s=0.5, drift=0.05, write_timeout_s=1.0)
 """Slow enough that a loaded CI machine does not time a write out (which would add a line to one side)."""

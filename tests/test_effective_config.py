@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from sdk.config import load_settings
-from sdk.connection import ConnectionPool
-from sdk.effective_config import REDACTED, effective_config, fetch_effective_config
-from sdk.errors import BadRequest, NoResponders
-from sdk.registry import Registry
-from sdk.rpc import Service
+from aegis.sdk.config import load_settings
+from aegis.sdk.connection import ConnectionPool
+from aegis.sdk.effective_config import REDACTED, effective_config, fetch_effective_config
+from aegis.sdk.errors import BadRequest, NoResponders
+from aegis.sdk.registry import Registry
+from aegis.sdk.rpc import Service
 
 
 async def test_running_instance_reports_values_sources_and_hash(

@@ -8,16 +8,16 @@ safety properties after every event.
 
 from __future__ import annotations
 
-from sdk.election import Effect, Election, ElectionParams, Exit, Probe, Write
-from sdk.kv_types import KeyState
-from sim.faults import MIXES, Fault
-from sim.run import RunConfig, RunResult, run
+from aegis.sdk.election import Effect, Election, ElectionParams, Exit, Probe, Write
+from aegis.sdk.kv_types import KeyState
+from aegis.sim.faults import MIXES, Fault
+from aegis.sim.run import RunConfig, RunResult, run
 
 PARAMS = ElectionParams(lease_s=0.9, renew_s=0.25, drift=0.05, write_timeout_s=0.25)
 TTL_S = 10.0
 
 
-# -- the machine under scripted faults, in the simulator (the SDK's own machine, driven by ``sim/``) --------------
+# -- the machine under scripted faults, in the simulator (the SDK's own machine, driven by ``aegis/sim/``) --------------
 # (Random schedules of every fault, with clock rates within the bound: test_sim's hypothesis property.)
 
 

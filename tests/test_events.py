@@ -19,13 +19,13 @@ from nats.js.errors import APIError, NotFoundError
 from pydantic import BaseModel
 from waiting import wait_until_async
 
-from harness.cluster.local import LocalCluster
-from sdk import wire
-from sdk.connection import ConnectionPool
-from sdk.errors import PayloadTooLarge, RemoteError, RpcTimeout, ServiceUnavailable
-from sdk.events import EventBus, EventContext
-from sdk.jetstream import default_replicas, ensure_stream, js_publish, retry_transient
-from sdk.nats_errors import jetstream_error
+from aegis.harness.cluster.local import LocalCluster
+from aegis.sdk import wire
+from aegis.sdk.connection import ConnectionPool
+from aegis.sdk.errors import PayloadTooLarge, RemoteError, RpcTimeout, ServiceUnavailable
+from aegis.sdk.events import EventBus, EventContext
+from aegis.sdk.jetstream import default_replicas, ensure_stream, js_publish, retry_transient
+from aegis.sdk.nats_errors import jetstream_error
 
 MAX_PAYLOAD = 64 * 1024
 
@@ -494,7 +494,7 @@ async def test_instance_with_other_settings_joins_the_existing_group_consumer(
         got.append(event)
 
     a = await bus.subscribe(topic, plain, group=group)
-    with caplog.at_level(logging.WARNING, logger="sdk.consumer"):
+    with caplog.at_level(logging.WARNING, logger="aegis.sdk.consumer"):
         # The deliver policy of an existing consumer cannot change: the newcomer uses it as it is.
         b = await other_bus.subscribe(topic, typed, group=group, deliver="all", model=list[int])
     assert a.consumer == b.consumer

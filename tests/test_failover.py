@@ -1,9 +1,9 @@
 """Failover with real processes on the 3-node cluster: kill -9, SIGTERM and SIGSTOP of the active ledger
 instance, all instances down, the election stream's leader node killed; and a short ``aegis failover`` run.
 
-Each test runs its own ledger group (unique service name) as ``python -m harness.demo serve-active``
+Each test runs its own ledger group (unique service name) as ``python -m aegis.harness.demo serve-active``
 subprocesses, with a sticky client calling back to back and a prober calling every instance directly
-(:class:`harness.campaign.failover.FailoverRig`). Gaps are printed (and measured for real in ``reports/failover.md``),
+(:class:`aegis.harness.campaign.failover.FailoverRig`). Gaps are printed (and measured for real in ``reports/failover.md``),
 not asserted beyond sanity bounds; safety (no split brain, no epoch regression) is asserted.
 """
 
@@ -24,21 +24,21 @@ from pathlib import Path
 
 import pytest
 
+from aegis.harness.campaign.checkers import epoch_regressions, longest_gap, split_brain
+from aegis.harness.campaign.history import Call, Hit
+from aegis.harness.campaign.rig import FailoverRig
+from aegis.harness.cluster.local import LocalCluster
+from aegis.harness.demo.services import BookRequest
+from aegis.sdk.errors import NotFound, ServiceUnavailable
+from aegis.sdk.kv_types import KeyState
+from aegis.sdk.registry import Registry
+from aegis.sdk.schema import InstanceStatus
+from aegis.sdk.single_active import ensure_election_bucket
+from aegis.sdk.sticky import StickyClient
+from aegis.sdk.trace_events import Action as TraceAction
+from aegis.sdk.trace_events import TraceWriter
+from aegis.spec.trace_check import check_trace
 from aegis.stats import percentile
-from harness.campaign.checkers import epoch_regressions, longest_gap, split_brain
-from harness.campaign.history import Call, Hit
-from harness.campaign.rig import FailoverRig
-from harness.cluster.local import LocalCluster
-from harness.demo.services import BookRequest
-from sdk.errors import NotFound, ServiceUnavailable
-from sdk.kv_types import KeyState
-from sdk.registry import Registry
-from sdk.schema import InstanceStatus
-from sdk.single_active import ensure_election_bucket
-from sdk.sticky import StickyClient
-from sdk.trace_events import Action as TraceAction
-from sdk.trace_events import TraceWriter
-from spec.trace_check import check_trace
 
 ROOT = Path(__file__).resolve().parent.parent
 UNFENCED = "tests.unfenced_instance"
@@ -150,7 +150,7 @@ def test_the_unfenced_election_of_the_negative_control_ignores_its_deadline_and_
     through ``serving()``: it still loses its compare-and-set like the SDK's."""
     from unfenced_instance import UnfencedElection
 
-    from sdk.election import Election, Write
+    from aegis.sdk.election import Election, Write
 
     for cls, unfenced in ((Election, False), (UnfencedElection, True)):
         m = cls()

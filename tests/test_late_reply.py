@@ -21,19 +21,19 @@ from pathlib import Path
 import pytest
 from waiting import wait_until_async
 
-from harness.cluster.gids import allocate_gids
-from harness.cluster.local import LocalCluster
-from harness.cluster.processes import spawn
-from harness.demo.services import BookRequest
-from harness.faults.nemesis import Fault, Nemesis
-from sdk import wire
-from sdk.codec import decode
-from sdk.config import load_settings
-from sdk.connection import ConnectionPool
-from sdk.errors import AegisError, LeaseLost, NotActive, error_from_wire
-from sdk.rpc import CallContext, RpcClient
-from sdk.single_active import SingleActiveService
-from sdk.sticky import StickyClient
+from aegis.harness.cluster.gids import allocate_gids
+from aegis.harness.cluster.local import LocalCluster
+from aegis.harness.cluster.processes import spawn
+from aegis.harness.demo.services import BookRequest
+from aegis.harness.faults.nemesis import Fault, Nemesis
+from aegis.sdk import wire
+from aegis.sdk.codec import decode
+from aegis.sdk.config import load_settings
+from aegis.sdk.connection import ConnectionPool
+from aegis.sdk.errors import AegisError, LeaseLost, NotActive, error_from_wire
+from aegis.sdk.rpc import CallContext, RpcClient
+from aegis.sdk.single_active import SingleActiveService
+from aegis.sdk.sticky import StickyClient
 
 ROOT = Path(__file__).resolve().parent.parent
 HOLD_MS = 4000
@@ -45,8 +45,8 @@ HOLD_MS, far past IN_HANDLER_S + CUT_S: they are still running when A is cut and
 
 
 class Instances:
-    """Ledger instances as real processes (``python -m harness.demo serve-active``), each with its own gid so
-    the nemesis can cut its traffic: the nemesis's :class:`~harness.faults.nemesis.InstanceControl`."""
+    """Ledger instances as real processes (``python -m aegis.harness.demo serve-active``), each with its own gid so
+    the nemesis can cut its traffic: the nemesis's :class:`~aegis.harness.faults.nemesis.InstanceControl`."""
 
     def __init__(self, urls: list[str], service: str, names: Sequence[str]) -> None:
         self.urls, self.service = urls, service
@@ -55,7 +55,7 @@ class Instances:
         self.active_name: str | None = None
 
     def start(self, name: str) -> None:
-        args = [sys.executable, "-m", "harness.demo", "serve-active", "--instance", name]
+        args = [sys.executable, "-m", "aegis.harness.demo", "serve-active", "--instance", name]
         args += ["--service", self.service, *self.urls]
         proc = spawn(args, stdout=subprocess.PIPE, cwd=ROOT, group=self._gids[name])
         self.procs[name] = proc

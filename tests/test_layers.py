@@ -1,7 +1,7 @@
-"""The SDK's layering, checked on the source: who may import whom inside ``sdk/``.
+"""The SDK's layering, checked on the source: who may import whom inside ``aegis/sdk/``.
 
 Imports are read with :mod:`ast` (every ``import`` in a module, inside functions and ``if TYPE_CHECKING:`` too,
-unless a check says runtime only) and followed through ``sdk/`` modules. The package's ``__init__`` is followed
+unless a check says runtime only) and followed through ``aegis/sdk/`` modules. The package's ``__init__`` is followed
 only when a module imports the package itself (``from sdk import X``, ``from . import X`` where X is no module),
 not as the parent every ``sdk.x`` import runs first.
 """
@@ -14,38 +14,45 @@ from pathlib import Path
 
 import pytest
 
-SDK = Path(__file__).resolve().parent.parent / "sdk"
+SDK = Path(__file__).resolve().parent.parent / "aegis" / "sdk"
 
 UPPER = frozenset(
     {
-        "sdk.rpc",
-        "sdk.registry",
-        "sdk.events",
-        "sdk.commands",
-        "sdk.single_active",
-        "sdk.discovery",
-        "sdk.sticky",
-        "sdk.heartbeat",
-        "sdk.micro",
-        "sdk.effective_config",
+        "aegis.sdk.rpc",
+        "aegis.sdk.registry",
+        "aegis.sdk.events",
+        "aegis.sdk.commands",
+        "aegis.sdk.single_active",
+        "aegis.sdk.discovery",
+        "aegis.sdk.sticky",
+        "aegis.sdk.heartbeat",
+        "aegis.sdk.micro",
+        "aegis.sdk.effective_config",
     }
 )
 """Modules that build on the bottom layer: no bottom module may reach one of them."""
 
-BOTTOM = ("sdk.codec", "sdk.kv_types", "sdk.deadline", "sdk.nats_errors", "sdk.kv", "sdk.consumer")
+BOTTOM = (
+    "aegis.sdk.codec",
+    "aegis.sdk.kv_types",
+    "aegis.sdk.deadline",
+    "aegis.sdk.nats_errors",
+    "aegis.sdk.kv",
+    "aegis.sdk.consumer",
+)
 
 
 def _path(module: str) -> Path | None:
     """Source file of an ``sdk`` module (``sdk`` itself: its ``__init__.py``); None for anything else."""
     parts = module.split(".")
-    if parts[0] != "sdk":
+    if parts[:2] != ["aegis", "sdk"]:
         return None
-    if len(parts) == 1:
+    if len(parts) == 2:
         return SDK / "__init__.py"
-    path = SDK.joinpath(*parts[1:]).with_suffix(".py")
+    path = SDK.joinpath(*parts[2:]).with_suffix(".py")
     if path.exists():
         return path
-    package = SDK.joinpath(*parts[1:], "__init__.py")
+    package = SDK.joinpath(*parts[2:], "__init__.py")
     return package if package.exists() else None
 
 
@@ -117,17 +124,25 @@ def closure(module: str, runtime_only: bool = False) -> tuple[frozenset[str], fr
 
 def sdk_modules() -> list[str]:
     return sorted(
-        "sdk" if p.name == "__init__.py" else "sdk." + ".".join(p.relative_to(SDK).with_suffix("").parts)
+        "aegis.sdk"
+        if p.name == "__init__.py"
+        else "aegis.sdk." + ".".join(p.relative_to(SDK).with_suffix("").parts)
         for p in SDK.rglob("*.py")
     )
 
 
 def test_the_walker_sees_real_imports() -> None:
     """Guards the checks below against passing vacuously (a walker that finds nothing)."""
-    reached, external = closure("sdk.rpc")
-    assert {"sdk.codec", "sdk.deadline", "sdk.registry", "sdk.kv", "sdk.kv_types"} <= reached
+    reached, external = closure("aegis.sdk.rpc")
+    assert {
+        "aegis.sdk.codec",
+        "aegis.sdk.deadline",
+        "aegis.sdk.registry",
+        "aegis.sdk.kv",
+        "aegis.sdk.kv_types",
+    } <= reached
     assert {"nats", "asyncio", "pydantic"} <= external
-    assert "sdk.kv_types" in closure("sdk.election")[0]
+    assert "aegis.sdk.kv_types" in closure("aegis.sdk.election")[0]
 
 
 @pytest.mark.parametrize("module", sdk_modules())
@@ -136,7 +151,7 @@ def test_sdk_imports_nothing_from_the_layers_above_it(module: str) -> None:
     assert not external & {"harness", "sim", "aegis", "management", "dashboard"}, module
 
 
-@pytest.mark.parametrize("core", ["sdk.election", "sdk.sticky_core"])
+@pytest.mark.parametrize("core", ["aegis.sdk.election", "aegis.sdk.sticky_core"])
 def test_the_protocol_cores_import_neither_nats_nor_asyncio(core: str) -> None:
     """The election machine and the sticky client's rules are sans-IO: neither they nor any ``sdk`` module they
     import may import nats or asyncio (the SDK and the simulator drive them)."""
@@ -149,15 +164,15 @@ def test_the_protocol_cores_import_neither_nats_nor_asyncio(core: str) -> None:
 def test_bottom_modules_import_no_module_above_them(module: str) -> None:
     reached, _ = closure(module)
     assert not reached & UPPER, f"{module} reaches {sorted(reached & UPPER)}"
-    assert "sdk" not in reached, f"{module} imports the sdk package (its __init__ pulls in everything)"
+    assert "aegis.sdk" not in reached, f"{module} imports the sdk package (its __init__ pulls in everything)"
 
 
 @pytest.mark.parametrize(
     ("module", "allowed"),
     [
-        ("sdk.kv_types", frozenset()),
-        ("sdk.codec", frozenset()),
-        ("sdk.deadline", frozenset({"sdk.errors"})),
+        ("aegis.sdk.kv_types", frozenset()),
+        ("aegis.sdk.codec", frozenset()),
+        ("aegis.sdk.deadline", frozenset({"aegis.sdk.errors"})),
     ],
 )
 def test_the_lowest_modules_stay_nats_free(module: str, allowed: frozenset[str]) -> None:

@@ -27,11 +27,11 @@ from nats.micro.service import (
     ServiceStats,
 )
 
-from sdk import wire
-from sdk.connection import ConnectionPool
-from sdk.errors import BadRequest
-from sdk.micro import MICRO_PREFIX, micro_subject, rfc3339_utc
-from sdk.rpc import RpcClient, Service
+from aegis.sdk import wire
+from aegis.sdk.connection import ConnectionPool
+from aegis.sdk.errors import BadRequest
+from aegis.sdk.micro import MICRO_PREFIX, micro_subject, rfc3339_utc
+from aegis.sdk.rpc import RpcClient, Service
 
 VERBS = ("PING", "INFO", "STATS")
 TYPES = {"PING": PING_RESPONSE_TYPE, "INFO": INFO_RESPONSE_TYPE, "STATS": STATS_RESPONSE_TYPE}

@@ -18,12 +18,12 @@ from typing import Any
 import pytest
 from waiting import wait_until
 
-from harness.cluster.gids import allocate_gids
-from harness.cluster.local import ClusterError, LocalCluster, placement_problem
-from harness.cluster.processes import spawn
-from harness.faults.fault import FAULT_KINDS, Fault
-from harness.faults.firewall import Endpoint, Firewall, FirewallUnavailable, local_ports_to
-from harness.faults.nemesis import AsyncNemesis, InstanceControl, Nemesis
+from aegis.harness.cluster.gids import allocate_gids
+from aegis.harness.cluster.local import ClusterError, LocalCluster, placement_problem
+from aegis.harness.cluster.processes import spawn
+from aegis.harness.faults.fault import FAULT_KINDS, Fault
+from aegis.harness.faults.firewall import Endpoint, Firewall, FirewallUnavailable, local_ports_to
+from aegis.harness.faults.nemesis import AsyncNemesis, InstanceControl, Nemesis
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -12,17 +12,17 @@ from typing import Any
 import pytest
 from waiting import wait_until_async
 
-from harness.cluster.local import LocalCluster
-from harness.cluster.processes import spawn
-from sdk import wire
-from sdk.config import load_settings
-from sdk.connection import ConnectionPool
-from sdk.discovery import InstanceWatch
-from sdk.errors import BadRequest, ConfigError, Conflict, NotFound
-from sdk.kv import kv_write
-from sdk.registry import Registry, instance_key
-from sdk.rpc import RpcClient, Service
-from sdk.schema import InstanceStatus, MetricsSnapshot, ServiceDefinition
+from aegis.harness.cluster.local import LocalCluster
+from aegis.harness.cluster.processes import spawn
+from aegis.sdk import wire
+from aegis.sdk.config import load_settings
+from aegis.sdk.connection import ConnectionPool
+from aegis.sdk.discovery import InstanceWatch
+from aegis.sdk.errors import BadRequest, ConfigError, Conflict, NotFound
+from aegis.sdk.kv import kv_write
+from aegis.sdk.registry import Registry, instance_key
+from aegis.sdk.rpc import RpcClient, Service
+from aegis.sdk.schema import InstanceStatus, MetricsSnapshot, ServiceDefinition
 
 
 def _name(prefix: str = "svc") -> str:
@@ -156,7 +156,7 @@ async def test_killed_instance_disappears_within_ttl_plus_half_a_second(
     watch = InstanceWatch(pool, "quotes")
     await watch.start()
     proc = spawn(
-        [sys.executable, "-m", "harness.demo", "serve", "--instance", instance, *nats_urls],
+        [sys.executable, "-m", "aegis.harness.demo", "serve", "--instance", instance, *nats_urls],
         stdin=-1,
         stdout=-1,
     )
@@ -234,7 +234,7 @@ async def test_heartbeat_survives_kv_outage_and_recovers(cluster: LocalCluster) 
 async def test_racing_creates_of_one_key_lose_with_conflict_only(pool: ConnectionPool) -> None:
     """Three creates of one key at once: one wins, the others get Conflict, including the clustered stream's
     refusal while the winner is still being replicated (err 10164, which names no revision)."""
-    from sdk.single_active import ensure_election_bucket
+    from aegis.sdk.single_active import ensure_election_bucket
 
     await ensure_election_bucket(pool)
     for _ in range(10):

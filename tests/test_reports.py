@@ -6,7 +6,7 @@ import json
 import re
 from pathlib import Path
 
-from harness.campaign.report import write_report
+from aegis.harness.campaign.report import write_report
 
 ROOT = Path(__file__).resolve().parent.parent
 

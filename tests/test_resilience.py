@@ -13,11 +13,11 @@ import time
 import uuid
 from typing import Any
 
-from harness.cluster.local import LocalCluster
-from sdk.config import load_settings
-from sdk.connection import ConnectionLost, ConnectionPool
-from sdk.errors import AegisError, RpcTimeout, ServiceUnavailable
-from sdk.rpc import RpcClient, Service
+from aegis.harness.cluster.local import LocalCluster
+from aegis.sdk.config import load_settings
+from aegis.sdk.connection import ConnectionLost, ConnectionPool
+from aegis.sdk.errors import AegisError, RpcTimeout, ServiceUnavailable
+from aegis.sdk.rpc import RpcClient, Service
 
 CALL_TIMEOUT_S = 2.0
 

@@ -11,10 +11,10 @@ import pytest
 from pydantic import BaseModel
 from waiting import wait_until_async
 
-from sdk import wire
-from sdk.codec import decode, encode
-from sdk.connection import ConnectionPool
-from sdk.errors import (
+from aegis.sdk import wire
+from aegis.sdk.codec import decode, encode
+from aegis.sdk.connection import ConnectionPool
+from aegis.sdk.errors import (
     BadRequest,
     DeadlineExceeded,
     NotActive,
@@ -24,7 +24,7 @@ from sdk.errors import (
     ServiceUnavailable,
     UnknownMethod,
 )
-from sdk.rpc import CallContext, RpcClient, Service, current_call
+from aegis.sdk.rpc import CallContext, RpcClient, Service, current_call
 
 
 class AddRequest(BaseModel):

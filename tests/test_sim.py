@@ -1,4 +1,4 @@
-"""The SimPy simulator (``sim/``): determinism, safety under hypothesis-chosen fault schedules, negative controls,
+"""The SimPy simulator (``aegis/sim/``): determinism, safety under hypothesis-chosen fault schedules, negative controls,
 the SDK's own state machine being the one driven, trace validity against the spec, and the ``aegis sim`` CLI."""
 
 from __future__ import annotations
@@ -14,16 +14,16 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from aegis.sdk.election import Election, ElectionParams
+from aegis.sdk.trace_events import Action as TA
+from aegis.sdk.trace_events import read_trace
+from aegis.sim.campaign import CampaignConfig, SweepConfig, run_campaign, sweep_cells
+from aegis.sim.controls import CONTROLS, NoFencingElection, NoStepDownElection, control_config
+from aegis.sim.faults import MIXES, Fault, plan_faults
+from aegis.sim.report import write_reports
+from aegis.sim.run import RunConfig, RunResult, run
+from aegis.spec.trace_check import check_trace
 from aegis.stats import percentile
-from sdk.election import Election, ElectionParams
-from sdk.trace_events import Action as TA
-from sdk.trace_events import read_trace
-from sim.campaign import CampaignConfig, SweepConfig, run_campaign, sweep_cells
-from sim.controls import CONTROLS, NoFencingElection, NoStepDownElection, control_config
-from sim.faults import MIXES, Fault, plan_faults
-from sim.report import write_reports
-from sim.run import RunConfig, RunResult, run
-from spec.trace_check import check_trace
 
 ROOT = Path(__file__).resolve().parent.parent
 AEGIS = [sys.executable, "-m", "aegis.cli"]
@@ -194,7 +194,7 @@ def test_no_client_epoch_check_accepts_stale_replies() -> None:
 
 
 def test_the_simulator_drives_the_sdk_election_class() -> None:
-    """The default machine is sdk.election.Election itself, and whatever machine is injected is the one that
+    """The default machine is aegis.sdk.election.Election itself, and whatever machine is injected is the one that
     runs: a broken subclass (write_failed never steps down) is caught."""
     assert RunConfig().machine_factory is Election
 

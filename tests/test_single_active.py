@@ -10,18 +10,18 @@ import uuid
 import pytest
 from waiting import wait_until_async
 
-from harness.cluster.local import LocalCluster
-from sdk import wire
-from sdk.config import load_settings
-from sdk.connection import ConnectionPool
-from sdk.discovery import InstanceWatch
-from sdk.election import ElectionParams, Write
-from sdk.errors import NotActive, ServiceUnavailable
-from sdk.kv import kv_write
-from sdk.rpc import CallContext, RpcClient
-from sdk.schema import InstanceStatus
-from sdk.single_active import SingleActiveService, ensure_election_bucket, leader_key
-from sdk.sticky import StickyClient
+from aegis.harness.cluster.local import LocalCluster
+from aegis.sdk import wire
+from aegis.sdk.config import load_settings
+from aegis.sdk.connection import ConnectionPool
+from aegis.sdk.discovery import InstanceWatch
+from aegis.sdk.election import ElectionParams, Write
+from aegis.sdk.errors import NotActive, ServiceUnavailable
+from aegis.sdk.kv import kv_write
+from aegis.sdk.rpc import CallContext, RpcClient
+from aegis.sdk.schema import InstanceStatus
+from aegis.sdk.single_active import SingleActiveService, ensure_election_bucket, leader_key
+from aegis.sdk.sticky import StickyClient
 
 
 def _ledger(name: str, instance_id: str) -> SingleActiveService:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from spec.suite import (
+from aegis.spec.suite import (
     MUTANTS,
     SPEC_DIR,
     SPEC_MODULE,
@@ -18,7 +18,7 @@ from spec.suite import (
     name_temporal,
     select_configs,
 )
-from spec.tlc import parse_output, tlc_jar
+from aegis.spec.tlc import parse_output, tlc_jar
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -195,7 +195,7 @@ def test_negative_configs_declare_the_pinned_invariant() -> None:
 
 
 def test_liveness_and_failover_bound_are_checked_in_ci() -> None:
-    text = (ROOT / "spec" / "tla" / "MC_2inst.cfg").read_text()
+    text = (ROOT / "aegis" / "spec" / "tla" / "MC_2inst.cfg").read_text()
     assert "SPECIFICATION FairSpec" in text
     assert "EventuallyServes" in text and "FailoverBounded" in text
 

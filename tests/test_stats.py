@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-import harness.campaign.checkers
-import harness.campaign.failover
-import harness.campaign.report
-import harness.campaign.runner
-import sim.campaign
-import sim.run
+import aegis.harness.campaign.checkers
+import aegis.harness.campaign.failover
+import aegis.harness.campaign.report
+import aegis.harness.campaign.runner
+import aegis.sim.campaign
+import aegis.sim.run
+from aegis.sim.faults import MIXES
+from aegis.sim.run import RunConfig, run
 from aegis.stats import MIN_P99_SAMPLES, p99_text, percentile, recorded, spread_text, summary
-from sim.faults import MIXES
-from sim.run import RunConfig, run
 
 
 def test_percentile_is_nearest_rank_not_interpolated() -> None:
@@ -53,12 +53,12 @@ def test_printed_percentiles_carry_their_sample_count() -> None:
 def test_the_simulator_and_the_harness_share_the_one_definition() -> None:
     from aegis import stats
 
-    assert sim.campaign.percentile is stats.percentile
-    assert harness.campaign.runner.percentile is stats.percentile
-    assert harness.campaign.report.percentile is stats.percentile
-    assert harness.campaign.failover.percentile is stats.percentile
-    assert not hasattr(harness.campaign.checkers, "percentile")  # no second definition left behind
-    assert sim.run.percentile is stats.percentile
+    assert aegis.sim.campaign.percentile is stats.percentile
+    assert aegis.harness.campaign.runner.percentile is stats.percentile
+    assert aegis.harness.campaign.report.percentile is stats.percentile
+    assert aegis.harness.campaign.failover.percentile is stats.percentile
+    assert not hasattr(aegis.harness.campaign.checkers, "percentile")  # no second definition left behind
+    assert aegis.sim.run.percentile is stats.percentile
 
 
 def test_a_simulated_run_s_median_is_the_nearest_rank_one() -> None:
@@ -71,7 +71,7 @@ def test_a_simulated_run_s_median_is_the_nearest_rank_one() -> None:
 
 
 def test_sim_report_prints_sample_counts_and_no_p99_of_a_handful() -> None:
-    from sim.report import _dist_text, _spread
+    from aegis.sim.report import _dist_text, _spread
 
     few = {"failover_p50_s": 0.78, "failover_p99_s": 0.9, "failover_max_s": 0.95, "failover_samples": 10}
     assert _spread(few, "failover") == "p50 780 ms, max 950 ms (10 samples)"
@@ -125,8 +125,8 @@ def test_failover_report_prints_sample_counts() -> None:
         "seed": 1,
         "took_s": 1.0,
     }
-    md = harness.campaign.failover.markdown(report)
+    md = aegis.harness.campaign.failover.markdown(report)
     assert "| failover (kill -9) | p50 740 ms, max 790 ms (10 samples) |" in md
     assert "| failover (graceful) | - |" in md
     del report["failover_samples"]  # a report recorded before the key: counted from failover_gaps_s
-    assert "max 790 ms (10 samples)" in harness.campaign.failover.markdown(report)
+    assert "max 790 ms (10 samples)" in aegis.harness.campaign.failover.markdown(report)

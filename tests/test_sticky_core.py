@@ -1,11 +1,11 @@
-"""The sticky client's rules (``sdk.sticky_core``), one decision at a time. The SDK's asyncio driver and the
+"""The sticky client's rules (``aegis.sdk.sticky_core``), one decision at a time. The SDK's asyncio driver and the
 simulator both carry them out (``tests/test_single_active.py``, ``tests/test_sim.py``)."""
 
 from __future__ import annotations
 
 import pytest
 
-from sdk.sticky_core import (
+from aegis.sdk.sticky_core import (
     FIRST_BACKOFF_S,
     MAX_BACKOFF_S,
     Accept,

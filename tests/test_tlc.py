@@ -1,4 +1,4 @@
-"""spec.tlc runs java as a child that cannot outlive us, and kills it on a timeout."""
+"""aegis.spec.tlc runs java as a child that cannot outlive us, and kills it on a timeout."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from waiting import wait_until
 
-from spec.tlc import run_tlc
+from aegis.spec.tlc import run_tlc
 
 ROOT = Path(__file__).resolve().parent.parent
 UNDER_WAY_S = 1.0
@@ -30,7 +30,7 @@ Next == x < 100000000 /\\ x' = x + 1
 _PARENT = r"""
 import sys
 from pathlib import Path
-from spec.tlc import run_tlc
+from aegis.spec.tlc import run_tlc
 run_tlc(Path(sys.argv[1]), Path(sys.argv[2]), deadlock=False, heap="256m")
 """
 

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from aegis.cli import app
-from sdk.trace_events import (
+from aegis.sdk.trace_events import (
     Action,
     KeyKind,
     Op,
@@ -19,9 +19,9 @@ from sdk.trace_events import (
     parse_trace,
     read_trace,
 )
-from spec.trace_check import check, check_trace, compact, cut_windows, outage_windows, up_lines
+from aegis.spec.trace_check import check, check_trace, compact, cut_windows, outage_windows, up_lines
 
-TRACES = Path(__file__).resolve().parent.parent / "spec" / "traces"
+TRACES = Path(__file__).resolve().parent.parent / "aegis" / "spec" / "traces"
 VALID = TRACES / "valid_failover.ndjson"
 TAMPERED = TRACES / "tampered_overlap.ndjson"
 
@@ -270,8 +270,8 @@ def test_a_probe_that_saw_the_key_move_restarts_the_timer(tmp_path: Path) -> Non
 
 def test_revisions_are_compressed_keeping_order_and_small_gaps() -> None:
     """A trace from a busy bucket (revisions 70, 72, 76, 900): same order, gaps capped, epochs mapped alike."""
-    from sdk.trace_events import Action, KeyKind, Trace, TraceEvent, TraceParams
-    from spec.trace_check import compress_revisions
+    from aegis.sdk.trace_events import Action, KeyKind, Trace, TraceEvent, TraceParams
+    from aegis.spec.trace_check import compress_revisions
 
     events = (
         TraceEvent(instance="a", action=Action.START, rev=0, kind=KeyKind.ABSENT, local=0, wall=1),

@@ -3,7 +3,7 @@
 
 ``UnfencedWorker`` claims nothing and stores nothing in ``aegis_commands``: every delivery runs, and every run
 counts as completed (only the per-worker cache of recent results is left, as before issue 12). Run as
-``python tests/unfenced_command_worker.py`` with the arguments of ``python -m harness.campaign.command_worker``; it is
+``python tests/unfenced_command_worker.py`` with the arguments of ``python -m aegis.harness.campaign.command_worker``; it is
 not importable from the shipped packages and no shipped option switches de-duplication off.
 """
 
@@ -13,8 +13,8 @@ import sys
 import uuid
 from typing import Any
 
-from harness.campaign.command_worker import main
-from sdk.commands import Claim, CommandWorker
+from aegis.harness.campaign.command_worker import main
+from aegis.sdk.commands import Claim, CommandWorker
 
 
 class UnfencedWorker(CommandWorker):

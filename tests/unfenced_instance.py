@@ -1,18 +1,18 @@
 """TEST-ONLY instance program with fencing switched off: the split-brain checker's negative control.
 
-``python -m tests.unfenced_instance serve-active ...`` is :mod:`harness.demo` (same command line) with one
-change: every :class:`~sdk.single_active.SingleActiveService` uses :class:`UnfencedElection`, whose
+``python -m tests.unfenced_instance serve-active ...`` is :mod:`aegis.harness.demo` (same command line) with one
+change: every :class:`~aegis.sdk.single_active.SingleActiveService` uses :class:`UnfencedElection`, whose
 ``serving()`` stays True once the instance was active: it ignores its serving deadline and lost
 compare-and-sets. A paused active therefore wakes up and keeps answering exclusive calls under its old epoch
 after its successor took over: a real split brain, made by real processes, that the prober and
-:func:`harness.campaign.checkers.split_brain` must report. Nothing shipped can switch fencing off; only this module
+:func:`aegis.harness.campaign.checkers.split_brain` must report. Nothing shipped can switch fencing off; only this module
 (under ``tests/``) does, by replacing the class attribute before the demo starts.
 """
 
 from __future__ import annotations
 
-from sdk.election import Election
-from sdk.single_active import SingleActiveService
+from aegis.sdk.election import Election
+from aegis.sdk.single_active import SingleActiveService
 
 
 class UnfencedElection(Election):
@@ -24,7 +24,7 @@ class UnfencedElection(Election):
 
 
 def main() -> None:
-    from harness.demo import services as demo
+    from aegis.harness.demo import services as demo
 
     SingleActiveService.election_class = UnfencedElection
     demo.main()

@@ -1,0 +1,402 @@
+"""One simulated instance: a process that drives the SDK's own election state machine (:mod:`aegis.sdk.election`).
+
+This is the simulator's counterpart of :class:`aegis.sdk.single_active.SingleActiveService`'s driver: it feeds the
+machine events stamped with the instance's **own** clock, carries out the actions it returns, and logs every
+step with exactly the trace events the SDK driver writes (so simulated runs can be trace-checked). The protocol
+itself is not here: the machine is whatever ``machine_factory`` builds (``aegis.sdk.election.Election`` by default; the
+negative controls inject broken subclasses).
+
+The process model:
+
+* a monotonic clock ``local = offset + rate * t`` with its own rate (within ``1 +/- drift`` unless a negative
+  control says otherwise);
+* crash (kill -9: state lost, requests in flight may still land, their answers are lost), restart (a new
+  machine, a new watch, a read of the key), graceful stop;
+* pauses (SIGSTOP, GC): the clock runs on, nothing is processed; answers, watch deliveries, timers and client
+  calls queue up and are handled in order when it resumes;
+* one request at a time (the machine's rule), each with a network delay each way; a request that has no answer
+  after ``write_timeout_s`` on the local clock times out (like ``kv_write``'s timeout in the SDK).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from aegis.sdk.election import (
+    Effect,
+    Election,
+    ElectionParams,
+    Exit,
+    Probe,
+    StartServing,
+    StopServing,
+    Timer,
+    TraceStep,
+    Write,
+    holds_own_record,
+)
+from aegis.sdk.kv_types import KeyState
+from aegis.sdk.trace_events import Action as TA
+from aegis.sim.kv import Entry, Watch, WriteAnswer
+
+if TYPE_CHECKING:
+    from aegis.sim.run import Simulation
+
+MachineFactory = Callable[[ElectionParams], Election]
+"""Builds the election state machine of one process (``Election`` or a subclass)."""
+
+Handler = Callable[[float], list[Effect]]
+
+
+class _InFlight:
+    """The request this process's I/O layer waits on (what an awaiting ``kv_write`` is in the SDK)."""
+
+    __slots__ = ("req", "sent")
+
+    def __init__(self, req: int, sent: float) -> None:
+        self.req = req
+        self.sent = sent
+
+
+class SimInstance:
+    """A process of the single-active group; see the module docstring."""
+
+    def __init__(
+        self,
+        sim: Simulation,
+        name: str,
+        *,
+        rate: float,
+        offset: float,
+        machine_factory: MachineFactory = Election,
+    ) -> None:
+        self.sim = sim
+        self.env = sim.env
+        self.name = name
+        self.rate = rate
+        self.offset = offset
+        self.factory = machine_factory
+        self.machine: Election = machine_factory(sim.params)
+        self.up = False
+        self.paused = False
+        self.stopping = False
+        self.incarnation = 0
+        self.pending: list[Callable[[], None]] = []
+        self.watch: Watch | None = None
+        self.inflight: _InFlight | None = None
+        self.timer_at: float | None = None
+        self.timer_due: float | None = None  # real time of the scheduled timer event
+        self.timer_token = 0
+        self.pause_token = 0
+        self.restart_on_exit = False
+        self.known_epoch = 0
+        self.withheld = 0
+        """Outcomes withheld: calls whose handler finished after this process stopped serving under their
+        admission epoch (answered "lease-lost")."""
+        """Newest epoch this process learnt from the key (what its NotActive answers carry)."""
+        self.served: tuple[int, int] = (0, -1)
+        """(epoch, incarnation) of the last serving period."""
+
+    # -- clocks and queries ------------------------------------------------------------------------------
+
+    def local(self, t: float | None = None) -> float:
+        """The instance's monotonic clock at real time ``t`` (default: now)."""
+        return self.offset + self.rate * (self.env.now if t is None else t)
+
+    def serving_at(self, t: float) -> bool:
+        """The instance serves at real time ``t``: its process is up and its machine says so."""
+        return self.up and self.machine.serving(self.local(t))
+
+    def alive_since_serving(self, epoch: int) -> bool:
+        """The process that served ``epoch`` still runs and was not asked to stop."""
+        return self.up and not self.stopping and self.served == (epoch, self.incarnation)
+
+    # -- lifecycle -----------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start (or restart) the process: a new machine, a watch, a read of the key, ``start``."""
+        if self.up:
+            return
+        kv = self.sim.kv
+        if not kv.up:  # the start-up read needs the stream leader: try again shortly
+            self.sim.later(0.25, self.start)
+            return
+        self.up = True
+        self.paused = False
+        self.stopping = False
+        self.incarnation += 1
+        self.pending.clear()
+        self.inflight = None
+        self.timer_at = self.timer_due = None
+        self.machine = self.factory(self.sim.params)
+        inc = self.incarnation
+        self.watch = kv.subscribe(lambda e: self._on_watch(e, inc), self.sim.watch_delay)
+        key = kv.state()
+        self._deliver(lambda now: self.machine.start(now, key), inc)
+
+    def restart_in(self, delay: float) -> None:
+        """The supervisor: start the process again ``delay`` seconds from now, or, when it is still running
+        then (a stop sent during a pause waits for the pause to end), as soon as it exits."""
+
+        def due() -> None:
+            if self.up:
+                self.restart_on_exit = True
+            else:
+                self.start()
+
+        self.sim.later(delay, due)
+
+    def crash(self) -> None:
+        """kill -9: the process and everything in memory are gone (requests in flight may still land)."""
+        if not self.up:
+            return
+        self._log(TA.CRASH, epoch=self.machine.epoch)
+        self._end()
+        self.machine.crash()
+
+    def stop(self) -> None:
+        """SIGTERM: the machine stops serving and releases the key; the process exits on ``Exit``."""
+        if not self.up:
+            return
+        self.stopping = True
+        inc = self.incarnation
+        self._deliver(lambda now: self.machine.stop(now), inc)
+
+    def pause(self, seconds: float) -> None:
+        """SIGSTOP for ``seconds`` (extends a pause in progress)."""
+        if not self.up:
+            return
+        if not self.paused:
+            self._log(TA.PAUSE, epoch=self.machine.epoch)
+            self.paused = True
+        self.pause_token += 1
+        token = self.pause_token
+        self.sim.later(seconds, lambda: self._resume(token))
+
+    def _resume(self, token: int) -> None:
+        if token != self.pause_token or not self.up or not self.paused:
+            return
+        self._log(TA.RESUME, epoch=self.machine.epoch)
+        self.paused = False
+        while self.pending and self.up and not self.paused:
+            self.pending.pop(0)()
+
+    def _end(self) -> None:
+        if self.restart_on_exit:
+            self.restart_on_exit = False
+            self.sim.later(0.0, self.start)
+        self.up = False
+        self.paused = False
+        self.incarnation += 1
+        self.pending.clear()
+        self.inflight = None
+        self.timer_at = self.timer_due = None
+        if self.watch is not None:
+            self.watch.cancel()
+            self.watch = None
+
+    # -- events into the machine -------------------------------------------------------------------------
+
+    def _deliver(self, handler: Handler, inc: int) -> None:
+        """Hand an event to the machine now, or when the pause ends; dropped for a dead incarnation."""
+        if not self.up or inc != self.incarnation:
+            return
+        if self.paused:
+            self.pending.append(lambda: self._deliver(handler, inc))
+            return
+        actions = handler(self.local())
+        self._carry_out(actions)
+        self.sim.checker.after_event(self, self.env.now)
+
+    def _on_watch(self, entry: Entry, inc: int) -> None:
+        def handle(now: float) -> list[Effect]:
+            if entry.epoch > self.known_epoch:
+                self.known_epoch = entry.epoch
+            return self.machine.observe(now, entry.state)
+
+        self._deliver(handle, inc)
+
+    def _timer_fired(self, token: int, inc: int) -> None:
+        if token != self.timer_token or inc != self.incarnation or self.timer_at is None:
+            return
+        self.timer_due = None
+        if self.local() < self.timer_at:  # asked for later since: wait on
+            self._schedule_timer(inc)
+            return
+
+        def handle(now: float) -> list[Effect]:
+            self.timer_at = None
+            return self.machine.tick(now)  # a request without an answer for the write timeout times out
+
+        self._deliver(handle, inc)
+
+    def _timed_out(self, now: float, flight: _InFlight) -> list[Effect]:
+        """No answer within the write timeout: what the SDK's ``kv_write`` timeout reports."""
+        self.inflight = None
+        return self.machine.write_timeout(now, flight.req)
+
+    def _answer(self, req: int, inc: int, handle: Handler) -> None:
+        """An answer to request ``req`` arrives (through the network, possibly lost in an outage)."""
+
+        def wrapped(now: float) -> list[Effect]:
+            flight = self.inflight
+            if flight is None or flight.req != req:
+                return []  # an answer to a request already timed out: kv_write raised long ago
+            if now >= flight.sent + self.sim.params.write_timeout_s:
+                return self._timed_out(now, flight)
+            self.inflight = None
+            return handle(now)
+
+        self._deliver(wrapped, inc)
+
+    # -- actions out of the machine ------------------------------------------------------------------------
+
+    def _carry_out(self, actions: list[Effect]) -> None:
+        for a in actions:
+            if isinstance(a, TraceStep):
+                self._log(a.step, rev=a.rev, epoch=a.epoch, op=a.op, kind=a.kind)
+            elif isinstance(a, Timer):
+                self.timer_at = a.at
+                self._schedule_timer(self.incarnation)
+            elif isinstance(a, Write):
+                self._write(a)
+            elif isinstance(a, Probe):
+                self._probe(a)
+            elif isinstance(a, StartServing):
+                self.served = (a.epoch, self.incarnation)
+                self.sim.log.note(self.env.now, self.name, "start-serving", f"epoch={a.epoch}")
+            elif isinstance(a, StopServing):
+                self.sim.log.note(self.env.now, self.name, "stop-serving", a.reason)
+            elif isinstance(a, Exit):
+                self.sim.log.note(self.env.now, self.name, "exit")
+                self._end()
+                return
+
+    def _schedule_timer(self, inc: int) -> None:
+        at = self.timer_at
+        if at is None:
+            return
+        due = max(self.env.now, (at - self.offset) / self.rate + 1e-9)
+        if self.timer_due is not None and self.timer_due <= due:
+            return  # an earlier timer event is pending; it re-arms itself
+        self.timer_due = due
+        self.timer_token += 1
+        token = self.timer_token
+        self.sim.later(due - self.env.now, lambda: self._timer_fired(token, inc))
+
+    def _write(self, w: Write) -> None:
+        sim = self.sim
+        self.inflight = _InFlight(w.req, self.local())
+        inc = self.incarnation
+        name = self.name
+
+        def arrive() -> None:
+            answer = sim.kv.write(w.op, w.expected, name, w.epoch)
+            if answer is None:
+                return  # no stream leader: no answer, the sender times out
+            # A failed compare-and-set costs the SDK another round trip: it reads the entry to learn its kind and
+            # whether it still holds its own record.
+            back = sim.delay() if answer.ok else sim.delay() + sim.delay() + sim.delay()
+            outages = sim.kv.outages
+            sim.later(back, lambda: self._write_answer(w, answer, inc, outages))
+
+        sim.later(sim.delay(), arrive)
+
+    def _write_answer(self, w: Write, answer: WriteAnswer, inc: int, outages: int) -> None:
+        sim = self.sim
+        if sim.kv.outages != outages and sim.rng.random() < sim.config.outage_drop_p:
+            return  # the node that would answer crashed: the answer is lost
+
+        def handle(now: float) -> list[Effect]:
+            if answer.ok:
+                return self.machine.write_ok(now, answer.rev, w.req)
+            ours = holds_own_record(w, answer.current, answer.holder, answer.holder_epoch, self.name)
+            return self.machine.write_failed(now, answer.current, w.req, ours=ours)
+
+        self._answer(w.req, inc, handle)
+
+    def _probe(self, p: Probe) -> None:
+        """A scratch write (the KV takes writes), then a read of the key through the stream leader."""
+        sim = self.sim
+        self.inflight = _InFlight(p.req, self.local())
+        inc = self.incarnation
+
+        def scratch() -> None:
+            if sim.kv.scratch_write():
+                sim.later(sim.delay() + sim.delay(), read)
+
+        def read() -> None:
+            if not sim.kv.up:
+                return
+            key = sim.kv.state()
+            outages = sim.kv.outages
+            sim.later(sim.delay(), lambda: self._probe_answer(p.req, key, inc, outages))
+
+        sim.later(sim.delay(), scratch)
+
+    def _probe_answer(self, req: int, key: KeyState, inc: int, outages: int) -> None:
+        sim = self.sim
+        if sim.kv.outages != outages and sim.rng.random() < sim.config.outage_drop_p:
+            return
+
+        def handle(now: float) -> list[Effect]:
+            return self.machine.read_done(now, key, req)
+
+        self._answer(req, inc, handle)
+
+    # -- client calls --------------------------------------------------------------------------------------
+
+    def call(self, reply: Callable[[str, int], None]) -> None:
+        """A client call reaches this instance: ``reply(outcome, epoch)`` with outcome "ok", "not-active",
+        "lease-lost" or "no-responders" (the process is gone), after the network delay back.
+
+        An admitted call runs its handler for ``handler_s`` (a paused process finishes it after it resumes);
+        its outcome goes out stamped with the admission epoch, and only if the machine still serves under that
+        epoch when the handler finishes (:meth:`aegis.sdk.election.Election.may_reply`, as the SDK's ``Service``
+        asks it); otherwise the caller hears "lease-lost"."""
+        sim = self.sim
+        if not self.up:
+            sim.later(sim.delay(), lambda: reply("no-responders", 0))
+            return
+        inc = self.incarnation
+
+        def handle() -> None:
+            if not self.up or inc != self.incarnation:
+                sim.later(sim.delay(), lambda: reply("no-responders", 0))
+                return
+            if self.paused:
+                self.pending.append(handle)
+                return
+            m = self.machine
+            if m.serving(self.local()):
+                epoch = m.epoch
+                self._log(TA.SERVE, epoch=epoch)
+                sim.checker.after_event(self, self.env.now)
+                if sim.config.handler_s > 0:
+                    sim.later(sim.config.handler_s, lambda: complete(epoch))
+                else:
+                    complete(epoch)
+            else:
+                known = max(m.epoch, self.known_epoch)
+                sim.later(sim.delay(), lambda: reply("not-active", known))
+
+        def complete(epoch: int) -> None:
+            if not self.up or inc != self.incarnation:
+                return  # the process died with the call: the caller's attempt times out
+            if self.paused:
+                self.pending.append(lambda: complete(epoch))
+                return
+            if self.machine.may_reply(self.local(), epoch):
+                sim.checker.reply_sent(self, epoch, self.env.now)
+                sim.later(sim.delay(), lambda: reply("ok", epoch))
+            else:
+                self.withheld += 1
+                sim.later(sim.delay(), lambda: reply("lease-lost", epoch))
+
+        handle()
+
+    # -- logging -------------------------------------------------------------------------------------------
+
+    def _log(self, action: TA, **fields: object) -> None:
+        self.sim.log.emit(self.env.now, self.name, action, self.local(), **fields)  # type: ignore[arg-type]

@@ -1,2 +1,0 @@
-"""The demo: ``services`` (the quotes service, the single-active ledger and their clients; run as
-``python -m harness.demo``) and ``up`` (``aegis up``)."""
