@@ -41,13 +41,13 @@ spec: setup
 sim: setup
 	$(VENV)/bin/aegis sim
 
-# Fault campaigns on a local cluster (aegis/harness/campaigns/*.yaml): reports/<name>.json/.md/.html.
+# Fault campaigns on a local cluster (harness/campaigns/*.yaml): reports/<name>.json/.md/.html.
 # `make campaign` runs every campaign (about 40 minutes); `make campaign CAMPAIGNS=mixed` one.
 # Every campaign runs even when one breaks a promise; the exit code says whether any did.
 CAMPAIGNS ?= smoke instance-crash instance-pause nats-node-crash partition rolling-restart mixed
 campaign: setup
 	@broken=""; for c in $(CAMPAIGNS); do \
-	  $(VENV)/bin/aegis campaign aegis/harness/campaigns/$$c.yaml --out reports || broken="$$broken $$c"; done; \
+	  $(VENV)/bin/aegis campaign harness/campaigns/$$c.yaml --out reports || broken="$$broken $$c"; done; \
 	  if [ -n "$$broken" ]; then echo "promises broken by:$$broken"; exit 1; fi
 
 # Figure tables in README.md, aegis/spec/README.md, docs/*.md and reports/rpc-overhead.md, re-rendered from the reports/*.json they cite

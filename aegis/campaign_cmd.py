@@ -1,4 +1,4 @@
-"""``aegis campaign FILE``: a fault campaign (``aegis/harness/campaigns/*.yaml``) on a fresh local cluster
+"""``aegis campaign FILE``: a fault campaign (``harness/campaigns/*.yaml``) on a fresh local cluster
 (:mod:`aegis.harness.campaign.runner`), with a progress bar on stderr.
 
 Exit code 1 when a promise of the campaign is broken, 2 for a bad campaign file. ``--json`` prints the report

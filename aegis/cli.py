@@ -218,7 +218,7 @@ def sim(
 
 @app.command()
 def campaign(
-    file: Path = typer.Argument(..., help="Campaign YAML (aegis/harness/campaigns/*.yaml)."),
+    file: Path = typer.Argument(..., help="Campaign YAML (harness/campaigns/*.yaml)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
     out: Path | None = typer.Option(
         None,

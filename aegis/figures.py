@@ -245,7 +245,7 @@ def _campaign_reproduce(data: list[dict[str, Any]]) -> str:
     """``make campaign`` runs exactly these campaigns by default (its CAMPAIGNS); each writes its JSON."""
     names = ", ".join(f"`{d['campaign']['name']}`" for d in data)
     return (
-        "Reproduce: `make campaign` (= `aegis campaign aegis/harness/campaigns/<name>.yaml --out reports` for"
+        "Reproduce: `make campaign` (= `aegis campaign harness/campaigns/<name>.yaml --out reports` for"
         f" {names}; writes `reports/<name>.json`), then `make reports`."
     )
 

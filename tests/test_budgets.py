@@ -22,7 +22,7 @@ from aegis.harness.campaign.runner import _broken
 from aegis.harness.campaign.schema import DEFAULT_BUDGET_S, Campaign, CampaignError, load_campaign
 
 ROOT = Path(__file__).resolve().parent.parent
-CAMPAIGNS = ROOT / "aegis" / "harness" / "campaigns"
+CAMPAIGNS = ROOT / "harness" / "campaigns"
 NATS_REASON = "NATS Raft election 4-9 s + lease, until the quorum-lease issue"
 
 BASE = "name: b\nfaults:\n  - {kind: instance-kill}\n  - {kind: node-kill, duration_s: 3}\n"

@@ -24,7 +24,7 @@ from aegis.harness.campaign.report import CampaignReport, by_class, html, ks_dis
 from aegis.harness.campaign.schema import CampaignError, load_campaign
 
 ROOT = Path(__file__).resolve().parent.parent
-CAMPAIGNS = ROOT / "aegis" / "harness" / "campaigns"
+CAMPAIGNS = ROOT / "harness" / "campaigns"
 
 
 @pytest.mark.parametrize("path", sorted(CAMPAIGNS.glob("*.yaml")), ids=lambda p: p.stem)
@@ -201,7 +201,7 @@ def test_the_report_summarises_per_fault_class_and_renders() -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_smoke_campaign_json_keeps_its_promises(tmp_path: Path) -> None:
-    """What CI runs: `aegis campaign aegis/harness/campaigns/smoke.yaml --json` on a fresh local cluster."""
+    """What CI runs: `aegis campaign harness/campaigns/smoke.yaml --json` on a fresh local cluster."""
     env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
     proc = subprocess.run(
         [

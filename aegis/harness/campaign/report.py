@@ -519,7 +519,7 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         f"{c['description']}",
         "",
-        f"Reproduce: `aegis campaign aegis/harness/campaigns/{c['name']}.yaml --out reports` (seed {c['seed']}).",
+        f"Reproduce: `aegis campaign harness/campaigns/{c['name']}.yaml --out reports` (seed {c['seed']}).",
         f"{report['runs']} faults in {report['took_s']:.0f} s on a local {c['topology']['nodes']}-node cluster;"
         f" {c['topology']['instances']} single-active instances, {c['topology']['rpc_instances']} RPC instances.",
         "",

@@ -1,6 +1,6 @@
-"""A fault campaign as data: the YAML schema of ``aegis/harness/campaigns/*.yaml`` (one definition, validated).
+"""A fault campaign as data: the YAML schema of ``harness/campaigns/*.yaml`` (one definition, validated).
 
-Example (``aegis/harness/campaigns/smoke.yaml``)::
+Example (``harness/campaigns/smoke.yaml``)::
 
     name: smoke
     description: one of each fault class, quickly

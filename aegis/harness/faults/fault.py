@@ -1,5 +1,5 @@
 """The one description of a fault: :class:`Fault`, used by the nemesis (which applies it), the campaign files
-(``faults:`` of ``aegis/harness/campaigns/*.yaml`` are a list of them), the campaign runner and ``aegis failover``
+(``faults:`` of ``harness/campaigns/*.yaml`` are a list of them), the campaign runner and ``aegis failover``
 (a built-in campaign whose faults are built in code).
 
 A fault says *what* (``kind``), *to whom* (``target``), for *how long* (``duration_s``), and, for a few kinds,
