@@ -563,7 +563,7 @@ def targets(root: Path | None = None) -> list[Path]:
     root = REPO if root is None else root
     candidates = [
         root / "README.md",
-        root / "spec" / "README.md",
+        root / "aegis" / "spec" / "README.md",
         *sorted((root / "docs").glob("*.md")),
         *sorted((root / "reports").glob("*.md")),
     ]

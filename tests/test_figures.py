@@ -136,3 +136,9 @@ def test_cli_check_lists_stale_blocks_and_rewrite_fixes_them(tmp_path: Path) -> 
     assert runner.invoke(app, ["figures", str(doc)]).exit_code == 0
     assert "| old |" not in doc.read_text() and doc.read_text().startswith("# x\n")
     assert runner.invoke(app, ["figures", "--check", str(doc)]).exit_code == 0
+
+
+def test_the_spec_readme_is_a_figures_target() -> None:
+    """Its spec-quick block is held to reports/spec-quick.json only while the file is in the list (a move of the
+    file once dropped it silently)."""
+    assert REPO / "aegis" / "spec" / "README.md" in targets()
