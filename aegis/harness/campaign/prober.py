@@ -38,6 +38,7 @@ from dataclasses import dataclass
 
 from aegis.harness.campaign.group import RigParams
 from aegis.harness.campaign.history import History, Hit
+from aegis.harness.campaign.workload import end_loop
 from aegis.harness.demo.services import BookRequest
 from aegis.sdk import wire
 from aegis.sdk.codec import decode
@@ -200,10 +201,7 @@ class Prober:
         """Stop probing; the probes in flight end by their own timeout (repins are cancelled)."""
         self._stop.set()
         if self._task is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._task), self.params.call_timeout_s + 2)
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await end_loop(self._task, self.params.call_timeout_s + 2)
             self._task = None
         pending = [*self._probes, *(lk.repin for lk in self.links if lk.repin is not None)]
         if pending:

@@ -112,10 +112,7 @@ class StickyWorkload:
         """Stop calling (the call in flight gets its timeout and 2 s)."""
         self._stop.set()
         if self._task is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._task), self.params.call_timeout_s + 2)
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await end_loop(self._task, self.params.call_timeout_s + 2)
             self._task = None
 
     async def close(self) -> None:
@@ -219,10 +216,7 @@ class _Loop:
         """Stop the loop (the operation in flight gets ``timeout`` seconds)."""
         self._stop.set()
         if self._task is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._task), timeout)
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await end_loop(self._task, timeout)
 
     async def close(self) -> None:
         """Stop and release what the workload holds (consumers, workers)."""
@@ -377,6 +371,15 @@ class CommandJournals:
         self.refresh()
         with self._lock:
             return [c for c, n in self._open.get((worker, pid), Counter()).items() if n > 0]
+
+
+async def end_loop(task: asyncio.Task[None], grace_s: float) -> None:
+    """End a workload's loop whose stop was asked: it gets ``grace_s`` to finish the operation in flight, then
+    it is cancelled and reaped."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.shield(task), grace_s)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 def _wait_ready(proc: subprocess.Popen[bytes], timeout: float) -> bool:
