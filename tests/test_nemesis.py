@@ -355,7 +355,20 @@ def _kv_stream(c: LocalCluster) -> str:
                     if "peer offline" not in str(e) or time.monotonic() > end:
                         raise
                     await asyncio.sleep(0.2)
-            await kv.put("k", b"v")
+            # a new R3 stream answers once its first leader is elected, which a node whose routes just came
+            # back can hold up: retry, bounded
+            while True:
+                try:
+                    await kv.put("k", b"v")
+                    break
+                except (
+                    nats.js.errors.NoStreamResponseError,
+                    nats.errors.NoRespondersError,
+                    nats.errors.TimeoutError,
+                ):
+                    if time.monotonic() > end:
+                        raise
+                    await asyncio.sleep(0.2)
         finally:
             await nc.close()
 

@@ -48,7 +48,7 @@ from types import FrameType
 from typing import Any
 
 from aegis.harness.cluster.ports import free_ports
-from aegis.harness.cluster.processes import spawn
+from aegis.harness.cluster.processes import spawn, wait_stopped
 
 __all__ = [
     "ClusterError",
@@ -523,13 +523,16 @@ class LocalCluster:
             raise TimeoutError(f"{n.name} (pid {proc.pid}) still running after {timeout:.1f} s") from None
 
     def pause(self, node: NodeRef) -> None:
-        """Freeze ``node`` (SIGSTOP): its sockets stay open but it answers nothing."""
+        """Freeze ``node`` (SIGSTOP): its sockets stay open but it answers nothing. Returns once every thread of
+        the process is stopped (the kernel stops them one after another)."""
         with self._lock:
             n = self._node(node)
             if not n.running or n.proc is None:
                 raise ClusterError(f"{n.name} is not running")
             n.proc.send_signal(signal.SIGSTOP)
             n.paused = True
+            if not wait_stopped(n.proc.pid, timeout=2):
+                raise ClusterError(f"{n.name} (pid {n.proc.pid}) did not stop within 2 s of SIGSTOP")
 
     def resume(self, node: NodeRef) -> None:
         """Unfreeze a paused ``node`` (SIGCONT)."""

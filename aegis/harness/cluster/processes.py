@@ -84,17 +84,27 @@ _spawner: _Spawner | None = None
 _spawner_lock = threading.Lock()
 
 
-def wait_stopped(pid: int, timeout: float = 1.0) -> None:
-    """Wait (bounded by ``timeout``) until the kernel reports ``pid`` stopped (state T, after SIGSTOP) or gone:
-    from then on it writes nothing more (its last trace or journal line is on disk)."""
+def wait_stopped(pid: int, timeout: float = 1.0) -> bool:
+    """Wait (bounded by ``timeout``) until the kernel reports every thread of ``pid`` stopped (state T, after
+    SIGSTOP) or the process gone: from then on it writes and answers nothing (its last trace or journal line is on
+    disk). Returns False when the bound passed first.
+
+    ``kill(SIGSTOP)`` returns before the process stops: the kernel hands the signal to one thread, which then
+    stops the others, and on a loaded machine the rest may run (and answer a request) in between.
+    """
     end = time.monotonic() + timeout
-    while time.monotonic() < end:
+    while True:
         try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
+            tasks = list(Path(f"/proc/{pid}/task").iterdir())
+            states = [(t / "stat").read_text().rpartition(")")[2].split()[0] for t in tasks]
         except OSError:
-            return
-        if stat.rpartition(")")[2].split()[0] in ("T", "t"):
-            return
+            if not Path(f"/proc/{pid}").exists():
+                return True  # gone
+            states = ["?"]  # a thread exited while we looked: look again
+        if all(s in ("T", "t", "Z", "X") for s in states):
+            return True
+        if time.monotonic() >= end:
+            return False
         time.sleep(0.0005)
 
 
