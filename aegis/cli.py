@@ -12,6 +12,8 @@ does the work, imported when the command runs (``aegis --help`` imports none of 
 ``sim``                :mod:`aegis.sim_cmd`
 ``campaign``           :mod:`aegis.campaign_cmd`
 ``render, figures``    :mod:`aegis.reports_cmd`
+``manage``             :mod:`aegis.manage_cmd`
+``services ...``       :mod:`aegis.services_cmd`
 =====================  ================================
 
 The base install (the SDK) has ``instances``, ``config`` and ``figures``; ``sim`` needs the ``sim`` extra and the
@@ -275,6 +277,125 @@ def figures(
     from aegis.reports_cmd import figures_command
 
     figures_command(**options)
+
+
+@app.command()
+def manage(
+    host: str | None = typer.Option(None, help="Bind address (default AEGIS_MGMT_HOST or 127.0.0.1)."),
+    port: int | None = typer.Option(
+        None, min=0, max=65535, help="HTTP port (default AEGIS_MGMT_PORT or 8080)."
+    ),
+    config: Path | None = typer.Option(None, help="TOML settings file (else AEGIS_MGMT_CONFIG_FILE)."),
+) -> None:
+    """Run the management API (FastAPI, uvicorn) against the NATS cluster of AEGIS_SERVERS.
+
+    Needs AEGIS_MGMT_JWT_SECRET (or _FILE) and a first admin (AEGIS_MGMT_ADMIN_PASSWORD or _FILE).
+    """
+    options = dict(locals())
+    with needs_extra("manage", "management"):
+        from aegis.manage_cmd import manage_command
+
+        manage_command(**options)
+
+
+services_app = typer.Typer(no_args_is_help=True, help="Service definitions through the management API.")
+app.add_typer(services_app, name="services")
+
+
+@services_app.callback()
+def services_options(
+    ctx: typer.Context,
+    url: str = typer.Option(
+        "http://127.0.0.1:8080", envvar="AEGIS_MGMT_URL", help="Management API base URL."
+    ),
+    api_key: str | None = typer.Option(None, envvar="AEGIS_API_KEY", help="An API key (X-API-Key)."),
+    user: str | None = typer.Option(
+        None, envvar="AEGIS_MGMT_USER", help="User name (password: AEGIS_MGMT_PASSWORD)."
+    ),
+    password: str | None = typer.Option(None, envvar="AEGIS_MGMT_PASSWORD", hidden=True),
+    timeout: float = typer.Option(10.0, min=0.1, help="HTTP timeout in seconds."),
+) -> None:
+    with needs_extra("services", "management"):
+        from aegis.services_cmd import ApiClient
+
+        ctx.obj = ApiClient(url, api_key, user, password, timeout)
+
+
+_JSON = typer.Option(False, "--json", help="Print JSON.")
+
+
+@services_app.command("list")
+def services_list(ctx: typer.Context, as_json: bool = _JSON) -> None:
+    """Every definition."""
+    from aegis.services_cmd import list_command
+
+    list_command(ctx.obj, as_json)
+
+
+@services_app.command("get")
+def services_get(ctx: typer.Context, name: str, as_json: bool = _JSON) -> None:
+    """One definition and its revision."""
+    from aegis.services_cmd import get_command
+
+    get_command(ctx.obj, name, as_json)
+
+
+def _fields(
+    owner: str | None, description: str | None, version: str | None, single_active: bool | None
+) -> dict[str, object]:
+    return {"owner": owner, "description": description, "version": version, "single_active": single_active}
+
+
+@services_app.command("create")
+def services_create(
+    ctx: typer.Context,
+    name: str,
+    owner: str | None = typer.Option(None),
+    description: str | None = typer.Option(None),
+    version: str | None = typer.Option(None),
+    single_active: bool | None = typer.Option(None, "--single-active/--no-single-active"),
+    as_json: bool = _JSON,
+) -> None:
+    """Create a definition (fails if it exists)."""
+    from aegis.services_cmd import create_command
+
+    create_command(ctx.obj, name, _fields(owner, description, version, single_active), as_json)
+
+
+@services_app.command("update")
+def services_update(
+    ctx: typer.Context,
+    name: str,
+    owner: str | None = typer.Option(None),
+    description: str | None = typer.Option(None),
+    version: str | None = typer.Option(None),
+    single_active: bool | None = typer.Option(None, "--single-active/--no-single-active"),
+    as_json: bool = _JSON,
+) -> None:
+    """Change the given fields of a definition (read, then write with its ETag: a concurrent change is refused)."""
+    from aegis.services_cmd import update_command
+
+    update_command(ctx.obj, name, _fields(owner, description, version, single_active), as_json)
+
+
+@services_app.command("delete")
+def services_delete(
+    ctx: typer.Context, name: str, yes: bool = typer.Option(False, "--yes", help="Do not ask.")
+) -> None:
+    """Delete a definition (asks first unless --yes)."""
+    if not yes:
+        typer.confirm(f"Delete the definition of {name}?", abort=True)
+    from aegis.services_cmd import delete_command
+
+    delete_command(ctx.obj, name)
+
+
+@services_app.command("history")
+def services_history(ctx: typer.Context, name: str, as_json: bool = _JSON) -> None:
+    """The kept revisions of a definition."""
+    from aegis.services_cmd import history_command
+
+    history_command(ctx.obj, name, as_json)
 
 
 def main() -> None:  # pragma: no cover - console script shim

@@ -71,6 +71,18 @@ class ServiceDefinition(BaseModel):
     single_active: bool = Field(
         False, description="Exactly one instance serves (sticky single-active group)."
     )
+    max_error_rate: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Above this windowed error rate an instance is degraded (None: the default).",
+    )
+    max_p99_ms: float | None = Field(
+        None,
+        gt=0,
+        le=3_600_000,
+        description="Above this windowed p99 an instance is degraded (None: the default).",
+    )
     created_at: float = Field(0.0, description="Wall-clock UNIX time of creation (set by the registry).")
     updated_at: float = Field(
         0.0, description="Wall-clock UNIX time of the last change (set by the registry)."

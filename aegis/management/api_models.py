@@ -1,0 +1,151 @@
+"""The management API's HTTP bodies: requests kept apart from stored records, and the views it serves.
+
+What travels on NATS (definitions, instance records, metrics, leadership changes) is defined once in
+:mod:`aegis.sdk.schema`; the models here wrap those records with what only the API knows (KV revision, derived
+health, this server's clock). Request models forbid unknown fields and carry no timestamps: the registry sets them.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from aegis.sdk.schema import ServiceDefinition, ServiceInstance
+
+NAME_PATTERN = r"^[-_=a-zA-Z0-9]+$"
+"""One NATS subject token: the form of service names, instance ids and groups."""
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DefinitionFields(_Request):
+    """What an operator may set on a definition (``PUT`` replaces all of them)."""
+
+    owner: str = Field("", max_length=200, description="Team or person on call for it.")
+    description: str = Field("", max_length=2000)
+    version: str = Field("0.0.0", max_length=64)
+    single_active: bool = Field(
+        False, description="Exactly one instance serves (sticky single-active group)."
+    )
+    max_error_rate: float | None = Field(
+        None, ge=0, le=1, description="Degraded above this windowed error rate."
+    )
+    max_p99_ms: float | None = Field(
+        None, gt=0, le=3_600_000, description="Degraded above this windowed p99."
+    )
+
+
+class DefinitionCreate(DefinitionFields):
+    """``POST /api/services``: a new definition."""
+
+    name: str = Field(min_length=1, max_length=128, pattern=NAME_PATTERN, description="One subject token.")
+
+    def to_definition(self) -> ServiceDefinition:
+        return ServiceDefinition(**self.model_dump())
+
+
+class DefinitionOut(BaseModel):
+    """A stored definition and the KV revision it was read at (also its ``ETag``)."""
+
+    definition: ServiceDefinition
+    revision: int
+
+
+class ErrorBody(BaseModel):
+    """Every error the API answers: what went wrong, in words an operator can act on."""
+
+    detail: str
+    current_revision: int | None = Field(
+        None, description="412/409: the definition's current revision (re-read it, then retry)."
+    )
+
+
+class Health(StrEnum):
+    """Health of one instance, derived by the management service."""
+
+    HEALTHY = "healthy"
+    DEGRADED = "degraded"
+    """Error rate or p99 over the thresholds (of the definition, else the settings), or the instance says so."""
+    STALE = "stale"
+    """No heartbeat for longer than its interval x the stale factor, on the management server's clock."""
+    DOWN = "down"
+    """The record is gone: deleted by a graceful stop, or expired (TTL) after heartbeats stopped."""
+
+
+class InstanceView(BaseModel):
+    """An instance record with what the management service derived from it."""
+
+    instance: ServiceInstance
+    revision: int = Field(description="KV revision of the record.")
+    health: Health
+    reasons: list[str] = Field(default_factory=list, description="Why the health is not healthy.")
+    heartbeat_age_s: float = Field(description="Seconds since the record arrived here (this server's clock).")
+    ended: Literal["deleted", "expired"] | None = Field(
+        None, description="Down instances: how the record ended."
+    )
+    ended_at: float | None = Field(None, description="Down instances: wall-clock UNIX time it ended (here).")
+
+
+class GroupView(BaseModel):
+    """A sticky single-active group: who serves, under which epoch, since when, and who stands by."""
+
+    service: str
+    group: str
+    active_instance_id: str | None = Field(description="None while no instance holds the lease.")
+    epoch: int | None
+    since: float | None = Field(description="Wall-clock UNIX time this server first saw the epoch.")
+    standbys: list[str] = Field(default_factory=list)
+    revision: int = Field(description="KV revision of the election key.")
+
+
+class StreamReplica(BaseModel):
+    """One replica of a stream: whether it keeps up with the leader."""
+
+    name: str
+    current: bool
+    offline: bool = False
+    lag: int = 0
+    active_s: float | None = Field(None, description="Seconds since the leader last heard from it.")
+
+
+class StreamView(BaseModel):
+    """An Aegis stream or KV bucket as JetStream reports it."""
+
+    stream: str
+    leader: str | None
+    replicas: list[StreamReplica] = Field(default_factory=list)
+    messages: int = 0
+    error: str | None = Field(None, description="Set when JetStream did not answer for this stream.")
+
+
+class NodeView(BaseModel):
+    """A NATS node as seen from the streams it serves (leader or replica)."""
+
+    name: str
+    up: bool
+    leads: list[str] = Field(default_factory=list)
+    behind: list[str] = Field(default_factory=list, description="Streams whose replica here is not current.")
+
+
+class ClusterView(BaseModel):
+    """``GET /api/cluster``: the NATS cluster as the management service reads it over NATS."""
+
+    connected_url: str | None
+    meta_leader: str | None = Field(
+        description="JetStream meta leader (needs system-account access; else None)."
+    )
+    meta_leader_note: str = ""
+    nodes: list[NodeView]
+    streams: list[StreamView]
+
+
+class Readiness(BaseModel):
+    """``GET /readyz``."""
+
+    ready: bool
+    nats_connected: bool
+    caches: dict[str, bool]

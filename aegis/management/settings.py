@@ -1,0 +1,116 @@
+"""Settings of the management service: environment (``AEGIS_MGMT_`` prefix), an optional TOML file, defaults.
+
+The NATS connection is the SDK's (:class:`~aegis.sdk.config.AegisSettings`, ``AEGIS_`` prefix): the management
+service is one more NATS client, with its own user when the cluster has accounts. Authentication settings
+(JWT secret, the first admin) are :class:`~aegis.management.auth.SecuritySettings`, same prefix. An invalid value
+raises :class:`~aegis.sdk.errors.ConfigError` naming the field::
+
+    settings = load_management_settings()                     # env + optional file
+    settings = load_management_settings("manage.toml", port=8081)
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from aegis.sdk.errors import ConfigError
+
+MGMT_CONFIG_FILE_ENV = "AEGIS_MGMT_CONFIG_FILE"
+
+
+class ManagementSettings(BaseSettings):
+    """Validated settings of one management process. Times in seconds, sizes in bytes."""
+
+    # extra="ignore": the security settings share the AEGIS_MGMT_ prefix and are read by their own model
+    model_config = SettingsConfigDict(env_prefix="AEGIS_MGMT_", extra="ignore", validate_default=True)
+
+    host: str = Field(
+        "127.0.0.1", description="Address uvicorn binds (loopback unless deployed behind a proxy)."
+    )
+    port: int = Field(8080, ge=0, le=65535, description="HTTP port; 0 picks a free one.")
+    max_body_bytes: int = Field(
+        64 * 1024, ge=1024, le=16 * 1024 * 1024, description="Larger request bodies get 413 before parsing."
+    )
+    degraded_error_rate: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="Default: an instance whose windowed error rate is above this is degraded.",
+    )
+    degraded_p99_ms: float = Field(
+        250.0,
+        gt=0,
+        description="Default: an instance whose windowed p99 of any method is above this is degraded.",
+    )
+    stale_factor: float = Field(
+        2.0, ge=1, le=100, description="A record older than heartbeat interval x this (our clock) is stale."
+    )
+    down_retention_s: float = Field(
+        300.0, ge=0, le=86400, description="How long an instance that went away stays listed as down."
+    )
+    config_timeout_s: float = Field(
+        2.0, gt=0, le=60, description="How long GET .../config waits for the instance before 504."
+    )
+    events_buffer: int = Field(
+        1000, ge=10, le=100_000, description="Events kept for Last-Event-ID resumption of the live stream."
+    )
+    warm_timeout_s: float = Field(10.0, gt=0, le=300, description="How long start-up waits for the caches.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        path = _config_file_var.get(None)
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+
+# The file for the settings being built; a ContextVar keeps concurrent loads independent.
+_config_file_var: ContextVar[Path | None] = ContextVar("aegis_mgmt_config_file", default=None)
+
+
+def load_management_settings(config_file: str | Path | None = None, **overrides: Any) -> ManagementSettings:
+    """Settings from ``overrides``, the environment, ``config_file`` (or ``AEGIS_MGMT_CONFIG_FILE``), defaults.
+
+    Raises :class:`ConfigError` naming the field and the reason for a bad value or an unreadable file.
+    """
+    path = config_file if config_file is not None else os.environ.get(MGMT_CONFIG_FILE_ENV)
+    file = Path(path) if path else None
+    if file is not None:
+        if not file.is_file():
+            raise ConfigError(f"management config file {str(file)!r} does not exist")
+        try:
+            with file.open("rb") as fh:
+                tomllib.load(fh)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"management config file {str(file)!r} is not valid TOML: {exc}") from None
+    token = _config_file_var.set(file)
+    try:
+        return ManagementSettings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')} (got {e.get('input')!r})"
+            for e in exc.errors()
+        )
+        raise ConfigError(f"invalid management settings: {problems}") from None
+    finally:
+        _config_file_var.reset(token)
