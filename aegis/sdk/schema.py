@@ -118,6 +118,18 @@ class ServiceInstance(BaseModel):
         return f"{self.service}.{self.instance_id}"
 
 
+class DefinitionRevision(BaseModel):
+    """One kept revision of a service definition, as the definitions bucket stores it (it keeps the last 5 per
+    service, deletes and purges included), so an operator can see what changed and when."""
+
+    model_config = ConfigDict(frozen=True)
+
+    revision: int = Field(description="KV revision (stream sequence) of this entry.")
+    operation: Literal["PUT", "DEL", "PURGE"] = Field(description="A value, a delete marker or a purge marker.")
+    time: float = Field(description="UNIX time the server stored the entry (the server's clock).")
+    value: ServiceDefinition | None = Field(None, description="The definition written; None for DEL/PURGE.")
+
+
 class SettingValue(BaseModel):
     """One setting of an instance and where its value came from."""
 
