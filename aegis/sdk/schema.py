@@ -8,8 +8,28 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
+class WindowStats(BaseModel):
+    """One handler's calls that finished in a recent window: the interval since the previous snapshot of the
+    same feed (the registry heartbeat, the metrics history). "Is it slow now", where :class:`MethodStats`'
+    lifetime figures answer "since the instance started"."""
+
+    model_config = ConfigDict(frozen=True)
+
+    window_s: float = Field(description="Length of the window (seconds of the instance's monotonic clock).")
+    requests: int = 0
+    errors: int = 0
+    error_rate: float = 0.0
+    p50_ms: float = 0.0
+    p99_ms: float = 0.0
+    max_ms: float = 0.0
+    rate_per_s: float = Field(0.0, description="requests / window_s.")
+
+
 class MethodStats(BaseModel):
-    """Latency and counts of one RPC method, command or event handler on one instance."""
+    """Latency and counts of one RPC method, command or event handler on one instance.
+
+    The top-level figures cover the instance's lifetime; ``window`` the calls since the feed's previous snapshot.
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -24,6 +44,9 @@ class MethodStats(BaseModel):
     max_ms: float = 0.0
     mean_ms: float = 0.0
     last_error: str = ""
+    window: WindowStats | None = Field(
+        None, description="Calls finished since the previous snapshot of the same feed; None outside a feed."
+    )
 
 
 class MetricsSnapshot(BaseModel):
@@ -38,6 +61,11 @@ class MetricsSnapshot(BaseModel):
     methods: dict[str, MethodStats] = Field(default_factory=dict)
     in_flight: int = 0
     queue_depth: int = Field(0, description="Messages waiting in the instance's subscriptions/consumers.")
+    window_s: float | None = Field(
+        None,
+        description="Seconds the methods' window figures cover (since the feed's previous snapshot);"
+        " None when the snapshot carries no window.",
+    )
 
 
 class InstanceStatus(StrEnum):
