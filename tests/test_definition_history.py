@@ -45,7 +45,9 @@ async def test_only_the_last_kept_revisions_are_returned(pool: ConnectionPool) -
     name = _name()
     current = await reg.create_definition(ServiceDefinition(name=name, owner="o0"))
     for i in range(1, DEFINITIONS_HISTORY + 2):
-        current = await reg.update_definition(current.value.model_copy(update={"owner": f"o{i}"}), current.revision)
+        current = await reg.update_definition(
+            current.value.model_copy(update={"owner": f"o{i}"}), current.revision
+        )
     history = await reg.definition_history(name)
     assert len(history) == DEFINITIONS_HISTORY
     assert history[-1].revision == current.revision and history[-1].value == current.value

@@ -94,7 +94,15 @@ def test_a_window_without_calls_has_zero_requests_and_rate() -> None:
     snap = metrics.snapshot(FEED_HEARTBEAT)
     w = snap.methods["idle"].window
     assert w is not None and snap.window_s == 2
-    assert (w.requests, w.errors, w.rate_per_s, w.error_rate, w.p50_ms, w.p99_ms, w.max_ms) == (0, 0, 0, 0, 0, 0, 0)
+    assert (w.requests, w.errors, w.rate_per_s, w.error_rate, w.p50_ms, w.p99_ms, w.max_ms) == (
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+    )
     assert snap.methods["idle"].requests == 1  # the lifetime still has it
 
 

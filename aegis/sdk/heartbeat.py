@@ -64,6 +64,7 @@ class Heartbeat:
         version: str = "0.0.0",
         config_hash: str = "",
         status: InstanceStatus = InstanceStatus.ACTIVE,
+        group: str | None = None,
     ) -> None:
         settings = pool.settings
         self.pool = pool
@@ -82,6 +83,7 @@ class Heartbeat:
             heartbeat_interval_s=self.interval,
             ttl_s=self.ttl_s,
             config_hash=config_hash,
+            group=group,
         )
         self.revision = 0
         """KV revision of the last successful write (0 before the first)."""

@@ -123,6 +123,9 @@ class ServiceInstance(BaseModel):
     status: InstanceStatus = InstanceStatus.STARTING
     role: str | None = Field(None, description='Single-active groups: "active" or "standby".')
     epoch: int | None = Field(None, description="Single-active groups: the lease epoch this instance knows.")
+    group: str | None = Field(
+        None, description="The single-active group this instance belongs to; None otherwise."
+    )
     started_at: float = Field(0.0, description="Wall-clock UNIX time the instance started.")
     last_heartbeat: float = Field(0.0, description="Wall-clock UNIX time of this record's write.")
     heartbeat_interval_s: float = 1.0
@@ -153,9 +156,53 @@ class DefinitionRevision(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     revision: int = Field(description="KV revision (stream sequence) of this entry.")
-    operation: Literal["PUT", "DEL", "PURGE"] = Field(description="A value, a delete marker or a purge marker.")
+    operation: Literal["PUT", "DEL", "PURGE"] = Field(
+        description="A value, a delete marker or a purge marker."
+    )
     time: float = Field(description="UNIX time the server stored the entry (the server's clock).")
     value: ServiceDefinition | None = Field(None, description="The definition written; None for DEL/PURGE.")
+
+
+LeadershipKind = Literal["acquire", "release", "lose", "expire"]
+
+
+class LeadershipChange(BaseModel):
+    """One change of leadership in a single-active group, as the instance that saw it published it (stream
+    ``AEGIS_LEADERSHIP``, subject ``aegis.leadership.<service>.<group>``; :mod:`aegis.sdk.leadership`).
+
+    ``instance_id`` and ``epoch`` are the publisher's own: the instance that acquired (its new epoch), released
+    or lost (the epoch it held). ``expire`` is published by the NEW active when it took over a key its previous
+    holder did not release (the key expired, or stayed silent for a lease): ``previous_instance_id`` and
+    ``previous_epoch`` then name that holder, when the new active knew it. Records are best effort: an instance
+    that crashes publishes nothing, which its successor's ``expire`` makes up for.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    service: str
+    group: str
+    instance_id: str
+    kind: LeadershipKind
+    epoch: int = Field(description="The lease epoch acquired, released or lost (the publisher's).")
+    at: float = Field(description="Wall-clock UNIX time the publisher saw the change.")
+    reason: str = Field("", max_length=200, description="Why, in a few words.")
+    previous_instance_id: str | None = Field(None, description="The holder before, when known.")
+    previous_epoch: int | None = Field(None, description="The epoch of the holder before, when known.")
+
+    @field_validator("service")
+    @classmethod
+    def _service_is_token(cls, value: str) -> str:
+        return _token(value, "service name")
+
+    @field_validator("group")
+    @classmethod
+    def _group_is_token(cls, value: str) -> str:
+        return _token(value, "group")
+
+    @field_validator("instance_id")
+    @classmethod
+    def _instance_is_token(cls, value: str) -> str:
+        return _token(value, "instance id")
 
 
 class SettingValue(BaseModel):
