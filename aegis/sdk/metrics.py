@@ -19,9 +19,13 @@ resettable histogram per window:
   snapshot without a feed (``snapshot()``, tests, tools) moves none;
 * the window keeps the lifetime histogram's resolution (3 significant digits).
 
-The price is paid at snapshot time, once per feed period: copying the counts array (172 KB, a C memcpy) and
-finding where it changed, by comparing 2 KB slices (C memcmp) and reading only the slices that differ. No lock
-is needed: recording and snapshots run on the one event loop thread, and a snapshot has no await inside.
+The price is paid at snapshot time, once per feed period, and in memory: a mark holds a copy of the counts
+array (172 KB per handler and feed, copied by a C memcpy), and a window is found by comparing 2 KB slices of it
+(C memcmp) and reading in Python only the slices that differ (a few, as latencies cluster; about 1 ms per
+handler measured for a wide spread, at worst one pass over the array). The alternative, one extra record per
+call into an interval histogram that each snapshot harvests and merges into per-feed accumulators, costs ~3 us
+per call in this pure-Python HdrHistogram and still needs a reset (a Python loop over the array) per window.
+No lock is needed: recording and snapshots run on the one event loop thread, and a snapshot has no await inside.
 """
 
 from __future__ import annotations

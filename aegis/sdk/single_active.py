@@ -267,7 +267,10 @@ class SingleActiveService(Service):
             self._emit(
                 action.step, rev=action.rev, epoch=action.epoch, op=action.op, kind=action.kind, local=now
             )
-            self._note_leadership(action)
+            try:
+                self._note_leadership(action)
+            except Exception:  # the log is best effort: it must never stop the driver
+                log.debug("%s: leadership record failed", self.key, exc_info=True)
         elif isinstance(action, Write):
             if action.op == "acquire":  # what it campaigns over, for the records if it wins
                 self._campaign = _Campaign(self.election.seen, self.leader, self.known_epoch)
