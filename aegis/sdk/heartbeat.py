@@ -15,6 +15,10 @@ next write recreates the record over it.
 Every ``metrics_history_interval_s`` the metrics snapshot is also appended to the ``AEGIS_METRICS``
 stream (subject ``aegis.metrics.<service>.<instance_id>``, bounded by age, count and bytes) for charts.
 That history is best effort: a snapshot that cannot be stored is skipped, not queued.
+
+Each of the two carries windowed figures over its own period (:mod:`aegis.sdk.metrics`, feeds
+``heartbeat`` and ``history``): the record's cover the last heartbeat interval, the history's the last history
+interval, and neither resets the other's. A heartbeat write that fails still consumed its window.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from .connection import ConnectionPool
 from .errors import AegisError, Conflict
 from .jetstream import js_publish
 from .kv import kv_write
-from .metrics import InstanceMetrics
+from .metrics import FEED_HEARTBEAT, FEED_HISTORY, InstanceMetrics
 from .registry import MARKER_TTL_S, ensure_registry, instance_key
 from .schema import InstanceStatus, ServiceInstance
 
@@ -60,6 +64,7 @@ class Heartbeat:
         version: str = "0.0.0",
         config_hash: str = "",
         status: InstanceStatus = InstanceStatus.ACTIVE,
+        group: str | None = None,
     ) -> None:
         settings = pool.settings
         self.pool = pool
@@ -78,6 +83,7 @@ class Heartbeat:
             heartbeat_interval_s=self.interval,
             ttl_s=self.ttl_s,
             config_hash=config_hash,
+            group=group,
         )
         self.revision = 0
         """KV revision of the last successful write (0 before the first)."""
@@ -163,7 +169,7 @@ class Heartbeat:
     async def _write(self) -> bool:
         """One heartbeat; True if it was stored. Never raises for KV trouble."""
         record = self._base.model_copy(
-            update={"last_heartbeat": time.time(), "metrics": self.metrics.snapshot()}
+            update={"last_heartbeat": time.time(), "metrics": self.metrics.snapshot(FEED_HEARTBEAT)}
         )
         data = record.model_dump_json().encode()
         timeout = max(0.2, min(self.interval, 2.0))
@@ -206,7 +212,7 @@ class Heartbeat:
         period = self.pool.settings.metrics_history_interval_s
         while not self._stopping:
             await asyncio.sleep(period)
-            data = self.metrics.snapshot().model_dump_json().encode()
+            data = self.metrics.snapshot(FEED_HISTORY).model_dump_json().encode()
             headers = {wire.MSG_ID_HEADER: uuid.uuid4().hex}
             try:
                 await js_publish(self.pool, subject, data, headers, min(period, 2.0), "metrics history")

@@ -3,7 +3,7 @@
 Two replicated buckets (R3 on a 3-node cluster, ``min(3, cluster size)`` otherwise):
 
 * ``aegis_definitions`` -- key ``<service>``, value :class:`~aegis.sdk.schema.ServiceDefinition`, no TTL, a few
-  revisions of history so an operator can see what changed.
+  revisions of history so an operator can see what changed (:meth:`Registry.definition_history`).
 * ``aegis_instances`` -- key ``<service>.<instance_id>``, value :class:`~aegis.sdk.schema.ServiceInstance`,
   history 1, a per-key TTL written with every heartbeat (see :mod:`aegis.sdk.heartbeat`): the server removes the
   record of an instance that stopped heartbeating, leaving an expiry marker that watchers see.
@@ -37,13 +37,15 @@ from . import wire
 from .connection import ConnectionPool
 from .errors import AegisError, BadRequest, Conflict, NotFound
 from .jetstream import default_replicas, ensure_stream, retry_transient
-from .kv import bucket, kv_stream_config, kv_write
+from .kv import bucket, kv_stream_config, kv_subject, kv_write
 from .nats_errors import jetstream_error
-from .schema import ServiceDefinition, ServiceInstance
+from .schema import DefinitionRevision, ServiceDefinition, ServiceInstance
 
 M = TypeVar("M", bound=BaseModel)
 
 DEFINITIONS_HISTORY = 5
+# Bound on the reads of one definition_history call: the kept revisions, plus writes that land while it reads.
+_HISTORY_READS = 4 * DEFINITIONS_HISTORY
 # Removal markers (expiry or deregistration) of the instances bucket age out after this long. The server
 # raises a message's TTL to at least this value, so it must stay <= the smallest instance TTL (1 s).
 MARKER_TTL_S = 1
@@ -99,6 +101,21 @@ def _parse(model: type[M], data: bytes, what: str) -> M:
         return model.model_validate_json(data)
     except ValidationError as exc:
         raise AegisError(f"{what} holds data that is not a valid {model.__name__}: {exc}") from None
+
+
+def _revision(name: str, msg: api.RawStreamMsg) -> DefinitionRevision:
+    """A stored entry of the definitions bucket as a :class:`DefinitionRevision`."""
+    marker = (msg.headers or {}).get(wire.KV_OPERATION_HEADER)
+    operation = marker if marker in ("DEL", "PURGE") else "PUT"
+    value = None
+    if operation == "PUT" and msg.data:
+        value = _parse(ServiceDefinition, msg.data, f"definition {name!r} at revision {msg.seq}")
+    return DefinitionRevision(
+        revision=msg.seq or 0,
+        operation=operation,  # type: ignore[arg-type]
+        time=msg.time.timestamp() if msg.time is not None else 0.0,
+        value=value,
+    )
 
 
 class Registry:
@@ -196,6 +213,44 @@ class Registry:
         entries = await self._snapshot(self._defs, ">")
         out = [Versioned(_parse(ServiceDefinition, v, f"definition {k!r}"), r) for k, v, r in entries]
         return sorted(out, key=lambda d: d.value.name)
+
+    async def definition_history(self, name: str) -> list[DefinitionRevision]:
+        """Every kept revision of ``name``'s definition, oldest first, deletes and purges included (the bucket
+        keeps the last 5; a purge drops the ones before it). BadRequest for an invalid name, NotFound when the
+        bucket holds nothing at all for it.
+
+        Each revision is read through the stream leader (the JetStream ``STREAM.MSG.GET`` API, "next message of
+        this subject from sequence n"), like :meth:`get_definition` and for the same reason: a revision this
+        process (or any writer whose write was acknowledged) has just written is included, which a direct get
+        answered by a lagging replica would not promise. One request per kept revision, at most a handful::
+
+            for rev in await registry.definition_history("quotes"):
+                print(rev.revision, rev.operation, rev.time, rev.value and rev.value.owner)
+        """
+        wire.check_token("service name", name)
+        subject = kv_subject(wire.DEFINITIONS_BUCKET, name)
+        stream = f"KV_{wire.DEFINITIONS_BUCKET}"
+        js = self.pool.js
+        out: list[DefinitionRevision] = []
+        seq = 1
+        for _ in range(_HISTORY_READS):
+
+            async def read(start: int = seq) -> api.RawStreamMsg:
+                return await js.get_msg(stream, seq=start, subject=subject, next=True, direct=False)
+
+            try:
+                msg = await retry_transient(read, f"read history of definition {name}")
+            except NotFoundError:  # no revision at or after seq (or no bucket yet)
+                break
+            except AegisError:
+                raise
+            except Exception as exc:
+                raise jetstream_error(exc, f"read history of definition {name}") from exc
+            out.append(_revision(name, msg))
+            seq = (msg.seq or seq) + 1
+        if not out:
+            raise NotFound(f"service {name!r} has no definition history")
+        return out
 
     async def _write_definition(self, value: ServiceDefinition, revision: int) -> int:
         data = value.model_dump_json().encode()

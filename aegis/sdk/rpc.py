@@ -164,6 +164,9 @@ class Service:
     per call cost about 6 us of CPU per call on the benchmark machine, a queue hand-off about 2.5 us.
     """
 
+    group: str | None = None
+    """The single-active group the instance belongs to (set by SingleActiveService); shown in its record."""
+
     def __init__(
         self,
         name: str,
@@ -247,7 +250,11 @@ class Service:
             log.warning("%s.%s: subscriptions not confirmed (reconnecting)", self.name, self.instance_id)
         if register:
             self.heartbeat = Heartbeat(
-                pool, self.metrics, version=self.version, config_hash=self.config.config_hash
+                pool,
+                self.metrics,
+                version=self.version,
+                config_hash=self.config.config_hash,
+                group=self.group,
             )
             await self.heartbeat.start()
 

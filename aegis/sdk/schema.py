@@ -8,8 +8,28 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
+class WindowStats(BaseModel):
+    """One handler's calls that finished in a recent window: the interval since the previous snapshot of the
+    same feed (the registry heartbeat, the metrics history). "Is it slow now", where :class:`MethodStats`'
+    lifetime figures answer "since the instance started"."""
+
+    model_config = ConfigDict(frozen=True)
+
+    window_s: float = Field(description="Length of the window (seconds of the instance's monotonic clock).")
+    requests: int = 0
+    errors: int = 0
+    error_rate: float = 0.0
+    p50_ms: float = 0.0
+    p99_ms: float = 0.0
+    max_ms: float = 0.0
+    rate_per_s: float = Field(0.0, description="requests / window_s.")
+
+
 class MethodStats(BaseModel):
-    """Latency and counts of one RPC method, command or event handler on one instance."""
+    """Latency and counts of one RPC method, command or event handler on one instance.
+
+    The top-level figures cover the instance's lifetime; ``window`` the calls since the feed's previous snapshot.
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -24,6 +44,9 @@ class MethodStats(BaseModel):
     max_ms: float = 0.0
     mean_ms: float = 0.0
     last_error: str = ""
+    window: WindowStats | None = Field(
+        None, description="Calls finished since the previous snapshot of the same feed; None outside a feed."
+    )
 
 
 class MetricsSnapshot(BaseModel):
@@ -38,6 +61,11 @@ class MetricsSnapshot(BaseModel):
     methods: dict[str, MethodStats] = Field(default_factory=dict)
     in_flight: int = 0
     queue_depth: int = Field(0, description="Messages waiting in the instance's subscriptions/consumers.")
+    window_s: float | None = Field(
+        None,
+        description="Seconds the methods' window figures cover (since the feed's previous snapshot);"
+        " None when the snapshot carries no window.",
+    )
 
 
 class InstanceStatus(StrEnum):
@@ -107,6 +135,9 @@ class ServiceInstance(BaseModel):
     status: InstanceStatus = InstanceStatus.STARTING
     role: str | None = Field(None, description='Single-active groups: "active" or "standby".')
     epoch: int | None = Field(None, description="Single-active groups: the lease epoch this instance knows.")
+    group: str | None = Field(
+        None, description="The single-active group this instance belongs to; None otherwise."
+    )
     started_at: float = Field(0.0, description="Wall-clock UNIX time the instance started.")
     last_heartbeat: float = Field(0.0, description="Wall-clock UNIX time of this record's write.")
     heartbeat_interval_s: float = 1.0
@@ -128,6 +159,62 @@ class ServiceInstance(BaseModel):
     def key(self) -> str:
         """The record's key in the instances bucket."""
         return f"{self.service}.{self.instance_id}"
+
+
+class DefinitionRevision(BaseModel):
+    """One kept revision of a service definition, as the definitions bucket stores it (it keeps the last 5 per
+    service, deletes and purges included), so an operator can see what changed and when."""
+
+    model_config = ConfigDict(frozen=True)
+
+    revision: int = Field(description="KV revision (stream sequence) of this entry.")
+    operation: Literal["PUT", "DEL", "PURGE"] = Field(
+        description="A value, a delete marker or a purge marker."
+    )
+    time: float = Field(description="UNIX time the server stored the entry (the server's clock).")
+    value: ServiceDefinition | None = Field(None, description="The definition written; None for DEL/PURGE.")
+
+
+LeadershipKind = Literal["acquire", "release", "lose", "expire"]
+
+
+class LeadershipChange(BaseModel):
+    """One change of leadership in a single-active group, as the instance that saw it published it (stream
+    ``AEGIS_LEADERSHIP``, subject ``aegis.leadership.<service>.<group>``; :mod:`aegis.sdk.leadership`).
+
+    ``instance_id`` and ``epoch`` are the publisher's own: the instance that acquired (its new epoch), released
+    or lost (the epoch it held). ``expire`` is published by the NEW active when it took over a key its previous
+    holder did not release (the key expired, or stayed silent for a lease): ``previous_instance_id`` and
+    ``previous_epoch`` then name that holder, when the new active knew it. Records are best effort: an instance
+    that crashes publishes nothing, which its successor's ``expire`` makes up for.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    service: str
+    group: str
+    instance_id: str
+    kind: LeadershipKind
+    epoch: int = Field(description="The lease epoch acquired, released or lost (the publisher's).")
+    at: float = Field(description="Wall-clock UNIX time the publisher saw the change.")
+    reason: str = Field("", max_length=200, description="Why, in a few words.")
+    previous_instance_id: str | None = Field(None, description="The holder before, when known.")
+    previous_epoch: int | None = Field(None, description="The epoch of the holder before, when known.")
+
+    @field_validator("service")
+    @classmethod
+    def _service_is_token(cls, value: str) -> str:
+        return _token(value, "service name")
+
+    @field_validator("group")
+    @classmethod
+    def _group_is_token(cls, value: str) -> str:
+        return _token(value, "group")
+
+    @field_validator("instance_id")
+    @classmethod
+    def _instance_is_token(cls, value: str) -> str:
+        return _token(value, "instance id")
 
 
 class SettingValue(BaseModel):

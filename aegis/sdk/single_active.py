@@ -17,7 +17,13 @@ The election key is ``leader.<service>.<group>`` in the R3 bucket ``aegis_electi
 a backstop). Its value names the holder; the revision of the write that made an instance active is its
 **epoch**, sent with every reply (``Aegis-Epoch``). A standby answers exclusive methods with
 :class:`~aegis.sdk.errors.NotActive` carrying the epoch it knows. The instance record in the registry shows
-ACTIVE/STANDBY, role and epoch within milliseconds of a change.
+ACTIVE/STANDBY, role, epoch and group within milliseconds of a change.
+
+Every change of leadership the driver takes part in is also published, best effort and without ever waiting for
+it, to the ``AEGIS_LEADERSHIP`` stream (:mod:`aegis.sdk.leadership`): "acquire" when a campaign wins, "release"
+after a graceful stop, "lose" when a renewal is refused, and "expire" from a new active that took over a key its
+holder did not release (expired, or silent for a lease). The records are read off the trace steps the machine
+returns; neither the machine nor the trace changes.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from nats.aio.msg import Msg
@@ -53,10 +60,12 @@ from .errors import AegisError, Conflict, LeaseLost, NotActive
 from .jetstream import default_replicas, ensure_stream, retry_transient
 from .kv import bucket, key_state, kv_stream_config, kv_watch, kv_write
 from .kv_types import KeyState
+from .leadership import LeadershipLog
 from .nats_errors import jetstream_error
 from .rpc import Handler, Service, current_call
-from .schema import InstanceStatus
+from .schema import InstanceStatus, LeadershipChange, LeadershipKind
 from .trace_events import Action as TA
+from .trace_events import Op as TraceOp
 from .trace_events import TraceWriter
 
 log = logging.getLogger(__name__)
@@ -70,6 +79,15 @@ class LeaderRecord(BaseModel):
 
     instance_id: str
     epoch: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Campaign:
+    """What a campaign of this instance was over: the key state it expected, and its holder as last learnt."""
+
+    over: KeyState
+    holder: str | None
+    holder_epoch: int
 
 
 def leader_key(service: str, group: str) -> str:
@@ -130,6 +148,10 @@ class SingleActiveService(Service):
         self._watch: Any = None
         self._exited = asyncio.Event()
         self._reply_headers = {wire.EPOCH_HEADER: "0", wire.INSTANCE_HEADER: self.instance_id}
+        self.leadership: LeadershipLog | None = None
+        """Publisher of this instance's leadership changes (set by :meth:`start`)."""
+        self._held = 0  # the epoch of the lease this instance holds, for its records (0: none)
+        self._campaign: _Campaign | None = None
 
     # -- API ---------------------------------------------------------------------------------------------
 
@@ -187,6 +209,10 @@ class SingleActiveService(Service):
         if self._driver is not None:
             return
         await ensure_election_bucket(pool)
+        if self.leadership is None or self.leadership.pool is not pool:
+            self.leadership = LeadershipLog(pool)
+        await self.leadership.open()
+        self._held, self._campaign = 0, None
         await super().start(pool, register=register)
         if self.heartbeat is not None:
             self.heartbeat.update(status=InstanceStatus.STANDBY, role="standby")
@@ -213,6 +239,8 @@ class SingleActiveService(Service):
                 with contextlib.suppress(Exception):
                     await self._watch.unsubscribe()
                 self._watch = None
+            if self.leadership is not None:  # the election is over: give its last record a bounded chance
+                await self.leadership.flush()
         await super().stop(grace_s)
 
     # -- driver ------------------------------------------------------------------------------------------
@@ -239,7 +267,13 @@ class SingleActiveService(Service):
             self._emit(
                 action.step, rev=action.rev, epoch=action.epoch, op=action.op, kind=action.kind, local=now
             )
+            try:
+                self._note_leadership(action)
+            except Exception:  # the log is best effort: it must never stop the driver
+                log.debug("%s: leadership record failed", self.key, exc_info=True)
         elif isinstance(action, Write):
+            if action.op == "acquire":  # what it campaigns over, for the records if it wins
+                self._campaign = _Campaign(self.election.seen, self.leader, self.known_epoch)
             asyncio.create_task(self._write(action), name=f"{self.key} {action.op}")
         elif isinstance(action, Probe):
             asyncio.create_task(self._probe(action.req), name=f"{self.key} probe")
@@ -411,6 +445,70 @@ class SingleActiveService(Service):
                 self._reply_headers[wire.EPOCH_HEADER] = str(epoch)
                 if self.heartbeat is not None and self.heartbeat.record.epoch != epoch:
                     self.heartbeat.update(epoch=epoch)
+
+    # -- leadership log ---------------------------------------------------------------------------------
+
+    def _note_leadership(self, step: TraceStep) -> None:
+        """Publish the leadership change a trace step of the machine stands for, if any. The steps are the
+        machine's own record of what happened (each taken once), so the log follows the protocol exactly."""
+        if step.step is TA.ACQUIRE:
+            self._acquired(step.epoch)
+        elif not self._held:
+            return
+        elif step.step is TA.LOSE:
+            self._publish("lose", self._held, f"renewal refused: the key is at revision {step.rev}")
+            self._held = 0
+        elif step.step is TA.RELEASE:
+            if step.rev:
+                self._publish("release", self._held, f"graceful stop: key deleted at revision {step.rev}")
+            else:
+                self._publish("lose", self._held, "graceful stop found the key taken over")
+            self._held = 0
+        elif step.step is TA.TIMEOUT and step.op is TraceOp.RELEASE:
+            self._publish(
+                "release", self._held, "graceful stop: delete not acknowledged (else the TTL ends it)"
+            )
+            self._held = 0
+
+    def _acquired(self, epoch: int) -> None:
+        campaign, self._campaign = self._campaign, None
+        over = campaign.over if campaign is not None else KeyState(0, "none")
+        holder = campaign.holder if campaign is not None and over.kind != "none" else None
+        holder_epoch = campaign.holder_epoch if holder is not None and campaign is not None else None
+        if over.kind in ("val", "exp"):
+            why = "key expired (TTL)" if over.kind == "exp" else "holder silent for a lease; taken over"
+            self._publish("expire", epoch, why, holder, holder_epoch)
+        reason = {
+            "none": "key was free",
+            "del": "key released by its holder",
+            "exp": "took over an expired key",
+            "val": "took over a key left unrenewed",
+        }[over.kind]
+        self._publish("acquire", epoch, reason, holder, holder_epoch)
+        self._held = epoch
+
+    def _publish(
+        self,
+        kind: LeadershipKind,
+        epoch: int,
+        reason: str,
+        previous: str | None = None,
+        previous_epoch: int | None = None,
+    ) -> None:
+        if self.leadership is None:
+            return
+        change = LeadershipChange(
+            service=self.name,
+            group=self.group,
+            instance_id=self.instance_id,
+            kind=kind,
+            epoch=epoch,
+            at=time.time(),
+            reason=reason,
+            previous_instance_id=previous,
+            previous_epoch=previous_epoch if previous is not None else None,
+        )
+        self.leadership.record(change)
 
     def _trace_serve(self, now: float) -> None:
         epoch, last = self._serve_traced

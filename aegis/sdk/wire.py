@@ -42,11 +42,15 @@ COMMAND_PREFIX = "aegis.cmd"
 METRICS_PREFIX = "aegis.metrics"
 # Per-instance control requests (effective configuration): aegis.ctl.<service>.<instance_id>.<what>.
 CONTROL_PREFIX = "aegis.ctl"
+# Leadership changes of single-active groups: aegis.leadership.<service>.<group> in stream AEGIS_LEADERSHIP
+# (aegis/sdk/leadership.py).
+LEADERSHIP_PREFIX = "aegis.leadership"
 
 EVENT_STREAM = "AEGIS_EVENTS"
 DLQ_STREAM = "AEGIS_DLQ"
 COMMAND_STREAM = "AEGIS_COMMANDS"
 METRICS_STREAM = "AEGIS_METRICS"
+LEADERSHIP_STREAM = "AEGIS_LEADERSHIP"
 
 # Registry buckets (aegis/sdk/registry.py): which services may run, and which instances run.
 DEFINITIONS_BUCKET = "aegis_definitions"
@@ -85,6 +89,11 @@ def instance_rpc_subject(service: str, instance_id: str, method: str) -> str:
 
 def metrics_subject(service: str, instance_id: str) -> str:
     return f"{METRICS_PREFIX}.{service}.{instance_id}"
+
+
+def leadership_subject(service: str, group: str) -> str:
+    """Subject of the leadership changes of one single-active group."""
+    return f"{LEADERSHIP_PREFIX}.{service}.{group}"
 
 
 def control_subject(service: str, instance_id: str, what: str) -> str:
