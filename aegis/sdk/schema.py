@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 
 class WindowStats(BaseModel):
@@ -237,3 +237,192 @@ class EffectiveConfig(BaseModel):
     instance_id: str
     config_hash: str
     settings: dict[str, SettingValue]
+
+
+# --- Management service: accounts, API keys, tokens, audit (aegis/management/) --------------------------------------
+#
+# Stored records (``UserRecord``, ``ApiKeyRecord``) travel on NATS only: they hold hashes and never leave the service.
+# What HTTP clients send (``*Create``, ``PasswordChange``, ``RoleChange``) and get back (``UserInfo``, ``ApiKeyInfo``,
+# ``ApiKeyCreated``, ``TokenResponse``, ``AuditPage``) are separate models, so a hash cannot leak by a shared field.
+
+Scope = Literal[
+    "services:read",
+    "services:write",
+    "instances:read",
+    "metrics:read",
+    "config:read",
+    "audit:read",
+    "admin",
+]
+"""An OAuth2 scope of the management API; what each role grants is in ``aegis.management.auth``."""
+
+
+class Role(StrEnum):
+    """What a user may do, as a set of scopes (``aegis.management.auth.ROLE_SCOPES``)."""
+
+    VIEWER = "viewer"
+    OPERATOR = "operator"
+    ADMIN = "admin"
+
+
+_NAME_FIELD = Field(
+    min_length=1,
+    max_length=64,
+    description="One token: letters, digits, '-', '_' or '=' (no dots or spaces).",
+)
+_PASSWORD_FIELD = Field(
+    min_length=12,
+    max_length=1024,
+    description="At least 12 characters; stored only as an Argon2 hash, never returned.",
+)
+
+
+class UserRecord(BaseModel):
+    """A user as stored in the users bucket under ``user.<name>``: the Argon2 hash, never the password."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    role: Role
+    password_hash: str
+    token_version: int = Field(
+        0, description="Bumped by a password or role change: tokens issued before stop working."
+    )
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    created_by: str = ""
+
+
+class UserInfo(BaseModel):
+    """A user as the API shows it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    role: Role
+    scopes: list[Scope]
+    created_at: float
+    updated_at: float
+    created_by: str
+    revision: int = Field(description="KV revision of the record.")
+
+
+class UserCreate(BaseModel):
+    """Body of ``POST /api/users``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = _NAME_FIELD
+    password: SecretStr = _PASSWORD_FIELD
+    role: Role = Role.VIEWER
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_token(cls, value: str) -> str:
+        return _token(value, "user name")
+
+
+class PasswordChange(BaseModel):
+    """Body of ``PUT /api/users/{name}/password``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    password: SecretStr = _PASSWORD_FIELD
+
+
+class RoleChange(BaseModel):
+    """Body of ``PUT /api/users/{name}/role``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: Role
+
+
+class ApiKeyRecord(BaseModel):
+    """An API key as stored under ``key.<id>``: the SHA-256 of the key, never the key."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str
+    name: str
+    scopes: list[Scope]
+    key_hash: str = Field(description="Hex SHA-256 of the whole key.")
+    created_at: float
+    created_by: str
+    revoked_at: float | None = None
+    revoked_by: str = ""
+    last_used_at: float | None = Field(
+        None, description="Recorded at most once per interval (a minute by default), not per request."
+    )
+
+
+class ApiKeyInfo(BaseModel):
+    """An API key as the API shows it (no hash, no key)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    name: str
+    scopes: list[Scope]
+    created_at: float
+    created_by: str
+    revoked_at: float | None
+    revoked_by: str
+    last_used_at: float | None
+    revision: int
+
+
+class ApiKeyCreate(BaseModel):
+    """Body of ``POST /api/keys``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(
+        min_length=1, max_length=100, pattern=r"^[\w .:@/-]+$", description="A label for people."
+    )
+    scopes: list[Scope] = Field(min_length=1)
+
+
+class ApiKeyCreated(ApiKeyInfo):
+    """Answer of ``POST /api/keys``: the only time the key itself is shown."""
+
+    key: str = Field(description="Send it as the X-API-Key header. It cannot be shown again.")
+
+
+class TokenResponse(BaseModel):
+    """Answer of ``POST /api/token`` (RFC 6749 section 5.1)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int = Field(description="Seconds until the token expires.")
+    scope: str = Field(description="The granted scopes, space-separated.")
+
+
+class AuditEntry(BaseModel):
+    """One entry of the append-only audit log (stream ``AEGIS_AUDIT``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    seq: int = Field(0, description="Stream sequence; set when read, 0 in the stored message.")
+    time: float = Field(description="Wall-clock UNIX time of the append.")
+    actor: str = Field(max_length=200, description='Who acted: "user:<name>", "key:<id>" or "anonymous".')
+    action: str = Field(max_length=100, description='What happened, e.g. "login.failed", "user.create".')
+    target: str = Field(max_length=300, description='What it happened to, e.g. "user:alice".')
+    before_revision: int | None = Field(None, description="KV revision of the target before the change.")
+    after_revision: int | None = Field(None, description="KV revision of the target after the change.")
+    request_id: str = Field("", max_length=128)
+    detail: str = Field("", max_length=1000)
+
+
+class AuditPage(BaseModel):
+    """A page of the audit log, oldest first."""
+
+    model_config = ConfigDict(frozen=True)
+
+    entries: list[AuditEntry]
+    next_cursor: int | None = Field(
+        description="Pass as ?cursor= for the next page; null when this page reached the end of the log."
+    )
+    last_seq: int = Field(description="Sequence of the newest entry in the log (0 when empty).")

@@ -151,3 +151,15 @@ def check_topic(value: str, *, wildcards: bool = False) -> str:
 def event_subject(topic: str) -> str:
     """Subject of the events of ``topic`` (``orders.created`` -> ``aegis.evt.orders.created``)."""
     return f"{EVENT_PREFIX}.{topic}"
+
+
+# --- Management service security (aegis/management/) ----------------------------------------------------------------
+
+# Users (user.<name>) and API keys (key.<id>) of the management service: a replicated KV bucket with a few revisions.
+USERS_BUCKET = "aegis_users"
+# The append-only audit log: one subject in a stream that refuses message deletes and purges.
+AUDIT_STREAM = "AEGIS_AUDIT"
+AUDIT_SUBJECT = "aegis.audit"
+# HTTP headers of the management API: a machine's API key, and the id that ties a request to its audit entries.
+API_KEY_HEADER = "X-API-Key"
+REQUEST_ID_HEADER = "X-Request-ID"
