@@ -8,7 +8,7 @@ import typer
 import uvicorn
 
 from aegis.management.app import create_app
-from aegis.management.auth import SecuritySettings
+from aegis.management.auth import load_security_settings
 from aegis.management.settings import load_management_settings
 from aegis.sdk.errors import ConfigError
 
@@ -18,7 +18,7 @@ def manage_command(host: str | None, port: int | None, config: Path | None) -> N
     overrides = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
     try:
         settings = load_management_settings(config, **overrides)
-        security = SecuritySettings()
+        security = load_security_settings()
     except (ConfigError, ValueError) as exc:
         typer.echo(f"aegis manage: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -16,11 +16,11 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from importlib.metadata import version
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-import aegis
 from aegis.sdk.config import AegisSettings, load_settings
 from aegis.sdk.connection import connect
 from aegis.sdk.leadership import ensure_leadership_stream
@@ -28,7 +28,7 @@ from aegis.sdk.registry import Registry, ensure_registry
 from aegis.sdk.single_active import ensure_election_bucket
 
 from . import http_errors, instances_routes, ops_routes, security_routes, services_routes
-from .auth import Security, SecuritySettings
+from .auth import Security, SecuritySettings, load_security_settings
 from .cluster_info import ClusterReader
 from .event_hub import EventHub
 from .fleet import Fleet
@@ -47,7 +47,7 @@ def create_app(
 ) -> FastAPI:
     """The app, configured from the arguments or else the environment. Nothing connects until it starts."""
     settings = settings or load_management_settings()
-    security = security or SecuritySettings()
+    security = security or load_security_settings()
     nats = nats or load_settings()
 
     @contextlib.asynccontextmanager
@@ -84,7 +84,7 @@ def create_app(
 
     app = FastAPI(
         title="Aegis management API",
-        version=aegis.__version__,
+        version=version("aegis"),
         description="Service definitions, live instances and their health, metrics, configuration, "
         "single-active groups and failovers, the NATS cluster, and an audit log. OAuth2 bearer tokens or "
         "API keys; every route but /healthz, /readyz and /api/token needs a scope.",

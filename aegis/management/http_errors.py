@@ -1,4 +1,5 @@
-"""How the management API answers errors: the SDK's typed errors as HTTP statuses, a body-size limit, request ids.
+"""How the management API answers errors: the SDK's typed errors as HTTP statuses (one mapping,
+:func:`aegis.management.auth.http_status`), a body-size limit, request ids.
 
 Every error body is :class:`~aegis.management.api_models.ErrorBody` (``{"detail": ...}``); validation errors keep
 FastAPI's 422 body, which names each bad field and why. Nothing a client sends can produce a 500: the SDK raises
@@ -16,44 +17,15 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from aegis.sdk.errors import (
-    AegisError,
-    BadRequest,
-    ConfigError,
-    Conflict,
-    DeadlineExceeded,
-    NotFound,
-    PayloadTooLarge,
-    RpcTimeout,
-    ServiceUnavailable,
-    UnknownMethod,
-)
+from aegis.sdk import wire
+from aegis.sdk.errors import AegisError, Conflict
+
+from .auth import http_status
 
 log = logging.getLogger(__name__)
 
-REQUEST_ID_HEADER = "X-Request-Id"
 _REQUEST_ID = re.compile(r"^[-_.a-zA-Z0-9]{1,64}$")
-
-# most specific first
-_STATUS: tuple[tuple[type[AegisError], int], ...] = (
-    (BadRequest, 400),
-    (ConfigError, 400),
-    (NotFound, 404),
-    (UnknownMethod, 404),
-    (Conflict, 409),
-    (PayloadTooLarge, 413),
-    (DeadlineExceeded, 504),
-    (RpcTimeout, 503),  # NATS (the KV, JetStream) did not answer in time
-    (ServiceUnavailable, 503),
-)
-
-
-def status_of(exc: AegisError) -> int:
-    """The HTTP status of an SDK error (502 for errors a remote instance reported)."""
-    for cls, status in _STATUS:
-        if isinstance(exc, cls):
-            return status
-    return 502
+_HEADER = wire.REQUEST_ID_HEADER.lower().encode()
 
 
 def error(status: int, detail: str, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
@@ -66,7 +38,7 @@ def install(app: FastAPI, max_body_bytes: int) -> None:
 
     @app.exception_handler(AegisError)
     async def _aegis_error(request: Request, exc: AegisError) -> JSONResponse:
-        status = status_of(exc)
+        status = http_status(exc)
         if status >= 500:
             log.warning("%s %s: %s: %s", request.method, request.url.path, type(exc).__name__, exc.message)
         extra = {"current_revision": exc.revision} if isinstance(exc, Conflict) and exc.revision else {}
@@ -76,13 +48,11 @@ def install(app: FastAPI, max_body_bytes: int) -> None:
     app.add_middleware(RequestId)
 
 
-def request_id(request: Request) -> str:
-    """This request's id (from ``X-Request-Id`` when the client sent a sane one, else generated)."""
-    return str(request.scope.get("aegis.request_id", ""))
-
-
 class RequestId:
-    """Give every request an id (the client's ``X-Request-Id`` if well formed) and echo it in the response."""
+    """Give every request an id (the client's ``X-Request-ID`` if well formed) and echo it in the response.
+
+    The id lands in ``request.state.request_id``, where :func:`aegis.management.audit.request_id` (and so every
+    audit entry of the request) finds it."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -91,16 +61,14 @@ class RequestId:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = (
-            dict(scope.get("headers") or []).get(REQUEST_ID_HEADER.lower().encode(), b"").decode("latin-1")
-        )
+        given = dict(scope.get("headers") or []).get(_HEADER, b"").decode("latin-1")
         rid = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
-        scope["aegis.request_id"] = rid
+        scope.setdefault("state", {})["request_id"] = rid
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (REQUEST_ID_HEADER.lower().encode(), rid.encode())]
+                message["headers"] = [*message["headers"], (_HEADER, rid.encode())]
             await send(message)
 
         await self.app(scope, receive, send_with_id)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
 
 from aegis.sdk.effective_config import fetch_effective_config
@@ -38,7 +38,7 @@ def _fleet(request: Request) -> Fleet:
 @router.get("/instances", response_model=list[InstanceView], summary="Instances with their derived health")
 async def list_instances(
     request: Request,
-    _: Annotated[Principal, Depends(requires("instances:read"))],
+    _: Annotated[Principal, requires("instances:read")],
     service: OptionalToken = None,
     status: Annotated[Health | None, Query(description="Only instances in this health state.")] = None,
 ) -> list[InstanceView]:
@@ -55,7 +55,7 @@ async def get_instance(
     service: Token,
     instance_id: Token,
     request: Request,
-    _: Annotated[Principal, Depends(requires("instances:read"))],
+    _: Annotated[Principal, requires("instances:read")],
 ) -> InstanceView | JSONResponse:
     view = _fleet(request).instance(service, instance_id)
     if view is None:
@@ -70,7 +70,7 @@ async def get_instance(
 )
 async def live_metrics(
     request: Request,
-    _: Annotated[Principal, Depends(requires("metrics:read"))],
+    _: Annotated[Principal, requires("metrics:read")],
     service: OptionalToken = None,
 ) -> list[ServiceInstance]:
     return _fleet(request).live_records(service)
@@ -86,7 +86,7 @@ async def metrics_history(
     service: Token,
     instance_id: Token,
     request: Request,
-    _: Annotated[Principal, Depends(requires("metrics:read"))],
+    _: Annotated[Principal, requires("metrics:read")],
     since: Annotated[float | None, Query(ge=0, description="UNIX seconds; default: until - 15 min.")] = None,
     until: Annotated[float | None, Query(ge=0, description="UNIX seconds; default: now.")] = None,
     step: Annotated[float, Query(gt=0, le=86400, description="Seconds between points.")] = 5.0,
@@ -107,7 +107,7 @@ async def instance_config(
     service: Token,
     instance_id: Token,
     request: Request,
-    _: Annotated[Principal, Depends(requires("config:read"))],
+    _: Annotated[Principal, requires("config:read")],
 ) -> EffectiveConfig | JSONResponse:
     view = _fleet(request).instance(service, instance_id)
     if view is None or view.health == Health.DOWN:
@@ -125,7 +125,7 @@ async def instance_config(
     "/groups", response_model=list[GroupView], summary="Single-active groups: active, epoch, standbys"
 )
 async def list_groups(
-    request: Request, _: Annotated[Principal, Depends(requires("instances:read"))]
+    request: Request, _: Annotated[Principal, requires("instances:read")]
 ) -> list[GroupView]:
     return _fleet(request).groups()
 
@@ -139,7 +139,7 @@ async def group_failovers(
     service: Token,
     group: Token,
     request: Request,
-    _: Annotated[Principal, Depends(requires("instances:read"))],
+    _: Annotated[Principal, requires("instances:read")],
     since: Annotated[float | None, Query(ge=0, description="UNIX seconds.")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[LeadershipChange]:
@@ -147,7 +147,5 @@ async def group_failovers(
 
 
 @router.get("/cluster", response_model=ClusterView, summary="NATS nodes, meta leader, Aegis stream placement")
-async def cluster(
-    request: Request, _: Annotated[Principal, Depends(requires("instances:read"))]
-) -> ClusterView:
+async def cluster(request: Request, _: Annotated[Principal, requires("instances:read")]) -> ClusterView:
     return await request.app.state.cluster.read()

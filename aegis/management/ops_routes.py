@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
@@ -46,9 +46,7 @@ async def readyz(request: Request) -> Readiness | JSONResponse:
     responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
     summary="Per-instance and per-method figures for Prometheus",
 )
-async def prometheus_metrics(
-    request: Request, _: Annotated[Principal, Depends(requires("metrics:read"))]
-) -> Response:
+async def prometheus_metrics(request: Request, _: Annotated[Principal, requires("metrics:read")]) -> Response:
     return Response(prometheus.render(request.app.state.fleet), media_type=prometheus.CONTENT_TYPE)
 
 
@@ -59,7 +57,7 @@ async def prometheus_metrics(
 )
 async def events(
     request: Request,
-    _: Annotated[Principal, Depends(requires("instances:read"))],
+    _: Annotated[Principal, requires("instances:read")],
     last_event_id: Annotated[
         str | None, Header(alias="Last-Event-ID", max_length=64, description="Resume after this event.")
     ] = None,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Path, Request, Response
+from fastapi import APIRouter, Header, Path, Request, Response
 from fastapi.responses import JSONResponse
 
 from aegis.sdk.errors import Conflict
@@ -19,8 +19,9 @@ from aegis.sdk.registry import Registry
 from aegis.sdk.schema import DefinitionRevision, ServiceDefinition
 
 from .api_models import NAME_PATTERN, DefinitionCreate, DefinitionFields, DefinitionOut, ErrorBody
+from .audit import request_id
 from .auth import Principal, requires
-from .http_errors import error, request_id
+from .http_errors import error
 
 router = APIRouter(prefix="/api/services", tags=["services"])
 
@@ -66,7 +67,7 @@ async def _audit(
     request: Request, who: Principal, action: str, target: str, before: int | None, after: int | None
 ) -> None:
     await request.app.state.security.audit.append(
-        actor=who.name,
+        actor=who.actor,
         action=action,
         target=target,
         before_revision=before,
@@ -77,7 +78,7 @@ async def _audit(
 
 @router.get("", response_model=list[DefinitionOut], summary="Every service definition (from the watch cache)")
 async def list_services(
-    request: Request, _: Annotated[Principal, Depends(requires("services:read"))]
+    request: Request, _: Annotated[Principal, requires("services:read")]
 ) -> list[DefinitionOut]:
     cached = request.app.state.fleet.definitions
     return [DefinitionOut(definition=d, revision=rev) for _, (d, rev) in sorted(cached.items())]
@@ -94,7 +95,7 @@ async def create_service(
     body: DefinitionCreate,
     request: Request,
     response: Response,
-    who: Annotated[Principal, Depends(requires("services:write"))],
+    who: Annotated[Principal, requires("services:write")],
 ) -> DefinitionOut | JSONResponse:
     try:
         stored = await _registry(request).create_definition(body.to_definition())
@@ -111,7 +112,7 @@ async def get_service(
     name: ServiceName,
     request: Request,
     response: Response,
-    _: Annotated[Principal, Depends(requires("services:read"))],
+    _: Annotated[Principal, requires("services:read")],
 ) -> DefinitionOut:
     stored = await _registry(request).get_definition(name)
     response.headers.update(_etag(stored.revision))
@@ -124,7 +125,7 @@ async def replace_service(
     body: DefinitionFields,
     request: Request,
     response: Response,
-    who: Annotated[Principal, Depends(requires("services:write"))],
+    who: Annotated[Principal, requires("services:write")],
     if_match: IfMatch = None,
 ) -> DefinitionOut | JSONResponse:
     expected = _if_match(if_match)
@@ -145,7 +146,7 @@ async def replace_service(
 async def delete_service(
     name: ServiceName,
     request: Request,
-    who: Annotated[Principal, Depends(requires("services:write"))],
+    who: Annotated[Principal, requires("services:write")],
     if_match: IfMatch = None,
 ) -> Response:
     expected = _if_match(if_match)
@@ -166,7 +167,7 @@ async def delete_service(
     summary="The kept revisions of a definition, oldest first (deletes included)",
 )
 async def service_history(
-    name: ServiceName, request: Request, _: Annotated[Principal, Depends(requires("services:read"))]
+    name: ServiceName, request: Request, _: Annotated[Principal, requires("services:read")]
 ) -> list[DefinitionRevision]:
     return await _registry(request).definition_history(name)
 
