@@ -28,7 +28,9 @@ from typing import Any, TypeVar
 
 import nats
 from hdrh.histogram import HdrHistogram
+from nats.errors import NoRespondersError
 from nats.js.api import StreamConfig
+from nats.js.errors import NoStreamResponseError
 
 from aegis.harness.bench.server import INSTANCE, METHOD, RAW_SUBJECT, SERVICE, Quote
 from aegis.harness.cluster.local import LocalCluster
@@ -38,7 +40,7 @@ from aegis.sdk.config import load_settings
 from aegis.sdk.connection import ConnectionPool
 from aegis.sdk.discovery import DiscoveryClient
 from aegis.sdk.events import EventBus
-from aegis.sdk.jetstream import default_replicas, ensure_stream
+from aegis.sdk.jetstream import default_replicas, ensure_stream, retry_transient
 from aegis.sdk.rpc import RpcClient
 
 T = TypeVar("T")
@@ -218,6 +220,17 @@ async def measure(
 
             async def raw_pub() -> Any:
                 return await js.publish(raw_subject, body, headers={"Nats-Msg-Id": uuid.uuid4().hex})
+
+            async def first_raw_pub() -> Any:
+                try:
+                    return await raw_pub()
+                except NoStreamResponseError as exc:
+                    raise NoRespondersError from exc
+
+            # A new replicated stream answers publishes once its leader's interest has reached our server, a
+            # moment after the leader is known (seen in CI as "no response from stream"). The SDK's publish
+            # retries that window, a raw publish does not: one bounded retry here, before anything is measured.
+            await retry_transient(first_raw_pub, f"first publish to {raw_stream}")
 
             async def sdk_pub() -> Any:
                 return await bus.publish(topic, quote)
