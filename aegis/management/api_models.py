@@ -16,6 +16,8 @@ from aegis.sdk.schema import ServiceDefinition, ServiceInstance
 
 NAME_PATTERN = r"^[-_=a-zA-Z0-9]+$"
 """One NATS subject token: the form of service names, instance ids and groups."""
+IF_MATCH_PATTERN = r'^(W/)?"?[0-9]{1,19}"?$'
+"""An ``If-Match`` this API understands: the revision from an ``ETag``, quoted or not."""
 
 
 class _Request(BaseModel):
@@ -62,6 +64,16 @@ class ErrorBody(BaseModel):
     current_revision: int | None = Field(
         None, description="412/409: the definition's current revision (re-read it, then retry)."
     )
+
+
+AUTH_RESPONSES: dict[int | str, dict[str, object]] = {
+    401: {"model": ErrorBody, "description": "No credentials, or bad ones (see WWW-Authenticate)."},
+    403: {
+        "model": ErrorBody,
+        "description": "The credentials lack a scope this route needs (insufficient_scope).",
+    },
+}
+"""Responses every protected route may give."""
 
 
 class Health(StrEnum):

@@ -17,6 +17,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from importlib.metadata import version
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -28,6 +29,7 @@ from aegis.sdk.registry import Registry, ensure_registry
 from aegis.sdk.single_active import ensure_election_bucket
 
 from . import http_errors, instances_routes, ops_routes, security_routes, services_routes
+from .api_models import AUTH_RESPONSES, IF_MATCH_PATTERN
 from .auth import Security, SecuritySettings, load_security_settings
 from .cluster_info import ClusterReader
 from .event_hub import EventHub
@@ -104,9 +106,33 @@ def create_app(
             expose_headers=["ETag", "X-Request-Id"],
         )
     http_errors.install(app, settings.max_body_bytes)
+    _document_required_if_match(app)
     for router in ROUTERS:
-        app.include_router(router)
+        app.include_router(router, responses=AUTH_RESPONSES if router is not ops_routes.router else None)
     return app
+
+
+def _document_required_if_match(app: FastAPI) -> None:
+    """Mark ``If-Match`` required in the OpenAPI schema. It is declared optional in the routes only so that a
+    request without it gets the 428 that RFC 6585 names (FastAPI would answer 422 for a missing required header)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            spec = build()
+            for operations in spec.get("paths", {}).values():
+                for operation in operations.values():
+                    for param in operation.get("parameters", []):
+                        if param.get("in") == "header" and param.get("name") == "If-Match":
+                            param["required"] = True
+                            param["schema"] = {k: v for k, v in param["schema"].items() if k != "anyOf"} | {
+                                "type": "string",
+                                "pattern": IF_MATCH_PATTERN,
+                            }
+            app.openapi_schema = spec
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 async def _tick(fleet: Fleet) -> None:

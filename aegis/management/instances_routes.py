@@ -28,6 +28,8 @@ router = APIRouter(prefix="/api", tags=["instances"])
 
 Token = Annotated[str, Path(min_length=1, max_length=128, pattern=NAME_PATTERN)]
 OptionalToken = Annotated[str | None, Query(min_length=1, max_length=128, pattern=NAME_PATTERN)]
+MAX_TIME = 4_102_444_800.0
+"""2100-01-01 in UNIX seconds: later times are typing errors (and overflow the server's time format)."""
 _NOT_FOUND: dict[int | str, dict[str, object]] = {404: {"model": ErrorBody}}
 
 
@@ -87,8 +89,12 @@ async def metrics_history(
     instance_id: Token,
     request: Request,
     _: Annotated[Principal, requires("metrics:read")],
-    since: Annotated[float | None, Query(ge=0, description="UNIX seconds; default: until - 15 min.")] = None,
-    until: Annotated[float | None, Query(ge=0, description="UNIX seconds; default: now.")] = None,
+    since: Annotated[
+        float | None, Query(ge=0, le=MAX_TIME, description="UNIX seconds; default: until - 15 min.")
+    ] = None,
+    until: Annotated[
+        float | None, Query(ge=0, le=MAX_TIME, description="UNIX seconds; default: now.")
+    ] = None,
     step: Annotated[float, Query(gt=0, le=86400, description="Seconds between points.")] = 5.0,
     limit: Annotated[int, Query(ge=1, le=MAX_POINTS)] = 200,
 ) -> MetricsHistory:
@@ -140,7 +146,7 @@ async def group_failovers(
     group: Token,
     request: Request,
     _: Annotated[Principal, requires("instances:read")],
-    since: Annotated[float | None, Query(ge=0, description="UNIX seconds.")] = None,
+    since: Annotated[float | None, Query(ge=0, le=MAX_TIME, description="UNIX seconds.")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[LeadershipChange]:
     return await leadership_history(request.app.state.pool, service, group, since=since, limit=limit)

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from . import prometheus
-from .api_models import Readiness
+from .api_models import AUTH_RESPONSES, Readiness
 from .auth import Principal, requires
 
 router = APIRouter(tags=["operations"])
@@ -43,7 +43,10 @@ async def readyz(request: Request) -> Readiness | JSONResponse:
 @router.get(
     "/metrics",
     response_class=Response,
-    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
+    responses={
+        200: {"content": {"text/plain": {}}, "description": "Prometheus text format"},
+        **AUTH_RESPONSES,
+    },
     summary="Per-instance and per-method figures for Prometheus",
 )
 async def prometheus_metrics(request: Request, _: Annotated[Principal, requires("metrics:read")]) -> Response:
@@ -53,6 +56,7 @@ async def prometheus_metrics(request: Request, _: Annotated[Principal, requires(
 @router.get(
     "/api/events",
     response_class=EventSourceResponse,
+    responses=AUTH_RESPONSES,
     summary="Live changes (instance, health, leadership, definition) as server-sent events",
 )
 async def events(

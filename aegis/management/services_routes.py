@@ -18,7 +18,14 @@ from aegis.sdk.errors import Conflict
 from aegis.sdk.registry import Registry
 from aegis.sdk.schema import DefinitionRevision, ServiceDefinition
 
-from .api_models import NAME_PATTERN, DefinitionCreate, DefinitionFields, DefinitionOut, ErrorBody
+from .api_models import (
+    IF_MATCH_PATTERN,
+    NAME_PATTERN,
+    DefinitionCreate,
+    DefinitionFields,
+    DefinitionOut,
+    ErrorBody,
+)
 from .audit import request_id
 from .auth import Principal, requires
 from .http_errors import error
@@ -33,7 +40,7 @@ IfMatch = Annotated[
     str | None,
     Header(
         alias="If-Match",
-        pattern=r'^(W/)?"?[0-9]{1,19}"?$',
+        pattern=IF_MATCH_PATTERN,
         description='The revision the change is based on, as read from the ETag (e.g. "42"). Required.',
     ),
 ]
@@ -48,6 +55,24 @@ _WRITE_ERRORS: dict[int | str, dict[str, object]] = {
     412: {"model": ErrorBody, "description": "If-Match names a revision that is not the current one."},
     428: {"model": ErrorBody, "description": "If-Match is missing."},
 }
+
+
+def _links(*operations: str) -> dict[str, dict[str, object]]:
+    """OpenAPI links from a response that carries a definition and its ETag to the operations on it (clients and
+    schemathesis' stateful tests follow them: create -> read -> update with If-Match -> delete)."""
+    params: dict[str, dict[str, str]] = {
+        "getService": {"name": "$response.body#/definition/name"},
+        "serviceHistory": {"name": "$response.body#/definition/name"},
+        "replaceService": {
+            "name": "$response.body#/definition/name",
+            "header.If-Match": "$response.header.ETag",
+        },
+        "deleteService": {
+            "name": "$response.body#/definition/name",
+            "header.If-Match": "$response.header.ETag",
+        },
+    }
+    return {op: {"operationId": op, "parameters": params[op]} for op in operations}
 
 
 def _registry(request: Request) -> Registry:
@@ -76,7 +101,12 @@ async def _audit(
     )
 
 
-@router.get("", response_model=list[DefinitionOut], summary="Every service definition (from the watch cache)")
+@router.get(
+    "",
+    response_model=list[DefinitionOut],
+    operation_id="listServices",
+    summary="Every service definition (from the watch cache)",
+)
 async def list_services(
     request: Request, _: Annotated[Principal, requires("services:read")]
 ) -> list[DefinitionOut]:
@@ -88,7 +118,12 @@ async def list_services(
     "",
     status_code=201,
     response_model=DefinitionOut,
-    responses={**_ERRORS, 409: {"model": ErrorBody, "description": "A definition of that name exists."}},
+    operation_id="createService",
+    responses={
+        **_ERRORS,
+        201: {"links": _links("getService", "replaceService", "deleteService", "serviceHistory")},
+        409: {"model": ErrorBody, "description": "A definition of that name exists."},
+    },
     summary="Create a definition (only if none exists)",
 )
 async def create_service(
@@ -107,7 +142,13 @@ async def create_service(
     return DefinitionOut(definition=stored.value, revision=stored.revision)
 
 
-@router.get("/{name}", response_model=DefinitionOut, responses=_ERRORS, summary="One definition and its ETag")
+@router.get(
+    "/{name}",
+    response_model=DefinitionOut,
+    operation_id="getService",
+    responses={**_ERRORS, 200: {"links": _links("replaceService", "deleteService")}},
+    summary="One definition and its ETag",
+)
 async def get_service(
     name: ServiceName,
     request: Request,
@@ -119,7 +160,13 @@ async def get_service(
     return DefinitionOut(definition=stored.value, revision=stored.revision)
 
 
-@router.put("/{name}", response_model=DefinitionOut, responses=_WRITE_ERRORS, summary="Replace a definition")
+@router.put(
+    "/{name}",
+    response_model=DefinitionOut,
+    operation_id="replaceService",
+    responses={**_WRITE_ERRORS, 200: {"links": _links("getService", "replaceService", "deleteService")}},
+    summary="Replace a definition",
+)
 async def replace_service(
     name: ServiceName,
     body: DefinitionFields,
@@ -142,7 +189,13 @@ async def replace_service(
     return DefinitionOut(definition=stored.value, revision=stored.revision)
 
 
-@router.delete("/{name}", status_code=204, responses=_WRITE_ERRORS, summary="Delete a definition")
+@router.delete(
+    "/{name}",
+    status_code=204,
+    operation_id="deleteService",
+    responses=_WRITE_ERRORS,
+    summary="Delete a definition",
+)
 async def delete_service(
     name: ServiceName,
     request: Request,
@@ -162,6 +215,7 @@ async def delete_service(
 
 @router.get(
     "/{name}/history",
+    operation_id="serviceHistory",
     response_model=list[DefinitionRevision],
     responses=_ERRORS,
     summary="The kept revisions of a definition, oldest first (deletes included)",
