@@ -1,34 +1,58 @@
-"""``aegis bench``: raw nats-py vs the SDK on one local cluster (:mod:`aegis.harness.bench.runner`).
+"""``aegis bench``: raw nats-py vs the SDK on one local cluster (:mod:`aegis.harness.bench.runner`), or with
+``--management`` the management API under load (:mod:`aegis.harness.bench.management`).
 
-A full run writes ``reports/baseline.json`` and ``.md`` (``--out`` elsewhere; ``--quick`` writes nothing unless
-``--out`` is given); ``--json`` prints the report as one JSON object, otherwise its markdown is printed.
+A full run writes ``reports/baseline.json`` and ``.md`` (``reports/management-bench.*`` with ``--management``;
+``--out`` elsewhere; ``--quick`` writes nothing unless ``--out`` is given); ``--json`` prints the report as one
+JSON object, otherwise its markdown is printed. Progress goes to stderr, so stdout holds the report alone.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
 err = Console(stderr=True)
 REPORTS = Path("reports")
 
+Report = dict[str, Any]
+Markdown = Callable[[Report], str]
+Writer = Callable[[Report, Path], tuple[Path, Path]]
 
-def bench_command(quick: bool = False, as_json: bool = False, out: Path | None = None) -> None:
+
+def bench_command(
+    quick: bool = False, as_json: bool = False, out: Path | None = None, management: bool = False
+) -> None:
     """Measure, write the report where asked, print it."""
-    from aegis.harness.bench.runner import markdown, run_bench, write_report
+    if management:
+        from aegis.harness.bench.management import markdown, run_management_bench, write_report
 
-    with err.status("benchmark") as status:
-        report = run_bench(quick, progress=lambda what: status.update(f"benchmark: {what}"))
-    target = out if out is not None else (None if quick else REPORTS)
+        with err.status("management benchmark") as status:
+            report = run_management_bench(
+                quick=quick, progress=lambda what: status.update(f"management benchmark: {what}")
+            )
+    else:
+        from aegis.harness.bench.runner import markdown, run_bench, write_report
+
+        with err.status("benchmark") as status:
+            report = run_bench(quick, progress=lambda what: status.update(f"benchmark: {what}"))
+    _publish(report, markdown, write_report, None if quick and out is None else (out or REPORTS), as_json)
+
+
+def _publish(
+    report: Report, markdown: Markdown, write_report: Writer, target: Path | None, as_json: bool
+) -> None:
+    """Write the report under ``target`` (when given), then print it as JSON or as rendered markdown."""
     if target is not None:
         jpath, mpath = write_report(report, target)
         err.print(f"wrote {jpath} and {mpath}")
     if as_json:
         sys.stdout.write(json.dumps(report) + "\n")
         return
-    from rich.markdown import Markdown
+    from rich.markdown import Markdown as Rendered
 
-    Console().print(Markdown(markdown(report)))
+    Console().print(Rendered(markdown(report)))

@@ -72,12 +72,20 @@ def bench(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
     out: Path | None = typer.Option(
         None,
-        help="Write <out>/baseline.json and .md (default: reports/ for a full run, nothing for --quick).",
+        help="Write <out>/baseline.json and .md, or management-bench.* with --management (default: reports/"
+        " for a full run, nothing for --quick).",
+    ),
+    management: bool = typer.Option(
+        False,
+        "--management",
+        help="Instead: the management API under load (200 instances, 50 clients on GET /api/metrics; --quick:"
+        " 20 and 5): latency p50/p99/max, requests/s, errors, NATS messages per HTTP request.",
     ),
 ) -> None:
-    """Raw nats-py vs SDK: RPC latency and throughput, event publish; prints SDK/raw ratios."""
+    """Raw nats-py vs SDK: RPC latency and throughput, event publish; prints SDK/raw ratios. With --management,
+    the management API's load benchmark."""
     options = dict(locals())
-    with needs_extra("bench", "verify"):
+    with needs_extra("bench", "verify,management" if management else "verify"):
         from aegis.bench_cmd import bench_command
 
         bench_command(**options)

@@ -466,6 +466,42 @@ def _spec_quick(data: list[dict[str, Any]], sources: list[str]) -> list[str]:
     return lines
 
 
+def _management_bench(data: list[dict[str, Any]], sources: list[str]) -> list[str]:
+    """``aegis bench --management``: ``GET /api/metrics`` latency, rate and errors, and the NATS messages the
+    service sent per HTTP request, against issue 15's goals."""
+    b = data[0]
+    n = b["latency_samples"]
+    served = b["requests"] - b["errors"]
+    nats = b["nats"]
+    sec = lambda v: None if v is None else v / 1000  # noqa: E731 - the report's milliseconds as seconds
+    yes = lambda ok: "yes" if ok else "**no**"  # noqa: E731
+    md = sources[0].removesuffix(".json") + ".md"
+    return [
+        f"Reproduce: `{b['command']}` (writes `{sources[0]}` and `{md}`), then `make reports`.",
+        "",
+        f"Recorded {b['recorded_at'][:10]} on a {b['machine']['cpus']}-CPU machine (nats-server"
+        f" {b['versions']['nats-server']}, Python {b['versions']['python']}): 3-node cluster, {b['instances']}"
+        f" instances heartbeating every second through the SDK, one `aegis manage`, {b['clients']} HTTP clients"
+        f" calling `GET {b['route']}` back to back ({b['response_kb']} KB answers), all on one host.",
+        "",
+        "| figure | measured | goal | met |",
+        "|---|---|---|---|",
+        f"| latency p50 / p99 / max | {_dist(sec(b['p50_ms']), sec(b['p99_ms']), sec(b['max_ms']), n)}"
+        f" | p99 < {_num(b['goal_p99_ms'])} ms | {yes(b['goal_p99_met'])} |",
+        f"| NATS messages sent by the service per HTTP request | {b['nats_msgs_per_request']:.3f}"
+        f" ({nats['load']['in_msgs']} / {served}) | < {_num(b['goal_nats_msgs_per_request'])}"
+        f" | {yes(b['goal_nats_met'])} |",
+        f"| requests/s | {b['requests_per_s']:.0f} ({b['requests']} in {b['load_s']:.1f} s) | | |",
+        f"| errors | {b['errors']} of {b['requests']} | 0 | {yes(b['errors'] == 0)} |",
+        f"| the service's CPU per request | {b['management_cpu_ms_per_request']:.2f} ms | | |",
+        "",
+        f"Idle, the service sent {nats['idle_in_msgs_per_s']:g} NATS messages/s; CPU seconds during the"
+        f" {b['load_s']:.0f} s load: "
+        + ", ".join(f"{k.replace('_', ' ')} {v:.1f}" for k, v in b["cpu_s"].items())
+        + f" (load average {b['machine']['load_avg_at_start'][0]:g} before the run).",
+    ]
+
+
 RENDERERS: dict[str, Renderer] = {
     "sim": _sim,
     "sim-sweep": _sweep,
@@ -476,6 +512,7 @@ RENDERERS: dict[str, Renderer] = {
     "bench-goals": _bench_goals,
     "bench-cpu": _bench_cpu,
     "spec-quick": _spec_quick,
+    "management-bench": _management_bench,
 }
 
 

@@ -32,7 +32,8 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "aegis.harness.faults": ("aegis.harness.cluster",),
     # `aegis up` starts a cluster and the demo processes
     "aegis.harness.demo": ("aegis.harness.cluster",),
-    "aegis.harness.bench": ("aegis.harness.cluster",),
+    # the management bench prints its percentiles by the one definition (aegis.stats), like the campaigns
+    "aegis.harness.bench": ("aegis.harness.cluster", "aegis.stats"),
     # a campaign runs the demo's ledger on a cluster, injects faults, checks its trace with TLC (aegis/spec/), and
     # takes its percentiles from the one definition (aegis.stats)
     "aegis.harness.campaign": (
