@@ -131,10 +131,13 @@ class Accounts:
         bucket_name: str = wire.USERS_BUCKET,
         replicas: int | None = None,
         timeout: float = 5.0,
+        on_write: Callable[[str, bytes, int], None] | None = None,
     ) -> None:
         self.pool = pool
         self.bucket_name = bucket_name
         self.timeout = timeout
+        self._on_write = on_write
+        """Told (key, value, revision) of every write that landed; an empty value is a delete."""
         self._replicas = replicas
         self._kv = bucket(pool, bucket_name, direct=False)
 
@@ -246,14 +249,11 @@ class Accounts:
         return out
 
     async def _write(self, key: str, record: BaseModel, revision: int) -> int:
-        return await kv_write(
-            self.pool,
-            self.bucket_name,
-            key,
-            record.model_dump_json().encode(),
-            revision=revision,
-            timeout=self.timeout,
-        )
+        data = record.model_dump_json().encode()
+        rev = await kv_write(self.pool, self.bucket_name, key, data, revision=revision, timeout=self.timeout)
+        if self._on_write is not None:
+            self._on_write(key, data, rev)
+        return rev
 
     async def _create(self, key: str, record: M, what: str) -> Versioned[M]:
         expected = 0
@@ -292,13 +292,16 @@ class Accounts:
 
     async def _delete(self, key: str, revision: int, what: str) -> int:
         try:
-            return await kv_write(
+            rev = await kv_write(
                 self.pool, self.bucket_name, key, b"", revision=revision, delete=True, timeout=self.timeout
             )
         except Conflict as exc:
             raise Conflict(
                 f"{what} changed since revision {revision}; re-read it", revision=exc.revision
             ) from None
+        if self._on_write is not None:
+            self._on_write(key, b"", rev)
+        return rev
 
 
 __all__ = [

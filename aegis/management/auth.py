@@ -15,8 +15,9 @@ carries their scopes; machines send an API key in ``X-API-Key``. Either way a ro
     await security.start()          # users bucket, audit stream, first admin
     app.state.security = security
 
-A token names its user, and each request re-reads that user from the bucket (one leader read): deleting a user,
-changing their password or role (which bumps ``token_version``) ends their tokens at once, on every replica.
+A token names its user, and each request checks that user as the watch of the bucket shows it
+(:mod:`aegis.management.credential_cache`, no NATS request): deleting a user, changing their password or role (which
+bumps ``token_version``) ends their tokens on every replica within the watch's delivery time.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from aegis.sdk.schema import ApiKeyRecord, Role, Scope, TokenResponse, UserRecor
 
 from .accounts import Accounts, Passwords, api_key_id, api_key_matches
 from .audit import Audit
+from .credential_cache import CredentialCache
 from .login_limit import LoginLimiter
 
 log = logging.getLogger(__name__)
@@ -244,7 +246,9 @@ class Security:
     def __init__(self, settings: SecuritySettings, pool: ConnectionPool) -> None:
         self.settings = settings
         self.pool = pool
-        self.accounts = Accounts(pool, bucket_name=settings.users_bucket)
+        self.credentials = CredentialCache(pool, settings.users_bucket)
+        # this replica's own writes (a revoked key, a changed password) count at once, not after the watch echo
+        self.accounts = Accounts(pool, bucket_name=settings.users_bucket, on_write=self.credentials.written)
         self.audit = Audit(
             pool,
             stream=settings.audit_stream,
@@ -268,9 +272,11 @@ class Security:
         await self.accounts.open()
         await self.audit.open()
         await self._bootstrap_admin()
+        await self.credentials.start()
 
     async def stop(self) -> None:
-        """Let pending last-used writes finish (briefly), then drop them."""
+        """Stop the credentials watch; let pending last-used writes finish (briefly), then drop them."""
+        await self.credentials.stop()
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=2.0)
             for task in pending:
@@ -408,10 +414,14 @@ class Security:
         name, scope = claims.get("sub"), claims.get("scope")
         if not isinstance(name, str) or not isinstance(scope, str):
             raise NotAuthenticated("invalid token (malformed claims)")
-        try:
-            user = (await self.accounts.get_user(name)).value
-        except NotFound:
-            raise NotAuthenticated("the token's user no longer exists") from None
+        cached = self.credentials.user(name)
+        if cached is not None and claims.get("ver", 0) <= cached.value.token_version:
+            user = cached.value  # no NATS request: the common case
+        else:  # not in the watch yet (created a moment ago elsewhere), or the watch lags behind the token
+            try:
+                user = (await self.accounts.get_user(name)).value
+            except NotFound:
+                raise NotAuthenticated("the token's user no longer exists") from None
         if claims.get("ver", 0) != user.token_version:
             raise NotAuthenticated("the token was revoked by a password or role change: log in again")
         return Principal(name, "user", frozenset(scope.split()) & ROLE_SCOPES[user.role])
@@ -421,10 +431,12 @@ class Security:
         key_id = api_key_id(key)
         if key_id is None:
             raise NotAuthenticated("invalid API key")
-        try:
-            found = await self.accounts.get_key(key_id)
-        except NotFound:
-            raise NotAuthenticated("invalid API key") from None
+        found = self.credentials.key(key_id)  # no NATS request: the common case
+        if found is None:  # not in the watch yet (created a moment ago elsewhere)
+            try:
+                found = await self.accounts.get_key(key_id)
+            except NotFound:
+                raise NotAuthenticated("invalid API key") from None
         record = found.value
         if not api_key_matches(key, record):
             raise NotAuthenticated("invalid API key")

@@ -5,12 +5,14 @@ Every authenticated HTTP request needs the caller's user (is it still there, at 
 and would make the whole API fail while the KV has no quorum although the answers come from caches. So one watch
 per server process mirrors the bucket (:class:`~aegis.management.kv_mirror.KvMirror`), and the authenticator looks
 there first. A deletion, password or role change or key revocation reaches every replica's mirror within the watch's
-delivery time (milliseconds); a miss (a user created a moment ago on another replica) falls back to a KV read.
+delivery time (milliseconds), and this replica's own writes at once; a miss (a user created a moment ago on another
+replica) falls back to a KV read.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -30,8 +32,13 @@ class _Table(Generic[M]):
     def __init__(self, model: type[M]) -> None:
         self.model = model
         self.rows: dict[str, Versioned[M]] = {}
+        self.applied: dict[str, int] = {}
+        """Revision last applied per name (deletes too): an older one arriving later is ignored."""
 
     def apply(self, name: str, c: Change) -> None:
+        if c.revision <= self.applied.get(name, 0):
+            return  # this replica's own write got here first
+        self.applied[name] = c.revision
         if c.kind != "val":
             self.rows.pop(name, None)
             return
@@ -67,6 +74,11 @@ class CredentialCache:
     def key(self, key_id: str) -> Versioned[ApiKeyRecord] | None:
         """The cached API key ``key_id``, or None when the watch has not shown one."""
         return self.keys.rows.get(key_id)
+
+    def written(self, key: str, data: bytes, revision: int) -> None:
+        """A write of this process landed at ``revision`` (empty ``data``: a delete): apply it now."""
+        now_mono, now_wall = time.monotonic(), time.time()
+        self._apply(Change(key, "val" if data else "del", revision, data, now_mono, now_wall, False))
 
     def _apply(self, c: Change) -> None:
         kind, _, name = c.key.partition(".")

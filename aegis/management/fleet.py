@@ -44,6 +44,8 @@ class _Live:
     record: ServiceInstance
     revision: int
     arrived_mono: float
+    raw: bytes
+    """The record's JSON as the KV holds it (validated on arrival): served as is by ``GET /api/metrics``."""
 
 
 @dataclass(slots=True)
@@ -123,6 +125,16 @@ class Fleet:
         """The live records as the KV holds them (Story 4.1's ``GET /api/metrics``)."""
         out = [v.record for v in self._live.values() if service is None or v.record.service == service]
         return sorted(out, key=lambda r: (r.service, r.instance_id))
+
+    def live_records_json(self, service: str | None = None) -> bytes:
+        """:meth:`live_records` as a JSON array, built from the records' own JSON: nothing is serialized per
+        request (the hot path of dashboards and scrapers polling every instance)."""
+        rows = sorted(
+            ((v.record.service, v.record.instance_id), v.raw)
+            for v in self._live.values()
+            if service is None or v.record.service == service
+        )
+        return b"[" + b",".join(raw for _, raw in rows) + b"]"
 
     def groups(self) -> list[GroupView]:
         """Every single-active group known from its election key or its instances' records."""
@@ -232,7 +244,7 @@ class Fleet:
                 log.warning("instance record %s is not valid, ignored: %s", c.key, exc)
                 return
             before = self._live.get(c.key)
-            self._live[c.key] = _Live(record, c.revision, c.arrived_mono)
+            self._live[c.key] = _Live(record, c.revision, c.arrived_mono, c.data)
             came_back = self._gone.pop(c.key, None) is not None
             changed = before is None or any(
                 getattr(before.record, f) != getattr(record, f) for f in _ANNOUNCED

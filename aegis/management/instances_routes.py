@@ -10,8 +10,9 @@ from __future__ import annotations
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic import TypeAdapter
 
 from aegis.sdk.effective_config import fetch_effective_config
 from aegis.sdk.errors import NoResponders, RpcTimeout
@@ -30,6 +31,7 @@ Token = Annotated[str, Path(min_length=1, max_length=128, pattern=NAME_PATTERN)]
 OptionalToken = Annotated[str | None, Query(min_length=1, max_length=128, pattern=NAME_PATTERN)]
 MAX_TIME = 4_102_444_800.0
 """2100-01-01 in UNIX seconds: later times are typing errors (and overflow the server's time format)."""
+_VIEWS = TypeAdapter(list[InstanceView])
 _NOT_FOUND: dict[int | str, dict[str, object]] = {404: {"model": ErrorBody}}
 
 
@@ -43,8 +45,11 @@ async def list_instances(
     _: Annotated[Principal, requires("instances:read")],
     service: OptionalToken = None,
     status: Annotated[Health | None, Query(description="Only instances in this health state.")] = None,
-) -> list[InstanceView]:
-    return _fleet(request).instances(service, status)
+) -> Response:
+    # serialized by pydantic-core in one call: FastAPI's generic path costs ~20x more for a few hundred rows
+    return Response(
+        _VIEWS.dump_json(_fleet(request).instances(service, status)), media_type="application/json"
+    )
 
 
 @router.get(
@@ -74,8 +79,8 @@ async def live_metrics(
     request: Request,
     _: Annotated[Principal, requires("metrics:read")],
     service: OptionalToken = None,
-) -> list[ServiceInstance]:
-    return _fleet(request).live_records(service)
+) -> Response:
+    return Response(_fleet(request).live_records_json(service), media_type="application/json")
 
 
 @router.get(

@@ -66,6 +66,10 @@ class ManagementSettings(BaseSettings):
     events_buffer: int = Field(
         1000, ge=10, le=100_000, description="Events kept for Last-Event-ID resumption of the live stream."
     )
+    access_log: bool = Field(
+        False,
+        description="uvicorn's line per request (writes are in the audit log either way; it costs CPU).",
+    )
     warm_timeout_s: float = Field(10.0, gt=0, le=300, description="How long start-up waits for the caches.")
 
     @classmethod
