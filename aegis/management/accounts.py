@@ -159,7 +159,7 @@ class Accounts:
 
     async def list_users(self) -> list[Versioned[UserRecord]]:
         """Every user, sorted by name."""
-        return [v for v in await self._list("user", UserRecord)]
+        return await self._list("user", UserRecord)
 
     async def has_users(self) -> bool:
         """Whether the bucket holds at least one user."""
