@@ -1,68 +1,43 @@
-"""A real ``aegis manage`` process on 127.0.0.1 for tests, and an HTTP client that logs in to it."""
+"""A real ``aegis manage`` process for tests (the harness's :class:`ManagementProcess`), and clients of it."""
 
 from __future__ import annotations
 
-import os
 import secrets
-import sys
-import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 
-from aegis.harness.cluster.ports import free_port
-from aegis.harness.cluster.processes import spawn
+from aegis.harness.demo.management import ManagementProcess
 
-ADMIN_PASSWORD = "correct horse battery staple " + secrets.token_hex(4)
+
+ADMIN_PASSWORD = secrets.token_urlsafe(18)
+"""The first admin's password for the whole test session: the session's cluster keeps the admin once created."""
 
 
 class ManagementServer:
-    """``aegis manage`` as a child process (it dies with the test run), bound to a free loopback port."""
+    """``aegis manage`` on a free loopback port against ``nats_urls``; ``jwt_secret`` is shared by the replicas
+    a test starts (so a token from one works on the other)."""
 
     def __init__(self, nats_urls: list[str], log_dir: Path, jwt_secret: str, **env: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_dir / f"manage-{self.port}.log"
-        environ = {
-            **os.environ,
-            "AEGIS_SERVERS": ",".join(nats_urls),
-            "AEGIS_MGMT_PORT": str(self.port),
-            "AEGIS_MGMT_JWT_SECRET": jwt_secret,
-            "AEGIS_MGMT_ADMIN_PASSWORD": ADMIN_PASSWORD,
-            **env,
-        }
-        self._log = self.log_path.open("wb")
-        self.proc = spawn(
-            [sys.executable, "-m", "aegis.cli", "manage"], env=environ, stdout=self._log, stderr=self._log
+        self.process = ManagementProcess.start(
+            {"AEGIS_SERVERS": ",".join(nats_urls)},
+            log_dir,
+            env=env,
+            jwt_secret=jwt_secret,
+            admin_password=ADMIN_PASSWORD,
         )
-        self.wait_ready()
-
-    def wait_ready(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"aegis manage exited {self.proc.returncode}: {self.log()[-3000:]}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"aegis manage not ready within {timeout}s: {self.log()[-3000:]}")
+        self.url = self.process.url
+        self.proc = self.process.proc
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        return self.process.log()
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except Exception:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._log.close()
+        self.process.stop()
+
+    def token(self, scopes: list[str] | None = None, user: str = "admin", password: str | None = None) -> str:
+        """Log in (OAuth2 password flow) and return the access token, with ``scopes`` when given."""
+        return self.process.token(scopes, user, password)
 
     def client(self, token: str | None = None, **headers: str) -> httpx.Client:
         """A client of this server; with ``token`` it sends it as a bearer token."""
@@ -75,14 +50,3 @@ class ManagementServer:
         """An asyncio client of this server (for tests that also run SDK services on their loop)."""
         h = {"Authorization": f"Bearer {token}"} if token else {}
         return httpx.AsyncClient(base_url=self.url, headers=h, timeout=15)
-
-    def token(
-        self, scopes: list[str] | None = None, user: str = "admin", password: str = ADMIN_PASSWORD
-    ) -> str:
-        """Log in (OAuth2 password flow) and return the access token, with ``scopes`` when given."""
-        data: dict[str, Any] = {"username": user, "password": password}
-        if scopes is not None:
-            data["scope"] = " ".join(scopes)
-        r = httpx.post(f"{self.url}/api/token", data=data, timeout=15)
-        assert r.status_code == 200, r.text
-        return str(r.json()["access_token"])

@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import secrets
 import select
 import subprocess
 import sys
@@ -44,8 +43,8 @@ import httpx
 from aegis.harness.bench.http_load import LoadResult, run_load
 from aegis.harness.bench.runner import process_cpu_s
 from aegis.harness.cluster.local import LocalCluster
-from aegis.harness.cluster.ports import free_port
 from aegis.harness.cluster.processes import spawn
+from aegis.harness.demo.management import ManagementProcess
 from aegis.stats import summary
 
 Progress = Callable[[str], None]
@@ -110,38 +109,6 @@ def registered_instances(count: int, urls: list[str]) -> Iterator[subprocess.Pop
         _stop(proc, close_stdin=True)
 
 
-@dataclass(frozen=True)
-class Management:
-    """A running ``aegis manage`` child: its URL, admin password and process."""
-
-    url: str
-    password: str
-    proc: subprocess.Popen[bytes]
-    log_path: Path
-
-
-@contextmanager
-def management_process(urls: list[str], log_dir: Path) -> Iterator[Management]:
-    """``aegis manage`` on a free loopback port, with a fresh JWT secret and admin password, until the block ends."""
-    port = free_port()
-    password = secrets.token_urlsafe(18)
-    env = {
-        **os.environ,
-        "AEGIS_SERVERS": ",".join(urls),
-        "AEGIS_MGMT_HOST": "127.0.0.1",
-        "AEGIS_MGMT_PORT": str(port),
-        "AEGIS_MGMT_JWT_SECRET": secrets.token_urlsafe(48),
-        "AEGIS_MGMT_ADMIN_PASSWORD": password,
-    }
-    log_path = log_dir / f"manage-{port}.log"
-    with log_path.open("wb") as log:
-        proc = spawn([sys.executable, "-m", "aegis.cli", "manage"], env=env, stdout=log, stderr=log, cwd=ROOT)
-    try:
-        yield Management(f"http://127.0.0.1:{port}", password, proc, log_path)
-    finally:
-        _stop(proc)
-
-
 def _stop(proc: subprocess.Popen[Any], close_stdin: bool = False) -> None:
     """End a child we started: stdin EOF or SIGTERM, then SIGKILL after 15 s."""
     if close_stdin and proc.stdin is not None:
@@ -155,7 +122,7 @@ def _stop(proc: subprocess.Popen[Any], close_stdin: bool = False) -> None:
         proc.wait(timeout=5)
 
 
-def _wait(what: str, ok: Callable[[], bool], mgmt: Management) -> None:
+def _wait(what: str, ok: Callable[[], bool], mgmt: ManagementProcess) -> None:
     """Poll ``ok`` every 0.2 s for at most :data:`START_TIMEOUT_S`; fail with the service's log tail."""
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -167,25 +134,12 @@ def _wait(what: str, ok: Callable[[], bool], mgmt: Management) -> None:
         except httpx.HTTPError:
             pass
         time.sleep(0.2)
-    tail = mgmt.log_path.read_text(errors="replace")[-3000:]
     raise RuntimeError(
-        f"aegis manage: {what} not seen within {START_TIMEOUT_S:.0f} s (exit {mgmt.proc.poll()}):\n{tail}"
+        f"aegis manage: {what} not seen within {START_TIMEOUT_S:.0f} s (exit {mgmt.proc.poll()}):\n{mgmt.log()[-3000:]}"
     )
 
 
-def login(mgmt: Management) -> str:
-    """A bearer token of the first admin (OAuth2 password flow)."""
-    r = httpx.post(
-        f"{mgmt.url}/api/token",
-        data={"username": "admin", "password": mgmt.password},
-        timeout=30,
-        trust_env=False,
-    )
-    r.raise_for_status()
-    return str(r.json()["access_token"])
-
-
-def wait_listed(mgmt: Management, headers: dict[str, str], count: int) -> None:
+def wait_listed(mgmt: ManagementProcess, headers: dict[str, str], count: int) -> None:
     """Until ``GET /api/metrics`` lists ``count`` records."""
 
     def listed() -> bool:
@@ -236,7 +190,7 @@ def _cpu(pids: dict[str, list[int]]) -> dict[str, float]:
 
 
 def _load(
-    mgmt: Management, headers: dict[str, str], plan: Plan, requests: int, progress: Progress
+    mgmt: ManagementProcess, headers: dict[str, str], plan: Plan, requests: int, progress: Progress
 ) -> LoadResult:
     import uvloop
 
@@ -256,33 +210,32 @@ def _load(
 def measure(cluster: LocalCluster, plan: Plan, progress: Progress) -> dict[str, Any]:
     """Everything after the cluster is up: instances, the service, the load; the report's figures."""
     progress(f"registering {plan.instances} instances")
-    with (
-        registered_instances(plan.instances, cluster.urls) as instances,
-        management_process(cluster.urls, cluster.base_dir) as mgmt,
-    ):
-        progress("waiting for aegis manage")
-        _wait(
-            "/readyz 200",
-            lambda: httpx.get(f"{mgmt.url}/readyz", timeout=2, trust_env=False).status_code == 200,
-            mgmt,
+    with registered_instances(plan.instances, cluster.urls) as instances:
+        progress("starting aegis manage")
+        mgmt = ManagementProcess.start(
+            {"AEGIS_SERVERS": ",".join(cluster.urls)}, cluster.base_dir, ready_timeout=START_TIMEOUT_S
         )
-        headers = {"Authorization": f"Bearer {login(mgmt)}"}
-        wait_listed(mgmt, headers, plan.instances)
-        progress("warm-up")
-        warm = _load(mgmt, headers, plan, plan.warmup_requests, progress)
-        progress("idle window (background NATS traffic)")
-        idle_before, t0 = nats_counters(cluster), time.perf_counter()
-        time.sleep(IDLE_WINDOW_S)
-        idle_after, idle_s = nats_counters(cluster), time.perf_counter() - t0
-        pids = {
-            "management": [mgmt.proc.pid],
-            "instances": [instances.pid],
-            "nats_servers": [p for p in cluster.pids if p],
-        }
-        cpu_before, before = _cpu(pids), nats_counters(cluster)
-        result = _load(mgmt, headers, plan, plan.requests, lambda s: progress(f"load: {s}"))
-        after, cpu_after = nats_counters(cluster), _cpu(pids)
-        listed = len(httpx.get(f"{mgmt.url}{ROUTE}", headers=headers, timeout=10, trust_env=False).json())
+        try:
+            headers = {"Authorization": f"Bearer {mgmt.token()}"}
+            wait_listed(mgmt, headers, plan.instances)
+            progress("warm-up")
+            warm = _load(mgmt, headers, plan, plan.warmup_requests, progress)
+            progress("idle window (background NATS traffic)")
+            idle_before, t0 = nats_counters(cluster), time.perf_counter()
+            time.sleep(IDLE_WINDOW_S)
+            idle_after, idle_s = nats_counters(cluster), time.perf_counter() - t0
+            pids = {
+                "management": [mgmt.proc.pid],
+                "instances": [instances.pid],
+                "nats_servers": [p for p in cluster.pids if p],
+            }
+            cpu_before, before = _cpu(pids), nats_counters(cluster)
+            result = _load(mgmt, headers, plan, plan.requests, lambda s: progress(f"load: {s}"))
+            after, cpu_after = nats_counters(cluster), _cpu(pids)
+            listed = len(httpx.get(f"{mgmt.url}{ROUTE}", headers=headers, timeout=10, trust_env=False).json())
+
+        finally:
+            mgmt.stop()
     idle, load = _delta(idle_after, idle_before), _delta(after, before)
     served = result.requests - result.errors
     lat = summary(result.latencies_s)
