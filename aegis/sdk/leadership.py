@@ -28,11 +28,12 @@ from collections import deque
 
 from nats.js import api
 from nats.js.errors import NotFoundError
+from nats.js.errors import ServiceUnavailableError as JsServiceUnavailableError
 from pydantic import ValidationError
 
 from . import wire
 from .connection import ConnectionPool
-from .errors import AegisError, BadRequest
+from .errors import AegisError, BadRequest, RpcTimeout
 from .jetstream import default_replicas, ensure_stream, js_publish, retry_transient
 from .nats_errors import jetstream_error
 from .schema import LeadershipChange
@@ -163,7 +164,8 @@ async def leadership_history(
 ) -> list[LeadershipChange]:
     """The newest ``limit`` (1..1000) leadership changes of ``service``'s group ``group``, oldest first; with
     ``since`` (UNIX seconds) only those the stream stored at or after it. BadRequest for invalid names or limit;
-    an empty list when nothing was recorded (or the stream does not exist yet).
+    an empty list when nothing was recorded (or the stream does not exist yet); RpcTimeout when the records
+    could not all be read within ``timeout``.
 
     Reads with a short-lived consumer (at most :data:`LEADERSHIP_MAX_PER_GROUP` records per group, so a read is
     bounded); a record that cannot be parsed is skipped.
@@ -207,14 +209,18 @@ async def leadership_history(
                     msgs = await sub.fetch(
                         min(pending, _FETCH_BATCH), timeout=max(0.1, deadline - loop.time())
                     )
-                except TimeoutError:
-                    continue  # the consumer's leader may not be ready yet: ask again within the deadline
+                except (TimeoutError, JsServiceUnavailableError):
+                    # a new consumer answers "no responders" (503) until it is placed: ask again
+                    await asyncio.sleep(0.02)
+                    continue
                 for msg in msgs:
                     pending = msg.metadata.num_pending
                     try:
                         out.append(LeadershipChange.model_validate_json(msg.data))
                     except ValidationError:
                         log.debug("skipped a malformed leadership record at %s", msg.metadata.sequence.stream)
+            if pending > 0:
+                raise RpcTimeout(f"{what}: {pending} records still unread after {timeout:.1f}s")
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
