@@ -6,6 +6,13 @@ an invalid one raises :class:`~aegis.sdk.errors.ConfigError` naming the field an
 
     settings = load_settings()                                  # env + optional file
     settings = load_settings("service.toml", pool_size=4)       # explicit file and override
+
+A secure cluster needs a user, its password (``password`` or, better, ``password_file``) and TLS: ``tls_ca``,
+plus ``tls_cert`` and ``tls_key`` when the servers ask for client certificates; ``inbox_prefix`` gives the
+client its own reply subjects (``_INBOX.<user>``) when its permissions allow only those::
+
+    AEGIS_USER=svc-quotes AEGIS_PASSWORD_FILE=/run/aegis/svc-quotes.password AEGIS_TLS_CA=ca.pem \\
+    AEGIS_TLS_CERT=svc-quotes.pem AEGIS_TLS_KEY=svc-quotes.key AEGIS_INBOX_PREFIX=_INBOX.svc-quotes
 """
 
 from __future__ import annotations

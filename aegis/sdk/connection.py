@@ -269,7 +269,10 @@ async def _connect_one(
         await task
     except BaseException:  # noqa: BLE001 - cancelled on purpose; its outcome is the refusal or the timeout
         pass
-    await nc.close()
+    try:
+        await nc.close()
+    except Exception:  # a connect cut short may leave nothing to close
+        log.debug("close after a failed connect failed", exc_info=True)
     where = ", ".join(settings.servers)
     if refused.done() and not refused.cancelled():
         raise ConnectionRefused(f"NATS at {where} refused the connection: {refused.result()}")

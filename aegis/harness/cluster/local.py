@@ -798,7 +798,10 @@ class LocalCluster:
         assert self._base_dir is not None
         self._base_dir.mkdir(parents=True, exist_ok=True)
         if self.security is not None:
-            self.security.generate(self._base_dir / "secrets")
+            try:
+                self.security.generate(self._base_dir / "secrets")
+            except ImportError as exc:
+                raise ClusterError(str(exc)) from None
         for n in self._nodes:
             n.store_dir = self._base_dir / n.name
             n.log_path = self._base_dir / f"{n.name}.log"

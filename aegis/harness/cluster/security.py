@@ -305,7 +305,12 @@ class ClusterSecurity:
         """Create the CA, the server certificate (127.0.0.1, localhost), a certificate and a password per user
         in ``directory`` (0700; files 0600). Material already there for every user is reused, so a cluster
         started again on the same base dir keeps its identities; otherwise all of it is made anew."""
-        import trustme  # the dev extra; only a secure cluster needs it
+        try:
+            import trustme  # only a secure cluster needs it
+        except ImportError:
+            raise ImportError(
+                "a secure cluster makes its certificates with trustme: pip install trustme"
+            ) from None
 
         directory.mkdir(parents=True, exist_ok=True)
         os.chmod(directory, 0o700)
