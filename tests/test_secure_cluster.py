@@ -194,6 +194,27 @@ async def test_service_user_cannot_subscribe_to_another_services_control_subject
     )
 
 
+async def test_a_user_added_while_the_cluster_runs_gets_in_and_connections_stay(
+    secure_cluster: LocalCluster, open_pool: Callable[..., Awaitable[ConnectionPool]]
+) -> None:
+    caller = await open_pool(client_user(CALLER))
+    name = f"late{uuid.uuid4().hex[:6]}"
+    added = await asyncio.to_thread(secure_cluster.add_users, services=(name,))
+    assert added == [service_user(name)]
+    svc = Service(name, instance_id="x1")
+
+    @svc.rpc("echo")
+    async def echo(req: int, ctx: CallContext) -> int:
+        return req
+
+    await svc.start(await open_pool(service_user(name)))
+    try:
+        assert await RpcClient(caller).call(name, "echo", 3) == 3
+        assert caller.stats.disconnects == 0  # the reload left the other users' connections alone
+    finally:
+        await svc.stop()
+
+
 # ------------------------------------------------------------------------------------------------ management
 
 

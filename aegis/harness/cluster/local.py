@@ -505,6 +505,63 @@ class LocalCluster:
         self.credentials(user)
         return self.security.nats_connect_options(user)
 
+    def add_users(
+        self, *, services: Sequence[str] = (), clients: Sequence[str] = (), timeout: float | None = None
+    ) -> list[str]:
+        """Give a secure cluster users for more services and callers (``svc-<name>``, ``client-<name>``) while it
+        runs: new credentials, configs rewritten, running nodes reloaded (SIGHUP). Returns the users added, once
+        every running node lets each of them in (bounded by ``timeout``, default the start-up timeout)."""
+        with self._lock:
+            security = self._secure()
+            try:
+                added = security.add_users(services, clients)
+            except RuntimeError as exc:
+                raise ClusterError(str(exc)) from None
+            if not added:
+                return []
+            for n in self._nodes:
+                write_private(n.config_path, self._config_text(n).encode())
+            running = [n for n in self._nodes if n.running and not n.paused]
+            for n in running:
+                assert n.proc is not None
+                n.proc.send_signal(signal.SIGHUP)
+            deadline = time.monotonic() + (self.startup_timeout_s if timeout is None else timeout)
+            for n in running:
+                for user in added:
+                    self._wait_user(n, user, deadline)
+            return added
+
+    def _wait_user(self, n: _Node, user: str, deadline: float) -> None:
+        """Wait until ``n`` lets ``user`` in (a reloaded config takes effect a little after SIGHUP)."""
+        import asyncio
+
+        import nats
+
+        options = self.nats_connect_options(user)
+
+        async def attempt() -> None:
+            nc = await nats.connect(servers=[n.url], connect_timeout=1, allow_reconnect=False, **options)
+            await nc.close()
+
+        def runner(box: list[BaseException | None]) -> None:
+            try:
+                asyncio.run(attempt())  # on its own loop: callers may be sync or async code
+                box.append(None)
+            except Exception as exc:  # noqa: BLE001 - the reason is the answer
+                box.append(exc)
+
+        last: BaseException | None = None
+        while time.monotonic() < deadline:
+            box: list[BaseException | None] = []
+            t = threading.Thread(target=runner, args=(box,), name="aegis-user-probe", daemon=True)
+            t.start()
+            t.join(5)
+            if box and box[0] is None:
+                return
+            last = box[0] if box else TimeoutError("no answer within 5 s")
+            time.sleep(0.1)
+        raise self._fail(n, f"{n.name} does not let the new user {user!r} in after a reload: {last!r}")
+
     def _secure(self) -> ClusterSecurity:
         if self.security is None:
             raise ClusterError(f"cluster {self.name!r} is not secure (LocalCluster(..., secure=True))")

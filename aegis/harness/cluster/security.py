@@ -263,6 +263,7 @@ class ClusterSecurity:
     def __init__(self, config: SecurityConfig) -> None:
         self.config = config
         self.directory: Path | None = None
+        self._ca: Any = None  # the trustme CA while this process holds its key (it is never written out)
         users = [
             _User(ADMIN_USER, APP_ACCOUNT, ADMIN_PERMISSIONS),
             _User(MANAGEMENT_USER, APP_ACCOUNT, management_permissions()),
@@ -322,18 +323,35 @@ class ClusterSecurity:
             for user in self._users.values():
                 user.password = self.credentials(user.name).password_file.read_text().strip()
             return
-        ca = trustme.CA(organization_name="Aegis local cluster")
+        self._ca = ca = trustme.CA(organization_name="Aegis local cluster")
         server = ca.issue_cert("127.0.0.1", "localhost", common_name="aegis-nats-server")
         write_private(self.server_cert, b"".join(b.bytes() for b in server.cert_chain_pems))
         write_private(self.server_key, server.private_key_pem.bytes())
         write_private(self.ca_file, ca.cert_pem.bytes())
         for user in self._users.values():
-            creds = self.credentials(user.name)
-            user.password = secrets.token_urlsafe(24)
-            write_private(creds.password_file, (user.password + "\n").encode())
-            cert = ca.issue_cert(f"{user.name}.users.aegis.local", common_name=user.name)
-            write_private(creds.cert_file, b"".join(b.bytes() for b in cert.cert_chain_pems))
-            write_private(creds.key_file, cert.private_key_pem.bytes())
+            self._issue(user)
+
+    def _issue(self, user: _User) -> None:
+        creds = self.credentials(user.name)
+        user.password = secrets.token_urlsafe(24)
+        write_private(creds.password_file, (user.password + "\n").encode())
+        cert = self._ca.issue_cert(f"{user.name}.users.aegis.local", common_name=user.name)
+        write_private(creds.cert_file, b"".join(b.bytes() for b in cert.cert_chain_pems))
+        write_private(creds.key_file, cert.private_key_pem.bytes())
+
+    def add_users(self, services: Iterable[str] = (), clients: Iterable[str] = ()) -> list[str]:
+        """Add a user per new service and client name (existing ones are kept); return the users added.
+
+        Needs the CA made by :meth:`generate` in this process (its key is kept in memory only)."""
+        new = [_User(service_user(n), APP_ACCOUNT, service_permissions(n)) for n in services]
+        new += [_User(client_user(n), APP_ACCOUNT, client_permissions(n)) for n in clients]
+        new = [u for u in new if u.name not in self._users]
+        if new and self._ca is None:
+            raise RuntimeError("users can be added only by the process that generated the cluster's CA")
+        for user in new:
+            self._users[user.name] = user
+            self._issue(user)
+        return [u.name for u in new]
 
     # ------------------------------------------------------------------ identities
 
