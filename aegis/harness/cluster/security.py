@@ -163,6 +163,7 @@ def service_permissions(name: str) -> Permissions:
             f"{wire.METRICS_PREFIX}.{name}.>",
             f"$KV.{wire.INSTANCES_BUCKET}.{name}.>",
             f"$KV.{wire.ELECTION_BUCKET}.leader.{name}.>",
+            f"$KV.{wire.ELECTION_BUCKET}.probe.{name}.>",  # the leader read-back of single_active
             f"$KV.{wire.COMMANDS_BUCKET}.{name}.>",
             *_js_api(STREAMS, create=STREAMS),
         ),
