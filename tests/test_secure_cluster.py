@@ -8,8 +8,11 @@ answers (its "Permissions Violation" errors) and at what did not happen (a handl
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
+import socket
+import ssl
 import subprocess
 import sys
 import uuid
@@ -294,6 +297,31 @@ async def test_a_wrong_password_is_refused_naming_the_authorization_violation(
     settings = load_settings(**secure_cluster.sdk_settings(MANAGEMENT_USER, password_file=wrong))
     with pytest.raises(ConnectionRefused, match="Authorization Violation"):
         await ConnectionPool.connect(settings)
+
+
+def _first_bytes(port: int, context: ssl.SSLContext | None = None) -> bytes:
+    """What a port sends first, over TLS with ``context``; b"" when it sends nothing within 2 s."""
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as raw:
+        sock = raw if context is None else context.wrap_socket(raw, server_hostname="127.0.0.1")
+        try:
+            return sock.recv(4096)
+        except TimeoutError:
+            return b""
+
+
+def test_client_and_route_ports_require_tls_with_a_certificate_of_the_ca(
+    secure_cluster: LocalCluster,
+) -> None:
+    node = secure_cluster.nodes[0]
+    info = json.loads(_first_bytes(node.client_port).split(b" ", 1)[1])
+    assert info["tls_required"] and info["tls_verify"] and info["auth_required"], info
+    # Routes speak TLS first: nothing in clear, a handshake without a client certificate is refused.
+    assert _first_bytes(node.cluster_port) == b""
+    no_cert = ssl.create_default_context(cafile=str(secure_cluster.ca_file))
+    with pytest.raises(ssl.SSLError, match="CERTIFICATE_REQUIRED"):
+        _first_bytes(node.cluster_port, no_cert)
+    routes = secure_cluster.routez(0)
+    assert routes["num_routes"] >= secure_cluster.size - 1, routes
 
 
 # ------------------------------------------------------------------------------------------------ files, settings

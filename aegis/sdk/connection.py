@@ -124,11 +124,27 @@ class ConnectionPool:
                     log.debug("close failed", exc_info=True)
 
 
+_SSL_EOF_NOISE = "returning true from eof_received() has no effect when using ssl"
+
+
+class _DropSslEofNoise(logging.Filter):
+    """nats-py upgrades its socket to TLS under an ``asyncio.StreamReaderProtocol`` made before the upgrade, so
+    every TLS connection that the server closes makes asyncio warn that its ``eof_received`` answer is ignored.
+    The warning is harmless (the connection is gone either way) and would print on every close: drop that one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != _SSL_EOF_NOISE
+
+
+_ssl_noise_filter = _DropSslEofNoise()
+
+
 def tls_context(settings: AegisSettings) -> ssl.SSLContext | None:
     """The client TLS context of ``settings`` (None without ``tls_ca`` and client certificate: nats-py then uses
     the system's CAs for a server that requires TLS). Raises ConfigError for a file that is not valid PEM."""
     if settings.tls_ca is None and settings.tls_cert is None:
         return None
+    logging.getLogger("asyncio").addFilter(_ssl_noise_filter)  # the same object: added once
     try:
         ctx = ssl.create_default_context(cafile=str(settings.tls_ca) if settings.tls_ca else None)
     except (ssl.SSLError, OSError) as exc:

@@ -888,7 +888,8 @@ class LocalCluster:
             "}",
         ]
         if self.size > 1:
-            routes = ", ".join(q(f"nats-route://{HOST}:{m.cluster_port}") for m in self._nodes)
+            auth = "" if self.security is None else self.security.route_userinfo()
+            routes = ", ".join(q(f"nats-route://{auth}{HOST}:{m.cluster_port}") for m in self._nodes)
             lines += [
                 "cluster {",
                 f"  name: {q(self.name)}",

@@ -58,6 +58,8 @@ SYSTEM_ACCOUNT = "SYS"
 ADMIN_USER = "admin"
 MANAGEMENT_USER = "management"
 SYSTEM_USER = "sys"
+ROUTE_USER = "route"
+"""The routes' own user: a node accepts a route only with TLS (a certificate of the CA) and this password."""
 
 TLS_TIMEOUT_S = 5.0
 """Handshake bound of the servers (nats-server's default, 2 s, is tight on a loaded 2-core machine)."""
@@ -265,6 +267,7 @@ class ClusterSecurity:
         self.config = config
         self.directory: Path | None = None
         self._ca: Any = None  # the trustme CA while this process holds its key (it is never written out)
+        self._route_password = ""
         users = [
             _User(ADMIN_USER, APP_ACCOUNT, ADMIN_PERMISSIONS),
             _User(MANAGEMENT_USER, APP_ACCOUNT, management_permissions()),
@@ -317,18 +320,22 @@ class ClusterSecurity:
         directory.mkdir(parents=True, exist_ok=True)
         os.chmod(directory, 0o700)
         self.directory = directory
-        wanted = [self.ca_file, self.server_cert, self.server_key]
+        route_file = directory / f"{ROUTE_USER}.password"
+        wanted = [self.ca_file, self.server_cert, self.server_key, route_file]
         for name in self._users:
             wanted += list(self.credentials(name)[1:])
         if all(p.is_file() for p in wanted):
             for user in self._users.values():
                 user.password = self.credentials(user.name).password_file.read_text().strip()
+            self._route_password = route_file.read_text().strip()
             return
         self._ca = ca = trustme.CA(organization_name="Aegis local cluster")
         server = ca.issue_cert("127.0.0.1", "localhost", common_name="aegis-nats-server")
         write_private(self.server_cert, b"".join(b.bytes() for b in server.cert_chain_pems))
         write_private(self.server_key, server.private_key_pem.bytes())
         write_private(self.ca_file, ca.cert_pem.bytes())
+        self._route_password = secrets.token_urlsafe(24)
+        write_private(route_file, (self._route_password + "\n").encode())
         for user in self._users.values():
             self._issue(user)
 
@@ -429,10 +436,16 @@ class ClusterSecurity:
         )
 
     def route_config(self) -> str:
-        """The ``tls`` block inside a node's ``cluster { }`` (empty without route TLS)."""
+        """The ``tls`` and ``authorization`` blocks inside a node's ``cluster { }``."""
+        q = json.dumps
+        auth = f"  authorization {{ user: {q(ROUTE_USER)}, password: {q(self._route_password)} }}"
         if not self.config.route_tls:
-            return ""
-        return f"  tls {{{self._tls_block(verify=True)}}}"
+            return auth
+        return f"  tls {{{self._tls_block(verify=True)}}}\n{auth}"
+
+    def route_userinfo(self) -> str:
+        """``user:password@`` of the route URLs (the passwords are URL-safe)."""
+        return f"{ROUTE_USER}:{self._route_password}@"
 
     def _tls_block(self, *, verify: bool) -> str:
         q = json.dumps
