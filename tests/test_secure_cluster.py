@@ -406,6 +406,19 @@ def test_a_plain_cluster_is_unchanged() -> None:
         plain.close()
 
 
+async def test_a_restarted_node_rejoins_through_the_secure_routes(
+    secure_cluster: LocalCluster, open_pool: Callable[..., Awaitable[ConnectionPool]]
+) -> None:
+    await Registry(await open_pool(MANAGEMENT_USER)).open()  # the registry's R3 buckets exist
+    # restart() waits until an R3 stream can be placed: the probe connects as admin over mutual TLS.
+    node = await asyncio.to_thread(secure_cluster.restart, "n3")
+    assert node.running and node.url.startswith("tls://")
+    stream = f"KV_{wire.INSTANCES_BUCKET}"
+    await wait_until_async(  # looked up in the account AEGIS by default
+        lambda: asyncio.to_thread(secure_cluster.stream_leader, stream), 15, f"a leader of {stream}"
+    )
+
+
 # ------------------------------------------------------------------------------------------------ aegis up
 
 
