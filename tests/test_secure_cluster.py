@@ -33,10 +33,12 @@ from aegis.harness.cluster.security import (
     service_user,
 )
 from aegis.sdk import wire
+from aegis.sdk.commands import CommandClient, CommandContext, CommandWorker
 from aegis.sdk.config import load_settings
 from aegis.sdk.connection import ConnectionPool
 from aegis.sdk.effective_config import REDACTED, effective_config, fetch_effective_config
 from aegis.sdk.errors import AegisError, ConfigError, ConnectionRefused, RpcTimeout
+from aegis.sdk.events import EventBus, EventContext
 from aegis.sdk.kv import bucket
 from aegis.sdk.registry import Registry
 from aegis.sdk.rpc import CallContext, RpcClient, Service
@@ -157,6 +159,38 @@ async def test_service_user_runs_a_single_active_election_and_hands_over(
     finally:
         for svc in services:
             await svc.stop()
+
+
+async def test_events_and_commands_work_under_the_service_and_client_users(
+    open_pool: Callable[..., Awaitable[ConnectionPool]],
+) -> None:
+    calc, other, caller = (
+        await open_pool(service_user(CALC)),
+        await open_pool(service_user(OTHER)),
+        await open_pool(client_user(CALLER)),
+    )
+    topic = f"orders-{uuid.uuid4().hex[:8]}.created"
+    got: list[dict[str, int]] = []
+
+    async def on_order(event: dict[str, int], ctx: EventContext) -> None:
+        got.append(event)
+
+    sub = await EventBus(other).subscribe(topic, on_order, group=f"g-{uuid.uuid4().hex[:6]}")
+    worker = CommandWorker(calc)
+    try:
+        await EventBus(calc).publish(topic, {"n": 1})
+        await wait_until_async(lambda: got == [{"n": 1}], 10, "the event at the other service")
+
+        async def double(req: int, ctx: CommandContext) -> int:
+            await ctx.progress(0.5, "half")
+            return 2 * req
+
+        await worker.handle(CALC, "double", double)
+        assert await CommandClient(caller).call(CALC, "double", 21, timeout=10) == 42
+        assert not any(_violations(p) for p in (calc, other, caller))
+    finally:
+        await sub.unsubscribe()
+        await worker.close()
 
 
 async def test_service_user_cannot_subscribe_to_another_services_control_subjects(
