@@ -368,8 +368,9 @@ def test_secrets_and_node_configs_are_private_files(secure_cluster: LocalCluster
     assert len(files) > 10
     for f in files:
         assert f.stat().st_mode & 0o777 == 0o600, f
-    creds = secure_cluster.credentials(service_user(CALC))
-    assert creds.password_file.read_text().strip() in secure_cluster.nodes[0].config_path.read_text()
+    user, password_file = secure_cluster.credentials(service_user(CALC))
+    assert user == service_user(CALC) and password_file.name == f"{user}.password"
+    assert password_file.read_text().strip() in secure_cluster.nodes[0].config_path.read_text()
     assert all(u.startswith("tls://127.0.0.1:") for u in secure_cluster.urls)
     for node in secure_cluster.nodes:  # monitoring stays on loopback
         assert node.monitor_url.startswith("http://127.0.0.1:")

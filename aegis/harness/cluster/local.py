@@ -33,7 +33,7 @@ settings of a role::
 
     with LocalCluster(3, secure=SecurityConfig(services=("quotes",))) as c:
         pool = await ConnectionPool.connect(load_settings(**c.sdk_settings("svc-quotes")))
-        c.credentials("management")   # Credentials(user, password_file, cert_file, key_file)
+        user, password_file = c.credentials("management")   # and .cert_file, .key_file
 """
 
 from __future__ import annotations
@@ -475,8 +475,8 @@ class LocalCluster:
 
     def credentials(self, user: str) -> Credentials:
         """Where the secrets of ``user`` (``management``, ``svc-<name>``, ``client-<name>``, ``admin``) are:
-        ``Credentials(user, password_file, cert_file, key_file)``. ClusterError for a plain cluster or an
-        unknown user."""
+        ``user, password_file = cluster.credentials("management")``, and ``.cert_file``, ``.key_file`` for mutual
+        TLS. ClusterError for a plain cluster or an unknown user."""
         try:
             return self._secure().credentials(user)
         except KeyError as exc:

@@ -231,12 +231,21 @@ class SecurityConfig:
 
 
 class Credentials(NamedTuple):
-    """Where one user's secrets are: its name, password file, client certificate and key (all 0600)."""
+    """Where one user's secrets are: ``user, password_file = cluster.credentials("management")``; the client
+    certificate and key lie next to the password file (all 0600)."""
 
     user: str
     password_file: Path
-    cert_file: Path
-    key_file: Path
+
+    @property
+    def cert_file(self) -> Path:
+        """PEM client certificate of the user (signed by the cluster's CA)."""
+        return self.password_file.with_suffix(".pem")
+
+    @property
+    def key_file(self) -> Path:
+        """PEM private key of :attr:`cert_file`."""
+        return self.password_file.with_suffix(".key")
 
 
 @dataclass
@@ -323,7 +332,8 @@ class ClusterSecurity:
         route_file = directory / f"{ROUTE_USER}.password"
         wanted = [self.ca_file, self.server_cert, self.server_key, route_file]
         for name in self._users:
-            wanted += list(self.credentials(name)[1:])
+            c = self.credentials(name)
+            wanted += [c.password_file, c.cert_file, c.key_file]
         if all(p.is_file() for p in wanted):
             for user in self._users.values():
                 user.password = self.credentials(user.name).password_file.read_text().strip()
@@ -368,7 +378,7 @@ class ClusterSecurity:
         if user not in self._users:
             raise KeyError(f"no NATS user {user!r} in this cluster (users: {', '.join(self._users)})")
         d = self._dir()
-        return Credentials(user, d / f"{user}.password", d / f"{user}.pem", d / f"{user}.key")
+        return Credentials(user, d / f"{user}.password")
 
     def sdk_settings(self, user: str, servers: list[str]) -> dict[str, Any]:
         """Keyword arguments of :func:`aegis.sdk.config.load_settings` that connect as ``user``."""
