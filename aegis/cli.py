@@ -57,6 +57,11 @@ def up(
     instances: int = typer.Option(2, min=1, max=8, help="Instances of the demo RPC service."),
     rate: float = typer.Option(200.0, min=1, max=5000, help="Demo client calls per second."),
     duration: float = typer.Option(0, min=0, help="Stop after this many seconds (0: until Ctrl-C)."),
+    secure: bool = typer.Option(
+        False,
+        "--secure",
+        help="TLS, accounts and a least-privilege NATS user per role; prints the CA and credentials.",
+    ),
 ) -> None:
     """Start a local cluster and the demo; show a live status line; Ctrl-C stops everything."""
     options = dict(locals())

@@ -6,6 +6,13 @@ an invalid one raises :class:`~aegis.sdk.errors.ConfigError` naming the field an
 
     settings = load_settings()                                  # env + optional file
     settings = load_settings("service.toml", pool_size=4)       # explicit file and override
+
+A secure cluster needs a user, its password (``password`` or, better, ``password_file``) and TLS: ``tls_ca``,
+plus ``tls_cert`` and ``tls_key`` when the servers ask for client certificates; ``inbox_prefix`` gives the
+client its own reply subjects (``_INBOX.<user>``) when its permissions allow only those::
+
+    AEGIS_USER=svc-quotes AEGIS_PASSWORD_FILE=/run/aegis/svc-quotes.password AEGIS_TLS_CA=ca.pem \\
+    AEGIS_TLS_CERT=svc-quotes.pem AEGIS_TLS_KEY=svc-quotes.key AEGIS_INBOX_PREFIX=_INBOX.svc-quotes
 """
 
 from __future__ import annotations
@@ -17,7 +24,15 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -51,6 +66,61 @@ class AegisSettings(BaseSettings):
     password: SecretStr | None = None
     token: SecretStr | None = None
     creds_file: Path | None = Field(default=None, description="NATS .creds file (JWT + NKey seed).")
+
+    # --- TLS, password file and inbox prefix (secure clusters; aegis.harness.cluster.security) -------------------
+    password_file: Path | None = Field(
+        default=None,
+        description="File holding the password of `user` (one line); read when the pool connects, never logged.",
+    )
+    tls_ca: Path | None = Field(
+        default=None, description="PEM file of the CA that signed the servers' certificates."
+    )
+    tls_cert: Path | None = Field(
+        default=None, description="PEM client certificate (mutual TLS); needs tls_key."
+    )
+    tls_key: Path | None = Field(default=None, description="PEM private key of tls_cert.")
+    inbox_prefix: str = Field(
+        default="_INBOX",
+        description="Prefix of this client's reply subjects; a per-user prefix lets the server allow a user"
+        " to subscribe to its own replies only (e.g. _INBOX.svc-quotes).",
+    )
+
+    @field_validator("password_file", "tls_ca", "tls_cert", "tls_key")
+    @classmethod
+    def _readable_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is None:
+            return None
+        value = value.expanduser()
+        if not value.is_file():
+            raise ValueError(f"{info.field_name} file {str(value)!r} does not exist")
+        if not os.access(value, os.R_OK):
+            raise ValueError(f"{info.field_name} file {str(value)!r} is not readable by this process")
+        return value
+
+    @field_validator("inbox_prefix")
+    @classmethod
+    def _check_inbox_prefix(cls, value: str) -> str:
+        tokens = value.split(".")
+        if not value or any(not t or t in ("*", ">") or any(c.isspace() for c in t) for t in tokens):
+            raise ValueError(
+                f"{value!r} is not a subject prefix (dot-separated tokens, no wildcards or spaces)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _tls_and_password_file(self) -> AegisSettings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: set both (mutual TLS) or neither")
+        if self.password_file is not None:
+            if self.password is not None:
+                raise ValueError("set either password or password_file, not both")
+            if self.user is None:
+                raise ValueError("password_file is set but user is not")
+            if self.token is not None:
+                raise ValueError("set either user/password_file or token, not both")
+        return self
+
+    # --- end of the TLS / password-file block -----------------------------------------------------------------------
     name: str | None = Field(default=None, description="Client name shown by the servers' /connz.")
 
     pool_size: int = Field(default=2, ge=1, le=64, description="Connections used for requests.")

@@ -9,6 +9,12 @@ timeout, although their replies can no longer arrive. :class:`ConnectionPool` fa
 :class:`ConnectionLost`, so killing the node a client is connected to costs only the calls in flight at
 that moment, not a timeout's worth of silence. nats-py has no public hook for this; we use its response
 map (``_resp_map``), the single private attribute the SDK touches.
+
+Secure clusters: with ``tls_ca`` (and ``tls_cert``/``tls_key`` for mutual TLS) the pool builds one
+:class:`ssl.SSLContext` for all its connections; ``password_file`` is read once when the pool connects. nats-py
+retries a refused first connect as if it were a reconnect, so a wrong password or a failed TLS handshake would
+only show as a timeout: the pool stops at the first "Authorization Violation" (or once every server failed the
+TLS handshake) and raises :class:`ConnectionRefused` naming the cause.
 """
 
 from __future__ import annotations
@@ -16,13 +22,16 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import ssl
 from dataclasses import dataclass, field
+from typing import Any
 
 from nats.aio.client import Client as NatsClient
+from nats.errors import AuthorizationError
 from nats.js import JetStreamContext
 
 from .config import AegisSettings
-from .errors import AegisError, ServiceUnavailable
+from .errors import AegisError, ConfigError, ConnectionRefused, ServiceUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +76,11 @@ class ConnectionPool:
         """Open ``size`` (default ``settings.pool_size``) connections, or raise ServiceUnavailable."""
         stats = PoolStats()
         n = size or settings.pool_size
+        auth = connect_options(settings)  # once: one SSL context and one read of the password file
         clients: list[NatsClient] = []
         try:
             for i in range(n):
-                clients.append(await _connect_one(settings, stats, i))
+                clients.append(await _connect_one(settings, stats, i, auth))
         except Exception as exc:
             for nc in clients:
                 await nc.close()
@@ -114,8 +124,102 @@ class ConnectionPool:
                     log.debug("close failed", exc_info=True)
 
 
-async def _connect_one(settings: AegisSettings, stats: PoolStats, index: int) -> NatsClient:
+_SSL_EOF_NOISE = "returning true from eof_received() has no effect when using ssl"
+
+
+class _DropSslEofNoise(logging.Filter):
+    """nats-py upgrades its socket to TLS under an ``asyncio.StreamReaderProtocol`` made before the upgrade, so
+    every TLS connection that the server closes makes asyncio warn that its ``eof_received`` answer is ignored.
+    The warning is harmless (the connection is gone either way) and would print on every close: drop that one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != _SSL_EOF_NOISE
+
+
+_ssl_noise_filter = _DropSslEofNoise()
+
+
+def tls_context(settings: AegisSettings) -> ssl.SSLContext | None:
+    """The client TLS context of ``settings`` (None without ``tls_ca`` and client certificate: nats-py then uses
+    the system's CAs for a server that requires TLS). Raises ConfigError for a file that is not valid PEM."""
+    if settings.tls_ca is None and settings.tls_cert is None:
+        return None
+    logging.getLogger("asyncio").addFilter(_ssl_noise_filter)  # the same object: added once
+    try:
+        ctx = ssl.create_default_context(cafile=str(settings.tls_ca) if settings.tls_ca else None)
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(
+            f"tls_ca: cannot load CA certificates from {str(settings.tls_ca)!r}: {exc}"
+        ) from None
+    if settings.tls_cert is not None and settings.tls_key is not None:
+        try:
+            ctx.load_cert_chain(str(settings.tls_cert), str(settings.tls_key))
+        except (ssl.SSLError, OSError) as exc:
+            raise ConfigError(
+                f"tls_cert/tls_key: cannot load the client certificate {str(settings.tls_cert)!r} with key"
+                f" {str(settings.tls_key)!r}: {exc}"
+            ) from None
+    return ctx
+
+
+def _password(settings: AegisSettings) -> str | None:
+    if settings.password is not None:
+        return settings.password.get_secret_value()
+    if settings.password_file is None:
+        return None
+    try:
+        text = settings.password_file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"password_file: cannot read {str(settings.password_file)!r}: {exc}") from None
+    password = text.strip("\r\n")
+    if not password:
+        raise ConfigError(f"password_file: {str(settings.password_file)!r} is empty")
+    return password
+
+
+def connect_options(settings: AegisSettings) -> dict[str, Any]:
+    """The authentication and TLS keyword arguments of ``nats.connect`` for ``settings`` (user, password,
+    token, credentials file, TLS context, inbox prefix): for code that must open a raw nats-py connection
+    with the same identity as the pool. Holds secrets: never log it."""
+    out: dict[str, Any] = {}
+    if settings.user is not None:
+        out["user"] = settings.user
+        out["password"] = _password(settings)
+    if settings.token is not None:
+        out["token"] = settings.token.get_secret_value()
+    if settings.creds_file is not None:
+        out["user_credentials"] = str(settings.creds_file)
+    ctx = tls_context(settings)
+    if ctx is not None:
+        out["tls"] = ctx
+    if settings.inbox_prefix != "_INBOX":
+        out["inbox_prefix"] = settings.inbox_prefix
+    return out
+
+
+def _refusal(exc: BaseException) -> str | None:
+    """Why the server refused a first connect, when retrying cannot help; None for anything else."""
+    text = str(exc)
+    if isinstance(exc, AuthorizationError) or "authorization violation" in text.lower():
+        return (
+            "the server answered 'Authorization Violation': wrong user/password, token or credentials"
+            " (check user and password/password_file)"
+        )
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS: the server's certificate was not accepted ({exc.verify_message}); set tls_ca to its CA"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS handshake failed ({exc}); check tls_ca, tls_cert and tls_key"
+    return None
+
+
+async def _connect_one(
+    settings: AegisSettings, stats: PoolStats, index: int, auth: dict[str, Any] | None = None
+) -> NatsClient:
     nc = NatsClient()
+    connecting = True
+    # The first refusal that retrying cannot cure; set while the first connect runs.
+    refused: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    tls_failures = 0
 
     async def disconnected() -> None:
         stats.disconnects += 1
@@ -130,9 +234,19 @@ async def _connect_one(settings: AegisSettings, stats: PoolStats, index: int) ->
         stats.reconnects += 1
 
     async def error(exc: Exception) -> None:
+        nonlocal tls_failures
         if len(stats.errors) < 100:
             stats.errors.append(repr(exc))
         log.debug("nats error on connection %d: %r", index, exc)
+        reason = _refusal(exc) if connecting else None
+        if reason is None or refused.done():
+            return
+        if isinstance(exc, ssl.SSLError) and not isinstance(exc, ssl.SSLCertVerificationError):
+            # A handshake cut short can be a node going down: refuse only once every server failed it.
+            tls_failures += 1
+            if tls_failures < len(settings.servers):
+                return
+        refused.set_result(reason)
 
     kwargs = dict(
         servers=settings.servers,
@@ -146,24 +260,39 @@ async def _connect_one(settings: AegisSettings, stats: PoolStats, index: int) ->
         reconnected_cb=reconnected,
         error_cb=error,
     )
-    if settings.user is not None:
-        kwargs["user"] = settings.user
-        kwargs["password"] = settings.password.get_secret_value() if settings.password else None
-    if settings.token is not None:
-        kwargs["token"] = settings.token.get_secret_value()
-    if settings.creds_file is not None:
-        kwargs["user_credentials"] = str(settings.creds_file)
+    kwargs.update(connect_options(settings) if auth is None else auth)
     # nats-py treats the first connect like a reconnect: with max_reconnect_attempts=-1 it would retry
     # unreachable servers forever. Give every server one connect timeout (twice over), then fail.
     first_connect = settings.connect_timeout_s * 2 * len(settings.servers) + settings.reconnect_time_wait_s
+    task = asyncio.ensure_future(nc.connect(**kwargs))
     try:
-        await asyncio.wait_for(nc.connect(**kwargs), first_connect)
-    except TimeoutError:
+        done, _ = await asyncio.wait(
+            {task, refused}, timeout=first_connect, return_when=asyncio.FIRST_COMPLETED
+        )
+    except BaseException:
+        task.cancel()
         await nc.close()
-        raise ServiceUnavailable(
-            f"no NATS server reachable at {', '.join(settings.servers)} within {first_connect:.1f}s"
-        ) from None
-    return nc
+        raise
+    finally:
+        connecting = False
+    if task in done:
+        task.result()  # what nats-py raised, if it gave up by itself
+        if not refused.done():
+            refused.cancel()
+        return nc
+    task.cancel()
+    try:
+        await task
+    except BaseException:  # noqa: BLE001 - cancelled on purpose; its outcome is the refusal or the timeout
+        pass
+    try:
+        await nc.close()
+    except Exception:  # a connect cut short may leave nothing to close
+        log.debug("close after a failed connect failed", exc_info=True)
+    where = ", ".join(settings.servers)
+    if refused.done() and not refused.cancelled():
+        raise ConnectionRefused(f"NATS at {where} refused the connection: {refused.result()}")
+    raise ServiceUnavailable(f"no NATS server reachable at {where} within {first_connect:.1f}s")
 
 
 async def connect(settings: AegisSettings | None = None, **overrides: object) -> ConnectionPool:
@@ -173,4 +302,4 @@ async def connect(settings: AegisSettings | None = None, **overrides: object) ->
     return await ConnectionPool.connect(settings or load_settings(**overrides))
 
 
-__all__ = ["ConnectionLost", "ConnectionPool", "PoolStats", "connect"]
+__all__ = ["ConnectionLost", "ConnectionPool", "PoolStats", "connect", "connect_options", "tls_context"]

@@ -78,6 +78,14 @@ class ServiceUnavailable(AegisError):
     code = 503
 
 
+class ConnectionRefused(ServiceUnavailable):
+    """The NATS servers would not let this client in: wrong credentials (the server's "Authorization Violation")
+    or no TLS session (the server's certificate not signed by ``tls_ca``, a client certificate missing or
+    refused). Retrying does not help: the settings must change."""
+
+    code = 401
+
+
 class NoResponders(ServiceUnavailable):
     """No subscriber received the request, so nothing ran: retrying it elsewhere is always safe."""
 

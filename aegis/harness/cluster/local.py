@@ -23,6 +23,17 @@ short-lived thread is never the parent.
 
 Servers run in their own session (``start_new_session``), so a terminal Ctrl-C reaches only the
 Python process, which then shuts the servers down in order.
+
+Secure clusters
+---------------
+``LocalCluster(secure=True)`` (or ``secure=SecurityConfig(services=("quotes",), ...)``) runs the nodes with TLS
+(mutual, for clients and routes), the accounts ``AEGIS`` and ``SYS`` and one least-privilege user per role (see
+:mod:`aegis.harness.cluster.security`); its URLs are ``tls://``. :meth:`LocalCluster.sdk_settings` gives the
+settings of a role::
+
+    with LocalCluster(3, secure=SecurityConfig(services=("quotes",))) as c:
+        pool = await ConnectionPool.connect(load_settings(**c.sdk_settings("svc-quotes")))
+        user, password_file = c.credentials("management")   # and .cert_file, .key_file
 """
 
 from __future__ import annotations
@@ -49,6 +60,14 @@ from typing import Any
 
 from aegis.harness.cluster.ports import free_ports
 from aegis.harness.cluster.processes import spawn, wait_stopped
+from aegis.harness.cluster.security import (
+    ADMIN_USER,
+    APP_ACCOUNT,
+    ClusterSecurity,
+    Credentials,
+    SecurityConfig,
+    write_private,
+)
 
 __all__ = [
     "ClusterError",
@@ -237,10 +256,11 @@ class _Node:
     proc: subprocess.Popen[bytes] | None = None
     paused: bool = False
     gid: int | None = None
+    scheme: str = "nats"
 
     @property
     def url(self) -> str:
-        return f"nats://{HOST}:{self.client_port}"
+        return f"{self.scheme}://{HOST}:{self.client_port}"
 
     @property
     def monitor_url(self) -> str:
@@ -310,6 +330,7 @@ class LocalCluster:
         extra_config: str = "",
         jetstream_extra: str = "",
         node_gids: bool | Sequence[int] = False,
+        secure: bool | SecurityConfig = False,
     ) -> None:
         """Prepare (not start) a cluster.
 
@@ -332,6 +353,9 @@ class LocalCluster:
                 :attr:`NodeInfo.gid`, so :mod:`aegis.harness.faults.firewall` can partition it: True picks fresh
                 ids (:func:`aegis.harness.cluster.gids.allocate_gids`), a sequence gives one per node. Needs
                 root (setgid); off by default.
+            secure: TLS, accounts and least-privilege users (see :mod:`aegis.harness.cluster.security`): True
+                for the fixed roles only (``admin``, ``management``, ``sys``), a :class:`SecurityConfig` to add
+                service and client users. The certificates and passwords go to ``<base_dir>/secrets``.
         """
         if size < 1:
             raise ValueError("size must be >= 1")
@@ -355,6 +379,10 @@ class LocalCluster:
         self._owns_dir = base_dir is None
         self._base_dir: Path | None = None if base_dir is None else Path(base_dir).resolve()
         self._closed = False
+        if secure is True:
+            secure = SecurityConfig()
+        self.security: ClusterSecurity | None = ClusterSecurity(secure) if secure else None
+        """The CA, users and passwords of a secure cluster; None for a plain one."""
         ports = free_ports(3 * size)
         gids: list[int | None] = [None] * size
         if node_gids is True:
@@ -379,6 +407,7 @@ class LocalCluster:
                     log_path=Path(),
                     config_path=Path(),
                     gid=gids[i],
+                    scheme="tls" if self.security is not None else "nats",
                 )
             )
         if self._base_dir is not None:
@@ -431,6 +460,113 @@ class LocalCluster:
             if n.client_port == port and parsed.hostname in (HOST, "localhost", None):
                 return n.info()
         raise KeyError(f"no node of cluster {self.name!r} serves {urllib.parse.urlunparse(parsed)}")
+
+    # ---------------------------------------------------------------- security
+
+    @property
+    def account(self) -> str:
+        """The account the SDK's streams live in: ``$G`` without accounts, ``AEGIS`` in a secure cluster."""
+        return "$G" if self.security is None else APP_ACCOUNT
+
+    @property
+    def ca_file(self) -> Path:
+        """PEM of a secure cluster's CA (``tls_ca`` of its clients)."""
+        return self._secure().ca_file
+
+    def credentials(self, user: str) -> Credentials:
+        """Where the secrets of ``user`` (``management``, ``svc-<name>``, ``client-<name>``, ``admin``) are:
+        ``user, password_file = cluster.credentials("management")``, and ``.cert_file``, ``.key_file`` for mutual
+        TLS. ClusterError for a plain cluster or an unknown user."""
+        try:
+            return self._secure().credentials(user)
+        except KeyError as exc:
+            raise ClusterError(str(exc.args[0])) from None
+
+    def sdk_settings(self, user: str | None = None, **overrides: Any) -> dict[str, Any]:
+        """Keyword arguments of :func:`aegis.sdk.config.load_settings` that connect to this cluster as ``user``
+        (servers, user, password_file, tls_ca, tls_cert, tls_key, inbox_prefix), ``overrides`` on top. A plain
+        cluster takes no user: its settings are the servers only."""
+        if self.security is None:
+            if user is not None:
+                raise ClusterError(f"cluster {self.name!r} is not secure: it has no user {user!r}")
+            return {"servers": self.urls, **overrides}
+        self.credentials(user or ADMIN_USER)  # a clear error for an unknown user
+        return {**self._secure().sdk_settings(user or ADMIN_USER, self.urls), **overrides}
+
+    def sdk_env(self, user: str) -> dict[str, str]:
+        """:meth:`sdk_settings` of ``user`` as ``AEGIS_*`` environment variables, for a child process."""
+        self.credentials(user)
+        return self._secure().sdk_env(user, self.urls)
+
+    def nats_connect_options(self, user: str = ADMIN_USER) -> dict[str, Any]:
+        """Keyword arguments of a raw ``nats.connect`` as ``user`` ({} for a plain cluster)."""
+        if self.security is None:
+            return {}
+        self.credentials(user)
+        return self.security.nats_connect_options(user)
+
+    def add_users(
+        self, *, services: Sequence[str] = (), clients: Sequence[str] = (), timeout: float | None = None
+    ) -> list[str]:
+        """Give a secure cluster users for more services and callers (``svc-<name>``, ``client-<name>``) while it
+        runs: new credentials, configs rewritten, running nodes reloaded (SIGHUP). Returns the users added, once
+        every running node lets each of them in (bounded by ``timeout``, default the start-up timeout)."""
+        with self._lock:
+            security = self._secure()
+            try:
+                added = security.add_users(services, clients)
+            except RuntimeError as exc:
+                raise ClusterError(str(exc)) from None
+            if not added:
+                return []
+            for n in self._nodes:
+                write_private(n.config_path, self._config_text(n).encode())
+            running = [n for n in self._nodes if n.running and not n.paused]
+            for n in running:
+                assert n.proc is not None
+                n.proc.send_signal(signal.SIGHUP)
+            deadline = time.monotonic() + (self.startup_timeout_s if timeout is None else timeout)
+            for n in running:
+                for user in added:
+                    self._wait_user(n, user, deadline)
+            return added
+
+    def _wait_user(self, n: _Node, user: str, deadline: float) -> None:
+        """Wait until ``n`` lets ``user`` in (a reloaded config takes effect a little after SIGHUP)."""
+        import asyncio
+
+        import nats
+
+        options = self.nats_connect_options(user)
+
+        async def attempt() -> None:
+            nc = await nats.connect(servers=[n.url], connect_timeout=1, allow_reconnect=False, **options)
+            await nc.close()
+
+        def runner(box: list[BaseException | None]) -> None:
+            try:
+                asyncio.run(attempt())  # on its own loop: callers may be sync or async code
+                box.append(None)
+            except Exception as exc:  # noqa: BLE001 - the reason is the answer
+                box.append(exc)
+
+        last: BaseException | None = None
+        while time.monotonic() < deadline:
+            box: list[BaseException | None] = []
+            t = threading.Thread(target=runner, args=(box,), name="aegis-user-probe", daemon=True)
+            t.start()
+            t.join(5)
+            if box and box[0] is None:
+                return
+            last = box[0] if box else TimeoutError("no answer within 5 s")
+            time.sleep(0.1)
+        raise self._fail(n, f"{n.name} does not let the new user {user!r} in after a reload: {last!r}")
+
+    def _secure(self) -> ClusterSecurity:
+        if self.security is None:
+            raise ClusterError(f"cluster {self.name!r} is not secure (LocalCluster(..., secure=True))")
+        _ = self.base_dir  # generates the secrets on first use
+        return self.security
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -659,13 +795,14 @@ class LocalCluster:
             return meta.get("leader") or None
         return None
 
-    def stream_leader(self, stream: str, account: str = "$G", timeout: float = 1) -> str | None:
+    def stream_leader(self, stream: str, account: str | None = None, timeout: float = 1) -> str | None:
         """Name of the node that reports itself leader of ``stream`` (KV bucket ``X`` is stream
-        ``KV_X``) in ``account`` (``$G`` without accounts config); None when no responsive node does.
+        ``KV_X``) in ``account`` (default :attr:`account`); None when no responsive node does.
 
         Asks every running, unpaused node ``/jsz?acc=<account>&streams=true&stream-leader-only=true``
         (only the streams that node leads); for a single-node cluster the node holding the stream.
         """
+        account = account or self.account
         for n in self._responsive_nodes():
             try:
                 data = self.jsz(n.index, timeout=timeout, acc=account, streams=True, stream_leader_only=True)
@@ -679,9 +816,12 @@ class LocalCluster:
                     return n.name
         return None
 
-    def stream_info(self, node: NodeRef, stream: str, account: str = "$G", **params: Any) -> dict | None:
+    def stream_info(
+        self, node: NodeRef, stream: str, account: str | None = None, **params: Any
+    ) -> dict | None:
         """The ``stream_detail`` entry for ``stream`` as ``node`` sees it (its local replica:
         ``state.messages``, ``cluster.leader``...), or None when that node has no replica."""
+        account = account or self.account
         data = self.jsz(node, acc=account, streams=True, **params)
         for s in _iter_streams(data, account):
             if s.get("name") == stream:
@@ -714,12 +854,20 @@ class LocalCluster:
     def _prepare_dirs(self) -> None:
         assert self._base_dir is not None
         self._base_dir.mkdir(parents=True, exist_ok=True)
+        if self.security is not None:
+            try:
+                self.security.generate(self._base_dir / "secrets")
+            except ImportError as exc:
+                raise ClusterError(str(exc)) from None
         for n in self._nodes:
             n.store_dir = self._base_dir / n.name
             n.log_path = self._base_dir / f"{n.name}.log"
             n.config_path = self._base_dir / f"{n.name}.conf"
             n.store_dir.mkdir(parents=True, exist_ok=True)
-            n.config_path.write_text(self._config_text(n))
+            if self.security is None:
+                n.config_path.write_text(self._config_text(n))
+            else:  # it holds the users' passwords
+                write_private(n.config_path, self._config_text(n).encode())
 
     def _config_text(self, n: _Node) -> str:
         q = json.dumps  # a JSON string is a valid NATS config string
@@ -740,14 +888,18 @@ class LocalCluster:
             "}",
         ]
         if self.size > 1:
-            routes = ", ".join(q(f"nats-route://{HOST}:{m.cluster_port}") for m in self._nodes)
+            auth = "" if self.security is None else self.security.route_userinfo()
+            routes = ", ".join(q(f"nats-route://{auth}{HOST}:{m.cluster_port}") for m in self._nodes)
             lines += [
                 "cluster {",
                 f"  name: {q(self.name)}",
                 f"  listen: {q(f'{HOST}:{n.cluster_port}')}",
                 f"  routes: [{routes}]",
+                *([self.security.route_config()] if self.security is not None else []),
                 "}",
             ]
+        if self.security is not None:
+            lines.append(self.security.client_config())
         if self.extra_config:
             lines.append(self.extra_config)
         return "\n".join(lines) + "\n"
@@ -859,7 +1011,12 @@ class LocalCluster:
         replicas = len(urls)
         last = "no attempt"
         while True:
-            last = placement_problem(urls, replicas, timeout=max(0.5, min(2.0, deadline - time.monotonic())))
+            last = placement_problem(
+                urls,
+                replicas,
+                timeout=max(0.5, min(2.0, deadline - time.monotonic())),
+                connect_options=self.nats_connect_options(),
+            )
             if last == "":
                 return
             if time.monotonic() > deadline:
@@ -867,9 +1024,12 @@ class LocalCluster:
             time.sleep(0.2)
 
 
-def placement_problem(urls: Sequence[str], replicas: int, timeout: float = 2.0) -> str:
+def placement_problem(
+    urls: Sequence[str], replicas: int, timeout: float = 2.0, *, connect_options: dict[str, Any] | None = None
+) -> str:
     """Why an R``replicas`` stream cannot be placed now ("" when it can): creates and deletes one memory
-    stream (``AEGIS_PLACEMENT_PROBE_<hex>``) through ``urls``. Runs nats-py on its own loop in a helper thread (safe from sync and async code)."""
+    stream (``AEGIS_PLACEMENT_PROBE_<hex>``) through ``urls``. Runs nats-py on its own loop in a helper thread (safe from sync and async code).
+    ``connect_options`` go to ``nats.connect`` (a secure cluster's admin: :meth:`LocalCluster.nats_connect_options`)."""
     import asyncio
     import uuid
 
@@ -879,7 +1039,9 @@ def placement_problem(urls: Sequence[str], replicas: int, timeout: float = 2.0) 
     name = f"AEGIS_PLACEMENT_PROBE_{uuid.uuid4().hex[:8]}"
 
     async def go() -> str:
-        nc = await nats.connect(servers=list(urls), connect_timeout=timeout, allow_reconnect=False)
+        nc = await nats.connect(
+            servers=list(urls), connect_timeout=timeout, allow_reconnect=False, **(connect_options or {})
+        )
         try:
             js = nc.jetstream(timeout=timeout)
             await js.add_stream(

@@ -2,16 +2,23 @@
 
 The live status shows the quotes client (rate, ok/failed, p99, which instances answered) and, for the ledger
 group, the active instance and epoch as the sticky client last saw them with its ok/failed counts.
+
+With ``secure`` (``aegis up --secure``) the cluster runs with TLS, accounts and least-privilege users
+(:mod:`aegis.harness.cluster.security`): the quotes instances as ``svc-quotes``, the ledger as ``svc-ledger``, the
+demo clients as ``client-up``; the CA and the credential files are printed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -19,6 +26,7 @@ from rich.table import Table
 
 from aegis.harness.cluster.local import LocalCluster, install_signal_cleanup
 from aegis.harness.cluster.processes import spawn
+from aegis.harness.cluster.security import MANAGEMENT_USER, SecurityConfig, client_user, service_user
 from aegis.harness.demo.services import ACTIVE_SERVICE, SERVICE, DemoClient, StickyDemoClient
 from aegis.sdk.config import load_settings
 from aegis.sdk.connection import ConnectionPool
@@ -27,10 +35,16 @@ ROOT = Path(__file__).resolve().parents[3]
 
 
 def start_instances(
-    urls: list[str], count: int, *, command: str = "serve", prefix: str = "q"
+    urls: list[str],
+    count: int,
+    *,
+    command: str = "serve",
+    prefix: str = "q",
+    env: Mapping[str, str] | None = None,
 ) -> dict[str, subprocess.Popen[str]]:
     """Start ``count`` demo processes (``aegis.harness.demo <command>``, instances ``<prefix>1..``) and wait until
-    each says it is ready."""
+    each says it is ready. ``env`` adds environment variables (``AEGIS_*`` settings: a secure cluster's user)."""
+    child_env = None if env is None else {**os.environ, **env}
     procs: dict[str, subprocess.Popen[str]] = {}
     try:
         for n in range(1, count + 1):
@@ -40,6 +54,7 @@ def start_instances(
                 stdout=subprocess.PIPE,
                 text=True,
                 cwd=ROOT,
+                env=child_env,
             )
         for name, proc in procs.items():
             line = proc.stdout.readline()  # type: ignore[union-attr]
@@ -72,14 +87,14 @@ def _alive(procs: dict[str, subprocess.Popen[str]]) -> str:
 
 
 async def _traffic(
-    urls: list[str],
+    settings: dict[str, Any],
     rate: float,
     duration: float,
     procs: dict[str, subprocess.Popen[str]],
     active_procs: dict[str, subprocess.Popen[str]],
     active_rate: float,
 ) -> int:
-    pool = await ConnectionPool.connect(load_settings(servers=urls, name="aegis-up-client"))
+    pool = await ConnectionPool.connect(load_settings(**settings, name="aegis-up-client"))
     client = DemoClient(pool, rate=rate)
     sticky = StickyDemoClient(pool, rate=active_rate) if active_procs else None
     stop = asyncio.Event()
@@ -117,16 +132,21 @@ def run_up(
     console: Console,
     active_instances: int = 3,
     active_rate: float = 20.0,
+    secure: bool = False,
 ) -> int:
     """Run everything until Ctrl-C (or ``duration`` seconds); stop it all on the way out.
 
     ``active_instances`` processes of the single-active ``ledger`` group (0: none) get ``active_rate`` sticky
-    ``book`` calls per second.
+    ``book`` calls per second. ``secure``: TLS, accounts and one NATS user per role (see the module docstring).
     """
     install_signal_cleanup()
     procs: dict[str, subprocess.Popen[str]] = {}
     active_procs: dict[str, subprocess.Popen[str]] = {}
-    with LocalCluster(size=nodes) as cluster:
+    security = SecurityConfig(services=(SERVICE, ACTIVE_SERVICE), clients=("up",)) if secure else False
+    with LocalCluster(size=nodes, secure=security) as cluster:
+        quotes_env = cluster.sdk_env(service_user(SERVICE)) if secure else None
+        ledger_env = cluster.sdk_env(service_user(ACTIVE_SERVICE)) if secure else None
+        client_settings = cluster.sdk_settings(client_user("up") if secure else None)
         with console.status(f"starting a {nodes}-node NATS cluster"):
             cluster.start()
         table = Table(title="Aegis local cluster", show_lines=False)
@@ -135,14 +155,14 @@ def run_up(
         for node in cluster.nodes:
             table.add_row(f"nats-server {node.name}", f"{node.url}  (pid {node.pid})", node.monitor_url)
         with console.status(f"starting {instances} instances of the demo service"):
-            procs = start_instances(cluster.urls, instances)
+            procs = start_instances(cluster.urls, instances, env=quotes_env)
         if active_instances:
             with console.status(
                 f"starting {active_instances} instances of the single-active {ACTIVE_SERVICE}"
             ):
                 try:
                     active_procs = start_instances(
-                        cluster.urls, active_instances, command="serve-active", prefix="L"
+                        cluster.urls, active_instances, command="serve-active", prefix="L", env=ledger_env
                     )
                 except BaseException:
                     stop_instances(procs)
@@ -160,12 +180,29 @@ def run_up(
         console.print(
             f"servers: {','.join(cluster.urls)}   (export AEGIS_SERVERS=... to point your own code here)"
         )
+        if secure:
+            _print_secrets(cluster, console)
         console.print("Ctrl-C stops everything.")
         try:
-            return asyncio.run(_traffic(cluster.urls, rate, duration, procs, active_procs, active_rate))
+            return asyncio.run(_traffic(client_settings, rate, duration, procs, active_procs, active_rate))
         except KeyboardInterrupt:
             return 0
         finally:
             with console.status("stopping"):
                 stop_instances({**active_procs, **procs})
             console.print("stopped demo instances and cluster")
+
+
+def _print_secrets(cluster: LocalCluster, console: Console) -> None:
+    """Where a secure cluster's CA and credential files are, and how to connect as the management user."""
+    assert cluster.security is not None
+    console.print(f"TLS (mutual, clients and routes): CA {cluster.ca_file}")
+    table = Table(title="NATS users (passwords, certificates and keys are 0600 files)")
+    for col in ("user", "password file", "certificate / key"):
+        table.add_column(col)
+    for user in cluster.security.users:
+        creds = cluster.credentials(user)
+        table.add_row(user, str(creds.password_file), f"{creds.cert_file}  {creds.key_file.name}")
+    console.print(table)
+    env = " ".join(f"{k}={v}" for k, v in cluster.sdk_env(MANAGEMENT_USER).items() if k != "AEGIS_SERVERS")
+    console.print(f"connect as {MANAGEMENT_USER}: {env}")
