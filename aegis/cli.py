@@ -62,8 +62,11 @@ def up(
         "--secure",
         help="TLS, accounts and a least-privilege NATS user per role; prints the CA and credentials.",
     ),
+    management_port: int | None = typer.Option(
+        None, min=1, max=65535, help="Port of the management API (default: a free one; the URL is printed)."
+    ),
 ) -> None:
-    """Start a local cluster and the demo; show a live status line; Ctrl-C stops everything."""
+    """Start a local cluster, the demo and the management API; show a live status line; Ctrl-C stops everything."""
     options = dict(locals())
     with needs_extra("up", "verify"):
         from aegis.up_cmd import up_command

@@ -7,12 +7,23 @@ from rich.console import Console
 
 
 def up_command(
-    nodes: int = 3, instances: int = 2, rate: float = 200.0, duration: float = 0, secure: bool = False
+    nodes: int = 3,
+    instances: int = 2,
+    rate: float = 200.0,
+    duration: float = 0,
+    secure: bool = False,
+    management_port: int | None = None,
 ) -> None:
     """Run the demo with a live status line; exits with its code. ``secure``: TLS, accounts, a user per role."""
     from aegis.harness.demo.up import run_up
 
     code = run_up(
-        nodes=nodes, instances=instances, rate=rate, duration=duration, console=Console(), secure=secure
+        nodes=nodes,
+        instances=instances,
+        rate=rate,
+        duration=duration,
+        console=Console(),
+        secure=secure,
+        management_port=management_port,
     )
     raise typer.Exit(code)

@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import nats
 import pytest
 from waiting import wait_until_async
@@ -32,6 +33,7 @@ from aegis.harness.cluster.security import (
     client_user,
     service_user,
 )
+from aegis.harness.demo.management import ManagementProcess
 from aegis.sdk import wire
 from aegis.sdk.commands import CommandClient, CommandContext, CommandWorker
 from aegis.sdk.config import load_settings
@@ -477,3 +479,35 @@ def test_aegis_up_secure_runs_the_demo_under_its_users() -> None:
     assert ok and max(ok) > 0 and "failed 0" in out, out
     sticky = re.findall(r"active (L\d) epoch (\d+)  sticky ok (\d+)  failed (\d+)", out)
     assert sticky and int(sticky[-1][2]) > 0 and sticky[-1][3] == "0", out
+
+
+async def test_the_management_api_runs_as_the_management_user_and_sees_a_secure_service(
+    secure_cluster: LocalCluster, open_pool: Callable[..., Awaitable[ConnectionPool]], tmp_path: Path
+) -> None:
+    """``aegis manage`` under its least-privilege user (as ``aegis up --secure`` runs it): it creates its own
+    streams, writes definitions, users and audit entries, and lists a service running under its own user."""
+    mgmt = await asyncio.to_thread(
+        ManagementProcess.start, secure_cluster.sdk_env(MANAGEMENT_USER), tmp_path / "manage"
+    )
+    svc = _calc("m1", [])
+    try:
+        await svc.start(await open_pool(service_user(CALC)))
+        token = await asyncio.to_thread(mgmt.token)
+        async with httpx.AsyncClient(base_url=mgmt.url, headers={"Authorization": f"Bearer {token}"}) as api:
+            created = await api.post("/api/services", json={"name": f"sec-{uuid.uuid4().hex[:6]}"})
+            assert created.status_code == 201, created.text
+
+            async def listed() -> bool:
+                r = await api.get("/api/instances", params={"service": CALC})
+                return r.status_code == 200 and any(v["instance"]["instance_id"] == "m1" for v in r.json())
+
+            await wait_until_async(listed, 10, "the secure service listed by the management API")
+            config = await api.get(f"/api/instances/{CALC}/m1/config")
+            assert config.status_code == 200, config.text
+            audit = await api.get("/api/audit", params={"limit": 50})
+            assert audit.status_code == 200 and any(
+                e["action"] == "service.create" for e in audit.json()["entries"]
+            )
+    finally:
+        await svc.stop()
+        await asyncio.to_thread(mgmt.stop)

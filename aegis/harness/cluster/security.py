@@ -71,10 +71,13 @@ STREAMS = (
     wire.DLQ_STREAM,
     wire.COMMAND_STREAM,
     wire.METRICS_STREAM,
+    wire.LEADERSHIP_STREAM,
 )
 """Every stream the SDK creates: the JetStream API of the roles is limited to these."""
 REGISTRY_STREAMS = (f"KV_{wire.DEFINITIONS_BUCKET}", f"KV_{wire.INSTANCES_BUCKET}", wire.METRICS_STREAM)
 """The streams ``Registry.open`` makes sure of (management opens the registry)."""
+MANAGEMENT_STREAMS = (f"KV_{wire.USERS_BUCKET}", wire.AUDIT_STREAM)
+"""The management service's own: users and API keys (password and key hashes: nobody else reads them), audit."""
 
 
 def service_user(name: str) -> str:
@@ -167,6 +170,7 @@ def service_permissions(name: str) -> Permissions:
             f"$KV.{wire.ELECTION_BUCKET}.leader.{name}.>",
             f"$KV.{wire.ELECTION_BUCKET}.probe.{name}.>",  # the leader read-back of single_active
             f"$KV.{wire.COMMANDS_BUCKET}.{name}.>",
+            f"{wire.LEADERSHIP_PREFIX}.{name}.>",
             *_js_api(STREAMS, create=STREAMS),
         ),
         subscribe=(
@@ -182,14 +186,26 @@ def service_permissions(name: str) -> Permissions:
 
 
 def management_permissions() -> Permissions:
-    """Least privilege of the management service: read everything, write definitions, ask for configs; no calls."""
+    """Least privilege of the management service: read everything, write definitions, its users and keys and
+    its audit log, ask for configs; no calls. It makes sure of the streams it watches (the election bucket and
+    the leadership log may not exist yet when no single-active service has run)."""
     return Permissions(
         publish=(
             f"{wire.CONTROL_PREFIX}.*.*.config",
             "$SRV.>",
             f"$KV.{wire.DEFINITIONS_BUCKET}.>",
+            f"$KV.{wire.USERS_BUCKET}.>",
+            wire.AUDIT_SUBJECT,
             "_INBOX.>",
-            *_js_api(STREAMS, create=REGISTRY_STREAMS),
+            *_js_api(
+                (*STREAMS, *MANAGEMENT_STREAMS),
+                create=(
+                    *REGISTRY_STREAMS,
+                    f"KV_{wire.ELECTION_BUCKET}",
+                    wire.LEADERSHIP_STREAM,
+                    *MANAGEMENT_STREAMS,
+                ),
+            ),
         ),
         subscribe=(f"{inbox_prefix(MANAGEMENT_USER)}.>",),
         publish_deny=(f"{wire.RPC_PREFIX}.>", f"{wire.DIRECT_PREFIX}.>"),

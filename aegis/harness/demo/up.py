@@ -27,6 +27,7 @@ from rich.table import Table
 from aegis.harness.cluster.local import LocalCluster, install_signal_cleanup
 from aegis.harness.cluster.processes import spawn
 from aegis.harness.cluster.security import MANAGEMENT_USER, SecurityConfig, client_user, service_user
+from aegis.harness.demo.management import ADMIN_USER, ManagementProcess
 from aegis.harness.demo.services import ACTIVE_SERVICE, SERVICE, DemoClient, StickyDemoClient
 from aegis.sdk.config import load_settings
 from aegis.sdk.connection import ConnectionPool
@@ -133,6 +134,7 @@ def run_up(
     active_instances: int = 3,
     active_rate: float = 20.0,
     secure: bool = False,
+    management_port: int | None = None,
 ) -> int:
     """Run everything until Ctrl-C (or ``duration`` seconds); stop it all on the way out.
 
@@ -167,6 +169,18 @@ def run_up(
                 except BaseException:
                     stop_instances(procs)
                     raise
+        mgmt_env = cluster.sdk_env(MANAGEMENT_USER) if secure else {"AEGIS_SERVERS": ",".join(cluster.urls)}
+        with console.status("starting the management API"):
+            try:
+                mgmt = ManagementProcess.start(
+                    mgmt_env, cluster.base_dir / "management", port=management_port
+                )
+            except BaseException:
+                stop_instances({**active_procs, **procs})
+                raise
+        table.add_row(
+            "management API (aegis manage)", f"{mgmt.url}  (pid {mgmt.proc.pid})", f"{mgmt.url}/docs"
+        )
         for name, proc in procs.items():
             table.add_row(f"{SERVICE} instance {name}", f"pid {proc.pid}", "")
         for name, proc in active_procs.items():
@@ -182,6 +196,10 @@ def run_up(
         )
         if secure:
             _print_secrets(cluster, console)
+        console.print(
+            f"management API: {mgmt.url}/docs   log in as {ADMIN_USER}, password in {mgmt.password_file}"
+            f"   (aegis services list --url {mgmt.url} --user {ADMIN_USER}, with AEGIS_MGMT_PASSWORD set)"
+        )
         console.print("Ctrl-C stops everything.")
         try:
             return asyncio.run(_traffic(client_settings, rate, duration, procs, active_procs, active_rate))
@@ -189,6 +207,7 @@ def run_up(
             return 0
         finally:
             with console.status("stopping"):
+                mgmt.stop()
                 stop_instances({**active_procs, **procs})
             console.print("stopped demo instances and cluster")
 
