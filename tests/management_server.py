@@ -9,7 +9,6 @@ import httpx
 
 from aegis.harness.demo.management import ManagementProcess
 
-
 ADMIN_PASSWORD = secrets.token_urlsafe(18)
 """The first admin's password for the whole test session: the session's cluster keeps the admin once created."""
 
