@@ -1,4 +1,4 @@
 """Aegis: sticky single-active services on NATS (``aegis.sdk``), with a simulator (``aegis.sim``), a fault-injection
 harness (``aegis.harness``) and TLA+ runners (``aegis.spec``)."""
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import secrets
 import signal
+import subprocess
 import sys
 import time
 import uuid
@@ -17,7 +19,7 @@ import httpx
 import pytest
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
-from management_server import ManagementServer
+from management_server import ADMIN_PASSWORD, ManagementServer
 from waiting import wait_until, wait_until_async
 
 from aegis.harness.cluster.local import LocalCluster
@@ -279,9 +281,9 @@ async def test_events_stream_definition_changes_and_resume_from_last_event_id(
     token = mgmt.token()
     names = [_name("evt") for _ in range(3)]
     reader = asyncio.create_task(
-        asyncio.to_thread(_read_events, mgmt.url, token, None, max_events=50, max_seconds=8)
+        asyncio.to_thread(_read_events, mgmt.url, token, None, max_events=500, max_seconds=4)
     )
-    await asyncio.sleep(1.0)  # subscribed
+    await asyncio.sleep(0.5)  # subscribed
     for name in names:
         r = await asyncio.to_thread(admin.post, "/api/services", json={"name": name})
         assert r.status_code == 201
@@ -292,13 +294,13 @@ async def test_events_stream_definition_changes_and_resume_from_last_event_id(
 
     # resume after the first: the other two come again from the buffer
     resumed = await asyncio.to_thread(
-        _read_events, mgmt.url, token, mine[0]["id"], max_events=200, max_seconds=2
+        _read_events, mgmt.url, token, mine[0]["id"], max_events=200, max_seconds=1
     )
     again = [json.loads(e["data"])["name"] for e in resumed if e.get("event") == "definition"]
     assert names[1] in again and names[2] in again and names[0] not in again
 
     stale = await asyncio.to_thread(
-        _read_events, mgmt.url, token, "nosuchboot-1", max_events=1, max_seconds=2
+        _read_events, mgmt.url, token, "nosuchboot-1", max_events=1, max_seconds=1
     )
     assert stale and stale[0]["event"] == "reset"
 
@@ -488,3 +490,55 @@ async def test_metrics_history_returns_one_point_per_step_with_window_figures(
     finally:
         await svc.stop()
         await api.aclose()
+
+
+# ------------------------------------------------------------------------------------------------- the CLI
+
+
+def _services_cli(
+    mgmt: ManagementServer, *args: str, password: str | None = None
+) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        "AEGIS_MGMT_URL": mgmt.url,
+        "AEGIS_MGMT_USER": "admin",
+        "COLUMNS": "200",
+        "NO_COLOR": "1",
+    }
+    env["AEGIS_MGMT_PASSWORD"] = password if password is not None else ADMIN_PASSWORD
+    return subprocess.run(
+        [sys.executable, "-m", "aegis.cli", "services", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_the_services_command_creates_updates_and_deletes_through_the_api(mgmt: ManagementServer) -> None:
+    name = _name("cli")
+    made = _services_cli(mgmt, "create", name, "--owner", "fx-desk", "--json")
+    assert made.returncode == 0, made.stderr
+    assert json.loads(made.stdout)[0]["definition"]["owner"] == "fx-desk"
+
+    again = _services_cli(mgmt, "create", name)
+    assert again.returncode == 1 and "409" in again.stderr and "already defined" in again.stderr
+
+    changed = _services_cli(mgmt, "update", name, "--version", "2.0.0", "--json")
+    assert changed.returncode == 0, changed.stderr
+    (item,) = json.loads(changed.stdout)
+    assert (item["definition"]["owner"], item["definition"]["version"]) == ("fx-desk", "2.0.0")
+
+    listed = _services_cli(mgmt, "list")
+    assert listed.returncode == 0 and name in listed.stdout and "2.0.0" in listed.stdout
+    history = _services_cli(mgmt, "history", name, "--json")
+    assert [h["operation"] for h in json.loads(history.stdout)] == ["PUT", "PUT"]
+
+    assert _services_cli(mgmt, "delete", name, "--yes").returncode == 0
+    gone = _services_cli(mgmt, "get", name)
+    assert gone.returncode == 1 and "404" in gone.stderr
+
+    wrong = _services_cli(mgmt, "list", password="not the password")
+    assert wrong.returncode == 1 and "401" in wrong.stderr
+    bad = _services_cli(mgmt, "create", "a.b")
+    assert bad.returncode == 1 and "422" in bad.stderr

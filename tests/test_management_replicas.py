@@ -40,7 +40,7 @@ async def test_a_write_through_one_replica_is_seen_by_the_other_and_by_both_even
     name = f"rep-{uuid.uuid4().hex[:8]}"
     streams = [
         asyncio.create_task(
-            asyncio.to_thread(_read_events, s.url, token, None, max_events=100, max_seconds=6)
+            asyncio.to_thread(_read_events, s.url, token, None, max_events=100, max_seconds=4)
         )
         for s in replicas
     ]
