@@ -13,6 +13,7 @@ import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,10 +28,10 @@ from aegis.harness.cluster.processes import spawn, wait_stopped
 from aegis.management.api_models import NAME_PATTERN
 from aegis.management.app import ROUTERS, create_app
 from aegis.management.auth import SCOPES, SecuritySettings
-from aegis.management.settings import ManagementSettings
+from aegis.management.settings import ManagementSettings, load_management_settings
 from aegis.sdk.config import load_settings
 from aegis.sdk.connection import ConnectionPool
-from aegis.sdk.errors import RemoteError
+from aegis.sdk.errors import ConfigError, RemoteError
 from aegis.sdk.rpc import CallContext, RpcClient, Service
 from aegis.sdk.single_active import SingleActiveService
 
@@ -200,7 +201,7 @@ async def test_instances_health_and_live_metrics(mgmt: ManagementServer, pool: C
 CHILD = """
 import asyncio, sys
 from aegis.sdk.connection import connect
-from aegis.sdk.errors import RemoteError
+from aegis.sdk.errors import ConfigError, RemoteError
 from aegis.sdk.rpc import CallContext, RpcClient, Service
 from aegis.sdk.single_active import SingleActiveService
 
@@ -542,3 +543,22 @@ def test_the_services_command_creates_updates_and_deletes_through_the_api(mgmt: 
     assert wrong.returncode == 1 and "401" in wrong.stderr
     bad = _services_cli(mgmt, "create", "a.b")
     assert bad.returncode == 1 and "422" in bad.stderr
+
+
+def test_bad_management_settings_name_the_field_and_manage_refuses_to_start(tmp_path: Path) -> None:
+    wrong = tmp_path / "wrong.toml"
+    wrong.write_text("port = 'eighty'\n")
+    with pytest.raises(ConfigError, match=r"port: .*got 'eighty'.*wrong\.toml"):
+        load_management_settings(wrong)
+    unknown = tmp_path / "unknown.toml"
+    unknown.write_text("colour = 'red'\n")
+    with pytest.raises(ConfigError, match="colour: unknown setting"):
+        load_management_settings(unknown)
+    assert load_management_settings(wrong, port=9).port == 9  # an override wins over the file
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AEGIS_MGMT_")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "aegis.cli", "manage"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 2 and "JWT secret" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr

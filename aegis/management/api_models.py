@@ -1,5 +1,8 @@
 """The management API's HTTP bodies: requests kept apart from stored records, and the views it serves.
 
+The editable fields of a definition are :class:`~aegis.sdk.schema.DefinitionFields` (``PUT``'s body); a create
+adds the name; the stored record (:class:`~aegis.sdk.schema.ServiceDefinition`) adds the registry's timestamps.
+
 What travels on NATS (definitions, instance records, metrics, leadership changes) is defined once in
 :mod:`aegis.sdk.schema`; the models here wrap those records with what only the API knows (KV revision, derived
 health, this server's clock). Request models forbid unknown fields and carry no timestamps: the registry sets them.
@@ -10,35 +13,14 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from aegis.sdk.schema import ServiceDefinition, ServiceInstance
+from aegis.sdk.schema import DefinitionFields, ServiceDefinition, ServiceInstance
 
 NAME_PATTERN = r"^[-_=a-zA-Z0-9]+$"
 """One NATS subject token: the form of service names, instance ids and groups."""
 IF_MATCH_PATTERN = r'^(W/)?"?[0-9]{1,19}"?$'
 """An ``If-Match`` this API understands: the revision from an ``ETag``, quoted or not."""
-
-
-class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class DefinitionFields(_Request):
-    """What an operator may set on a definition (``PUT`` replaces all of them)."""
-
-    owner: str = Field("", max_length=200, description="Team or person on call for it.")
-    description: str = Field("", max_length=2000)
-    version: str = Field("0.0.0", max_length=64)
-    single_active: bool = Field(
-        False, description="Exactly one instance serves (sticky single-active group)."
-    )
-    max_error_rate: float | None = Field(
-        None, ge=0, le=1, description="Degraded above this windowed error rate."
-    )
-    max_p99_ms: float | None = Field(
-        None, gt=0, le=3_600_000, description="Degraded above this windowed p99."
-    )
 
 
 class DefinitionCreate(DefinitionFields):

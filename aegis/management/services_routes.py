@@ -16,13 +16,12 @@ from fastapi.responses import JSONResponse
 
 from aegis.sdk.errors import Conflict
 from aegis.sdk.registry import Registry
-from aegis.sdk.schema import DefinitionRevision, ServiceDefinition
+from aegis.sdk.schema import DefinitionFields, DefinitionRevision, ServiceDefinition
 
 from .api_models import (
     IF_MATCH_PATTERN,
     NAME_PATTERN,
     DefinitionCreate,
-    DefinitionFields,
     DefinitionOut,
     ErrorBody,
 )

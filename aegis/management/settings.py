@@ -11,30 +11,25 @@ raises :class:`~aegis.sdk.errors.ConfigError` naming the field::
 
 from __future__ import annotations
 
-import os
-import tomllib
-from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError
-from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    TomlConfigSettingsSource,
-)
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
 
-from aegis.sdk.errors import ConfigError
+from aegis.sdk.config import FileSettings, load_from_file
 
 MGMT_CONFIG_FILE_ENV = "AEGIS_MGMT_CONFIG_FILE"
 
 
-class ManagementSettings(BaseSettings):
-    """Validated settings of one management process. Times in seconds, sizes in bytes."""
+class ManagementSettings(FileSettings):
+    """Validated settings of one management process. Times in seconds, sizes in bytes.
 
-    # extra="ignore": the security settings share the AEGIS_MGMT_ prefix and are read by their own model
-    model_config = SettingsConfigDict(env_prefix="AEGIS_MGMT_", extra="ignore", validate_default=True)
+    The security settings share the ``AEGIS_MGMT_`` prefix and are read by their own model
+    (:class:`~aegis.management.auth.SecuritySettings`): environment variables of other models' fields are not
+    this model's business, an unknown key in its TOML file is an error."""
+
+    model_config = SettingsConfigDict(env_prefix="AEGIS_MGMT_", extra="forbid", validate_default=True)
 
     host: str = Field(
         "127.0.0.1", description="Address uvicorn binds (loopback unless deployed behind a proxy)."
@@ -72,49 +67,12 @@ class ManagementSettings(BaseSettings):
     )
     warm_timeout_s: float = Field(10.0, gt=0, le=300, description="How long start-up waits for the caches.")
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        path = _config_file_var.get(None)
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        if path is not None:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
-        return tuple(sources)
-
-
-# The file for the settings being built; a ContextVar keeps concurrent loads independent.
-_config_file_var: ContextVar[Path | None] = ContextVar("aegis_mgmt_config_file", default=None)
-
 
 def load_management_settings(config_file: str | Path | None = None, **overrides: Any) -> ManagementSettings:
     """Settings from ``overrides``, the environment, ``config_file`` (or ``AEGIS_MGMT_CONFIG_FILE``), defaults.
 
     Raises :class:`ConfigError` naming the field and the reason for a bad value or an unreadable file.
     """
-    path = config_file if config_file is not None else os.environ.get(MGMT_CONFIG_FILE_ENV)
-    file = Path(path) if path else None
-    if file is not None:
-        if not file.is_file():
-            raise ConfigError(f"management config file {str(file)!r} does not exist")
-        try:
-            with file.open("rb") as fh:
-                tomllib.load(fh)
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"management config file {str(file)!r} is not valid TOML: {exc}") from None
-    token = _config_file_var.set(file)
-    try:
-        return ManagementSettings(**overrides)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')} (got {e.get('input')!r})"
-            for e in exc.errors()
-        )
-        raise ConfigError(f"invalid management settings: {problems}") from None
-    finally:
-        _config_file_var.reset(token)
+    return load_from_file(
+        ManagementSettings, config_file, MGMT_CONFIG_FILE_ENV, "management settings", **overrides
+    )[0]

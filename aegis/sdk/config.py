@@ -22,7 +22,7 @@ import os
 import tomllib
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     Field,
@@ -50,7 +50,27 @@ _SCHEMES = ("nats://", "tls://", "ws://", "wss://")
 Source = Literal["default", "env", "file", "override"]
 
 
-class AegisSettings(BaseSettings):
+class FileSettings(BaseSettings):
+    """Settings from keyword arguments, the environment and a TOML file, highest first (:func:`load_from_file`
+    names the file). The SDK's settings and the management service's share this."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        path = _config_file_var.get(None)
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+
+class AegisSettings(FileSettings):
     """Validated settings. Times are in seconds, sizes in bytes."""
 
     model_config = SettingsConfigDict(env_prefix="AEGIS_", extra="forbid", validate_default=True)
@@ -240,27 +260,12 @@ class AegisSettings(BaseSettings):
             return mt.get(f"{service}.{method}") or mt.get(service) or self.rpc_timeout_s
         return self.rpc_timeout_s
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        path = _config_file_var.get(None)
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        if path is not None:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
-        return tuple(sources)
-
 
 # The file for the settings being built; a ContextVar keeps concurrent loads independent.
 _config_file_var: ContextVar[Path | None] = ContextVar("aegis_config_file", default=None)
 
 
-def _describe(err: ValidationError, file: Path | None) -> str:
+def _describe(err: ValidationError, file: Path | None, what: str) -> str:
     lines = []
     for item in err.errors():
         field = ".".join(str(p) for p in item["loc"]) or "(settings)"
@@ -274,12 +279,19 @@ def _describe(err: ValidationError, file: Path | None) -> str:
         # A model-level error's input is every setting, secrets included: show only the message.
         got = "" if field == "(settings)" else f" (got {value!r})"
         lines.append(f"{field}: {msg}{got}{where}")
-    return "invalid Aegis settings: " + "; ".join(lines)
+    return f"invalid {what}: " + "; ".join(lines)
 
 
-def load_settings(config_file: str | Path | None = None, **overrides: Any) -> AegisSettings:
-    """Load and validate settings; raise ConfigError with field and bad value on any problem."""
-    path = config_file if config_file is not None else os.environ.get(CONFIG_FILE_ENV)
+S = TypeVar("S", bound=FileSettings)
+
+
+def load_from_file(
+    cls: type[S], config_file: str | Path | None, file_env: str, what: str, **overrides: Any
+) -> tuple[S, Path | None]:
+    """Build ``cls`` from ``overrides``, the environment and ``config_file`` (else the file named by the
+    environment variable ``file_env``); the settings and the file. Every problem (a missing or non-TOML file, a bad
+    value, an unknown setting) is a :class:`ConfigError` naming the field, the bad value and where it came from."""
+    path = config_file if config_file is not None else os.environ.get(file_env)
     file = Path(path) if path else None
     if file is not None:
         if not file.is_file():
@@ -291,15 +303,22 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Ae
             raise ConfigError(f"config file {str(file)!r} is not valid TOML: {exc}") from exc
     token = _config_file_var.set(file)
     try:
-        settings = AegisSettings(**overrides)
-        settings._config_file = file
-        return settings
+        return cls(**overrides), file
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, file)) from None
+        raise ConfigError(_describe(exc, file, what)) from None
     except SettingsError as exc:
-        raise ConfigError(f"invalid Aegis settings: {exc}") from None
+        raise ConfigError(f"invalid {what}: {exc}") from None
     finally:
         _config_file_var.reset(token)
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> AegisSettings:
+    """Load and validate settings; raise ConfigError with field and bad value on any problem."""
+    settings, file = load_from_file(
+        AegisSettings, config_file, CONFIG_FILE_ENV, "Aegis settings", **overrides
+    )
+    settings._config_file = file
+    return settings
 
 
 def setting_sources(settings: AegisSettings, config_file: str | Path | None = None) -> dict[str, Source]:

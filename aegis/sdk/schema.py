@@ -87,12 +87,12 @@ def _token(value: str, kind: str) -> str:
     return check_token(kind, value)
 
 
-class ServiceDefinition(BaseModel):
-    """A service that may run (FR3): stored in the definitions bucket under its name, without TTL."""
+class DefinitionFields(BaseModel):
+    """What an operator sets on a service definition (the body of ``PUT /api/services/{name}``). The stored
+    :class:`ServiceDefinition` adds its name and the registry's timestamps."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    name: str = Field(description="Service name: one subject token ([-_=a-zA-Z0-9]).")
     owner: str = Field("", max_length=200, description="Team or person on call for it.")
     description: str = Field("", max_length=2000)
     version: str = Field("0.0.0", max_length=64)
@@ -111,6 +111,12 @@ class ServiceDefinition(BaseModel):
         le=3_600_000,
         description="Above this windowed p99 an instance is degraded (None: the default).",
     )
+
+
+class ServiceDefinition(DefinitionFields):
+    """A service that may run (FR3): stored in the definitions bucket under its name, without TTL."""
+
+    name: str = Field(description="Service name: one subject token ([-_=a-zA-Z0-9]).")
     created_at: float = Field(0.0, description="Wall-clock UNIX time of creation (set by the registry).")
     updated_at: float = Field(
         0.0, description="Wall-clock UNIX time of the last change (set by the registry)."
