@@ -1,9 +1,17 @@
 """Concurrent HTTP load on one route, bounded in count and time, with every latency kept.
 
 ``clients`` workers, each with its own :class:`httpx.AsyncClient` (its own keep-alive connection, as separate
-dashboards or scrapers would have), send ``GET path`` back to back until ``requests`` have been sent or
-``duration_s`` has passed, whichever comes first. A request is claimed before it is sent, so no more than
-``requests`` are ever sent, and none starts after the deadline.
+dashboards or scrapers would have), send ``GET path`` until ``requests`` have been sent or ``duration_s`` has
+passed, whichever comes first. A request is claimed before it is sent, so no more than ``requests`` are ever sent,
+and none starts after the deadline.
+
+Two shapes of load:
+
+* back to back (``interval_s`` None): the saturation throughput. Its latency is mostly queueing: with N clients
+  always waiting, latency is about N / throughput whatever the service does;
+* paced (``interval_s``): each client polls once per interval (a dashboard or a scraper does), starting at a
+  random phase. A latency is counted from when the request was *due*, not when it left, so a client that fell
+  behind records the wait too (no coordinated omission).
 
 Latencies are kept twice, for two readers: the exact samples (the printed p50/p99/max come from them through
 :func:`aegis.stats.summary`, the project's one percentile definition, so they compare with every other figure in
@@ -14,6 +22,7 @@ distribution can be read back later (``HdrHistogram.decode``) without storing ev
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -67,9 +76,11 @@ async def run_load(
     clients: int,
     requests: int,
     duration_s: float,
+    interval_s: float | None = None,
     progress: Progress = lambda _: None,
 ) -> LoadResult:
-    """Send at most ``requests`` GETs of ``path`` from ``clients`` workers for at most ``duration_s``."""
+    """Send at most ``requests`` GETs of ``path`` from ``clients`` workers for at most ``duration_s``, back to
+    back or one per ``interval_s`` per client."""
     result = LoadResult()
     sent = 0
     clock = time.perf_counter
@@ -88,8 +99,13 @@ async def run_load(
         async with httpx.AsyncClient(
             base_url=base_url, headers=headers, timeout=TIMEOUT_S, limits=limits, trust_env=False
         ) as client:
+            due = start + (random.uniform(0, interval_s) if interval_s else 0.0)
             while claim():
-                t = clock()
+                if interval_s:
+                    await asyncio.sleep(max(0.0, due - clock()))
+                    t, due = due, due + interval_s
+                else:
+                    t = clock()
                 try:
                     r = await client.get(path)
                     ok, size, error = r.status_code == 200, len(r.content), f"HTTP {r.status_code}"

@@ -73,11 +73,16 @@ class Plan:
     requests: int = 10_000
     duration_s: float = 120.0
     warmup_requests: int = 200
+    paced_interval_s: float = 0.5
+    """The paced run: each client polls once per this (50 clients: 100 requests/s, a dashboard polls once a second)."""
+    paced_duration_s: float = 20.0
 
     @classmethod
     def quick(cls) -> Plan:
         """Under a minute on 2 cores, cluster start-up included."""
-        return cls(instances=20, clients=5, requests=400, duration_s=20.0, warmup_requests=20)
+        return cls(
+            instances=20, clients=5, requests=400, duration_s=20.0, warmup_requests=20, paced_duration_s=3.0
+        )
 
 
 # -- processes ---------------------------------------------------------------------------------------------------
@@ -190,7 +195,13 @@ def _cpu(pids: dict[str, list[int]]) -> dict[str, float]:
 
 
 def _load(
-    mgmt: ManagementProcess, headers: dict[str, str], plan: Plan, requests: int, progress: Progress
+    mgmt: ManagementProcess,
+    headers: dict[str, str],
+    plan: Plan,
+    requests: int,
+    progress: Progress,
+    *,
+    paced: bool = False,
 ) -> LoadResult:
     import uvloop
 
@@ -201,10 +212,19 @@ def _load(
             headers,
             clients=plan.clients,
             requests=requests,
-            duration_s=plan.duration_s,
+            duration_s=plan.paced_duration_s if paced else plan.duration_s,
+            interval_s=plan.paced_interval_s if paced else None,
             progress=progress,
         )
     )
+
+
+def _latency(result: LoadResult) -> dict[str, Any]:
+    lat = summary(result.latencies_s)
+    return {
+        "latency_samples": lat["samples"],
+        **{f"{k}_ms": None if lat[k] is None else round(lat[k] * 1000, 3) for k in ("p50", "p99", "max")},
+    }
 
 
 def measure(cluster: LocalCluster, plan: Plan, progress: Progress) -> dict[str, Any]:
@@ -233,6 +253,8 @@ def measure(cluster: LocalCluster, plan: Plan, progress: Progress) -> dict[str, 
             result = _load(mgmt, headers, plan, plan.requests, lambda s: progress(f"load: {s}"))
             after, cpu_after = nats_counters(cluster), _cpu(pids)
             listed = len(httpx.get(f"{mgmt.url}{ROUTE}", headers=headers, timeout=10, trust_env=False).json())
+            paced_requests = int(plan.clients * plan.paced_duration_s / plan.paced_interval_s)
+            paced = _load(mgmt, headers, plan, paced_requests, lambda s: progress(f"paced: {s}"), paced=True)
 
         finally:
             mgmt.stop()
@@ -274,6 +296,15 @@ def measure(cluster: LocalCluster, plan: Plan, progress: Progress) -> dict[str, 
             round((cpu_after["management"] - cpu_before["management"]) / served * 1000, 3) if served else None
         ),
         "latency_hdr": result.histogram.encode().decode(),
+        "paced": {
+            "clients": plan.clients,
+            "interval_s": plan.paced_interval_s,
+            "offered_per_s": round(plan.clients / plan.paced_interval_s, 1),
+            "requests": paced.requests,
+            "errors": paced.errors,
+            "requests_per_s": round(paced.per_s, 1),
+            **_latency(paced),
+        },
     }
 
 
@@ -298,7 +329,9 @@ def run_management_bench(
     with LocalCluster(size=3) as cluster:
         versions = _versions(cluster)
         figures = measure(cluster, plan, progress)
-    p99, per_request = figures["p99_ms"], figures["nats_msgs_per_request"]
+    # The latency goal is judged on the paced run: back to back, 50 clients queue behind each other and the
+    # latency is 50 / throughput by construction (the saturation run gives the throughput).
+    p99, per_request = figures["paced"]["p99_ms"], figures["nats_msgs_per_request"]
     return {
         **figures,
         "goal_p99_ms": GOAL_P99_MS,
@@ -311,7 +344,9 @@ def run_management_bench(
             and per_request is not None
             and per_request < GOAL_NATS_MSGS_PER_REQUEST
             and figures["errors"] == 0
+            and figures["paced"]["errors"] == 0
         ),
+        "goal_p99_basis": "paced",
         "command": "aegis bench --management --quick" if quick else "aegis bench --management",
         "quick": quick,
         "plan": asdict(plan),
@@ -322,7 +357,7 @@ def run_management_bench(
             "heartbeat_interval_s": 1.0,
             "services": 10,
             "http_clients": "one httpx.AsyncClient per worker, one keep-alive connection each, uvloop",
-            "management": "aegis manage (uvicorn, log level info), one process",
+            "management": "aegis manage (uvicorn with httptools, access log off), one process",
         },
         "machine": {
             "cpus": os.cpu_count(),
@@ -347,6 +382,8 @@ def markdown(report: dict[str, Any]) -> str:
     ms = lambda v: f"{v:.1f} ms"  # noqa: E731
     lat = spread_text(recorded(r["latency_samples"], r["p50_ms"], r["p99_ms"], r["max_ms"]), ms)
     n = r["nats"]
+    pc = r["paced"]
+    paced_lat = spread_text(recorded(pc["latency_samples"], pc["p50_ms"], pc["p99_ms"], pc["max_ms"]), ms)
     yes = lambda ok: "yes" if ok else "**no**"  # noqa: E731
     rows = [
         f"Recorded {r['recorded_at']} by `{r['command']}` on a {r['machine']['cpus']}-CPU machine"
@@ -356,7 +393,9 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         "| figure | measured | goal | met |",
         "|---|---|---|---|",
-        f"| latency | {lat} | p99 < {r['goal_p99_ms']:g} ms | {yes(r['goal_p99_met'])} |",
+        f"| latency, paced: each client once per {pc['interval_s']:g} s ({pc['offered_per_s']:g} requests/s)"
+        f" | {paced_lat} | p99 < {r['goal_p99_ms']:g} ms | {yes(r['goal_p99_met'])} |",
+        f"| latency, back to back (saturation: queueing, about clients / throughput) | {lat} | | |",
         f"| NATS messages sent by the service per HTTP request | {r['nats_msgs_per_request']}"
         f" ({n['load']['in_msgs']} messages / {r['requests'] - r['errors']} requests)"
         f" | < {r['goal_nats_msgs_per_request']:g} | {yes(r['goal_nats_met'])} |",
