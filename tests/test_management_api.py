@@ -329,6 +329,7 @@ def test_healthz_readyz_need_no_credentials_and_metrics_is_prometheus_text(
         assert anon.get("/healthz").status_code == 200
         ready = anon.get("/readyz")
         assert ready.status_code == 200 and ready.json()["ready"] is True
+        assert set(ready.json()["caches"]) == {"definitions", "instances", "election", "credentials"}
         assert anon.get("/metrics").status_code == 401
     text = admin.get("/metrics")
     assert text.status_code == 200 and text.headers["content-type"].startswith("text/plain")

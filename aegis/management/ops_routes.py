@@ -32,7 +32,11 @@ async def readyz(request: Request) -> Readiness | JSONResponse:
     state = Readiness(
         ready=False,
         nats_connected=pool is not None and any(nc.is_connected for nc in pool.clients),
-        caches=request.app.state.fleet.ready if request.app.state.fleet is not None else {},
+        caches=(
+            {**request.app.state.fleet.ready, "credentials": request.app.state.security.credentials.ready}
+            if request.app.state.fleet is not None
+            else {}
+        ),
     )
     state.ready = state.nats_connected and bool(state.caches) and all(state.caches.values())
     if not state.ready:
