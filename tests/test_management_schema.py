@@ -36,7 +36,7 @@ CONFIG = schemathesis.Config.from_dict(
         }
     }
 )
-_SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+_SETTINGS = settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
 
 
 @pytest.fixture(scope="module")
