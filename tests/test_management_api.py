@@ -140,6 +140,16 @@ def test_bad_names_in_paths_bodies_that_are_not_json_and_oversized_bodies(admin:
     huge = {"name": _name(), "description": "x" * 200_000}
     r = admin.post("/api/services", json=huge)
     assert r.status_code == 413 and "larger than" in r.json()["detail"]
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the limit counts the bytes as they come
+        yield b'{"name": "chunked", "description": "'
+        for _ in range(100):
+            yield b"x" * 1024
+        yield b'"}'
+
+    r = admin.post("/api/services", content=chunks(), headers={"Content-Type": "application/json"})
+    assert r.status_code == 413 and "larger than" in r.json()["detail"]
+    assert admin.get("/api/services/chunked").status_code == 404  # nothing half-written
     r = admin.put("/api/services/x", json={"owner": "y"}, headers={"If-Match": "not-a-revision"})
     assert r.status_code == 422
     assert NAME_PATTERN  # the pattern the API documents is the SDK's token rule (a.b and a* fail above)

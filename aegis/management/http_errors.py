@@ -77,8 +77,10 @@ class RequestId:
 class BodyLimit:
     """Refuse request bodies over ``max_bytes`` with 413 before anything parses them.
 
-    Starlette has no body limit of its own (uvicorn neither); a declared ``Content-Length`` over the limit is
-    refused at once, a chunked body as soon as it has carried too much.
+    Starlette has no body limit of its own (uvicorn neither). A declared ``Content-Length`` over the limit is
+    refused at once; a body without one (chunked) is read here up to the limit and handed on whole, or refused as
+    soon as it has carried too much (an error raised from inside the app's body read would be turned into a 400 by
+    FastAPI's body parsing).
     """
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
@@ -90,44 +92,43 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            await self._refuse(scope, receive, send)
+        if declared is not None:
+            if not declared.isdigit() or int(declared) > self.max_bytes:
+                await self._refuse(scope, receive, send)
+            else:
+                await self.app(scope, receive, send)
             return
-        seen = 0
-        too_big = False
-
-        async def limited() -> Message:
-            nonlocal seen, too_big
+        body = bytearray()
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    too_big = True
-                    raise _TooLarge
-            return message
-
-        started = False
-
-        async def watch_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, limited, watch_send)
-        except _TooLarge:
-            if not started:
+            if message["type"] != "http.request":  # the client went away: let the app see it
+                await self.app(scope, _replay(message, receive), send)
+                return
+            body += message.get("body", b"")
+            if len(body) > self.max_bytes:
                 await self._refuse(scope, receive, send)
-        except Exception:
-            if not too_big:
-                raise
-            if not started:
-                await self._refuse(scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
+        await self.app(
+            scope, _replay({"type": "http.request", "body": bytes(body), "more_body": False}, receive), send
+        )
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = error(413, f"request body larger than {self.max_bytes} bytes")
         await response(scope, receive, send)
 
 
-class _TooLarge(Exception):
-    pass
+def _replay(first: Message, receive: Receive) -> Receive:
+    """A receive that gives ``first`` (the body read already), then the client's own messages (a streaming
+    response listens there for the client going away)."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return first
+        return await receive()
+
+    return replay
