@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
+from management_server import ManagementServer
 
 from aegis.harness.cluster.local import LocalCluster
 from aegis.harness.cluster.processes import spawn
@@ -36,6 +37,17 @@ def cluster() -> Iterator[LocalCluster]:
 def nats_urls(cluster: LocalCluster) -> list[str]:
     """Client URLs (``nats://127.0.0.1:<port>``) of every node of :func:`cluster`."""
     return cluster.urls
+
+
+@pytest.fixture(scope="session")
+def management(nats_urls: list[str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[ManagementServer]:
+    """One real ``aegis manage`` on the session's cluster, shared by the management test modules (a second
+    replica, when a test needs one, signs with the same key)."""
+    server = ManagementServer(nats_urls, tmp_path_factory.mktemp("manage"))
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

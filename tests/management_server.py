@@ -11,13 +11,15 @@ from aegis.harness.demo.management import ManagementProcess
 
 ADMIN_PASSWORD = secrets.token_urlsafe(18)
 """The first admin's password for the whole test session: the session's cluster keeps the admin once created."""
+JWT_SECRET = secrets.token_hex(32)
+"""The signing key of the session's management processes: replicas accept each other's tokens."""
 
 
 class ManagementServer:
     """``aegis manage`` on a free loopback port against ``nats_urls``; ``jwt_secret`` is shared by the replicas
     a test starts (so a token from one works on the other)."""
 
-    def __init__(self, nats_urls: list[str], log_dir: Path, jwt_secret: str, **env: str) -> None:
+    def __init__(self, nats_urls: list[str], log_dir: Path, jwt_secret: str = JWT_SECRET, **env: str) -> None:
         self.process = ManagementProcess.start(
             {"AEGIS_SERVERS": ",".join(nats_urls)},
             log_dir,

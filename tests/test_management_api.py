@@ -39,12 +39,8 @@ JWT_SECRET = secrets.token_hex(32)
 
 
 @pytest.fixture(scope="module")
-def mgmt(nats_urls: list[str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[ManagementServer]:
-    server = ManagementServer(nats_urls, tmp_path_factory.mktemp("mgmt"), JWT_SECRET)
-    try:
-        yield server
-    finally:
-        server.stop()
+def mgmt(management: ManagementServer) -> ManagementServer:
+    return management
 
 
 @pytest.fixture(scope="module")
@@ -292,7 +288,7 @@ async def test_events_stream_definition_changes_and_resume_from_last_event_id(
     token = mgmt.token()
     names = [_name("evt") for _ in range(3)]
     reader = asyncio.create_task(
-        asyncio.to_thread(_read_events, mgmt.url, token, None, max_events=500, max_seconds=4)
+        asyncio.to_thread(_read_events, mgmt.url, token, None, max_events=500, max_seconds=3)
     )
     await asyncio.sleep(0.5)  # subscribed
     for name in names:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
 import uuid
 from collections.abc import Iterator
 
@@ -16,20 +15,17 @@ from waiting import wait_until
 
 from aegis.harness.cluster.local import LocalCluster
 
-JWT_SECRET = secrets.token_hex(32)
-
 
 @pytest.fixture(scope="module")
 def replicas(
-    nats_urls: list[str], tmp_path_factory: pytest.TempPathFactory
+    management: ManagementServer, nats_urls: list[str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[list[ManagementServer]]:
-    log_dir = tmp_path_factory.mktemp("replicas")
-    servers = [ManagementServer(nats_urls, log_dir, JWT_SECRET) for _ in range(2)]
+    """The session's management process and a second replica signing with the same key."""
+    second = ManagementServer(nats_urls, tmp_path_factory.mktemp("replica"))
     try:
-        yield servers
+        yield [management, second]
     finally:
-        for s in servers:
-            s.stop()
+        second.stop()
 
 
 async def test_a_write_through_one_replica_is_seen_by_the_other_and_by_both_event_streams(
@@ -40,7 +36,7 @@ async def test_a_write_through_one_replica_is_seen_by_the_other_and_by_both_even
     name = f"rep-{uuid.uuid4().hex[:8]}"
     streams = [
         asyncio.create_task(
-            asyncio.to_thread(_read_events, s.url, token, None, max_events=100, max_seconds=4)
+            asyncio.to_thread(_read_events, s.url, token, None, max_events=1000, max_seconds=4)
         )
         for s in replicas
     ]

@@ -11,10 +11,8 @@ login endpoint (its rate limit would lock the admin out for a minute) are left t
 
 from __future__ import annotations
 
-import secrets
 import time
 import uuid
-from collections.abc import Iterator
 
 import pytest
 import schemathesis
@@ -40,12 +38,8 @@ _SETTINGS = settings(max_examples=12, deadline=None, suppress_health_check=list(
 
 
 @pytest.fixture(scope="module")
-def fuzz_server(nats_urls: list[str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[ManagementServer]:
-    server = ManagementServer(nats_urls, tmp_path_factory.mktemp("fuzz"), secrets.token_hex(32))
-    try:
-        yield server
-    finally:
-        server.stop()
+def fuzz_server(management: ManagementServer) -> ManagementServer:
+    return management
 
 
 @pytest.fixture(scope="module")

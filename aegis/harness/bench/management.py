@@ -81,7 +81,7 @@ class Plan:
     def quick(cls) -> Plan:
         """Under a minute on 2 cores, cluster start-up included."""
         return cls(
-            instances=20, clients=5, requests=400, duration_s=20.0, warmup_requests=20, paced_duration_s=3.0
+            instances=20, clients=5, requests=300, duration_s=20.0, warmup_requests=20, paced_duration_s=2.0
         )
 
 
