@@ -115,6 +115,8 @@ def test_the_list_comes_from_the_watch_and_shows_a_new_definition(admin: httpx.C
         ({"name": "a b"}, "name"),
         ({"name": ""}, "name"),
         ({"name": "ok", "single_active": "maybe"}, "single_active"),
+        ({"name": "ok", "single_active": "0"}, "single_active"),
+        ({"name": "ok", "max_error_rate": "0.5"}, "max_error_rate"),
         ({"name": "ok", "max_error_rate": 2}, "max_error_rate"),
         ({"name": "ok", "owner": "x" * 201}, "owner"),
         ({"name": "ok", "created_at": 1.0}, "created_at"),

@@ -89,9 +89,10 @@ def _token(value: str, kind: str) -> str:
 
 class DefinitionFields(BaseModel):
     """What an operator sets on a service definition (the body of ``PUT /api/services/{name}``). The stored
-    :class:`ServiceDefinition` adds its name and the registry's timestamps."""
+    :class:`ServiceDefinition` adds its name and the registry's timestamps. Strict: ``"0"`` is not a boolean and
+    ``"0.5"`` not a number (schemathesis found the lax coercion accepting what the schema forbids)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     owner: str = Field("", max_length=200, description="Team or person on call for it.")
     description: str = Field("", max_length=2000)
