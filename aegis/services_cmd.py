@@ -15,6 +15,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from aegis.sdk.schema import DefinitionFields
+
 _out = Console()
 
 
@@ -96,10 +98,7 @@ def create_command(client: ApiClient, name: str, fields: dict[str, Any], as_json
 def update_command(client: ApiClient, name: str, fields: dict[str, Any], as_json: bool) -> None:
     current = client.get(f"/api/services/{name}")
     definition = current.json()["definition"]
-    body = {
-        k: definition[k]
-        for k in ("owner", "description", "version", "single_active", "max_error_rate", "max_p99_ms")
-    }
+    body = {k: definition[k] for k in DefinitionFields.model_fields}  # what PUT takes: every editable field
     body.update({k: v for k, v in fields.items() if v is not None})
     r = client.send("PUT", f"/api/services/{name}", json=body, headers={"If-Match": current.headers["ETag"]})
     show([r.json()], as_json)
