@@ -45,6 +45,8 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     # TLC's java runs as a child that dies with us: the harness's spawn, nothing else of the harness
     "aegis.spec": ("aegis.harness.cluster.processes",),
     "aegis.sim": ("aegis.stats",),
+    # the mutants run the simulator (in a scratch copy) and the spec's negative controls
+    "aegis.verify": ("aegis.sim", "aegis.spec"),
     "aegis.sdk": (),
 }
 
