@@ -16,6 +16,8 @@ Fault classes (``Fault.kind``):
   Pareto tail cut below the write timeout: a slow hop, a retransmit, a process slow to read its socket), and the
   process pauses (``length``, like ``pause``) right after it took the answer: the answer landed, the renewals
   that would follow do not. A window counted from the ack instead of the send overlaps the successor then.
+* ``pausestop``: the active pauses (``length``, like ``pause``) and is sent SIGTERM at once (a stuck process
+  being restarted): it takes the stop when it resumes, possibly after a successor took over, and releases.
 
 Network delays (:class:`DelayDist`) have a heavy tail too: besides the rare uniform spikes, a Pareto tail
 (``tail_p``, ``tail_alpha``, ``tail_scale_s``, cut at ``tail_cap_s``) on every one-way delay, so answers and
@@ -28,7 +30,7 @@ import math
 import random
 from dataclasses import dataclass, field
 
-FAULT_KINDS = ("crash", "stop", "pause", "nats", "netdelay", "latepause")
+FAULT_KINDS = ("crash", "stop", "pause", "nats", "netdelay", "latepause", "pausestop")
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,14 +124,22 @@ class FaultMix:
 MIXES: dict[str, FaultMix] = {
     "calm": FaultMix("calm"),
     "crash": FaultMix("crash", {"crash": 8.0}),
-    "stop": FaultMix("stop", {"stop": 8.0}),
+    "stop": FaultMix("stop", {"stop": 8.0, "pausestop": 16.0}),
     "pause": FaultMix("pause", {"pause": 8.0, "latepause": 8.0}),
     "nats": FaultMix("nats", {"nats": 20.0}, min_gap_s=10.0),
     "netdelay": FaultMix("netdelay", {"netdelay": 10.0}),
     "gc": FaultMix("gc", gc=PauseDist()),
     "mixed": FaultMix(
         "mixed",
-        {"crash": 30.0, "stop": 30.0, "pause": 30.0, "nats": 60.0, "netdelay": 30.0, "latepause": 30.0},
+        {
+            "crash": 30.0,
+            "stop": 30.0,
+            "pause": 30.0,
+            "nats": 60.0,
+            "netdelay": 30.0,
+            "latepause": 30.0,
+            "pausestop": 60.0,
+        },
         gc=PauseDist(),
         min_gap_s=2.0,
     ),
@@ -179,7 +189,7 @@ def plan_faults(mix: FaultMix, duration_s: float, rng: random.Random) -> FaultPl
         if kind in ("crash", "stop"):
             length = rng.uniform(*mix.restart_s)
             busy = 0.0
-        elif kind in ("pause", "latepause"):
+        elif kind in ("pause", "latepause", "pausestop"):
             length = rng.uniform(*mix.pause_s)
             busy = length
         elif kind == "nats":
