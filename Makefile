@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup jre nft run test bench spec sim campaign reports lint clean
+.PHONY: setup jre nft run test bench spec sim mutants campaign reports lint clean
 
 setup: $(STAMP) jre nft
 
@@ -40,6 +40,10 @@ spec: setup
 # Simulation campaign (fault mixes + lease x renew sweep): reports/sim-default.json/.html, sim-predicted-failover.json
 sim: setup
 	$(VENV)/bin/aegis sim
+
+# Protocol mutants through the tests, the simulator and TLC's negative controls: reports/mutants.json/.md
+mutants: setup
+	nice -n 10 $(VENV)/bin/aegis mutants
 
 # Fault campaigns on a local cluster (harness/campaigns/*.yaml): reports/<name>.json/.md/.html.
 # `make campaign` runs every campaign (about 40 minutes); `make campaign CAMPAIGNS=mixed` one.

@@ -49,6 +49,8 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "aegis.sim": ("aegis.stats",),
     # the management service is a client of the SDK only
     "aegis.management": (),
+    # the mutants run the simulator (in a scratch copy) and the spec's negative controls
+    "aegis.verify": ("aegis.sim", "aegis.spec"),
     "aegis.sdk": (),
 }
 

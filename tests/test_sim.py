@@ -96,7 +96,7 @@ def test_kv_outage_keeps_the_incumbent() -> None:
 FAULT = st.builds(
     Fault,
     at=st.floats(0.5, 18.0),
-    kind=st.sampled_from(["crash", "stop", "pause", "nats", "netdelay"]),
+    kind=st.sampled_from(["crash", "stop", "pause", "nats", "netdelay", "latepause", "pausestop"]),
     length=st.floats(0.05, 5.0),
     extra=st.floats(0.0, 0.4),
 )
@@ -147,7 +147,7 @@ def test_generated_fault_plans_respect_the_mix() -> None:
 
     plan = plan_faults(MIXES["mixed"], 600.0, random.Random(3))
     kinds = {f.kind for f in plan.faults}
-    assert kinds == {"crash", "stop", "pause", "nats", "netdelay"}
+    assert kinds == {"crash", "stop", "pause", "nats", "netdelay", "latepause", "pausestop"}
     assert all(b.at >= a.at for a, b in zip(plan.faults, plan.faults[1:], strict=False))
     assert all(4.0 <= f.length <= 9.0 for f in plan.faults if f.kind == "nats")
 

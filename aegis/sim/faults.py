@@ -12,6 +12,16 @@ Fault classes (``Fault.kind``):
 * ``gc``: background pauses of every instance drawn from a :class:`PauseDist` (a Poisson process per instance).
 * ``nats``: a NATS node crash: the stream has no leader for 4-9 s.
 * ``netdelay``: a burst of slow network (one-way delays of 50-400 ms) for a few seconds.
+* ``latepause``: the active's next renewal is acknowledged late (``extra``: a heavy-tailed delay of the answer, a
+  Pareto tail cut below the write timeout: a slow hop, a retransmit, a process slow to read its socket), and the
+  process pauses (``length``, like ``pause``) right after it took the answer: the answer landed, the renewals
+  that would follow do not. A window counted from the ack instead of the send overlaps the successor then.
+* ``pausestop``: the active pauses (``length``, like ``pause``) and is sent SIGTERM at once (a stuck process
+  being restarted): it takes the stop when it resumes, possibly after a successor took over, and releases.
+
+Network delays (:class:`DelayDist`) have a heavy tail too: besides the rare uniform spikes, a Pareto tail
+(``tail_p``, ``tail_alpha``, ``tail_scale_s``, cut at ``tail_cap_s``) on every one-way delay, so answers and
+watch deliveries are now and then late by tens to hundreds of milliseconds.
 """
 
 from __future__ import annotations
@@ -20,7 +30,7 @@ import math
 import random
 from dataclasses import dataclass, field
 
-FAULT_KINDS = ("crash", "stop", "pause", "nats", "netdelay")
+FAULT_KINDS = ("crash", "stop", "pause", "nats", "netdelay", "latepause", "pausestop")
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,13 +42,24 @@ class DelayDist:
     spike_p: float = 0.002
     spike_lo_s: float = 0.01
     spike_hi_s: float = 0.1
+    tail_p: float = 0.001
+    tail_alpha: float = 1.2
+    tail_scale_s: float = 0.01
+    tail_cap_s: float = 1.0
 
     def draw(self, rng: random.Random) -> float:
         """One delay in seconds."""
         d = self.median_s * math.exp(self.sigma * rng.gauss(0.0, 1.0))
         if self.spike_p and rng.random() < self.spike_p:
             d += rng.uniform(self.spike_lo_s, self.spike_hi_s)
+        if self.tail_p and rng.random() < self.tail_p:
+            d += heavy_tail(rng, self.tail_alpha, self.tail_scale_s, self.tail_cap_s)
         return d
+
+
+def heavy_tail(rng: random.Random, alpha: float, scale_s: float, cap_s: float) -> float:
+    """A Pareto-distributed delay (``scale_s`` and up, tail index ``alpha``), cut at ``cap_s``."""
+    return min(cap_s, scale_s * rng.paretovariate(alpha))
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +115,8 @@ class FaultMix:
     outage_s: tuple[float, float] = (4.0, 9.0)
     netdelay_s: tuple[float, float] = (1.0, 4.0)
     netdelay_extra_s: tuple[float, float] = (0.05, 0.4)
+    late_ack: tuple[float, float, float] = (1.0, 0.03, 0.25)
+    """latepause: the late ack's Pareto (alpha, scale_s, cap_s); the simulator cuts it below the write timeout."""
     min_gap_s: float = 4.0
     """At least this long between two planned faults, so one failover is over before the next fault."""
 
@@ -101,14 +124,22 @@ class FaultMix:
 MIXES: dict[str, FaultMix] = {
     "calm": FaultMix("calm"),
     "crash": FaultMix("crash", {"crash": 8.0}),
-    "stop": FaultMix("stop", {"stop": 8.0}),
-    "pause": FaultMix("pause", {"pause": 8.0}),
+    "stop": FaultMix("stop", {"stop": 8.0, "pausestop": 16.0}),
+    "pause": FaultMix("pause", {"pause": 8.0, "latepause": 8.0}),
     "nats": FaultMix("nats", {"nats": 20.0}, min_gap_s=10.0),
     "netdelay": FaultMix("netdelay", {"netdelay": 10.0}),
     "gc": FaultMix("gc", gc=PauseDist()),
     "mixed": FaultMix(
         "mixed",
-        {"crash": 30.0, "stop": 30.0, "pause": 30.0, "nats": 60.0, "netdelay": 30.0},
+        {
+            "crash": 30.0,
+            "stop": 30.0,
+            "pause": 30.0,
+            "nats": 60.0,
+            "netdelay": 30.0,
+            "latepause": 30.0,
+            "pausestop": 60.0,
+        },
         gc=PauseDist(),
         min_gap_s=2.0,
     ),
@@ -125,7 +156,7 @@ class Fault:
     kind: str
     length: float
     extra: float = 0.0
-    """netdelay: the added one-way delay."""
+    """netdelay: the added one-way delay; latepause: how late the renewal's answer is."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +189,7 @@ def plan_faults(mix: FaultMix, duration_s: float, rng: random.Random) -> FaultPl
         if kind in ("crash", "stop"):
             length = rng.uniform(*mix.restart_s)
             busy = 0.0
-        elif kind == "pause":
+        elif kind in ("pause", "latepause", "pausestop"):
             length = rng.uniform(*mix.pause_s)
             busy = length
         elif kind == "nats":
@@ -169,7 +200,13 @@ def plan_faults(mix: FaultMix, duration_s: float, rng: random.Random) -> FaultPl
             busy = length
         else:
             raise ValueError(f"unknown fault kind {kind!r}")
-        extra = rng.uniform(*mix.netdelay_extra_s) if kind == "netdelay" else 0.0
+        extra = (
+            rng.uniform(*mix.netdelay_extra_s)
+            if kind == "netdelay"
+            else heavy_tail(rng, *mix.late_ack)
+            if kind == "latepause"
+            else 0.0
+        )
         out.append(Fault(t, kind, length, extra))
         free_at = t + busy + mix.min_gap_s
     return FaultPlan(tuple(out))

@@ -95,6 +95,8 @@ class SimInstance:
         """Outcomes withheld: calls whose handler finished after this process stopped serving under their
         admission epoch (answered "lease-lost")."""
         """Newest epoch this process learnt from the key (what its NotActive answers carry)."""
+        self.late_ack: tuple[float, float] | None = None
+        """(extra answer delay, pause length) for the next renewal: the ``latepause`` fault."""
         self.served: tuple[int, int] = (0, -1)
         """(epoch, incarnation) of the last serving period."""
 
@@ -192,6 +194,7 @@ class SimInstance:
         self.pending.clear()
         self.inflight = None
         self.timer_at = self.timer_due = None
+        self.late_ack = None
         if self.watch is not None:
             self.watch.cancel()
             self.watch = None
@@ -290,6 +293,7 @@ class SimInstance:
         self.inflight = _InFlight(w.req, self.local())
         inc = self.incarnation
         name = self.name
+        late, self.late_ack = (self.late_ack, None) if w.op == "renew" else (None, self.late_ack)
 
         def arrive() -> None:
             answer = sim.kv.write(w.op, w.expected, name, w.epoch)
@@ -298,13 +302,20 @@ class SimInstance:
             # A failed compare-and-set costs the SDK another round trip: it reads the entry to learn its kind and
             # whether it still holds its own record.
             back = sim.delay() if answer.ok else sim.delay() + sim.delay() + sim.delay()
+            if late is not None:
+                back += late[0]
             outages = sim.kv.outages
-            sim.later(back, lambda: self._write_answer(w, answer, inc, outages))
+            sim.later(back, lambda: self._write_answer(w, answer, inc, outages, late))
 
         sim.later(sim.delay(), arrive)
 
-    def _write_answer(self, w: Write, answer: WriteAnswer, inc: int, outages: int) -> None:
+    def _write_answer(
+        self, w: Write, answer: WriteAnswer, inc: int, outages: int, late: tuple[float, float] | None = None
+    ) -> None:
         sim = self.sim
+        if late is not None and self.up and inc == self.incarnation:
+            # latepause: the process takes the (late) answer, then pauses before anything else happens
+            self.sim.later(0.0, lambda: self.pause(late[1]) if inc == self.incarnation else None)
         if sim.kv.outages != outages and sim.rng.random() < sim.config.outage_drop_p:
             return  # the node that would answer crashed: the answer is lost
 

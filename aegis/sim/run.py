@@ -162,7 +162,7 @@ class Simulation:
         kind = fault.kind
         t = self.env.now
         self.log.note(t, "-", f"fault:{kind}", f"length={fault.length:.3f}")
-        if kind in ("crash", "stop", "pause"):
+        if kind in ("crash", "stop", "pause", "latepause", "pausestop"):
             target = self._holder()
             if target is None:
                 self.skipped_faults += 1
@@ -182,9 +182,17 @@ class Simulation:
                     self.checker.fault(kind, t)
                 target.stop()
                 target.restart_in(fault.length)
-            else:
+            elif kind == "pause":
                 self.checker.fault(kind, t)
                 target.pause(fault.length)
+            elif kind == "pausestop":  # SIGTERM to a paused process: it takes the stop when it resumes
+                self.checker.fault(kind, t)
+                target.pause(fault.length)
+                target.stop()
+                target.restart_in(fault.length)
+            else:  # its next renewal's answer comes late (below the write timeout), then it pauses
+                self.checker.fault(kind, t)
+                target.late_ack = (min(fault.extra, 0.8 * self.params.write_timeout_s), fault.length)
         elif kind == "nats":
             self.checker.fault(kind, t)
             self.kv.outage(fault.length)

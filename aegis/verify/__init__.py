@@ -1,0 +1,1 @@
+"""Verification of the verification: protocol mutants (``aegis mutants``) and the layers that must catch them."""
