@@ -310,7 +310,9 @@ def manage(
 @app.command()
 def dashboard(
     host: str | None = typer.Option(None, help="Bind address (default AEGIS_DASH_HOST or 127.0.0.1)."),
-    port: int | None = typer.Option(None, min=0, max=65535, help="HTTP port (default AEGIS_DASH_PORT or 8090)."),
+    port: int | None = typer.Option(
+        None, min=0, max=65535, help="HTTP port (default AEGIS_DASH_PORT or 8090)."
+    ),
     api_url: str | None = typer.Option(
         None, help="Management API base URL (default AEGIS_DASH_API_URL or http://127.0.0.1:8080)."
     ),

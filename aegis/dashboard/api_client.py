@@ -76,13 +76,21 @@ class ManagementClient:
         await self._http.aclose()
 
     async def _call(
-        self, method: str, path: str, creds: Credentials | None, *, headers: dict[str, str] | None = None, **kw: Any
+        self,
+        method: str,
+        path: str,
+        creds: Credentials | None,
+        *,
+        headers: dict[str, str] | None = None,
+        **kw: Any,
     ) -> httpx.Response:
         h = {**(creds.headers() if creds else {}), **(headers or {})}
         try:
             response = await self._http.request(method, path, headers=h, **kw)
         except httpx.HTTPError as exc:
-            raise ApiUnreachable(f"management API at {self.base_url} unreachable: {type(exc).__name__}") from exc
+            raise ApiUnreachable(
+                f"management API at {self.base_url} unreachable: {type(exc).__name__}"
+            ) from exc
         if response.status_code in (502, 503):
             raise ApiUnreachable(f"management API at {self.base_url} answered {response.status_code}")
         if response.status_code >= 400:

@@ -114,7 +114,8 @@ def banner_html(snap: Snapshot) -> str:
 
 def header_html(session: UserSession, current: str) -> str:
     links = " ".join(
-        f'<a href="{path}"{" aria-current=page" if path == current else ""}>{name}</a>' for path, name in PAGES
+        f'<a href="{path}"{" aria-current=page" if path == current else ""}>{name}</a>'
+        for path, name in PAGES
     )
     return (
         f'<header class="aegis-header"><h1>Aegis</h1><nav aria-label="Pages">{links}</nav>'

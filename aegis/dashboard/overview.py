@@ -74,7 +74,11 @@ def _drifted(views: list[InstanceView]) -> set[tuple[str, str]]:
         counts = Counter(v.instance.config_hash for v in members)
         if len(counts) > 1:
             common = counts.most_common(1)[0][0]
-            out |= {(v.instance.service, v.instance.instance_id) for v in members if v.instance.config_hash != common}
+            out |= {
+                (v.instance.service, v.instance.instance_id)
+                for v in members
+                if v.instance.config_hash != common
+            }
     return out
 
 
@@ -82,7 +86,9 @@ def instance_rows(views: list[InstanceView]) -> pd.DataFrame:
     """One row per instance, indexed ``service/instance``, worst health first; what the table shows."""
     drifted = _drifted(views)
     rows = []
-    for v in sorted(views, key=lambda v: (HEALTH_ORDER.index(v.health), v.instance.service, v.instance.instance_id)):
+    for v in sorted(
+        views, key=lambda v: (HEALTH_ORDER.index(v.health), v.instance.service, v.instance.instance_id)
+    ):
         i = v.instance
         rate, err, p50, p99 = _figures(v)
         role = ""
@@ -156,7 +162,9 @@ def build_overview(ctx: DashboardContext, session: UserSession, creds: Credentia
         sizing_mode="stretch_width",
         height=520,
         layout="fit_data_fill",
-        formatters={"instance": {"type": "link", "urlPrefix": "", "labelField": "instance", "urlField": "link"}},
+        formatters={
+            "instance": {"type": "link", "urlPrefix": "", "labelField": "instance", "urlField": "link"}
+        },
         hidden_columns=["link"],
         name="Instances",
     )
@@ -165,9 +173,15 @@ def build_overview(ctx: DashboardContext, session: UserSession, creds: Credentia
 
     def show(full_replace: bool) -> None:
         df = filter_rows(state["all"], unhealthy.value, search.value_input or search.value)
-        df = df.assign(link=[f"/instance?service={s}&id={i}" for s, i in zip(df["service"], df["instance"], strict=True)])
+        df = df.assign(
+            link=[f"/instance?service={s}&id={i}" for s, i in zip(df["service"], df["instance"], strict=True)]
+        )
         current = table.value
-        if not full_replace and list(current.index) == list(df.index) and list(current.columns) == list(df.columns):
+        if (
+            not full_replace
+            and list(current.index) == list(df.index)
+            and list(current.columns) == list(df.columns)
+        ):
             changed = (current != df).any(axis=1)
             if changed.any():
                 table.patch(df[changed], as_index=True)

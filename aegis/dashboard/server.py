@@ -23,7 +23,10 @@ def build_context(settings: DashboardSettings) -> DashboardContext:
     key = settings.api_key.get_secret_value() if settings.api_key else None
     feed = Feed(client, Credentials(api_key=key), settings.poll_interval_s, settings.cluster_interval_s)
     return DashboardContext(
-        store=SessionStore(), client=client, feed=feed, cookie_secret=settings.cookie_secret.get_secret_value()
+        store=SessionStore(),
+        client=client,
+        feed=feed,
+        cookie_secret=settings.cookie_secret.get_secret_value(),
     )
 
 
@@ -44,7 +47,11 @@ def routes(ctx: DashboardContext) -> dict[str, object]:
 def serve_dashboard(settings: DashboardSettings) -> None:
     """Serve until SIGINT/SIGTERM; the feed starts with the server's loop."""
     ctx = build_context(settings)
-    origins = [f"{settings.host}:{settings.port}", f"localhost:{settings.port}", *settings.allow_websocket_origin]
+    origins = [
+        f"{settings.host}:{settings.port}",
+        f"localhost:{settings.port}",
+        *settings.allow_websocket_origin,
+    ]
     server = pn.serve(
         routes(ctx),
         port=settings.port,

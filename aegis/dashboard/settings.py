@@ -23,13 +23,17 @@ class DashboardSettings(BaseSettings):
     api_key: SecretStr | None = Field(
         None, description="X-API-Key with instances:read for the shared feed. Required."
     )
-    host: str = Field("127.0.0.1", description="Address the dashboard binds (loopback unless behind a proxy).")
+    host: str = Field(
+        "127.0.0.1", description="Address the dashboard binds (loopback unless behind a proxy)."
+    )
     port: int = Field(8090, ge=0, le=65535)
     cookie_secret: SecretStr = Field(
         default_factory=lambda: SecretStr(secrets.token_urlsafe(32)),
         description="Signs the session cookie; random per process unless given (sessions then end on restart).",
     )
-    poll_interval_s: float = Field(1.0, gt=0, le=60, description="How often the feed reads instances and groups.")
+    poll_interval_s: float = Field(
+        1.0, gt=0, le=60, description="How often the feed reads instances and groups."
+    )
     cluster_interval_s: float = Field(3.0, gt=0, le=300, description="How often the feed reads /api/cluster.")
     request_timeout_s: float = Field(3.0, gt=0, le=60)
     allow_websocket_origin: list[str] = Field(
