@@ -70,7 +70,9 @@ class DashboardServer:
 def feed_key(mgmt: ManagementServer) -> str:
     """An API key with instances:read, made by the admin: what the dashboard's feed reads with."""
     with mgmt.client(mgmt.token()) as admin:
-        r = admin.post("/api/keys", json={"name": f"dashboard-{time.time_ns()}", "scopes": ["instances:read"]})
+        r = admin.post(
+            "/api/keys", json={"name": f"dashboard-{time.time_ns()}", "scopes": ["instances:read"]}
+        )
         assert r.status_code in (200, 201), r.text
         return str(r.json()["key"])
 

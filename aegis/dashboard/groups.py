@@ -93,6 +93,7 @@ def build_groups(ctx: DashboardContext, session: UserSession, creds: Credentials
     fig.add_tools(HoverTool(tooltips=[("what", "@kind"), ("instance", "@instance"), ("epoch", "@epoch")]))
     note = html_pane("")
     seen: dict[str, object] = {"key": None}
+    doc = pn.state.curdoc
 
     async def load_timeline(groups: list[GroupView]) -> None:
         changes: list[LeadershipChange] = []
@@ -101,6 +102,10 @@ def build_groups(ctx: DashboardContext, session: UserSession, creds: Credentials
                 changes += await ctx.client.failovers(creds, g.service, g.group)
             except (ApiError, ApiUnreachable) as exc:
                 note.object = f'<p role="alert">Could not read failovers of {html.escape(g.service)}/{html.escape(g.group)}: {html.escape(str(exc))}</p>'
+        doc.add_next_tick_callback(partial(show_timeline, groups, changes))
+
+    def show_timeline(groups: list[GroupView], changes: list[LeadershipChange]) -> None:
+        """Bokeh models change under the document lock: on the next tick, not in the coroutine."""
         events.value = timeline_rows(changes)
         names = sorted({f"{g.service}/{g.group}" for g in groups}) or ["(no groups)"]
         fig.y_range.factors = names

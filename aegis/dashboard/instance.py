@@ -117,6 +117,7 @@ def build_instance(ctx: DashboardContext, session: UserSession, creds: Credentia
     )
     config_note = html_pane("")
     last: dict[str, float] = {"t": 0.0}
+    doc = pn.state.curdoc
 
     async def load_history(*_: Any) -> None:
         span = RANGES[picker.value]
@@ -129,9 +130,13 @@ def build_instance(ctx: DashboardContext, session: UserSession, creds: Credentia
             status.object = f"<p role='alert'>History not available: {html.escape(str(exc))}</p>"
             return
         data = [point(p) for p in points]
-        source.data = _columns(data)
-        last["t"] = data[-1]["t"] if data else 0.0
-        status.object = f"<p class='aegis-muted'>{len(data)} points of history, then live.</p>"
+
+        def apply() -> None:  # Bokeh models change under the document lock: on the next tick, not here
+            source.data = _columns(data)
+            last["t"] = data[-1]["t"] if data else 0.0
+            status.object = f"<p class='aegis-muted'>{len(data)} points of history, then live.</p>"
+
+        doc.add_next_tick_callback(apply)
 
     async def load_config() -> None:
         try:

@@ -1,0 +1,341 @@
+"""The dashboard in headless Chromium on the real stack: 3-node cluster, demo instances, ``aegis manage``,
+``aegis dashboard``. Screenshots of each page and the axe-core findings go to reports/dashboard/.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from dashboard_stack import DashboardServer, add_user, feed_key
+from management_server import ADMIN_PASSWORD, ManagementServer
+from waiting import wait_until
+
+from aegis.harness.demo.up import start_instances, stop_instances
+
+ROOT = Path(__file__).resolve().parent.parent
+SHOTS = ROOT / "reports" / "dashboard"
+AXE = ROOT / ".venv" / "node" / "node_modules" / "axe-core" / "axe.min.js"
+CHROMIUM = shutil.which("chromium")
+VIEWER, OPERATOR = ("viewer1", "viewer password 1"), ("operator1", "operator password 1")
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (make setup installs it)")
+
+
+@pytest.fixture(scope="module")
+def mgmt(nats_urls: list[str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[ManagementServer]:
+    server = ManagementServer(nats_urls, tmp_path_factory.mktemp("dash-mgmt"), secrets.token_hex(32))
+    try:
+        add_user(server, *VIEWER, "viewer")
+        add_user(server, *OPERATOR, "operator")
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def demo(nats_urls: list[str]) -> Iterator[dict[str, subprocess.Popen[str]]]:
+    procs = start_instances(nats_urls, 2, prefix="dq")
+    procs |= start_instances(nats_urls, 2, command="serve-active", prefix="DL")
+    try:
+        yield procs
+    finally:
+        stop_instances(procs)
+
+
+@pytest.fixture(scope="module")
+def dash(
+    mgmt: ManagementServer, demo: dict, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[DashboardServer]:
+    server = DashboardServer(mgmt.url, feed_key(mgmt), tmp_path_factory.mktemp("dash"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    with playwright_api.sync_playwright() as p:
+        b = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+        )
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def _login(browser: object, dash: DashboardServer, user: str = "admin", password: str = ADMIN_PASSWORD):  # type: ignore[no-untyped-def]
+    page = browser.new_page(viewport={"width": 1400, "height": 900})  # type: ignore[attr-defined]
+    page.set_default_timeout(15_000)
+    page.goto(f"{dash.url}/login")
+    page.fill("#username", user)
+    page.fill("#password", password)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{dash.url}/")
+    return page
+
+
+def _shot(page: object, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)  # type: ignore[attr-defined]
+
+
+def _rows(page: object) -> list[dict[str, str]]:
+    """The overview table's rows as the browser shows them, in display order."""
+    return page.eval_on_selector_all(  # type: ignore[attr-defined]
+        ".tabulator-row",
+        """rows => rows.map(r => Object.fromEntries([...r.querySelectorAll('.tabulator-cell')]
+               .map(c => [c.getAttribute('tabulator-field'), c.innerText.trim()])))""",
+    )
+
+
+def _row(page: object, instance: str) -> dict[str, str] | None:
+    return next((r for r in _rows(page) if r.get("instance") == instance), None)
+
+
+def test_a_logged_out_browser_sees_only_the_login_page(browser: object, dash: DashboardServer) -> None:
+    page = browser.new_page()  # type: ignore[attr-defined]
+    for path in ("/", "/services", "/groups", "/instance?service=ledger&id=DL1"):
+        page.goto(dash.url + path)
+        assert re.search(r"/login", page.url), page.url
+        text = page.inner_text("body")  # the login page is plain HTML (no shadow DOM): this is all of it
+        assert "Log in" in text and "DL1" not in text and "dq1" not in text
+    page.fill("#username", "admin")
+    page.fill("#password", "not the password at all")
+    page.click("button[type=submit]")
+    assert "Wrong user name or password" in page.inner_text("[role=alert]")
+    assert "aegis_session" not in {c["name"] for c in page.context.cookies()}
+    _shot(page, "login")
+    page.close()
+    # the Bokeh session endpoints refuse too: no page, no websocket without a session
+    assert httpx.get(f"{dash.url}/", follow_redirects=False).status_code in (302, 303)
+
+
+def test_overview_lists_the_demo_instances_with_health_in_words(
+    browser: object, dash: DashboardServer
+) -> None:
+    page = _login(browser, dash)
+    took = wait_until(
+        lambda: {"dq1", "dq2", "DL1", "DL2"} <= {r.get("instance") for r in _rows(page)}, 10, "demo rows"
+    )
+    print(f"demo instances listed {took:.1f} s after login")
+    row = _row(page, "dq1")
+    assert row is not None and row["health"] == "✔ healthy" and row["service"] == "quotes"
+    roles = {r["instance"]: r["role"] for r in _rows(page) if r["service"] == "ledger"}
+    assert sorted(v.split()[0] for k, v in roles.items() if k in ("DL1", "DL2")) == ["ACTIVE", "STANDBY"]
+    counts = page.inner_text("[aria-label='Instances per health']")
+    assert "✔ healthy:" in counts and "⌛ stale:" in counts and "✖ down:" in counts
+    # the token never appears in a URL or in what the browser can read
+    assert "token" not in page.url and all(c["httpOnly"] for c in page.context.cookies())
+    _shot(page, "overview")
+    page.close()
+
+
+def test_the_table_keeps_the_persons_sort_and_search_across_updates(
+    browser: object, dash: DashboardServer
+) -> None:
+    page = _login(browser, dash)
+    wait_until(lambda: len(_rows(page)) >= 4, 10, "rows")
+    header = page.locator(".tabulator-col[tabulator-field='instance'] .tabulator-col-title")
+    header.click()
+    header.click()  # descending
+    wait_until(
+        lambda: page.locator(".tabulator-col[tabulator-field='instance'][aria-sort='descending']").count(),
+        5,
+        "sorted",
+    )
+    order = [r["instance"] for r in _rows(page)]
+    ages = {r["instance"]: r["heartbeat age s"] for r in _rows(page)}
+    assert order == sorted(order, reverse=True), order
+    # several updates later: values changed in place, the order is still the person's
+    wait_until(lambda: {r["instance"]: r["heartbeat age s"] for r in _rows(page)} != ages, 5, "an update")
+    page.wait_for_timeout(2500)
+    assert [r["instance"] for r in _rows(page)] == order
+    # search filters, and keeps filtering while data arrives
+    page.fill("input[placeholder^='service, instance']", "ledger")
+    wait_until(lambda: {r["service"] for r in _rows(page)} == {"ledger"}, 5, "search applied")
+    page.wait_for_timeout(2000)
+    assert {r["service"] for r in _rows(page)} == {"ledger"}
+    page.close()
+
+
+def test_a_viewer_sees_no_edit_controls(
+    browser: object, dash: DashboardServer, mgmt: ManagementServer
+) -> None:
+    page = _login(browser, dash, *VIEWER)
+    page.goto(f"{dash.url}/services")
+    page.wait_for_selector("text=Read-only: your role cannot change definitions.")
+    for label in ("New definition", "Edit", "Delete", "Save"):
+        assert page.get_by_role("button", name=label, exact=True).count() == 0, label
+    page.close()
+    # and the API refuses a viewer's write anyway
+    token = mgmt.token(user=VIEWER[0], password=VIEWER[1])
+    with mgmt.client(token) as viewer:
+        assert viewer.post("/api/services", json={"name": "viewer-was-here"}).status_code == 403
+
+
+def _click(page: object, label: str) -> None:
+    page.get_by_role("button", name=label, exact=True).click()  # type: ignore[attr-defined]
+
+
+def _message(page: object, text: str) -> str:
+    loc = page.locator("[role=alert], [role=status]").filter(has_text=text)  # type: ignore[attr-defined]
+    loc.first.wait_for()
+    return loc.first.inner_text()
+
+
+def test_a_definition_is_created_edited_with_a_conflict_and_deleted_through_the_forms(
+    browser: object, dash: DashboardServer, mgmt: ManagementServer
+) -> None:
+    name = f"dash-{secrets.token_hex(3)}"
+    page = _login(browser, dash, *OPERATOR)
+    page.goto(f"{dash.url}/services")
+    _click(page, "New definition")
+    page.get_by_label("Name").fill(name)
+    page.get_by_label("Owner").fill("team-a")
+    page.get_by_label("Max error rate (0-1, empty: default)").fill(
+        "7"
+    )  # out of range: the API's message shows
+    _click(page, "Save")
+    assert "max_error_rate" in _message(page, "Not saved")
+    page.get_by_label("Max error rate (0-1, empty: default)").fill("0.1")
+    _click(page, "Save")
+    _message(page, f"Created {name}: revision")
+    with mgmt.client(mgmt.token()) as admin:
+        first = admin.get(f"/api/services/{name}").json()
+        assert first["definition"]["owner"] == "team-a" and first["definition"]["max_error_rate"] == 0.1
+        # the form is read-only until Edit
+        assert page.get_by_label("Owner").is_disabled()
+        _click(page, "Edit")
+        page.get_by_label("Owner").fill("team-b")
+        # someone else saves first
+        body = {
+            **{k: v for k, v in first["definition"].items() if k not in ("name", "created_at", "updated_at")}
+        }
+        r = admin.put(
+            f"/api/services/{name}",
+            json={**body, "owner": "team-z"},
+            headers={"If-Match": str(first["revision"])},
+        )
+        assert r.status_code == 200, r.text
+        _click(page, "Save")
+        text = _message(page, "Conflict: not saved")
+        assert "team-z" in text and f"revision {r.json()['revision']}" in text
+        assert admin.get(f"/api/services/{name}").json()["definition"]["owner"] == "team-z"  # not overwritten
+        _shot(page, "services-conflict")
+        _click(page, "Load the current version")
+        _click(page, "Edit")
+        page.get_by_label("Owner").fill("team-b")
+        _click(page, "Save")
+        _message(page, f"Saved {name}")
+        assert admin.get(f"/api/services/{name}").json()["definition"]["owner"] == "team-b"
+        _click(page, "Delete")
+        _message(page, f"Delete the definition {name}")
+        assert admin.get(f"/api/services/{name}").status_code == 200  # nothing gone before confirmation
+        _click(page, "Yes, delete it")
+        _message(page, f"Deleted {name}")
+        assert admin.get(f"/api/services/{name}").status_code == 404
+    _shot(page, "services")
+    page.close()
+
+
+def test_groups_and_instance_pages_show_the_active_its_history_and_config(
+    browser: object, dash: DashboardServer
+) -> None:
+    page = _login(browser, dash)
+    page.goto(f"{dash.url}/groups")
+    page.locator(".tabulator-cell[tabulator-field='active']", has_text="✔ DL").first.wait_for()
+    page.locator("text=acquire").first.wait_for()
+    _shot(page, "groups")
+    page.goto(f"{dash.url}/instance?service=quotes&id=dq1")
+    page.locator("text=points of history, then live").wait_for()
+    page.locator(".tabulator-cell[tabulator-field='setting']", has_text="rpc_timeout_s").wait_for()
+    page.locator("td", has_text="✔ healthy").first.wait_for()
+    _shot(page, "instance")
+    page.close()
+
+
+def test_killing_the_active_moves_the_active_badge_and_its_row_goes_stale(
+    browser: object, dash: DashboardServer, demo: dict
+) -> None:
+    page = _login(browser, dash)
+    wait_until(
+        lambda: any(r.get("role", "").startswith("ACTIVE") for r in _rows(page) if r["service"] == "ledger"),
+        10,
+        "an active",
+    )
+    active = next(r for r in _rows(page) if r["service"] == "ledger" and r["role"].startswith("ACTIVE"))
+    standby = "DL2" if active["instance"] == "DL1" else "DL1"
+    epoch = int(active["role"].split("e")[-1])
+    demo[active["instance"]].send_signal(signal.SIGKILL)
+    wait_until(
+        lambda: (_row(page, standby) or {}).get("role", "").startswith("ACTIVE"), 10, "the standby ACTIVE"
+    )
+    assert int(_row(page, standby)["role"].split("e")[-1]) > epoch
+    wait_until(
+        lambda: (_row(page, active["instance"]) or {}).get("health") in ("⌛ stale", "✖ down"),
+        10,
+        "stale row",
+    )
+    _shot(page, "overview-after-kill")
+    page.close()
+
+
+def test_axe_finds_no_serious_or_critical_violation_on_any_page(
+    browser: object, dash: DashboardServer
+) -> None:
+    page = _login(browser, dash)
+    findings: dict[str, list[dict]] = {}
+    for name, path in (
+        ("login", "/login"),
+        ("overview", "/"),
+        ("services", "/services"),
+        ("groups", "/groups"),
+        ("instance", "/instance?service=quotes&id=dq2"),
+    ):
+        page.goto(dash.url + path)
+        page.wait_for_timeout(2500)
+        page.add_script_tag(path=str(AXE))
+        result = page.evaluate("async () => await axe.run(document, {resultTypes: ['violations']})")
+        findings[name] = [
+            {
+                "id": v["id"],
+                "impact": v["impact"],
+                "help": v["help"],
+                "nodes": len(v["nodes"]),
+                "targets": [n["target"] for n in v["nodes"][:3]],
+            }
+            for v in result["violations"]
+        ]
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    (SHOTS / "axe.json").write_text(json.dumps(findings, indent=1))
+    serious = {p: [f for f in fs if f["impact"] in ("serious", "critical")] for p, fs in findings.items()}
+    assert not any(serious.values()), json.dumps(serious, indent=1)
+    page.close()
+
+
+def test_when_the_api_goes_away_the_page_says_so_and_keeps_the_last_data_marked_stale(
+    browser: object, dash: DashboardServer, mgmt: ManagementServer
+) -> None:
+    page = _login(browser, dash)
+    wait_until(lambda: len(_rows(page)) >= 3, 10, "rows")
+    before = len(_rows(page))
+    mgmt.stop()  # the module's last test: the API is gone for good
+    banner = page.locator("[role=alert]", has_text="unreachable")
+    banner.wait_for(timeout=10_000)
+    assert "STALE" in banner.inner_text()
+    assert len(_rows(page)) == before and "STALE" in page.inner_text("[aria-label='Instances per health']")
+    _shot(page, "overview-api-unreachable")
+    page.close()
