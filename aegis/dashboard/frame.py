@@ -43,7 +43,21 @@ CSS = """
 TEMPLATE = """{% extends "base.html" %}
 {% block contents %}<main aria-label="{{ title | e }}">
 {% for doc in docs %}{{ embed(doc) if doc.elementid }}{% for root in doc.roots %}{{ embed(root) }}
-{% endfor %}{% endfor %}</main>{% endblock %}"""
+{% endfor %}{% endfor %}</main>
+<script>
+/* Tabulator puts a focusable scroll holder straight inside its role=grid (axe aria-required-children,
+   critical): make the holder a plain box. The grid's rows stay reachable; Chromium keeps the scroller
+   keyboard-scrollable. Panel renders into shadow roots, so walk them. */
+(function () {
+  function fix(root) {
+    root.querySelectorAll('.tabulator-tableholder[tabindex]').forEach(function (e) {
+      e.removeAttribute('tabindex'); e.setAttribute('role', 'none');
+    });
+    root.querySelectorAll('*').forEach(function (e) { if (e.shadowRoot) fix(e.shadowRoot); });
+  }
+  setInterval(function () { fix(document); }, 1000);
+})();
+</script>{% endblock %}"""
 
 
 @dataclass

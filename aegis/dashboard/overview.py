@@ -151,7 +151,10 @@ def _links(df: pd.DataFrame) -> pd.DataFrame:
 
 def build_overview(ctx: DashboardContext, session: UserSession, creds: Credentials):  # type: ignore[no-untyped-def]
     """The overview's body and its updater (see :func:`aegis.dashboard.frame.page`)."""
-    unhealthy = pn.widgets.Checkbox(name="Unhealthy only", value=False)
+    # a Select, not a Checkbox: Panel's checkbox input has no accessible label (axe "label", critical)
+    unhealthy = pn.widgets.Select(
+        name="Show", options=["all instances", "unhealthy only"], value="all instances"
+    )
     search = pn.widgets.TextInput(name="Search", placeholder="service, instance, role, version")
     counts = html_pane("")
     table = pn.widgets.Tabulator(
@@ -172,7 +175,9 @@ def build_overview(ctx: DashboardContext, session: UserSession, creds: Credentia
     state: dict[str, pd.DataFrame] = {"all": pd.DataFrame(columns=COLUMNS)}
 
     def show(full_replace: bool) -> None:
-        df = filter_rows(state["all"], unhealthy.value, search.value_input or search.value)
+        df = filter_rows(
+            state["all"], unhealthy.value == "unhealthy only", search.value_input or search.value
+        )
         df = df.assign(
             link=[f"/instance?service={s}&id={i}" for s, i in zip(df["service"], df["instance"], strict=True)]
         )

@@ -75,7 +75,10 @@ class DefinitionForm:
         self.owner = pn.widgets.TextInput(name="Owner", disabled=True)
         self.version = pn.widgets.TextInput(name="Version", value="0.0.0", disabled=True)
         self.description = pn.widgets.TextAreaInput(name="Description", disabled=True, height=80)
-        self.single_active = pn.widgets.Checkbox(name="Single active", disabled=True)
+        # a Select, not a Checkbox: Panel's checkbox input has no accessible label (axe "label", critical)
+        self.single_active = pn.widgets.Select(
+            name="Single active", options=["no", "yes"], value="no", disabled=True
+        )
         self.max_error_rate = pn.widgets.TextInput(name="Max error rate (0-1, empty: default)", disabled=True)
         self.max_p99_ms = pn.widgets.TextInput(name="Max p99 ms (empty: default)", disabled=True)
         self.revision: int | None = None
@@ -95,7 +98,7 @@ class DefinitionForm:
         self.owner.value = x.owner if x else ""
         self.version.value = x.version if x else "0.0.0"
         self.description.value = x.description if x else ""
-        self.single_active.value = x.single_active if x else False
+        self.single_active.value = "yes" if x and x.single_active else "no"
         self.max_error_rate.value = "" if not x or x.max_error_rate is None else str(x.max_error_rate)
         self.max_p99_ms.value = "" if not x or x.max_p99_ms is None else str(x.max_p99_ms)
 
@@ -120,7 +123,7 @@ class DefinitionForm:
             "owner": self.owner.value,
             "version": self.version.value,
             "description": self.description.value,
-            "single_active": self.single_active.value,
+            "single_active": self.single_active.value == "yes",
             "max_error_rate": number(self.max_error_rate.value),
             "max_p99_ms": number(self.max_p99_ms.value),
         }
