@@ -64,7 +64,7 @@ def dash(
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
+def chromium_browser() -> Iterator[object]:
     with playwright_api.sync_playwright() as p:
         b = p.chromium.launch(
             executable_path=CHROMIUM,
@@ -76,8 +76,10 @@ def browser() -> Iterator[object]:
             b.close()
 
 
-def _login(browser: object, dash: DashboardServer, user: str = "admin", password: str = ADMIN_PASSWORD):  # type: ignore[no-untyped-def]
-    page = browser.new_page(viewport={"width": 1400, "height": 900})  # type: ignore[attr-defined]
+def _login(
+    chromium_browser: object, dash: DashboardServer, user: str = "admin", password: str = ADMIN_PASSWORD
+):  # type: ignore[no-untyped-def]
+    page = chromium_browser.new_page(viewport={"width": 1400, "height": 900})  # type: ignore[attr-defined]
     page.set_default_timeout(15_000)
     page.goto(f"{dash.url}/login")
     page.fill("#username", user)
@@ -105,8 +107,37 @@ def _row(page: object, instance: str) -> dict[str, str] | None:
     return next((r for r in _rows(page) if r.get("instance") == instance), None)
 
 
-def test_a_logged_out_browser_sees_only_the_login_page(browser: object, dash: DashboardServer) -> None:
-    page = browser.new_page()  # type: ignore[attr-defined]
+def test_login_redirects_only_to_paths_of_this_server() -> None:
+    from aegis.dashboard.login import safe_next
+
+    assert safe_next("/instance?service=a&id=b") == "/instance?service=a&id=b"
+    for bad in ("//evil.example/", "https://evil.example/", "/\\evil.example", "", None):
+        assert safe_next(bad) == "/"
+
+
+def test_rows_put_the_worst_first_say_health_in_words_and_mark_config_drift() -> None:
+    from aegis.dashboard.overview import filter_rows, instance_rows
+    from aegis.management.api_models import Health, InstanceView
+    from aegis.sdk.schema import ServiceInstance
+
+    def view(iid: str, health: Health, config: str) -> InstanceView:
+        inst = ServiceInstance(service="quotes", instance_id=iid, config_hash=config)
+        return InstanceView(instance=inst, revision=1, health=health, heartbeat_age_s=0.5)
+
+    df = instance_rows(
+        [view("a", Health.HEALTHY, "h1"), view("b", Health.STALE, "h1"), view("c", Health.HEALTHY, "h2")]
+    )
+    assert list(df["instance"]) == ["b", "a", "c"]
+    assert list(df["health"]) == ["◐ stale", "✔ healthy", "✔ healthy"]
+    assert df.loc["quotes/c", "config"].endswith("drift") and "drift" not in df.loc["quotes/a", "config"]
+    assert list(filter_rows(df, True, "")["instance"]) == ["b"]
+    assert list(filter_rows(df, False, "C")["instance"]) == ["c"]
+
+
+def test_a_logged_out_browser_sees_only_the_login_page(
+    chromium_browser: object, dash: DashboardServer
+) -> None:
+    page = chromium_browser.new_page()  # type: ignore[attr-defined]
     for path in ("/", "/services", "/groups", "/instance?service=ledger&id=DL1"):
         page.goto(dash.url + path)
         assert re.search(r"/login", page.url), page.url
@@ -118,15 +149,21 @@ def test_a_logged_out_browser_sees_only_the_login_page(browser: object, dash: Da
     assert "Wrong user name or password" in page.inner_text("[role=alert]")
     assert "aegis_session" not in {c["name"] for c in page.context.cookies()}
     _shot(page, "login")
+    # a deep link survives the login (the form carries the path; never another host)
+    page.goto(f"{dash.url}/instance?service=quotes&id=dq1")
+    page.fill("#username", "admin")
+    page.fill("#password", ADMIN_PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{dash.url}/instance?service=quotes&id=dq1")
     page.close()
     # the Bokeh session endpoints refuse too: no page, no websocket without a session
     assert httpx.get(f"{dash.url}/", follow_redirects=False).status_code in (302, 303)
 
 
 def test_overview_lists_the_demo_instances_with_health_in_words(
-    browser: object, dash: DashboardServer
+    chromium_browser: object, dash: DashboardServer
 ) -> None:
-    page = _login(browser, dash)
+    page = _login(chromium_browser, dash)
     took = wait_until(
         lambda: {"dq1", "dq2", "DL1", "DL2"} <= {r.get("instance") for r in _rows(page)}, 10, "demo rows"
     )
@@ -136,7 +173,7 @@ def test_overview_lists_the_demo_instances_with_health_in_words(
     roles = {r["instance"]: r["role"] for r in _rows(page) if r["service"] == "ledger"}
     assert sorted(v.split()[0] for k, v in roles.items() if k in ("DL1", "DL2")) == ["ACTIVE", "STANDBY"]
     counts = page.inner_text("[aria-label='Instances per health']")
-    assert "✔ healthy:" in counts and "⌛ stale:" in counts and "✖ down:" in counts
+    assert "✔ healthy:" in counts and "◐ stale:" in counts and "✖ down:" in counts
     # the token never appears in a URL or in what the browser can read
     assert "token" not in page.url and all(c["httpOnly"] for c in page.context.cookies())
     _shot(page, "overview")
@@ -144,9 +181,9 @@ def test_overview_lists_the_demo_instances_with_health_in_words(
 
 
 def test_the_table_keeps_the_persons_sort_and_search_across_updates(
-    browser: object, dash: DashboardServer
+    chromium_browser: object, dash: DashboardServer
 ) -> None:
-    page = _login(browser, dash)
+    page = _login(chromium_browser, dash)
     wait_until(lambda: len(_rows(page)) >= 4, 10, "rows")
     header = page.locator(".tabulator-col[tabulator-field='instance'] .tabulator-col-title")
     header.click()
@@ -172,9 +209,9 @@ def test_the_table_keeps_the_persons_sort_and_search_across_updates(
 
 
 def test_a_viewer_sees_no_edit_controls(
-    browser: object, dash: DashboardServer, mgmt: ManagementServer
+    chromium_browser: object, dash: DashboardServer, mgmt: ManagementServer
 ) -> None:
-    page = _login(browser, dash, *VIEWER)
+    page = _login(chromium_browser, dash, *VIEWER)
     page.goto(f"{dash.url}/services")
     page.wait_for_selector("text=Read-only: your role cannot change definitions.")
     for label in ("New definition", "Edit", "Delete", "Save"):
@@ -197,10 +234,10 @@ def _message(page: object, text: str) -> str:
 
 
 def test_a_definition_is_created_edited_with_a_conflict_and_deleted_through_the_forms(
-    browser: object, dash: DashboardServer, mgmt: ManagementServer
+    chromium_browser: object, dash: DashboardServer, mgmt: ManagementServer
 ) -> None:
     name = f"dash-{secrets.token_hex(3)}"
-    page = _login(browser, dash, *OPERATOR)
+    page = _login(chromium_browser, dash, *OPERATOR)
     page.goto(f"{dash.url}/services")
     _click(page, "New definition")
     page.get_by_label("Name").fill(name)
@@ -252,9 +289,9 @@ def test_a_definition_is_created_edited_with_a_conflict_and_deleted_through_the_
 
 
 def test_groups_and_instance_pages_show_the_active_its_history_and_config(
-    browser: object, dash: DashboardServer
+    chromium_browser: object, dash: DashboardServer
 ) -> None:
-    page = _login(browser, dash)
+    page = _login(chromium_browser, dash)
     page.goto(f"{dash.url}/groups")
     page.locator(".tabulator-cell[tabulator-field='active']", has_text="✔ DL").first.wait_for()
     page.locator("text=acquire").first.wait_for()
@@ -268,9 +305,9 @@ def test_groups_and_instance_pages_show_the_active_its_history_and_config(
 
 
 def test_killing_the_active_moves_the_active_badge_and_its_row_goes_stale(
-    browser: object, dash: DashboardServer, demo: dict
+    chromium_browser: object, dash: DashboardServer, demo: dict
 ) -> None:
-    page = _login(browser, dash)
+    page = _login(chromium_browser, dash)
     wait_until(
         lambda: any(r.get("role", "").startswith("ACTIVE") for r in _rows(page) if r["service"] == "ledger"),
         10,
@@ -285,7 +322,7 @@ def test_killing_the_active_moves_the_active_badge_and_its_row_goes_stale(
     )
     assert int(_row(page, standby)["role"].split("e")[-1]) > epoch
     wait_until(
-        lambda: (_row(page, active["instance"]) or {}).get("health") in ("⌛ stale", "✖ down"),
+        lambda: (_row(page, active["instance"]) or {}).get("health") in ("◐ stale", "✖ down"),
         10,
         "stale row",
     )
@@ -294,9 +331,9 @@ def test_killing_the_active_moves_the_active_badge_and_its_row_goes_stale(
 
 
 def test_axe_finds_no_serious_or_critical_violation_on_any_page(
-    browser: object, dash: DashboardServer
+    chromium_browser: object, dash: DashboardServer
 ) -> None:
-    page = _login(browser, dash)
+    page = _login(chromium_browser, dash)
     findings: dict[str, list[dict]] = {}
     for name, path in (
         ("login", "/login"),
@@ -306,7 +343,7 @@ def test_axe_finds_no_serious_or_critical_violation_on_any_page(
         ("instance", "/instance?service=quotes&id=dq2"),
     ):
         page.goto(dash.url + path)
-        page.wait_for_timeout(2500)
+        page.wait_for_timeout(1500)  # the first feed tick and the template's half-second Tabulator fix
         page.add_script_tag(path=str(AXE))
         result = page.evaluate("async () => await axe.run(document, {resultTypes: ['violations']})")
         findings[name] = [
@@ -327,9 +364,9 @@ def test_axe_finds_no_serious_or_critical_violation_on_any_page(
 
 
 def test_when_the_api_goes_away_the_page_says_so_and_keeps_the_last_data_marked_stale(
-    browser: object, dash: DashboardServer, mgmt: ManagementServer
+    chromium_browser: object, dash: DashboardServer, mgmt: ManagementServer
 ) -> None:
-    page = _login(browser, dash)
+    page = _login(chromium_browser, dash)
     wait_until(lambda: len(_rows(page)) >= 3, 10, "rows")
     before = len(_rows(page))
     mgmt.stop()  # the module's last test: the API is gone for good

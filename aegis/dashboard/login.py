@@ -44,6 +44,7 @@ _PAGE = """<!DOCTYPE html>
 _FORM = """<h1>Aegis dashboard</h1>
 {error}
 <form method="post" action="{action}">
+ <input type="hidden" name="next" value="{next}">
  <label for="username">User name</label>
  <input id="username" name="username" autocomplete="username" required value="{username}">
  <label for="password">Password</label>
@@ -52,10 +53,19 @@ _FORM = """<h1>Aegis dashboard</h1>
 </form>"""
 
 
-def login_page(error: str = "", username: str = "") -> str:
+def safe_next(path: str | None) -> str:
+    """Where to go after login: a path on this server only (never ``//host`` or a URL: no open redirect)."""
+    if not path or not path.startswith("/") or path.startswith("//") or "\\" in path:
+        return "/"
+    return path
+
+
+def login_page(error: str = "", username: str = "", next_path: str = "/") -> str:
     """The login form; ``error`` is announced to screen readers (role=alert)."""
     err = f'<p class="error" role="alert">{html.escape(error)}</p>' if error else ""
-    body = _FORM.format(error=err, action=LOGIN_PATH, username=html.escape(username))
+    body = _FORM.format(
+        error=err, action=LOGIN_PATH, username=html.escape(username), next=html.escape(safe_next(next_path))
+    )
     return _PAGE.format(title="Log in", body=body)
 
 
@@ -72,16 +82,19 @@ class LoginHandler(_Handler):
     """``GET /login`` shows the form; ``POST /login`` asks the API for a token and opens a session."""
 
     def get(self) -> None:
-        self.write(login_page())
+        self.write(login_page(next_path=self.get_query_argument("next", "/")))
 
     async def post(self) -> None:
         username = self.get_body_argument("username", "")
         password = self.get_body_argument("password", "")
+        next_path = safe_next(self.get_body_argument("next", "/"))
         try:
             token = await self.client.login(username, password)
         except ApiUnreachable:
             self.set_status(503)
-            self.write(login_page("The management API is unreachable; try again shortly.", username))
+            self.write(
+                login_page("The management API is unreachable; try again shortly.", username, next_path)
+            )
             return
         except ApiError as exc:
             self.set_status(401 if exc.status in (400, 401) else exc.status)
@@ -90,7 +103,7 @@ class LoginHandler(_Handler):
                 if exc.status in (400, 401, 422)
                 else f"Login refused: {exc.detail}"
             )
-            self.write(login_page(message, username))
+            self.write(login_page(message, username, next_path))
             return
         session = UserSession(
             user=username,
@@ -102,7 +115,7 @@ class LoginHandler(_Handler):
         self.set_signed_cookie(
             COOKIE_NAME, sid, expires_days=None, httponly=True, samesite="Strict", path="/"
         )
-        self.redirect("/")
+        self.redirect(next_path)
 
 
 class LogoutHandler(_Handler):

@@ -21,7 +21,7 @@ from .sessions import UserSession
 
 HEALTH_LABEL = {
     Health.DOWN: "✖ down",
-    Health.STALE: "⌛ stale",
+    Health.STALE: "◐ stale",
     Health.DEGRADED: "⚠ degraded",
     Health.HEALTHY: "✔ healthy",
 }
@@ -30,7 +30,7 @@ HEALTH_ORDER = [Health.DOWN, Health.STALE, Health.DEGRADED, Health.HEALTHY]
 # Light backgrounds with dark text: every pair is above 7:1 contrast.
 ROW_STYLE = {
     "✖ down": "background-color: #fde2e1; color: #6e120d",
-    "⌛ stale": "background-color: #fff0d4; color: #5a3a00",
+    "◐ stale": "background-color: #fff0d4; color: #5a3a00",
     "⚠ degraded": "background-color: #fff8c2; color: #4d4000",
 }
 COLUMNS = [
@@ -94,6 +94,11 @@ def instance_rows(views: list[InstanceView]) -> pd.DataFrame:
         role = ""
         if i.role:
             role = f"{i.role.upper()} e{i.epoch}" if i.epoch is not None else i.role.upper()
+            # never show a dead or silent instance as serving: its record is its last word, not the truth
+            if v.health == Health.DOWN:
+                role = f"was {role}"
+            elif v.health == Health.STALE:
+                role = f"{role} (unconfirmed)"
         config = i.config_hash[:8]
         if (i.service, i.instance_id) in drifted:
             config = f"≠ {config} drift"
