@@ -58,6 +58,10 @@ def up(
     instances: int = typer.Option(2, min=1, max=8, help="Instances of the demo RPC service."),
     rate: float = typer.Option(200.0, min=1, max=5000, help="Demo client calls per second."),
     duration: float = typer.Option(0, min=0, help="Stop after this many seconds (0: until Ctrl-C)."),
+    dashboard: bool = typer.Option(
+        True,
+        help="Also run the management API and the dashboard (needs the dashboard extra) and print its URL.",
+    ),
 ) -> None:
     """Start a local cluster and the demo; show a live status line; Ctrl-C stops everything."""
     options = dict(locals())

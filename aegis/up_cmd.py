@@ -6,9 +6,13 @@ import typer
 from rich.console import Console
 
 
-def up_command(nodes: int = 3, instances: int = 2, rate: float = 200.0, duration: float = 0) -> None:
+def up_command(
+    nodes: int = 3, instances: int = 2, rate: float = 200.0, duration: float = 0, dashboard: bool = True
+) -> None:
     """Run the demo with a live status line; exits with its code."""
     from aegis.harness.demo.up import run_up
 
-    code = run_up(nodes=nodes, instances=instances, rate=rate, duration=duration, console=Console())
+    code = run_up(
+        nodes=nodes, instances=instances, rate=rate, duration=duration, console=Console(), dashboard=dashboard
+    )
     raise typer.Exit(code)

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from waiting import wait_until
 
+from aegis.harness.demo.operators import operators_installed
+
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1", "PYTHONUNBUFFERED": "1"}
 
@@ -52,7 +54,10 @@ def test_up_runs_cluster_and_demo_then_stops_everything() -> None:
     assert proc.returncode == 0, proc.stderr + out
     assert len(re.findall(r"nats://127\.0\.0\.1:\d+", out)) >= 3
     pids = _pids(out)
-    assert len(pids) == 8  # 3 servers + 2 demo instances + 3 single-active ledger instances
+    # 3 servers + 2 demo instances + 3 single-active ledger instances (+ aegis manage and aegis dashboard)
+    assert len(pids) == 8 + (2 if operators_installed() else 0)
+    if operators_installed():
+        assert re.search(r"dashboard: http://127\.0\.0\.1:\d+", out), out
     ok = [int(n) for n in re.findall(r"ok (\d+)", out)]
     assert ok and max(ok) > 50
     assert "failed 0" in out

@@ -10,6 +10,7 @@ import asyncio
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from rich.table import Table
 
 from aegis.harness.cluster.local import LocalCluster, install_signal_cleanup
 from aegis.harness.cluster.processes import spawn
+from aegis.harness.demo.operators import OperatorStack, operators_installed
 from aegis.harness.demo.services import ACTIVE_SERVICE, SERVICE, DemoClient, StickyDemoClient
 from aegis.sdk.config import load_settings
 from aegis.sdk.connection import ConnectionPool
@@ -117,11 +119,13 @@ def run_up(
     console: Console,
     active_instances: int = 3,
     active_rate: float = 20.0,
+    dashboard: bool = True,
 ) -> int:
     """Run everything until Ctrl-C (or ``duration`` seconds); stop it all on the way out.
 
     ``active_instances`` processes of the single-active ``ledger`` group (0: none) get ``active_rate`` sticky
-    ``book`` calls per second.
+    ``book`` calls per second. With ``dashboard`` (and the dashboard extra installed) the management API and the
+    dashboard run too, and their URLs are printed.
     """
     install_signal_cleanup()
     procs: dict[str, subprocess.Popen[str]] = {}
@@ -147,6 +151,16 @@ def run_up(
                 except BaseException:
                     stop_instances(procs)
                     raise
+        operators: OperatorStack | None = None
+        if dashboard and operators_installed():
+            with console.status("starting the management API and the dashboard"):
+                try:
+                    operators = OperatorStack(cluster.urls, Path(tempfile.mkdtemp(prefix="aegis-up-")))
+                except BaseException:
+                    stop_instances({**active_procs, **procs})
+                    raise
+            for what, url in (("manage", operators.api_url), ("dashboard", operators.dashboard_url)):
+                table.add_row(f"aegis {what}", f"{url}  (pid {operators.procs[what].pid})", "")
         for name, proc in procs.items():
             table.add_row(f"{SERVICE} instance {name}", f"pid {proc.pid}", "")
         for name, proc in active_procs.items():
@@ -160,6 +174,10 @@ def run_up(
         console.print(
             f"servers: {','.join(cluster.urls)}   (export AEGIS_SERVERS=... to point your own code here)"
         )
+        if operators is not None:
+            console.print(
+                f"dashboard: {operators.dashboard_url}  (log in as admin, password {operators.admin_password})"
+            )
         console.print("Ctrl-C stops everything.")
         try:
             return asyncio.run(_traffic(cluster.urls, rate, duration, procs, active_procs, active_rate))
@@ -167,5 +185,7 @@ def run_up(
             return 0
         finally:
             with console.status("stopping"):
+                if operators is not None:
+                    operators.stop()
                 stop_instances({**active_procs, **procs})
             console.print("stopped demo instances and cluster")
