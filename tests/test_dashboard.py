@@ -285,6 +285,17 @@ def test_a_definition_is_created_edited_with_a_conflict_and_deleted_through_the_
         _message(page, f"Deleted {name}")
         assert admin.get(f"/api/services/{name}").status_code == 404
     _shot(page, "services")
+    assert page.locator("a[href='/audit']").count() == 0  # an operator has no audit:read
+    page.close()
+    # the admin's audit page shows what the operator did, newest first
+    page = _login(chromium_browser, dash)
+    page.goto(f"{dash.url}/audit")
+    actions = page.locator(".tabulator-row", has_text=name).locator(
+        ".tabulator-cell[tabulator-field='action']"
+    )
+    wait_until(lambda: actions.count() >= 4, 10, "the audit entries")
+    assert actions.all_inner_texts()[:2] == ["service.delete", "service.update"]
+    _shot(page, "audit")
     page.close()
 
 
@@ -341,6 +352,7 @@ def test_axe_finds_no_serious_or_critical_violation_on_any_page(
         ("services", "/services"),
         ("groups", "/groups"),
         ("instance", "/instance?service=quotes&id=dq2"),
+        ("audit", "/audit"),
     ):
         page.goto(dash.url + path)
         page.wait_for_timeout(1500)  # the first feed tick and the template's half-second Tabulator fix

@@ -33,7 +33,8 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     # `aegis up` starts a cluster and the demo processes
     "aegis.harness.demo": ("aegis.harness.cluster",),
     # the management bench prints its percentiles by the one definition (aegis.stats), like the campaigns
-    "aegis.harness.bench": ("aegis.harness.cluster", "aegis.stats"),
+    # ... and the dashboard bench starts the API and the dashboard as `aegis up` does (the demo's operators module)
+    "aegis.harness.bench": ("aegis.harness.cluster", "aegis.stats", "aegis.harness.demo.operators"),
     # a campaign runs the demo's ledger on a cluster, injects faults, checks its trace with TLC (aegis/spec/), and
     # takes its percentiles from the one definition (aegis.stats)
     "aegis.harness.campaign": (

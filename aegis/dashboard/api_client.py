@@ -12,7 +12,14 @@ from typing import Any
 import httpx
 
 from aegis.management.api_models import ClusterView, DefinitionOut, GroupView, InstanceView
-from aegis.sdk.schema import EffectiveConfig, LeadershipChange, MetricsSnapshot, TokenResponse
+from aegis.sdk.schema import (
+    AuditEntry,
+    AuditPage,
+    EffectiveConfig,
+    LeadershipChange,
+    MetricsSnapshot,
+    TokenResponse,
+)
 
 
 class ApiUnreachable(Exception):
@@ -162,3 +169,16 @@ class ManagementClient:
     async def config(self, creds: Credentials, service: str, instance_id: str) -> EffectiveConfig:
         r = await self._call("GET", f"/api/instances/{service}/{instance_id}/config", creds)
         return EffectiveConfig.model_validate(r.json())
+
+    async def audit(self, creds: Credentials, since: float, max_pages: int = 10) -> list[AuditEntry]:
+        """Audit entries at or after ``since`` (UNIX s), oldest first, following the cursor up to ``max_pages``."""
+        entries: list[AuditEntry] = []
+        params: dict[str, Any] = {"since": since, "limit": 100}
+        for _ in range(max_pages):
+            r = await self._call("GET", "/api/audit", creds, params=params)
+            page = AuditPage.model_validate(r.json())
+            entries += page.entries
+            if page.next_cursor is None:
+                break
+            params = {"cursor": page.next_cursor, "limit": 100}
+        return entries

@@ -127,9 +127,10 @@ def banner_html(snap: Snapshot) -> str:
 
 
 def header_html(session: UserSession, current: str) -> str:
+    pages = [*PAGES, ("/audit", "Audit log")] if "audit:read" in session.scopes else list(PAGES)
     links = " ".join(
         f'<a href="{path}"{" aria-current=page" if path == current else ""}>{name}</a>'
-        for path, name in PAGES
+        for path, name in pages
     )
     return (
         f'<header class="aegis-header"><h1>Aegis</h1><nav aria-label="Pages">{links}</nav>'

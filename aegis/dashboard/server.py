@@ -32,6 +32,7 @@ def build_context(settings: DashboardSettings) -> DashboardContext:
 
 def routes(ctx: DashboardContext) -> dict[str, object]:
     """URL path -> page builder (a new page per browser session)."""
+    from .audit import audit_page
     from .groups import groups_page
     from .instance import instance_page
     from .services import services_page
@@ -41,6 +42,7 @@ def routes(ctx: DashboardContext) -> dict[str, object]:
         "/services": lambda: services_page(ctx),
         "/groups": lambda: groups_page(ctx),
         "/instance": lambda: instance_page(ctx),
+        "/audit": lambda: audit_page(ctx),
     }
 
 
