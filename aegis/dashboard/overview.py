@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 from collections import Counter
+from typing import Any
 
 import pandas as pd
 import panel as pn
@@ -122,6 +123,17 @@ def instance_rows(views: list[InstanceView]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["key", *COLUMNS]).set_index("key")
 
 
+_shared: dict[str, Any] = {"version": None, "rows": None}
+
+
+def shared_rows(snap: Snapshot) -> pd.DataFrame:
+    """:func:`instance_rows` of the feed's snapshot, built once per snapshot for every session of the process."""
+    if _shared["version"] != (snap.version, snap.read_at):
+        _shared["rows"] = instance_rows(snap.instances)
+        _shared["version"] = (snap.version, snap.read_at)
+    return _shared["rows"]
+
+
 def filter_rows(df: pd.DataFrame, unhealthy_only: bool, search: str) -> pd.DataFrame:
     """The rows the person asked for: not healthy only, and/or containing ``search`` in service, id or role."""
     if unhealthy_only:
@@ -199,7 +211,7 @@ def build_overview(ctx: DashboardContext, session: UserSession, creds: Credentia
             table.value = df
 
     def update(snap: Snapshot) -> None:
-        state["all"] = instance_rows(snap.instances)
+        state["all"] = shared_rows(snap)
         counts.object = counts_html(snap.instances, snap)
         show(full_replace=False)
 
