@@ -27,6 +27,8 @@ HEALTH_LABEL = {
     Health.HEALTHY: "✔ healthy",
 }
 """Words and a symbol with every colour (WCAG 1.4.1: colour is never the only sign)."""
+PATCH_MAX_SHARE = 0.25
+"""Above this share of changed rows an update replaces the table's data instead of patching cells."""
 HEALTH_ORDER = [Health.DOWN, Health.STALE, Health.DEGRADED, Health.HEALTHY]
 # Light backgrounds with dark text: every pair is above 7:1 contrast.
 ROW_STYLE = {
@@ -205,7 +207,11 @@ def build_overview(ctx: DashboardContext, session: UserSession, creds: Credentia
             and list(current.columns) == list(df.columns)
         ):
             changed = (current != df).any(axis=1)
-            if changed.any():
+            if changed.sum() > PATCH_MAX_SHARE * len(df):
+                # most rows changed (heartbeat ages do each second): one column array each is cheaper to send
+                # than a patch per cell; the browser keeps its sorters, filter and scroll across either
+                table.value = df
+            elif changed.any():
                 table.patch(df[changed], as_index=True)
         else:
             table.value = df

@@ -127,7 +127,7 @@ def markdown(report: dict[str, Any]) -> str:
     renders = " / ".join(f"{s * 1000:.0f}" for s in f["first_render_s"])
     return (
         f"# Dashboard with {report['instances']} instances\n\n"
-        f"Reproduce: `python -m aegis.harness.bench.dashboard` (writes `reports/dashboard-bench.json`). Recorded "
+        f"Reproduce: `python -m aegis.harness.bench.dashboard` (writes `reports/dashboard-bench.json` and `.md`). Recorded "
         f"{report['recorded']} on a {report['host']['cpus']}-CPU host (Python {report['host']['python']}; "
         f"cluster, instances, API, dashboard and Chromium on one host, load average "
         f"{report['host']['load_avg_before']:.2f} before).\n\n"
