@@ -388,3 +388,29 @@ def test_when_the_api_goes_away_the_page_says_so_and_keeps_the_last_data_marked_
     assert len(_rows(page)) == before and "STALE" in page.inner_text("[aria-label='Instances per health']")
     _shot(page, "overview-api-unreachable")
     page.close()
+
+
+def test_logout_and_token_expiry_send_the_browser_back_to_login(
+    chromium_browser: object, nats_urls: list[str], tmp_path: Path
+) -> None:
+    # a token of 8 s: the dashboard ends its session 5 s before the token, so after about 3 s
+    short = ManagementServer(nats_urls, tmp_path, secrets.token_hex(32), AEGIS_MGMT_TOKEN_TTL_S="8")
+    dash = None
+    try:
+        dash = DashboardServer(short.url, feed_key(short), tmp_path)
+        page = _login(chromium_browser, dash)
+        page.locator("a", has_text="Log out").wait_for()
+        page.locator("[role=alert]", has_text="Your session has ended").wait_for(timeout=10_000)
+        page.goto(f"{dash.url}/services")
+        page.wait_for_url(re.compile(r".*/login.*"))
+        page.close()
+        page = _login(chromium_browser, dash)
+        page.locator("a", has_text="Log out").click()
+        page.wait_for_url(f"{dash.url}/logout")
+        page.goto(f"{dash.url}/")
+        page.wait_for_url(re.compile(r".*/login.*"))
+        page.close()
+    finally:
+        if dash is not None:
+            dash.stop()
+        short.stop()
