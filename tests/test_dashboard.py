@@ -198,12 +198,12 @@ def test_the_table_keeps_the_persons_sort_and_search_across_updates(
     assert order == sorted(order, reverse=True), order
     # several updates later: values changed in place, the order is still the person's
     wait_until(lambda: {r["instance"]: r["heartbeat age s"] for r in _rows(page)} != ages, 5, "an update")
-    page.wait_for_timeout(2500)
+    page.wait_for_timeout(1500)
     assert [r["instance"] for r in _rows(page)] == order
     # search filters, and keeps filtering while data arrives
     page.fill("input[placeholder^='service, instance']", "ledger")
     wait_until(lambda: {r["service"] for r in _rows(page)} == {"ledger"}, 5, "search applied")
-    page.wait_for_timeout(2000)
+    page.wait_for_timeout(1200)
     assert {r["service"] for r in _rows(page)} == {"ledger"}
     page.close()
 
@@ -355,7 +355,7 @@ def test_axe_finds_no_serious_or_critical_violation_on_any_page(
         ("audit", "/audit"),
     ):
         page.goto(dash.url + path)
-        page.wait_for_timeout(1500)  # the first feed tick and the template's half-second Tabulator fix
+        page.wait_for_timeout(1000)  # the first feed tick and the template's quarter-second Tabulator fix
         page.add_script_tag(path=str(AXE))
         result = page.evaluate("async () => await axe.run(document, {resultTypes: ['violations']})")
         findings[name] = [
@@ -393,8 +393,8 @@ def test_when_the_api_goes_away_the_page_says_so_and_keeps_the_last_data_marked_
 def test_logout_and_token_expiry_send_the_browser_back_to_login(
     chromium_browser: object, nats_urls: list[str], tmp_path: Path
 ) -> None:
-    # a token of 8 s: the dashboard ends its session 5 s before the token, so after about 3 s
-    short = ManagementServer(nats_urls, tmp_path, secrets.token_hex(32), AEGIS_MGMT_TOKEN_TTL_S="8")
+    # a token of 7 s: the dashboard ends its session 5 s before the token, so after about 2 s
+    short = ManagementServer(nats_urls, tmp_path, secrets.token_hex(32), AEGIS_MGMT_TOKEN_TTL_S="7")
     dash = None
     try:
         dash = DashboardServer(short.url, feed_key(short), tmp_path)

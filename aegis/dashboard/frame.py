@@ -55,7 +55,7 @@ TEMPLATE = """{% extends "base.html" %}
     });
     root.querySelectorAll('*').forEach(function (e) { if (e.shadowRoot) fix(e.shadowRoot); });
   }
-  setInterval(function () { fix(document); }, 500);
+  setInterval(function () { fix(document); }, 250);
 })();
 </script>{% endblock %}"""
 
