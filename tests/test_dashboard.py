@@ -180,8 +180,8 @@ def test_overview_lists_the_demo_instances_with_health_in_words(
     page.close()
 
 
-def test_the_table_keeps_the_persons_sort_and_search_across_updates(
-    chromium_browser: object, dash: DashboardServer
+def test_the_table_keeps_the_persons_sort_selection_and_search_across_updates(
+    chromium_browser: object, dash: DashboardServer, nats_urls: list[str]
 ) -> None:
     page = _login(chromium_browser, dash)
     wait_until(lambda: len(_rows(page)) >= 4, 10, "rows")
@@ -194,12 +194,21 @@ def test_the_table_keeps_the_persons_sort_and_search_across_updates(
         "sorted",
     )
     order = [r["instance"] for r in _rows(page)]
-    ages = {r["instance"]: r["heartbeat age s"] for r in _rows(page)}
     assert order == sorted(order, reverse=True), order
-    # several updates later: values changed in place, the order is still the person's
-    wait_until(lambda: {r["instance"]: r["heartbeat age s"] for r in _rows(page)} != ages, 5, "an update")
-    page.wait_for_timeout(1500)
-    assert [r["instance"] for r in _rows(page)] == order
+    page.locator(".tabulator-row").nth(1).locator(".tabulator-cell[tabulator-field='service']").click()
+    selected = page.locator(".tabulator-row.tabulator-selected .tabulator-cell[tabulator-field='instance']")
+    wait_until(lambda: selected.count() == 1, 5, "a selected row")
+    chosen = selected.inner_text()
+    # the data changes under the person: a new instance arrives (the hardest update: the row set changes)
+    extra = start_instances(nats_urls, 1, prefix="dz")
+    try:
+        wait_until(lambda: "dz1" in [r["instance"] for r in _rows(page)], 10, "the new instance's row")
+        page.wait_for_timeout(1500)  # and a few ordinary updates after it
+        now = [r["instance"] for r in _rows(page)]
+        assert now == sorted(now, reverse=True) and now[0] == "dz1", now
+        assert selected.all_inner_texts() == [chosen]
+    finally:
+        stop_instances(extra)
     # search filters, and keeps filtering while data arrives
     page.fill("input[placeholder^='service, instance']", "ledger")
     wait_until(lambda: {r["service"] for r in _rows(page)} == {"ledger"}, 5, "search applied")
