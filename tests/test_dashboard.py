@@ -96,11 +96,13 @@ def _shot(page: object, name: str) -> None:
 
 def _rows(page: object) -> list[dict[str, str]]:
     """The overview table's rows as the browser shows them, in display order."""
-    return page.eval_on_selector_all(  # type: ignore[attr-defined]
+    rows = page.eval_on_selector_all(  # type: ignore[attr-defined]
         ".tabulator-row",
         """rows => rows.map(r => Object.fromEntries([...r.querySelectorAll('.tabulator-cell')]
                .map(c => [c.getAttribute('tabulator-field'), c.innerText.trim()])))""",
     )
+    # a row being re-rendered by a data update can be caught without its cells: not a row of data
+    return [r for r in rows if "instance" in r and "service" in r]
 
 
 def _row(page: object, instance: str) -> dict[str, str] | None:
