@@ -396,7 +396,9 @@ def test_when_the_api_goes_away_the_page_says_so_and_keeps_the_last_data_marked_
     banner = page.locator("[role=alert]", has_text="unreachable")
     banner.wait_for(timeout=10_000)
     assert "STALE" in banner.inner_text()
-    assert len(_rows(page)) == before and "STALE" in page.inner_text("[aria-label='Instances per health']")
+    assert "STALE" in page.inner_text("[aria-label='Instances per health']")
+    wait_until(lambda: all(r["health"].endswith("(stale data)") for r in _rows(page)), 5, "rows marked stale")
+    assert len(_rows(page)) == before
     _shot(page, "overview-api-unreachable")
     page.close()
 

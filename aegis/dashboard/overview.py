@@ -27,6 +27,8 @@ HEALTH_LABEL = {
     Health.HEALTHY: "✔ healthy",
 }
 """Words and a symbol with every colour (WCAG 1.4.1: colour is never the only sign)."""
+STALE_SUFFIX = " (stale data)"
+"""Added to every row's health while the feed cannot read the API."""
 PATCH_MAX_SHARE = 0.25
 """Above this share of changed rows an update replaces the table's data instead of patching cells."""
 HEALTH_ORDER = [Health.DOWN, Health.STALE, Health.DEGRADED, Health.HEALTHY]
@@ -130,16 +132,20 @@ _shared: dict[str, Any] = {"version": None, "rows": None}
 
 def shared_rows(snap: Snapshot) -> pd.DataFrame:
     """:func:`instance_rows` of the feed's snapshot, built once per snapshot for every session of the process."""
-    if _shared["version"] != (snap.version, snap.read_at):
-        _shared["rows"] = instance_rows(snap.instances)
-        _shared["version"] = (snap.version, snap.read_at)
+    key = (snap.version, snap.read_at, snap.stale)
+    if _shared["version"] != key:
+        rows = instance_rows(snap.instances)
+        if snap.stale:  # the last data stays, but no row may look current
+            rows = rows.assign(health=rows["health"] + STALE_SUFFIX)
+        _shared["rows"] = rows
+        _shared["version"] = key
     return _shared["rows"]
 
 
 def filter_rows(df: pd.DataFrame, unhealthy_only: bool, search: str) -> pd.DataFrame:
     """The rows the person asked for: not healthy only, and/or containing ``search`` in service, id or role."""
     if unhealthy_only:
-        df = df[df["health"] != HEALTH_LABEL[Health.HEALTHY]]
+        df = df[~df["health"].str.startswith(HEALTH_LABEL[Health.HEALTHY])]
     needle = search.strip().lower()
     if needle:
         hay = (df["service"] + " " + df["instance"] + " " + df["role"] + " " + df["version"]).str.lower()
@@ -160,7 +166,7 @@ def counts_html(views: list[InstanceView], snap: Snapshot) -> str:
 
 
 def _row_style(row: pd.Series) -> list[str]:
-    style = ROW_STYLE.get(row["health"], "")
+    style = ROW_STYLE.get(row["health"].removesuffix(STALE_SUFFIX), "")
     return [style] * len(row)
 
 
