@@ -194,7 +194,7 @@ def build_overview(ctx: DashboardContext, session: UserSession, creds: Credentia
             "instance": {"type": "link", "urlPrefix": "", "labelField": "instance", "urlField": "link"}
         },
         hidden_columns=["link"],
-        widths={"health": 175, "role": 175, "config": 135},  # room for "(stale data)", "(unconfirmed)", drift
+        widths={"health": 170, "role": 195, "config": 150},  # room for "(stale data)", "(unconfirmed)", drift
         name="Instances",
     )
     table.style.apply(_row_style, axis=1)
