@@ -170,10 +170,6 @@ def _row_style(row: pd.Series) -> list[str]:
     return [style] * len(row)
 
 
-def _links(df: pd.DataFrame) -> pd.DataFrame:
-    return df
-
-
 def build_overview(ctx: DashboardContext, session: UserSession, creds: Credentials):  # type: ignore[no-untyped-def]
     """The overview's body and its updater (see :func:`aegis.dashboard.frame.page`)."""
     # a Select, not a Checkbox: Panel's checkbox input has no accessible label (axe "label", critical)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import panel as pn
@@ -69,7 +68,4 @@ def serve_dashboard(settings: DashboardSettings) -> None:
     server.io_loop.add_callback(ctx.feed.start)
     log.info("dashboard on http://%s:%s", settings.host, server.port)
     server.start()
-    try:
-        server.io_loop.start()
-    finally:
-        asyncio.run(ctx.client.aclose()) if not server.io_loop.asyncio_loop.is_running() else None
+    server.io_loop.start()  # until SIGINT/SIGTERM; the process exit closes the feed's connections
