@@ -330,19 +330,34 @@ def test_killing_the_active_moves_the_active_badge_and_its_row_goes_stale(
     chromium_browser: object, dash: DashboardServer, demo: dict
 ) -> None:
     page = _login(chromium_browser, dash)
-    wait_until(
-        lambda: any(r.get("role", "").startswith("ACTIVE") for r in _rows(page) if r["service"] == "ledger"),
-        10,
-        "an active",
-    )
-    active = next(r for r in _rows(page) if r["service"] == "ledger" and r["role"].startswith("ACTIVE"))
+    found: dict[str, dict[str, str]] = {}
+
+    def healthy_active(instance: str | None = None) -> dict[str, str] | None:
+        """The ledger row that is ACTIVE and healthy (read in one look at the table), and remember it."""
+        row = next(
+            (
+                r
+                for r in _rows(page)
+                if r["service"] == "ledger"
+                and r["role"].startswith("ACTIVE")
+                and r["health"] == "✔ healthy"
+                and instance in (None, r["instance"])
+            ),
+            None,
+        )
+        if row:
+            found["row"] = row
+        return row
+
+    def epoch_of(row: dict[str, str]) -> int:
+        return int(re.search(r"e(\d+)", row["role"]).group(1))  # type: ignore[union-attr]
+
+    wait_until(healthy_active, 10, "a healthy active")
+    active = found["row"]
     standby = "DL2" if active["instance"] == "DL1" else "DL1"
-    epoch = int(active["role"].split("e")[-1])
     demo[active["instance"]].send_signal(signal.SIGKILL)
-    wait_until(
-        lambda: (_row(page, standby) or {}).get("role", "").startswith("ACTIVE"), 10, "the standby ACTIVE"
-    )
-    assert int(_row(page, standby)["role"].split("e")[-1]) > epoch
+    wait_until(lambda: healthy_active(standby), 10, "the standby ACTIVE")
+    assert epoch_of(found["row"]) > epoch_of(active)
     wait_until(
         lambda: (_row(page, active["instance"]) or {}).get("health") in ("◐ stale", "✖ down"),
         10,
