@@ -3,9 +3,12 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup jre nft run test bench spec sim mutants campaign reports lint clean
+# axe-core (npm) for the dashboard's accessibility tests, kept inside the venv
+AXE := $(VENV)/node/node_modules/axe-core/axe.min.js
 
-setup: $(STAMP) jre nft
+.PHONY: setup jre nft chromium axe run test bench spec sim mutants campaign reports lint clean
+
+setup: $(STAMP) jre nft chromium axe
 
 # TLC (make spec, the spec tests) needs a Java runtime; install one only when there is none.
 jre:
@@ -18,6 +21,19 @@ nft:
 	@command -v nft >/dev/null 2>&1 || [ -x /usr/sbin/nft ] || { \
 		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq nftables; }
+
+# The dashboard's browser tests run Debian's chromium through Playwright (`playwright install` cannot download here).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends chromium; }
+
+axe: $(AXE)
+$(AXE):
+	@command -v npm >/dev/null 2>&1 || { \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends npm; }
+	npm install --silent --no-audit --no-fund --prefix $(VENV)/node axe-core@4.11
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)

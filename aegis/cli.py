@@ -14,6 +14,7 @@ does the work, imported when the command runs (``aegis --help`` imports none of 
 ``render, figures``    :mod:`aegis.reports_cmd`
 ``manage``             :mod:`aegis.manage_cmd`
 ``services ...``       :mod:`aegis.services_cmd`
+``dashboard``          :mod:`aegis.dashboard_cmd`
 =====================  ================================
 
 The base install (the SDK) has ``instances``, ``config`` and ``figures``; ``sim`` needs the ``sim`` extra and the
@@ -65,8 +66,13 @@ def up(
     management_port: int | None = typer.Option(
         None, min=1, max=65535, help="Port of the management API (default: a free one; the URL is printed)."
     ),
+    dashboard: bool = typer.Option(
+        True,
+        help="Also run the dashboard (needs the dashboard extra) and print its URL.",
+    ),
 ) -> None:
-    """Start a local cluster, the demo and the management API; show a live status line; Ctrl-C stops everything."""
+    """Start a local cluster, the demo, the management API and the dashboard; show a live status line; Ctrl-C stops
+    everything."""
     options = dict(locals())
     with needs_extra("up", "verify"):
         from aegis.up_cmd import up_command
@@ -337,6 +343,28 @@ def manage(
         from aegis.manage_cmd import manage_command
 
         manage_command(**options)
+
+
+@app.command()
+def dashboard(
+    host: str | None = typer.Option(None, help="Bind address (default AEGIS_DASH_HOST or 127.0.0.1)."),
+    port: int | None = typer.Option(
+        None, min=0, max=65535, help="HTTP port (default AEGIS_DASH_PORT or 8090)."
+    ),
+    api_url: str | None = typer.Option(
+        None, help="Management API base URL (default AEGIS_DASH_API_URL or http://127.0.0.1:8080)."
+    ),
+) -> None:
+    """Run the dashboard (Panel/Bokeh), a client of the management API at --api-url.
+
+    Needs AEGIS_DASH_API_KEY: an API key with instances:read for its one shared data feed. People log in with
+    their management API accounts.
+    """
+    options = dict(locals())
+    with needs_extra("dashboard", "dashboard"):
+        from aegis.dashboard_cmd import dashboard_command
+
+        dashboard_command(**options)
 
 
 services_app = typer.Typer(no_args_is_help=True, help="Service definitions through the management API.")

@@ -13,6 +13,7 @@ def up_command(
     duration: float = 0,
     secure: bool = False,
     management_port: int | None = None,
+    dashboard: bool = True,
 ) -> None:
     """Run the demo with a live status line; exits with its code. ``secure``: TLS, accounts, a user per role."""
     from aegis.harness.demo.up import run_up
@@ -25,5 +26,6 @@ def up_command(
         console=Console(),
         secure=secure,
         management_port=management_port,
+        dashboard=dashboard,
     )
     raise typer.Exit(code)

@@ -52,10 +52,10 @@ def test_up_runs_cluster_and_demo_then_stops_everything() -> None:
     assert proc.returncode == 0, proc.stderr + out
     assert len(re.findall(r"nats://127\.0\.0\.1:\d+", out)) >= 3
     pids = _pids(out)
-    assert (
-        len(pids) == 9
-    )  # 3 servers + the management API + 2 demo instances + 3 single-active ledger instances
+    # 3 servers + the management API + 2 demo instances + 3 single-active ledger instances (+ aegis dashboard)
+    assert len(pids) == 10
     assert "management API: http://127.0.0.1:" in out
+    assert re.search(r"dashboard: http://127\.0\.0\.1:\d+", out), out
     ok = [int(n) for n in re.findall(r"ok (\d+)", out)]
     assert ok and max(ok) > 50
     assert "failed 0" in out
@@ -83,7 +83,7 @@ def test_ctrl_c_stops_everything() -> None:
                 break
             seen += line
         pids = _pids(seen)
-        assert len(pids) == 9, seen
+        assert len(pids) == 10, seen
         time.sleep(1)  # Ctrl-C while the demo's traffic runs, not while it is still starting
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=30)

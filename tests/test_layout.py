@@ -32,9 +32,14 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "aegis.harness.faults": ("aegis.harness.cluster",),
     # `aegis up` starts a cluster and the demo processes
     "aegis.harness.demo": ("aegis.harness.cluster",),
-    # the management bench prints its percentiles by the one definition (aegis.stats), like the campaigns
-    # the benchmarks start the demo's `aegis manage` child and take percentiles from the one definition
-    "aegis.harness.bench": ("aegis.harness.cluster", "aegis.harness.demo.management", "aegis.stats"),
+    # the benchmarks start the demo's `aegis manage` and `aegis dashboard` children and take percentiles from the
+    # one definition
+    "aegis.harness.bench": (
+        "aegis.harness.cluster",
+        "aegis.harness.demo.management",
+        "aegis.harness.demo.dashboard",
+        "aegis.stats",
+    ),
     # a campaign runs the demo's ledger on a cluster, injects faults, checks its trace with TLC (aegis/spec/), and
     # takes its percentiles from the one definition (aegis.stats)
     "aegis.harness.campaign": (
@@ -51,6 +56,8 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "aegis.management": (),
     # the mutants run the simulator (in a scratch copy) and the spec's negative controls
     "aegis.verify": ("aegis.sim", "aegis.spec"),
+    # the dashboard is a client of the management API over HTTP: of its code, only the response models
+    "aegis.dashboard": ("aegis.management.api_models",),
     "aegis.sdk": (),
 }
 

@@ -38,6 +38,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from aegis.sdk import wire
+from aegis.sdk.config import read_secret_file
 from aegis.sdk.connection import ConnectionPool
 from aegis.sdk.errors import AegisError, ConfigError, Conflict, NotFound
 from aegis.sdk.schema import ApiKeyRecord, Role, Scope, TokenResponse, UserRecord
@@ -138,7 +139,7 @@ class SecuritySettings(BaseSettings):
     @model_validator(mode="after")
     def _secrets(self) -> SecuritySettings:
         if self.jwt_secret_file is not None:
-            self.jwt_secret = SecretStr(_read_secret(self.jwt_secret_file, "AEGIS_MGMT_JWT_SECRET_FILE"))
+            self.jwt_secret = SecretStr(read_secret_file(self.jwt_secret_file, "AEGIS_MGMT_JWT_SECRET_FILE"))
         if self.jwt_secret is None:
             raise ValueError(
                 "no JWT secret: set AEGIS_MGMT_JWT_SECRET (or AEGIS_MGMT_JWT_SECRET_FILE) to the same random string"
@@ -151,7 +152,7 @@ class SecuritySettings(BaseSettings):
             )
         if self.admin_password_file is not None:
             self.admin_password = SecretStr(
-                _read_secret(self.admin_password_file, "AEGIS_MGMT_ADMIN_PASSWORD_FILE")
+                read_secret_file(self.admin_password_file, "AEGIS_MGMT_ADMIN_PASSWORD_FILE")
             )
         if (
             self.admin_password is not None
@@ -161,16 +162,6 @@ class SecuritySettings(BaseSettings):
                 f"the admin password is too short: use at least {MIN_PASSWORD_LENGTH} characters"
             )
         return self
-
-
-def _read_secret(path: Path, env: str) -> str:
-    try:
-        value = path.read_text().strip()
-    except OSError as exc:
-        raise ValueError(f"{env}: cannot read {path}: {exc.strerror}") from None
-    if not value:
-        raise ValueError(f"{env}: {path} is empty")
-    return value
 
 
 def load_security_settings(**overrides: Any) -> SecuritySettings:

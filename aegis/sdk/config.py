@@ -265,6 +265,19 @@ class AegisSettings(FileSettings):
 _config_file_var: ContextVar[Path | None] = ContextVar("aegis_config_file", default=None)
 
 
+def read_secret_file(path: Path, setting: str) -> str:
+    """The secret held in ``path`` (a mounted secret, a 0600 file), stripped; ValueError naming ``setting`` (never
+    the secret) if the file cannot be read or is empty. For ``*_FILE`` settings, so that no secret need sit in the
+    environment."""
+    try:
+        value = path.read_text().strip()
+    except OSError as exc:
+        raise ValueError(f"{setting}: cannot read {path}: {exc.strerror}") from None
+    if not value:
+        raise ValueError(f"{setting}: {path} is empty")
+    return value
+
+
 def _describe(err: ValidationError, file: Path | None, what: str) -> str:
     lines = []
     for item in err.errors():

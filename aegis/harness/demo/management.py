@@ -57,10 +57,10 @@ class ManagementProcess:
         on one cluster are given its ``admin_password`` (else a fresh one)."""
         port = port or free_port()
         state_dir.mkdir(parents=True, exist_ok=True)
-        secret_file = _secret(
+        secret_file = write_secret(
             state_dir / f"manage-{port}-jwt-secret", jwt_secret or secrets.token_urlsafe(48)
         )
-        password_file = _secret(
+        password_file = write_secret(
             state_dir / f"manage-{port}-admin-password", admin_password or secrets.token_urlsafe(18)
         )
         environ = {
@@ -123,7 +123,8 @@ class ManagementProcess:
                 self.proc.wait(5)
 
 
-def _secret(path: Path, value: str) -> Path:
+def write_secret(path: Path, value: str) -> Path:
+    """Write ``value`` to ``path``, readable by this user only (0600); return ``path``."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(value)

@@ -27,6 +27,7 @@ from rich.table import Table
 from aegis.harness.cluster.local import LocalCluster, install_signal_cleanup
 from aegis.harness.cluster.processes import spawn
 from aegis.harness.cluster.security import MANAGEMENT_USER, SecurityConfig, client_user, service_user
+from aegis.harness.demo.dashboard import DashboardProcess, dashboard_installed
 from aegis.harness.demo.management import ADMIN_USER, ManagementProcess
 from aegis.harness.demo.services import ACTIVE_SERVICE, SERVICE, DemoClient, StickyDemoClient
 from aegis.sdk.config import load_settings
@@ -135,11 +136,13 @@ def run_up(
     active_rate: float = 20.0,
     secure: bool = False,
     management_port: int | None = None,
+    dashboard: bool = True,
 ) -> int:
     """Run everything until Ctrl-C (or ``duration`` seconds); stop it all on the way out.
 
     ``active_instances`` processes of the single-active ``ledger`` group (0: none) get ``active_rate`` sticky
     ``book`` calls per second. ``secure``: TLS, accounts and one NATS user per role (see the module docstring).
+    With ``dashboard`` (and the dashboard extra installed) the dashboard runs too, on that management API.
     """
     install_signal_cleanup()
     procs: dict[str, subprocess.Popen[str]] = {}
@@ -181,6 +184,16 @@ def run_up(
         table.add_row(
             "management API (aegis manage)", f"{mgmt.url}  (pid {mgmt.proc.pid})", f"{mgmt.url}/docs"
         )
+        dash: DashboardProcess | None = None
+        if dashboard and dashboard_installed():
+            with console.status("starting the dashboard"):
+                try:
+                    dash = DashboardProcess.start(mgmt, cluster.base_dir / "dashboard")
+                except BaseException:
+                    mgmt.stop()
+                    stop_instances({**active_procs, **procs})
+                    raise
+            table.add_row("dashboard (aegis dashboard)", f"{dash.url}  (pid {dash.proc.pid})", "")
         for name, proc in procs.items():
             table.add_row(f"{SERVICE} instance {name}", f"pid {proc.pid}", "")
         for name, proc in active_procs.items():
@@ -200,6 +213,8 @@ def run_up(
             f"management API: {mgmt.url}/docs   log in as {ADMIN_USER}, password in {mgmt.password_file}"
             f"   (aegis services list --url {mgmt.url} --user {ADMIN_USER}, with AEGIS_MGMT_PASSWORD set)"
         )
+        if dash is not None:
+            console.print(f"dashboard: {dash.url}   log in as {ADMIN_USER}, password in {mgmt.password_file}")
         console.print("Ctrl-C stops everything.")
         try:
             return asyncio.run(_traffic(client_settings, rate, duration, procs, active_procs, active_rate))
@@ -207,6 +222,8 @@ def run_up(
             return 0
         finally:
             with console.status("stopping"):
+                if dash is not None:
+                    dash.stop()
                 mgmt.stop()
                 stop_instances({**active_procs, **procs})
             console.print("stopped demo instances and cluster")
