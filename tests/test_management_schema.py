@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from typing import Any
 
 import pytest
 import schemathesis
@@ -93,13 +94,33 @@ def test_definition_lifecycle_statefully(
         def get_call_kwargs(self, case: schemathesis.Case) -> dict[str, object]:
             return {"headers": {"Authorization": f"Bearer {fuzz_token}"}}
 
+        def validate_response(
+            self, response: Any, case: schemathesis.Case, *args: Any, **kwargs: Any
+        ) -> None:
+            try:
+                super().validate_response(response, case, *args, **kwargs)
+            except Exception as exc:
+                failures.append(
+                    f"{case.method} {case.formatted_path} body={case.body!r}"
+                    f" -> {response.status_code} {response.text[:500]}\n{exc}"
+                )
+                raise
+
     # generation only: the server's state persists between examples, so hypothesis cannot replay one to shrink it
     # (the failure it prints is already a whole request sequence with a curl line per step)
-    Auth.run(
-        settings=settings(
-            max_examples=40, stateful_step_count=8, deadline=None, database=None, phases=[Phase.generate]
+    # The step that failed, as it first failed: replaying it to report it meets a server whose state moved on,
+    # and hypothesis may then report only that its data generation was not repeatable.
+    failures: list[str] = []
+    try:
+        Auth.run(
+            settings=settings(
+                max_examples=40, stateful_step_count=8, deadline=None, database=None, phases=[Phase.generate]
+            )
         )
-    )
+    except Exception as exc:
+        if failures:
+            raise AssertionError(f"first failing step: {failures[0]}") from exc
+        raise
     # the chains really ran: the audit log has creates, and updates and deletes that named the right ETag
     with fuzz_server.client(fuzz_server.token()) as admin:
         page = admin.get("/api/audit", params={"since": started, "limit": 500})
