@@ -44,8 +44,11 @@ $(STAMP): pyproject.toml
 run: setup
 	$(VENV)/bin/aegis up
 
+# Test files are spread over TEST_WORKERS processes (pytest-xdist), each with its own 3-node cluster; a file's
+# tests stay together on one worker (they share module fixtures).
+TEST_WORKERS ?= 2
 test: setup
-	$(PY) -m pytest -q --durations=15 --cov --cov-report=term --cov-report=xml:reports/coverage.xml tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15 --cov --cov-report=term --cov-report=xml:reports/coverage.xml tests
 
 bench: setup
 	$(VENV)/bin/aegis bench
@@ -59,7 +62,7 @@ sim: setup
 
 # Protocol mutants through the tests, the simulator and TLC's negative controls: reports/mutants.json/.md
 mutants: setup
-	nice -n 10 $(VENV)/bin/aegis mutants
+	$(VENV)/bin/aegis mutants
 
 # Fault campaigns on a local cluster (harness/campaigns/*.yaml): reports/<name>.json/.md/.html.
 # `make campaign` runs every campaign (about 40 minutes); `make campaign CAMPAIGNS=mixed` one.

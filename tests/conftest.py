@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
+import os
 import sys
 import tempfile
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pytest
 from management_server import ManagementServer
@@ -88,52 +89,133 @@ async def pool(connect_pool: Callable[..., Awaitable[ConnectionPool]]) -> Connec
 class _SpecQuickRun:
     """``aegis spec --quick --json`` running in the background at the lowest CPU priority (``nice 19``).
 
-    TLC is CPU-bound for about two minutes; most other tests wait on the network, elections and timers.
-    Started when the session's tests are collected, TLC takes only the CPU they leave idle (a niced process
-    yields to every normal one), and its verdicts are usually ready when tests/test_spec.py asks for them.
-    Its output goes to files: a pipe nobody reads would stall it. It dies with the session (``spawn``).
+    TLC is CPU-bound for minutes; most other tests wait on the network, elections and timers. Started as the
+    session begins, TLC takes only the CPU the tests leave idle (a niced process yields to every normal one), and
+    its verdicts are usually ready when tests/test_spec.py asks for them.
+
+    One run per session. With pytest-xdist the controller starts it (it knows no item, so it goes by the paths
+    given) and tells the workers where its files are: whichever worker runs tests/test_spec.py reads them. Output,
+    error and exit code go to files in ``out_dir`` (``rc`` last): a pipe nobody reads would stall TLC. The
+    wrapper and TLC die with the process that started them (``spawn``).
     """
 
-    def __init__(self) -> None:
-        self._out: IO[bytes] = tempfile.TemporaryFile()
-        self._err: IO[bytes] = tempfile.TemporaryFile()
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = out_dir
+        out_dir.mkdir(parents=True, exist_ok=True)
         self.proc = spawn(
-            ["nice", "-n", "19", sys.executable, "-m", "aegis.cli", "spec", "--quick", "--json"],
-            stdout=self._out,
-            stderr=self._err,
+            [
+                sys.executable,
+                "-c",
+                _RUN_TO_FILES,
+                str(out_dir),
+                "nice",
+                "-n",
+                "19",
+                sys.executable,
+                "-m",
+                "aegis.cli",
+                "spec",
+                "--quick",
+                "--json",
+            ],
             cwd=ROOT,
         )
 
-    def result(self) -> tuple[int, dict[str, Any]]:
-        """Wait (bounded) for the run; its exit code and JSON report."""
-        try:
-            code = self.proc.wait(timeout=SPEC_QUICK_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            pytest.fail(f"aegis spec --quick did not finish within {SPEC_QUICK_TIMEOUT_S:.0f}s of its start")
-        self._out.seek(0)
-        self._err.seek(0)
-        out, err = self._out.read().decode(), self._err.read().decode()
-        assert out.strip(), f"no JSON on stdout; stderr: {err[-2000:]}"
+    @staticmethod
+    def result(out_dir: Path) -> tuple[int, dict[str, Any]]:
+        """Wait (bounded) for the run whose files are in ``out_dir``; its exit code and JSON report."""
+        deadline = time.monotonic() + SPEC_QUICK_TIMEOUT_S
+        while not (out_dir / "rc").exists():
+            if time.monotonic() > deadline:
+                pytest.fail(f"aegis spec --quick did not finish within {SPEC_QUICK_TIMEOUT_S:.0f}s")
+            time.sleep(0.5)
+        code = int((out_dir / "rc").read_text())
+        out, err = (out_dir / "out").read_text(), (out_dir / "err").read_text()
+        assert out.strip(), f"no JSON on stdout (exit {code}); stderr: {err[-2000:]}"
         return code, json.loads(out)
 
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
 
+
+_RUN_TO_FILES = """
+import pathlib, sys
+from aegis.harness.cluster.processes import spawn
+d = pathlib.Path(sys.argv[1])
+with open(d / "out", "wb") as out, open(d / "err", "wb") as err:
+    code = spawn(sys.argv[2:], stdout=out, stderr=err).wait()
+(d / "rc.tmp").write_text(str(code))
+(d / "rc.tmp").rename(d / "rc")
+"""
+"""Run argv[2:] with stdout, stderr and then the exit code in files of the directory argv[1] (``rc`` appears
+complete or not at all), the child dying with us."""
+
+_SPEC_DIR_KEY = "aegis_spec_quick_dir"
 _spec_quick: _SpecQuickRun | None = None
+_spec_dir: Path | None = None
+
+
+def _is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def _start_spec_quick() -> Path:
+    global _spec_quick, _spec_dir
+    if _spec_dir is None:
+        _spec_quick = _SpecQuickRun(Path(tempfile.mkdtemp(prefix="aegis-spec-quick-")))
+        _spec_dir = _spec_quick.out_dir
+    return _spec_dir
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """xdist controller: start the TLC quick suite when the paths given include tests/test_spec.py; a worker
+    remembers where the controller's run writes. Each worker takes its own band of ports (AEGIS_PORT_RANGE, read
+    by the harness and inherited by the commands the tests start), so that a worker never picks a port the other
+    one's stopped node is about to take again."""
+    global _spec_dir
+    if _is_worker(config):
+        worker = int(config.workerinput["workerid"].removeprefix("gw"))  # type: ignore[attr-defined]
+        count = int(config.workerinput["workercount"])  # type: ignore[attr-defined]
+        low, high = 10000, 32000
+        band = (high - low) // count
+        os.environ["AEGIS_PORT_RANGE"] = f"{low + worker * band}-{low + (worker + 1) * band - 1}"
+        given = config.workerinput.get(_SPEC_DIR_KEY)  # type: ignore[attr-defined]
+        _spec_dir = Path(given) if given else None
+    elif config.getoption("numprocesses", None) and _spec_in_paths(config):
+        _start_spec_quick()
+
+
+def _spec_in_paths(config: pytest.Config) -> bool:
+    spec = (ROOT / "tests" / "test_spec.py").resolve()
+    for arg in config.args:
+        path = Path(arg.split("::")[0]).resolve()
+        if path == spec or (path.is_dir() and spec.is_relative_to(path)):
+            return True
+    return False
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist controller: tell each worker where the TLC quick suite writes (if it runs)."""
+    if _spec_dir is not None:
+        node.workerinput[_SPEC_DIR_KEY] = str(_spec_dir)
 
 
 @pytest.hookimpl(trylast=True)  # after -k / -m deselection
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Start the TLC quick suite as soon as it is known that tests/test_spec.py will ask for it."""
-    global _spec_quick
-    if _spec_quick is None and any(item.path.name == "test_spec.py" for item in items):
-        _spec_quick = _SpecQuickRun()
+    """Without xdist: start the TLC quick suite as soon as it is known that tests/test_spec.py will ask for it."""
+    if not _is_worker(config) and any(item.path.name == "test_spec.py" for item in items):
+        _start_spec_quick()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _spec_quick is not None:
+        _spec_quick.stop()
 
 
 @pytest.fixture(scope="session")
 def spec_quick_run() -> tuple[int, dict[str, Any]]:
-    """Exit code and JSON report of one ``aegis spec --quick --json`` run (see :class:`_SpecQuickRun`)."""
-    global _spec_quick
-    if _spec_quick is None:
-        _spec_quick = _SpecQuickRun()
-    return _spec_quick.result()
+    """Exit code and JSON report of the session's one ``aegis spec --quick --json`` run (see :class:`_SpecQuickRun`)."""
+    return _SpecQuickRun.result(_spec_dir or _start_spec_quick())

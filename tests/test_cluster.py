@@ -19,6 +19,7 @@ import pytest
 from waiting import wait_until
 
 from aegis.harness.cluster.local import ClusterError, LocalCluster, find_nats_server
+from aegis.harness.cluster.ports import free_port, free_ports
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -301,3 +302,14 @@ def test_start_failure_quotes_the_log(tmp_path: Path) -> None:
             pass
     assert c.pids == []
     assert tmp_path.exists()  # a base_dir we were given is never removed
+
+
+def test_ports_come_from_the_band_given_and_a_bad_band_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AEGIS_PORT_RANGE", "23000-24999")
+    assert all(23000 <= p <= 24999 for p in free_ports(50))
+    for bad in ("23000", "24999-23000", "80-90", "a-b"):
+        monkeypatch.setenv("AEGIS_PORT_RANGE", bad)
+        with pytest.raises(ValueError, match="AEGIS_PORT_RANGE"):
+            free_port()

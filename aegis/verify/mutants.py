@@ -319,6 +319,11 @@ def scratch(mutant: Mutant | None) -> Iterator[Path]:
         yield root
 
 
+BATCH_NICE = ("nice", "-n", "10")
+"""The layers' child processes run at a lower CPU priority: a batch of CPU-bound runs that must not starve what
+else runs on the machine (the timing-bound tests the suite runs beside the mutants' quick subset, a cluster)."""
+
+
 def _env(root: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(root) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -346,7 +351,7 @@ def tests_layer(root: Path, tests: tuple[str, ...], timeout_s: float = 600) -> d
     """pytest on the scratch copy: caught when a test fails."""
     start = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests],
+        [*BATCH_NICE, sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests],
         cwd=root,
         env=_env(root),
         capture_output=True,
@@ -385,7 +390,7 @@ def sim_layer(root: Path, runs: int, timeout_s: float = 1800) -> dict[str, Any]:
     """:func:`sim_runs` in a child process on the scratch copy."""
     start = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "aegis.verify.mutants", "--sim-runs", str(runs)],
+        [*BATCH_NICE, sys.executable, "-m", "aegis.verify.mutants", "--sim-runs", str(runs)],
         cwd=root,
         env=_env(root),
         capture_output=True,

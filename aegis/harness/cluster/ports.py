@@ -9,10 +9,15 @@ caller must bind it soon. Two precautions lower the chance of a clash:
   and while a server that owned it is down (killed in a fault test) any outgoing connection on
   the machine may take it as its source port, so the server cannot be restarted on it.
   Ports below the range are only taken by explicit binds.
+
+``AEGIS_PORT_RANGE=low-high`` (environment) narrows the random choice to that band, for processes that run side
+by side (the test suite's workers take one band each): two of them then never pick the same port, even one that
+a stopped server of the other is about to bind again.
 """
 
 from __future__ import annotations
 
+import os
 import random
 import socket
 import threading
@@ -49,16 +54,30 @@ def _bind_zero() -> int:
         return int(s.getsockname()[1])
 
 
+def _band() -> tuple[int, int]:
+    """Where random ports come from: ``AEGIS_PORT_RANGE`` if set, else ``[10000, ephemeral_low)``."""
+    given = os.environ.get("AEGIS_PORT_RANGE")
+    if not given:
+        return 10000, _ephemeral_low()
+    try:
+        low, high = (int(x) for x in given.split("-"))
+    except ValueError:
+        raise ValueError(f"AEGIS_PORT_RANGE={given!r}: expected low-high, e.g. 10000-20999") from None
+    if not 1024 <= low < high <= 65535:
+        raise ValueError(f"AEGIS_PORT_RANGE={given!r}: expected 1024 <= low < high <= 65535")
+    return low, high + 1
+
+
 def free_port(*, below_ephemeral: bool = True) -> int:
     """Return a TCP port on 127.0.0.1 that could be bound just now.
 
-    With ``below_ephemeral`` (default) a random port in ``[10000, ephemeral_low)`` is tried
+    With ``below_ephemeral`` (default) a random port in ``[10000, ephemeral_low)`` (or ``AEGIS_PORT_RANGE``) is tried
     first (checked by binding it); otherwise, or when none is found, the kernel picks one
     (bind to port 0).
     """
     with _lock:
         if below_ephemeral:
-            low, high = 10000, _ephemeral_low()
+            low, high = _band()
             if high - low > 1000:
                 for _ in range(200):
                     port = random.randrange(low, high)
