@@ -205,7 +205,11 @@ def pytest_configure_node(node: Any) -> None:
 
 @pytest.hookimpl(trylast=True)  # after -k / -m deselection
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Without xdist: start the TLC quick suite as soon as it is known that tests/test_spec.py will ask for it."""
+    """Without xdist: start the TLC quick suite as soon as it is known that tests/test_spec.py will ask for it.
+
+    tests/test_spec.py goes last (every worker collects the same order, so xdist hands it out last): by then the
+    background TLC run has had the whole session, and no worker sits waiting for it while other files are left."""
+    items.sort(key=lambda item: item.path.name == "test_spec.py")
     if not _is_worker(config) and any(item.path.name == "test_spec.py" for item in items):
         _start_spec_quick()
 
