@@ -53,6 +53,32 @@ def test_hash_follows_settings_but_not_secrets(nats_urls: list[str]) -> None:
     assert a.config_hash == b.config_hash  # the hash must not let anyone test guesses of a password
 
 
+def test_hash_leaves_out_what_names_the_instance_or_its_host(nats_urls: list[str], tmp_path: Path) -> None:
+    """Two instances of one service on two hosts: their own connection name, user, certificate, and the servers
+    in their own order; the same hash. One setting that configures the service differs: another hash."""
+    files = {}
+    for host in ("h1", "h2"):
+        for kind in ("cert", "key", "password"):
+            files[host, kind] = tmp_path / f"{host}.{kind}"
+            files[host, kind].write_text("x")
+
+    def host_config(host: str, servers: list[str], **more: object) -> str:
+        settings = load_settings(
+            servers=servers,
+            name=f"quotes-{host}",
+            user=f"svc-{host}",
+            password_file=files[host, "password"],
+            tls_cert=files[host, "cert"],
+            tls_key=files[host, "key"],
+            **more,
+        )
+        return effective_config(settings, "quotes", host).config_hash
+
+    assert host_config("h1", nats_urls) == host_config("h2", list(reversed(nats_urls)))
+    assert host_config("h1", nats_urls) != host_config("h2", nats_urls, rpc_timeout_s=9)
+    assert host_config("h1", nats_urls) != host_config("h2", nats_urls[:2])
+
+
 def test_credentials_inside_server_urls_are_redacted() -> None:
     cfg = effective_config(load_settings(servers=["nats://bob:hunter2@127.0.0.1:4222"]), "s", "i")
     assert cfg.settings["servers"].value == [f"nats://bob:{REDACTED}@127.0.0.1:4222"]

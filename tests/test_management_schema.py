@@ -77,7 +77,12 @@ def test_definition_lifecycle_statefully(
     started = time.time()
     # the definitions and one definition; its history stays readable after a delete (it shows the delete), which
     # the use-after-free check would take for a deleted resource still served
-    services = api_schema.include(path_regex=r"^/api/services(/\{name\})?$")
+    # The list (GET /api/services) is left out: the names it links to are the server's whole state, which other
+    # tests and earlier examples change, and hypothesis needs each example's choices to repeat (it stops with
+    # FlakyStrategyDefinition otherwise). The chains start from creates, whose names are unique (before_call).
+    services = api_schema.include(path_regex=r"^/api/services(/\{name\})?$").exclude(
+        method="GET", path="/api/services"
+    )
     machine = services.as_state_machine()
 
     class Auth(machine):  # type: ignore[misc, valid-type]

@@ -7,8 +7,11 @@ Each running :class:`~aegis.sdk.rpc.Service` answers ``aegis.ctl.<service>.<inst
     cfg.settings["rpc_timeout_s"]        # SettingValue(value=5.0, source='env', secret=False)
 
 The same document, hashed, is the ``config_hash`` of the instance's registry record, so instances of one
-service that run with different settings stand out. Secret values (passwords, tokens, credentials in server
-URLs) are neither shown nor hashed: the hash changes with every other setting, not with a rotated password.
+service that run with different settings stand out (the dashboard marks them as drift). Secret values (passwords,
+tokens, credentials in server URLs) are neither shown nor hashed: the hash changes with every other setting, not
+with a rotated password. Nor are the settings that name one instance or its host (:data:`PER_INSTANCE`: its
+connection name, its NATS user and certificate), and the server list is hashed as a set (each host lists its own
+node first): instances of one service that agree on everything else have one hash.
 """
 
 from __future__ import annotations
@@ -28,6 +31,10 @@ from .nats_errors import request_error
 from .schema import EffectiveConfig, SettingValue
 
 REDACTED = "***"
+PER_INSTANCE: frozenset[str] = frozenset(
+    {"name", "user", "creds_file", "password_file", "tls_cert", "tls_key"}
+)
+"""Settings that identify an instance or its host rather than configure the service: shown, but not hashed."""
 
 
 def _redact_url(url: str) -> tuple[str, bool]:
@@ -51,7 +58,9 @@ def effective_config(settings: AegisSettings, service: str, instance_id: str) ->
             redacted = [_redact_url(url) for url in raw]
             raw, secret = [url for url, _ in redacted], any(hidden for _, hidden in redacted)
         values[name] = SettingValue(value=raw, source=sources[name], secret=secret)
-    canonical = json.dumps({k: v.value for k, v in values.items()}, sort_keys=True, separators=(",", ":"))
+    hashed = {k: v.value for k, v in values.items() if k not in PER_INSTANCE}
+    hashed["servers"] = sorted(hashed["servers"])
+    canonical = json.dumps(hashed, sort_keys=True, separators=(",", ":"))
     digest = hashlib.sha256(canonical.encode()).hexdigest()
     return EffectiveConfig(service=service, instance_id=instance_id, config_hash=digest, settings=values)
 
