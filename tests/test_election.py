@@ -136,9 +136,9 @@ def test_a_reply_carries_its_admission_epoch_and_only_while_it_still_serves_unde
     renew = next(a for a in m.tick(0.3) if isinstance(a, Write))
     m.write_failed(0.31, KeyState(9, "val"), renew.req)
     assert not m.serving(0.32) and m.reply_epoch(0.32, 7, 9) is None
-    campaign = _campaign(m, 0.31 + PARAMS.lease_s, KeyState(9, "val"))
-    m.write_ok(0.32 + PARAMS.lease_s, 12, campaign.req)
-    now = 0.33 + PARAMS.lease_s
+    campaign = _campaign(m, 0.32 + PARAMS.lease_s, KeyState(9, "val"))
+    m.write_ok(0.33 + PARAMS.lease_s, 12, campaign.req)
+    now = 0.34 + PARAMS.lease_s
     assert m.serving(now) and m.reply_epoch(now, 7, 12) is None and m.reply_epoch(now, 12, 12) == 12
 
 
