@@ -11,7 +11,7 @@ from __future__ import annotations
 from aegis.sdk.election import Effect, Election, ElectionParams, Exit, Probe, Write
 from aegis.sdk.kv_types import KeyState
 from aegis.sim.faults import MIXES, Fault
-from aegis.sim.run import RunConfig, RunResult, run
+from aegis.sim.run import RunConfig, RunResult, Simulation, run
 
 PARAMS = ElectionParams(lease_s=0.9, renew_s=0.25, drift=0.05, write_timeout_s=0.25)
 TTL_S = 10.0
@@ -57,6 +57,34 @@ def test_graceful_stop_hands_over_without_waiting_for_the_lease() -> None:
     assert len(r.serving_at_end) == 1
 
 
+def test_a_stop_taken_after_a_deposition_leaves_the_successors_record() -> None:
+    """SIGTERM to a paused active (``pausestop``): a standby takes over during the pause; the old active resumes,
+    takes the stop and releases on its own last revision. The compare-and-set fails and the successor keeps the
+    key and serves on (a release without compare-and-set would delete the successor's record: the successor's
+    next renewal fails and the key goes round again)."""
+    cfg = RunConfig(
+        seed=3,
+        params=PARAMS,
+        ttl_s=TTL_S,
+        mix=MIXES["calm"],
+        instances=2,
+        duration_s=10.0,
+        trace=True,
+        faults=(Fault(3.0, "pausestop", 2.0),),
+    )
+    sim = Simulation(cfg)
+    r = sim.run()
+    assert r.violations == [], r.violations[0].trace
+    acquired = [(e.instance, e.epoch) for e in r.log.events if getattr(e.action, "value", "") == "acquire"]
+    # the first holder, then its successor
+    assert len(acquired) == 2 and acquired[0][0] != acquired[1][0], acquired
+    (first, _), (successor, epoch) = acquired
+    released = [e for e in r.log.events if e.instance == first and getattr(e.op, "value", "") == "release"]
+    assert released, "the old active never sent its release: the scenario did not happen"
+    assert sim.kv.key.owner == successor and sim.kv.key.epoch == epoch
+    assert r.serving_at_end == [successor]
+
+
 def test_kv_outage_keeps_the_incumbent() -> None:
     """The active stops serving when it cannot renew, and resumes by renewing: no change of leader."""
     r = _sim(Fault(3.0, "nats", 6.0), instances=3, duration_s=12.0)
@@ -88,6 +116,30 @@ def test_release_deletes_again_when_the_key_holds_our_lost_renewal() -> None:
     m2.write_ok(0.002, 1, a2.req)
     r2 = next(a for a in m2.stop(0.1) if isinstance(a, Write))
     assert any(isinstance(a, Exit) for a in m2.write_failed(0.11, KeyState(5, "val"), r2.req))
+
+
+def test_a_reply_carries_its_admission_epoch_and_only_while_it_still_serves_under_it() -> None:
+    """``Election.reply_epoch``, the rule the SDK's ``Service`` and the simulator ask when a handler finishes:
+    the admission epoch, never a newer one the instance has learnt meanwhile, and nothing once the window
+    ended or the lease was lost and won again (a different epoch)."""
+    m = Election(PARAMS)
+    probe = next(a for a in m.start(0.0, KeyState(0, "none")) if isinstance(a, Probe))
+    acquire = next(a for a in m.read_done(0.001, KeyState(0, "none"), probe.req) if isinstance(a, Write))
+    m.write_ok(0.002, 7, acquire.req)
+    assert m.serving(0.1) and m.epoch == 7
+    # a successor's epoch 9 reached the watch while the handler ran: the reply still says 7
+    assert m.reply_epoch(0.1, 7, 9) == 7
+    assert m.reply_epoch(0.1, 7, 7) == 7
+    # the window ran out (no renewal landed): the outcome is withheld, whatever the instance knows
+    assert m.reply_epoch(0.001 + PARAMS.window_s + 0.01, 7, 7) is None
+    # lost (a compare-and-set of its renewal failed), then won again with epoch 12: a call of epoch 7 is withheld
+    renew = next(a for a in m.tick(0.3) if isinstance(a, Write))
+    m.write_failed(0.31, KeyState(9, "val"), renew.req)
+    assert not m.serving(0.32) and m.reply_epoch(0.32, 7, 9) is None
+    campaign = _campaign(m, 0.32 + PARAMS.lease_s, KeyState(9, "val"))
+    m.write_ok(0.33 + PARAMS.lease_s, 12, campaign.req)
+    now = 0.34 + PARAMS.lease_s
+    assert m.serving(now) and m.reply_epoch(now, 7, 12) is None and m.reply_epoch(now, 12, 12) == 12
 
 
 def _campaign(m: Election, now: float, key: KeyState, actions: list[Effect] | None = None) -> Write:

@@ -27,9 +27,10 @@ QUICK_TESTS = {
     "sdk/sticky_core.py": ("tests/test_sticky_core.py",),
 }
 SIM_MODELS = {"sdk/election.py"}
-"""Mutated files whose bug the simulator's default run must find (it drives the SDK's election machine; its client
-never sees an older epoch's reply while the instances fence themselves, so a client-side mutant needs a broken
-server too: the ``no-epoch-check`` control)."""
+"""Mutated files whose bug the simulator's default run must find (it drives the SDK's election machine and asks it
+how to stamp each reply). A quick mutant elsewhere must say why the simulator cannot show it (``argued``: the
+sticky client's epoch check, which its one-call-at-a-time client never needs while the instances fence
+themselves)."""
 
 
 def _file(m: Mutant) -> str:
@@ -41,6 +42,13 @@ def test_the_quick_subset_is_safety_relevant_and_small() -> None:
     assert 3 <= len(QUICK) <= 4
     assert all(m.safety_relevant and m.equivalent_because is None for m in QUICK)
     assert all(_file(m) in QUICK_TESTS for m in QUICK)
+    assert all(_file(m) in SIM_MODELS or m.argument("sim") for m in QUICK)
+
+
+def test_arguments_name_real_layers_and_only_for_safety_relevant_mutants() -> None:
+    for m in MUTANTS:
+        assert all(layer in mv.LAYERS and len(why) > 80 for layer, why in m.argued), m.name
+        assert not m.argued or (m.safety_relevant and m.equivalent_because is None), m.name
 
 
 def test_every_mutant_fits_the_code() -> None:

@@ -17,10 +17,16 @@ from aegis.sdk.connection import ConnectionPool
 from aegis.sdk.discovery import InstanceWatch
 from aegis.sdk.election import ElectionParams, Write
 from aegis.sdk.errors import NotActive, ServiceUnavailable
-from aegis.sdk.kv import kv_write
+from aegis.sdk.kv import bucket, kv_write
 from aegis.sdk.rpc import CallContext, RpcClient
 from aegis.sdk.schema import InstanceStatus
-from aegis.sdk.single_active import SingleActiveService, ensure_election_bucket, leader_key
+from aegis.sdk.single_active import (
+    LeaderRecord,
+    SingleActiveService,
+    ensure_election_bucket,
+    leader_key,
+    parse_leader,
+)
 from aegis.sdk.sticky import StickyClient
 
 
@@ -221,3 +227,40 @@ async def test_a_conflict_from_a_replica_behind_the_last_write_is_not_adopted(po
         assert current is not None and current.rev >= mine and ours
     finally:
         await svc.stop()
+
+
+async def test_a_graceful_stop_never_erases_a_successors_record(pool: ConnectionPool) -> None:
+    """An active deposed while it could not notice (paused, or just between renewals: an active goes by its own
+    writes, not the watch) is stopped. Its release is a compare-and-set on its own last revision, so it fails,
+    and the successor's record stays in the key; a delete without compare-and-set would erase it (the
+    successor's next renewal then fails, and a third instance may campaign over the marker)."""
+    name = f"ledger-{uuid.uuid4().hex[:8]}"
+    # renewals a second apart: the successor's write and the stop fit between two of them
+    svc = SingleActiveService(name, instance_id="old", params=ElectionParams(lease_s=3.0, renew_s=1.0))
+    await svc.start(pool)
+    key = leader_key(name, "default")
+    stopped = False
+    try:
+        await wait_until_async(lambda: svc.is_active, 5, "the instance to become active")
+        m = svc.election
+        # right after a renewal landed (nothing in flight, the next one most of a second away)
+        await wait_until_async(
+            lambda: m.request is None and time.monotonic() - m.last_send < 0.3,
+            5,
+            "a fresh renewal",
+            step=0.005,
+        )
+        mine, epoch = m.my_rev, m.epoch
+        record = LeaderRecord(instance_id="successor").model_dump_json().encode()
+        rev = await kv_write(pool, wire.ELECTION_BUCKET, key, record, revision=mine, ttl_s=10)
+        assert m.role == "active" and m.my_rev == mine  # it has not noticed: it would renew on `mine`
+        await svc.stop()
+        stopped = True
+        entry = await bucket(pool, wire.ELECTION_BUCKET).get(key)
+        assert entry.revision == rev, f"the successor's record (rev {rev}) was replaced: rev {entry.revision}"
+        held = parse_leader(entry.value or b"")
+        assert held is not None and held.instance_id == "successor"
+        assert svc.election.epoch == epoch and not svc.is_active
+    finally:
+        if not stopped:
+            await svc.stop()

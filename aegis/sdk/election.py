@@ -205,6 +205,18 @@ class Election:
         ``epoch``, never the instance's newer knowledge (the spec's ``Complete`` step)."""
         return self.epoch == epoch and self.serving(now)
 
+    def reply_epoch(self, now: float, admitted: int, known: int) -> int | None:
+        """The epoch the outcome of an exclusive call admitted under ``admitted`` goes out stamped with, when its
+        handler finishes at ``now``; None: the outcome is withheld (the caller hears ``LeaseLost``). The rule of
+        the spec's ``Complete`` step (``ReplyRule = "fenced"``): the admission epoch, and only while the instance
+        still serves under it (:meth:`may_reply`). Never ``known``, the newest epoch the instance has learnt
+        (its own, or a successor's that its watch delivered while the handler ran): a reply stamped with a
+        successor's epoch passes for the successor's, one sent after the lease was lost for a fenced one (the
+        SDK before issue 12). The SDK's ``Service`` and the simulator's instances both ask this at completion."""
+        if not self.may_reply(now, admitted):
+            return None
+        return admitted
+
     def ready(self, now: float) -> bool:
         """A standby may campaign: the key is gone or a marker, or silent for a whole lease on our clock.
         While the KV is unavailable it only probes, every ``renew_s``."""

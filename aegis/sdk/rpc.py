@@ -77,6 +77,11 @@ class Fence(Protocol):
         """True while this instance serves under ``epoch``."""
         ...
 
+    def reply_epoch(self, epoch: int) -> int | None:
+        """The epoch the outcome of a call admitted under ``epoch`` goes out stamped with, now; None: withheld
+        (:meth:`aegis.sdk.election.Election.reply_epoch`)."""
+        ...
+
     def lease_lost(self, epoch: int) -> AegisError:
         """The error that replaces the outcome of a call admitted under ``epoch`` that no longer holds."""
         ...
@@ -341,10 +346,12 @@ class Service:
                 headers = self._reply_headers
                 if ctx.fence is not None:
                     # Exclusive call: the outcome goes out only under the lease it was admitted under, and
-                    # says so. No await between this check and the publish (it only queues the bytes).
-                    if not ctx.fence.holds_epoch(ctx.epoch):
+                    # says so (the election's rule: Election.reply_epoch). No await between this check and the
+                    # publish (it only queues the bytes).
+                    stamp = ctx.fence.reply_epoch(ctx.epoch)
+                    if stamp is None:
                         raise ctx.fence.lease_lost(ctx.epoch)
-                    headers = {**(headers or {}), wire.EPOCH_HEADER: str(ctx.epoch)}
+                    headers = {**(headers or {}), wire.EPOCH_HEADER: str(stamp)}
                 await self._pool.primary.publish(msg.reply, data, headers=headers)  # type: ignore[union-attr]
         except ValidationError as exc:
             error = BadRequest(f"invalid request for {self.name}.{method}: {_brief(exc)}")

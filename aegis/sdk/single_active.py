@@ -172,7 +172,7 @@ class SingleActiveService(Service):
                         epoch=self.known_epoch,
                     )
                 # Admitted under the current epoch: the reply will carry it, and goes out only while the
-                # instance still serves under it (Service._serve asks holds_epoch right before sending).
+                # instance still serves under it (Service._serve asks reply_epoch right before sending).
                 ctx = current_call()
                 if ctx is not None:
                     ctx.epoch, ctx.fence = self.election.epoch, self
@@ -193,6 +193,11 @@ class SingleActiveService(Service):
     def holds_epoch(self, epoch: int) -> bool:
         """True while this instance serves under ``epoch`` (an exclusive call admitted under it may answer)."""
         return self.election.may_reply(time.monotonic(), epoch)
+
+    def reply_epoch(self, epoch: int) -> int | None:
+        """The epoch an outcome of a call admitted under ``epoch`` goes out stamped with now (None: withheld);
+        the election's rule, :meth:`aegis.sdk.election.Election.reply_epoch`."""
+        return self.election.reply_epoch(time.monotonic(), epoch, self.known_epoch)
 
     def lease_lost(self, epoch: int) -> LeaseLost:
         """The answer to a call admitted under ``epoch`` that finished after this instance stopped serving

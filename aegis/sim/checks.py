@@ -9,10 +9,15 @@ Safety, as ``aegis/spec/tla/Lease.tla`` states it:
   overlap.
 * ``ServingHoldsNewestEpoch`` / ``EpochsStrictlyIncrease``: whoever serves holds the newest epoch that ever
   served; a new serving period has a larger epoch.
-* ``RepliesHoldTheirEpoch``: a call's outcome goes out stamped with its admission epoch, only while its sender
-  still serves under that epoch, the newest that served (a handler that outlives its instance's lease has its
-  outcome withheld: "lease-lost").
-* ``ClientNeverGoesBack``: no client accepts a reply from an epoch older than one it accepted.
+* ``RepliesHoldTheirEpoch``: a call's successful outcome goes out stamped with its admission epoch, only while
+  its sender still serves under that epoch, the newest that served (a handler that outlives its instance's lease
+  has its outcome withheld: "lease-lost"). Such a reply is *fenced* (the spec's ``Fenced``); the checker hands
+  the reply a ghost flag saying so, which travels with it to the client.
+* ``AcceptedRepliesFenced``: every success a client accepts is fenced (the spec's property of the same name;
+  implied by the one above while runs stop at their first violation, checked on the client's side as the spec
+  states it).
+* ``ClientNeverGoesBack``: no client accepts a reply from an epoch older than one it accepted (on the checker's
+  own record of what it accepted).
 
 Measurements: a crash or graceful stop of the serving instance opens a :class:`Failover`; it closes at the first
 ``StartServing`` of a newer epoch (``serve_s``) and the first client reply accepted from a newer epoch
@@ -107,6 +112,8 @@ class Checker:
     tail: Any = None
     """Callable returning the log tail (list of lines) to attach to a violation."""
     open_failovers: list[Failover] = field(default_factory=list)
+    accepted: dict[str, int] = field(default_factory=dict)
+    """Per client, the newest epoch of a success it accepted (the checker's own record)."""
 
     # -- safety ----------------------------------------------------------------------------------------------
 
@@ -143,27 +150,44 @@ class Checker:
         elif epoch > self.hi_served:
             self._new_epoch(inst, epoch, t)
 
-    def reply_sent(self, inst: SimInstance, epoch: int, t: float) -> None:
-        """``inst`` sends the successful outcome of a call admitted under ``epoch`` at real time ``t``: it must
-        still serve, and no newer epoch may have served before (``RepliesHoldTheirEpoch``, the spec's property
-        over replies in flight: a late outcome of a deposed active would break it)."""
+    def reply_sent(self, inst: SimInstance, admitted: int, epoch: int, t: float) -> bool:
+        """``inst`` sends the successful outcome of a call admitted under ``admitted``, stamped ``epoch``, at real
+        time ``t``. Returns the reply's ghost: whether it is *fenced* (the spec's ``Fenced``): stamped with its
+        admission epoch, produced while its sender still serves under it, and that epoch the newest that ever
+        served. A success that is not fenced breaks ``RepliesHoldTheirEpoch`` at once (whether or not a client
+        ever takes it); the ghost travels with the reply for ``AcceptedRepliesFenced`` on the client's side."""
         self.after_event(inst, t)
-        if not inst.serving_at(t) or inst.machine.epoch != epoch or epoch < self.hi_served:
+        serving = inst.serving_at(t)
+        fenced = epoch == admitted and serving and inst.machine.epoch == epoch and epoch == self.hi_served
+        if not fenced:
             self.violate(
                 "RepliesHoldTheirEpoch",
                 t,
-                f"{inst.name} sends an outcome of epoch {epoch} while it"
-                f" {'serves epoch ' + str(inst.machine.epoch) if inst.serving_at(t) else 'does not serve'}"
+                f"{inst.name} sends an outcome stamped epoch {epoch} of a call admitted under epoch {admitted}"
+                f" while it {'serves epoch ' + str(inst.machine.epoch) if serving else 'does not serve'}"
                 f" (newest epoch served: {self.hi_served})",
             )
+        return fenced
 
-    def client_accepted(self, client: str, epoch: int, accepted_before: int, t: float) -> None:
-        """A client accepted a reply from ``epoch``; it had accepted ``accepted_before`` earlier."""
-        if epoch < accepted_before:
+    def client_accepted(self, client: str, epoch: int, fenced: bool, t: float) -> None:
+        """A client accepted a success stamped ``epoch``; ``fenced`` is the reply's ghost (:meth:`reply_sent`).
+        The spec's client properties, on the checker's own record of what the client accepted before (not the
+        client's, which a broken client core would keep wrong): ``ClientNeverGoesBack`` (never an epoch below
+        one accepted before) and ``AcceptedRepliesFenced`` (every accepted success fenced)."""
+        before = self.accepted.get(client, 0)
+        self.accepted[client] = max(before, epoch)
+        if epoch < before:
             self.violate(
                 "ClientNeverGoesBack",
                 t,
-                f"client {client} accepted a reply from epoch {epoch} after one from epoch {accepted_before}",
+                f"client {client} accepted a reply from epoch {epoch} after one from epoch {before}",
+            )
+        if not fenced:
+            self.violate(
+                "AcceptedRepliesFenced",
+                t,
+                f"client {client} accepted a success stamped epoch {epoch} that was not produced inside that"
+                " epoch's tenure",
             )
         for fo in self.open_failovers:
             if fo.client_s is None and epoch > fo.old_epoch:

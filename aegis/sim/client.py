@@ -8,7 +8,9 @@ go back, which failures wait how long, when an attempt in flight is abandoned) a
 is the negative control that switches the epoch rules off.
 
 Calls are issued every ``interval_s`` (back to back when a call takes longer). Each outcome is recorded; the
-checker hears of every accepted reply (``ClientNeverGoesBack``, client-visible failover times).
+checker hears of every accepted reply with its ghost ``fenced`` flag (``ClientNeverGoesBack``,
+``AcceptedRepliesFenced``, client-visible failover times); the checker keeps its own record of what each client
+accepted, so a broken core cannot hide its own mistake.
 """
 
 from __future__ import annotations
@@ -125,7 +127,8 @@ class StickyClient:
             self._attempt = step
             inst = self.sim.by_name[step.target]
             self.sim.later(
-                self.sim.delay(), lambda: inst.call(lambda what, epoch: self._reply(token, what, epoch))
+                self.sim.delay(),
+                lambda: inst.call(lambda what, epoch, fenced: self._reply(token, what, epoch, fenced)),
             )
             self.sim.later(step.timeout_s, lambda: self._attempt_timeout(token))
 
@@ -141,23 +144,24 @@ class StickyClient:
         if token == self._token and self._attempt is not None:
             self._ended(Outcome(Kind.NO_ANSWER, detail="RpcTimeout"))
 
-    def _reply(self, token: int, what: str, epoch: int) -> None:
+    def _reply(self, token: int, what: str, epoch: int, fenced: bool) -> None:
         if token != self._token or self._attempt is None:
             return  # abandoned attempt: its reply is dropped
-        self._ended(Outcome.ok(epoch) if what == "ok" else Outcome(_OUTCOMES[what], epoch))
+        self._ended(Outcome.ok(epoch) if what == "ok" else Outcome(_OUTCOMES[what], epoch), fenced)
 
-    def _ended(self, outcome: Outcome) -> None:
-        """The attempt in flight ended with ``outcome``: the core says what comes next."""
+    def _ended(self, outcome: Outcome, fenced: bool = False) -> None:
+        """The attempt in flight ended with ``outcome``: the core says what comes next. ``fenced``: the
+        checker's ghost for a success (was it produced inside its epoch's tenure), not something the client
+        knows or uses."""
         call, attempt = self._call, self._attempt
         assert call is not None and attempt is not None
         self._token += 1
         self._attempt = None
-        before = self.view.accepted
         step = call.outcome(self.env.now, attempt, outcome)
         now = self.env.now
         if isinstance(step, Accept):
             self.sim.log.note(now, self.name, "client-ok", f"epoch={step.epoch}")
-            self.sim.checker.client_accepted(self.name, step.epoch, before, now)
+            self.sim.checker.client_accepted(self.name, step.epoch, fenced, now)
             self._finish(True, step.epoch)
             return
         if outcome.kind is Kind.OK:

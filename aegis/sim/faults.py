@@ -19,6 +19,9 @@ Fault classes (``Fault.kind``):
 * ``pausestop``: the active pauses (``length``, like ``pause``) and is sent SIGTERM at once (a stuck process
   being restarted): it takes the stop when it resumes, possibly after a successor took over, and releases.
 
+Exclusive handlers take time (:class:`HandlerDist`: mostly a millisecond, 3 % a Pareto tail up to 1.5 s), so some
+span a pause or a failover of their instance and finish after it lost the lease.
+
 Network delays (:class:`DelayDist`) have a heavy tail too: besides the rare uniform spikes, a Pareto tail
 (``tail_p``, ``tail_alpha``, ``tail_scale_s``, cut at ``tail_cap_s``) on every one-way delay, so answers and
 watch deliveries are now and then late by tens to hundreds of milliseconds.
@@ -52,6 +55,29 @@ class DelayDist:
         d = self.median_s * math.exp(self.sigma * rng.gauss(0.0, 1.0))
         if self.spike_p and rng.random() < self.spike_p:
             d += rng.uniform(self.spike_lo_s, self.spike_hi_s)
+        if self.tail_p and rng.random() < self.tail_p:
+            d += heavy_tail(rng, self.tail_alpha, self.tail_scale_s, self.tail_cap_s)
+        return d
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerDist:
+    """How long an exclusive handler runs once admitted: lognormal around ``median_s`` (a quick lookup), and a
+    fraction ``tail_p`` of slow calls, Pareto-distributed (``tail_alpha``, from ``tail_scale_s``, cut at
+    ``tail_cap_s``: a downstream call, a lock, a retry). The tail is what makes some handlers span a pause or a
+    failover of their instance, so the rule that fences their outcome (``Election.reply_epoch``) is exercised
+    in the default run, not only in a control."""
+
+    median_s: float = 0.001
+    sigma: float = 1.0
+    tail_p: float = 0.03
+    tail_alpha: float = 1.2
+    tail_scale_s: float = 0.02
+    tail_cap_s: float = 1.5
+
+    def draw(self, rng: random.Random) -> float:
+        """One handler duration in seconds."""
+        d = self.median_s * math.exp(self.sigma * rng.gauss(0.0, 1.0))
         if self.tail_p and rng.random() < self.tail_p:
             d += heavy_tail(rng, self.tail_alpha, self.tail_scale_s, self.tail_cap_s)
         return d

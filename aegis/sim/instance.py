@@ -47,6 +47,8 @@ MachineFactory = Callable[[ElectionParams], Election]
 """Builds the election state machine of one process (``Election`` or a subclass)."""
 
 Handler = Callable[[float], list[Effect]]
+Reply = Callable[[str, int, bool], None]
+"""How an instance answers a call: ``(outcome, epoch, fenced)``; see :meth:`SimInstance.call`."""
 
 
 class _InFlight:
@@ -91,10 +93,11 @@ class SimInstance:
         self.pause_token = 0
         self.restart_on_exit = False
         self.known_epoch = 0
+        """Newest epoch this process knows: its own from StartServing on, or a newer one its watch delivered
+        (what its NotActive answers carry)."""
         self.withheld = 0
         """Outcomes withheld: calls whose handler finished after this process stopped serving under their
         admission epoch (answered "lease-lost")."""
-        """Newest epoch this process learnt from the key (what its NotActive answers carry)."""
         self.late_ack: tuple[float, float] | None = None
         """(extra answer delay, pause length) for the next renewal: the ``latepause`` fault."""
         self.served: tuple[int, int] = (0, -1)
@@ -268,6 +271,7 @@ class SimInstance:
                 self._probe(a)
             elif isinstance(a, StartServing):
                 self.served = (a.epoch, self.incarnation)
+                self.known_epoch = a.epoch  # as the SDK's driver: its own epoch is the newest it knows
                 self.sim.log.note(self.env.now, self.name, "start-serving", f"epoch={a.epoch}")
             elif isinstance(a, StopServing):
                 self.sim.log.note(self.env.now, self.name, "stop-serving", a.reason)
@@ -358,23 +362,25 @@ class SimInstance:
 
     # -- client calls --------------------------------------------------------------------------------------
 
-    def call(self, reply: Callable[[str, int], None]) -> None:
-        """A client call reaches this instance: ``reply(outcome, epoch)`` with outcome "ok", "not-active",
-        "lease-lost" or "no-responders" (the process is gone), after the network delay back.
+    def call(self, reply: Reply) -> None:
+        """A client call reaches this instance: ``reply(outcome, epoch, fenced)`` with outcome "ok",
+        "not-active", "lease-lost" or "no-responders" (the process is gone), after the network delay back.
 
-        An admitted call runs its handler for ``handler_s`` (a paused process finishes it after it resumes);
-        its outcome goes out stamped with the admission epoch, and only if the machine still serves under that
-        epoch when the handler finishes (:meth:`aegis.sdk.election.Election.may_reply`, as the SDK's ``Service``
-        asks it); otherwise the caller hears "lease-lost"."""
+        An admitted call runs its handler for a heavy-tailed while (:meth:`Simulation.handler_time`; a paused
+        process finishes it after it resumes). Its outcome goes out stamped with the epoch the SDK's rule gives
+        (:meth:`aegis.sdk.election.Election.reply_epoch`, as the SDK's ``Service`` asks it): the admission
+        epoch, and only while the machine still serves under it; otherwise the caller hears "lease-lost".
+        ``fenced`` is the checker's ghost, not the protocol's: whether the reply was produced inside its epoch's
+        tenure (the spec's ``Fenced``), so the client's side can check what it accepts."""
         sim = self.sim
         if not self.up:
-            sim.later(sim.delay(), lambda: reply("no-responders", 0))
+            sim.later(sim.delay(), lambda: reply("no-responders", 0, False))
             return
         inc = self.incarnation
 
         def handle() -> None:
             if not self.up or inc != self.incarnation:
-                sim.later(sim.delay(), lambda: reply("no-responders", 0))
+                sim.later(sim.delay(), lambda: reply("no-responders", 0, False))
                 return
             if self.paused:
                 self.pending.append(handle)
@@ -384,26 +390,24 @@ class SimInstance:
                 epoch = m.epoch
                 self._log(TA.SERVE, epoch=epoch)
                 sim.checker.after_event(self, self.env.now)
-                if sim.config.handler_s > 0:
-                    sim.later(sim.config.handler_s, lambda: complete(epoch))
-                else:
-                    complete(epoch)
+                sim.later(sim.handler_time(), lambda: complete(epoch))
             else:
                 known = max(m.epoch, self.known_epoch)
-                sim.later(sim.delay(), lambda: reply("not-active", known))
+                sim.later(sim.delay(), lambda: reply("not-active", known, False))
 
-        def complete(epoch: int) -> None:
+        def complete(admitted: int) -> None:
             if not self.up or inc != self.incarnation:
                 return  # the process died with the call: the caller's attempt times out
             if self.paused:
-                self.pending.append(lambda: complete(epoch))
+                self.pending.append(lambda: complete(admitted))
                 return
-            if self.machine.may_reply(self.local(), epoch):
-                sim.checker.reply_sent(self, epoch, self.env.now)
-                sim.later(sim.delay(), lambda: reply("ok", epoch))
-            else:
+            stamp = self.machine.reply_epoch(self.local(), admitted, self.known_epoch)
+            if stamp is None:
                 self.withheld += 1
-                sim.later(sim.delay(), lambda: reply("lease-lost", epoch))
+                sim.later(sim.delay(), lambda: reply("lease-lost", admitted, False))
+                return
+            fenced = sim.checker.reply_sent(self, admitted, stamp, self.env.now)
+            sim.later(sim.delay(), lambda: reply("ok", stamp, fenced))
 
         handle()
 

@@ -24,7 +24,7 @@ from aegis.sdk.election import Election, ElectionParams
 from aegis.sdk.trace_events import TraceParams
 from aegis.sim.checks import Checker, Failover, FalseFailover, Violation, ViolationFound
 from aegis.sim.client import StickyClient
-from aegis.sim.faults import MIXES, DelayDist, Fault, FaultMix, FaultPlan, plan_faults
+from aegis.sim.faults import MIXES, DelayDist, Fault, FaultMix, FaultPlan, HandlerDist, plan_faults
 from aegis.sim.instance import MachineFactory, SimInstance
 from aegis.sim.kv import KVConfig, SimKV
 from aegis.sim.tracelog import EventLog
@@ -45,9 +45,12 @@ class RunConfig:
     clients: int = 1
     client_interval_s: float = 0.1
     client_epoch_check: bool = True
-    handler_s: float = 0.0
-    """How long an exclusive handler runs once admitted (0: it answers at once). A call that finishes after
-    its instance lost the lease is answered "lease-lost" (:meth:`aegis.sdk.election.Election.may_reply`)."""
+    handler: HandlerDist = field(default_factory=HandlerDist)
+    """How long an exclusive handler runs once admitted (heavy-tailed: some span a failover). A call that
+    finishes after its instance stopped serving under the call's admission epoch is answered "lease-lost"
+    (:meth:`aegis.sdk.election.Election.reply_epoch`, the SDK's rule)."""
+    handler_s: float | None = None
+    """A fixed handler duration instead of ``handler`` (the ``no-reply-check`` control: 0.5 s)."""
     net: DelayDist = field(default_factory=DelayDist)
     watch_extra_s: float = 0.0005
     """Watch deliveries take a network delay plus this much (the consumer's push)."""
@@ -130,6 +133,11 @@ class Simulation:
         if self.extra_delay and self.env.now < self._extra_until:
             d += self.extra_delay * self.rng.uniform(0.5, 1.0)
         return d
+
+    def handler_time(self) -> float:
+        """How long one admitted call's handler runs."""
+        cfg = self.config
+        return cfg.handler_s if cfg.handler_s is not None else cfg.handler.draw(self.rng)
 
     def watch_delay(self) -> float:
         """The delay of one watch delivery."""
@@ -258,7 +266,7 @@ class RunResult:
     serving_at_end: list[str] = field(default_factory=list)
     """Instances serving (up, unpaused) when the run ended."""
     withheld: int = 0
-    """Outcomes withheld ("lease-lost"): a handler outlived its instance's lease (needs ``handler_s`` > 0)."""
+    """Outcomes withheld ("lease-lost"): a handler outlived its instance's lease."""
 
     @classmethod
     def collect(cls, sim: Simulation, end: float) -> RunResult:
