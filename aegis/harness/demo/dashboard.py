@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import httpx
 
 from aegis.harness.cluster.ports import free_port
-from aegis.harness.cluster.processes import spawn
+from aegis.harness.demo.http_child import HttpChild
 from aegis.harness.demo.management import ManagementProcess, write_secret
 
 FEED_SCOPES = ["instances:read"]
@@ -48,12 +47,12 @@ def create_feed_key(mgmt: ManagementProcess, name: str) -> str:
 
 
 @dataclass
-class DashboardProcess:
+class DashboardProcess(HttpChild):
     """A running ``aegis dashboard``: its URL, process and log."""
 
-    url: str
-    proc: subprocess.Popen[bytes]
-    log_path: Path
+    COMMAND: ClassVar[str] = "dashboard"
+    READY_PATH: ClassVar[str] = "/login"
+    STOP_TIMEOUT_S: ClassVar[float] = 10.0
 
     @classmethod
     def start(
@@ -82,41 +81,4 @@ class DashboardProcess:
             **(env or {}),
         }
         log_path = state_dir / f"dashboard-{port}.log"
-        with log_path.open("wb") as log:
-            proc = spawn(
-                [sys.executable, "-m", "aegis.cli", "dashboard"], env=environ, stdout=log, stderr=log
-            )
-        dash = cls(f"http://127.0.0.1:{port}", proc, log_path)
-        try:
-            dash.wait_ready(ready_timeout)
-        except BaseException:
-            dash.stop()
-            raise
-        return dash
-
-    def wait_ready(self, timeout: float) -> None:
-        """Until ``/login`` answers 200; RuntimeError with the log's tail if it exits or takes longer."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self.proc.poll() is None:
-            try:
-                if httpx.get(f"{self.url}/login", timeout=1, trust_env=False).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(
-            f"aegis dashboard not ready within {timeout:.0f} s (exit {self.proc.poll()}):\n{self.log()[-3000:]}"
-        )
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM (it stops gracefully), SIGKILL after ``timeout`` s. Idempotent."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        return cls._spawn(port, environ, log_path, ready_timeout)

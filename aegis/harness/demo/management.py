@@ -10,29 +10,28 @@ from __future__ import annotations
 
 import os
 import secrets
-import subprocess
-import sys
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import httpx
 
 from aegis.harness.cluster.ports import free_port
-from aegis.harness.cluster.processes import spawn
+from aegis.harness.demo.http_child import HttpChild
 
 ADMIN_USER = "admin"
 
 
 @dataclass
-class ManagementProcess:
-    """A running ``aegis manage``: its URL, where the admin password is, its process and log."""
+class ManagementProcess(HttpChild):
+    """A running ``aegis manage``: its URL, process and log, and where the admin password is."""
 
-    url: str
     password_file: Path
-    proc: subprocess.Popen[bytes]
-    log_path: Path
+
+    COMMAND: ClassVar[str] = "manage"
+    READY_PATH: ClassVar[str] = "/readyz"
+    STOP_TIMEOUT_S: ClassVar[float] = 15.0  # uvicorn's graceful shutdown
 
     @property
     def admin_password(self) -> str:
@@ -73,32 +72,7 @@ class ManagementProcess:
             **(env or {}),
         }
         log_path = state_dir / f"manage-{port}.log"
-        with log_path.open("wb") as log:
-            proc = spawn([sys.executable, "-m", "aegis.cli", "manage"], env=environ, stdout=log, stderr=log)
-        mgmt = cls(f"http://127.0.0.1:{port}", password_file, proc, log_path)
-        try:
-            mgmt.wait_ready(ready_timeout)
-        except BaseException:
-            mgmt.stop()
-            raise
-        return mgmt
-
-    def wait_ready(self, timeout: float) -> None:
-        """Until ``/readyz`` answers 200; RuntimeError with the log's tail if it exits or takes longer."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self.proc.poll() is None:
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1, trust_env=False).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(
-            f"aegis manage not ready within {timeout:.0f} s (exit {self.proc.poll()}):\n{self.log()[-3000:]}"
-        )
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        return cls._spawn(port, environ, log_path, ready_timeout, password_file=password_file)
 
     def token(
         self, scopes: list[str] | None = None, user: str = ADMIN_USER, password: str | None = None
@@ -111,16 +85,6 @@ class ManagementProcess:
         if r.status_code != 200:
             raise RuntimeError(f"login as {user} failed: {r.status_code} {r.text}")
         return str(r.json()["access_token"])
-
-    def stop(self, timeout: float = 15.0) -> None:
-        """SIGTERM (uvicorn shuts down gracefully), SIGKILL after ``timeout`` s. Idempotent."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
 
 
 def write_secret(path: Path, value: str) -> Path:
