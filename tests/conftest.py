@@ -41,10 +41,15 @@ def nats_urls(cluster: LocalCluster) -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def management(nats_urls: list[str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[ManagementServer]:
+def management(cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ManagementServer]:
     """One real ``aegis manage`` on the session's cluster, shared by the management test modules (a second
-    replica, when a test needs one, signs with the same key)."""
-    server = ManagementServer(nats_urls, tmp_path_factory.mktemp("manage"))
+    replica, when a test needs one, signs with the same key). It reads the meta leader from the nodes'
+    monitoring endpoints, as ``aegis up`` runs it."""
+    server = ManagementServer(
+        cluster.urls,
+        tmp_path_factory.mktemp("manage"),
+        AEGIS_MGMT_MONITOR_URLS=",".join(cluster.monitor_urls),
+    )
     try:
         yield server
     finally:

@@ -19,6 +19,7 @@ from management_server import ADMIN_PASSWORD, ManagementServer
 from playwright import sync_api as playwright_api
 from waiting import wait_until
 
+from aegis.harness.cluster.local import LocalCluster
 from aegis.harness.demo.dashboard import DashboardProcess
 from aegis.harness.demo.up import start_instances, stop_instances
 
@@ -37,8 +38,13 @@ def add_user(mgmt: ManagementServer, name: str, password: str, role: str) -> Non
 
 
 @pytest.fixture(scope="module")
-def mgmt(nats_urls: list[str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[ManagementServer]:
-    server = ManagementServer(nats_urls, tmp_path_factory.mktemp("dash-mgmt"), secrets.token_hex(32))
+def mgmt(cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ManagementServer]:
+    server = ManagementServer(
+        cluster.urls,
+        tmp_path_factory.mktemp("dash-mgmt"),
+        secrets.token_hex(32),
+        AEGIS_MGMT_MONITOR_URLS=",".join(cluster.monitor_urls),
+    )
     try:
         add_user(server, *VIEWER, "viewer")
         add_user(server, *OPERATOR, "operator")
@@ -169,7 +175,7 @@ def test_a_logged_out_browser_sees_only_the_login_page(
 
 
 def test_overview_lists_the_demo_instances_with_health_in_words(
-    chromium_browser: object, dash: DashboardProcess
+    chromium_browser: object, dash: DashboardProcess, cluster: LocalCluster
 ) -> None:
     page = _login(chromium_browser, dash)
     took = wait_until(
@@ -182,6 +188,9 @@ def test_overview_lists_the_demo_instances_with_health_in_words(
     assert sorted(v.split()[0] for k, v in roles.items() if k in ("DL1", "DL2")) == ["ACTIVE", "STANDBY"]
     counts = page.inner_text("[aria-label='Instances per health']")
     assert "✔ healthy:" in counts and "◐ stale:" in counts and "✖ down:" in counts
+    strip = page.inner_text("[aria-label='NATS cluster']")
+    leader = cluster.meta_leader()
+    assert leader and f"meta leader {leader}" in strip, strip
     # the token never appears in a URL or in what the browser can read
     assert "token" not in page.url and all(c["httpOnly"] for c in page.context.cookies())
     _shot(page, "overview")

@@ -24,10 +24,12 @@ from management_server import ADMIN_PASSWORD, ManagementServer
 from waiting import wait_until, wait_until_async
 
 from aegis.harness.cluster.local import LocalCluster
+from aegis.harness.cluster.ports import free_port
 from aegis.harness.cluster.processes import spawn, wait_stopped
 from aegis.management.api_models import NAME_PATTERN
 from aegis.management.app import ROUTERS, create_app
 from aegis.management.auth import SCOPES, SecuritySettings
+from aegis.management.cluster_info import read_cluster
 from aegis.management.settings import ManagementSettings, load_management_settings
 from aegis.sdk.config import load_settings
 from aegis.sdk.connection import ConnectionPool
@@ -328,6 +330,23 @@ def test_cluster_view_names_every_node_and_the_aegis_buckets(
     assert "KV_aegis_definitions" in streams and "KV_aegis_instances" in streams
     assert all(s["leader"] in {n.name for n in cluster.nodes} for s in streams.values())
     assert all(len(s["replicas"]) == 2 for s in streams.values() if s["stream"].startswith("KV_aegis"))
+    # the session's management process reads the meta leader from the nodes' monitoring /jsz
+    assert view["meta_leader"] == cluster.meta_leader() and view["meta_leader"] is not None, view
+    assert view["meta_leader_from"] in cluster.monitor_urls
+
+
+async def test_without_monitoring_urls_the_meta_leader_is_unknown_and_the_view_says_why(
+    pool: ConnectionPool, cluster: LocalCluster
+) -> None:
+    """An application-account user is not answered by the system account; an unreachable monitoring URL is
+    skipped and named; a reachable one gives the leader."""
+    dead = f"http://127.0.0.1:{free_port()}"
+    view = await read_cluster(pool, [dead], timeout=1.0)
+    assert view.meta_leader is None and view.meta_leader_from is None
+    assert f"{dead}/jsz: ConnectError" in view.meta_leader_note
+    assert "AEGIS_MGMT_MONITOR_URLS" in view.meta_leader_note
+    view = await read_cluster(pool, [dead, cluster.monitor_urls[1]], timeout=1.0)
+    assert view.meta_leader == cluster.meta_leader() and view.meta_leader_from == cluster.monitor_urls[1]
 
 
 def test_healthz_readyz_need_no_credentials_and_metrics_is_prometheus_text(
@@ -564,6 +583,8 @@ def test_bad_management_settings_name_the_field_and_manage_refuses_to_start(tmp_
     with pytest.raises(ConfigError, match="colour: unknown setting"):
         load_management_settings(unknown)
     assert load_management_settings(wrong, port=9).port == 9  # an override wins over the file
+    with pytest.raises(ConfigError, match=r"monitor_urls: .*'127.0.0.1:8222' is not an HTTP URL"):
+        load_management_settings(monitor_urls="http://127.0.0.1:8223, 127.0.0.1:8222")
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("AEGIS_MGMT_")}
     proc = subprocess.run(

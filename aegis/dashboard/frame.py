@@ -105,7 +105,11 @@ def cluster_strip_html(cluster: ClusterView | None) -> str:
         + (f" (behind on {len(n.behind)})" if n.behind else "")
         for n in cluster.nodes
     )
-    meta = html.escape(cluster.meta_leader or f"unknown {cluster.meta_leader_note}".strip())
+    meta = (
+        html.escape(cluster.meta_leader)
+        if cluster.meta_leader
+        else f'<span title="{html.escape(cluster.meta_leader_note)}">unknown</span>'
+    )
     streams = ", ".join(
         f"{html.escape(s.stream)} → {html.escape(s.leader) if s.leader else '<span class=down>no leader</span>'}"
         for s in cluster.streams

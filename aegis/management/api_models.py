@@ -130,9 +130,15 @@ class ClusterView(BaseModel):
 
     connected_url: str | None
     meta_leader: str | None = Field(
-        description="JetStream meta leader (needs system-account access; else None)."
+        description=(
+            "JetStream meta leader, from a node's monitoring /jsz (AEGIS_MGMT_MONITOR_URLS) or the system "
+            "account; None when neither answers (meta_leader_note says why)."
+        )
     )
     meta_leader_note: str = ""
+    meta_leader_from: str | None = Field(
+        default=None, description="Where meta_leader was read: a monitoring URL, or 'system account'."
+    )
     nodes: list[NodeView]
     streams: list[StreamView]
 

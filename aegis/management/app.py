@@ -70,7 +70,7 @@ def create_app(
             app.state.fleet = fleet
             app.state.security = guard
             app.state.registry = Registry(pool)
-            app.state.cluster = ClusterReader(pool)
+            app.state.cluster = ClusterReader(pool, settings.monitor_urls)
             await guard.start()
             await fleet.start()
             ticker = asyncio.create_task(_tick(fleet), name="fleet health")

@@ -1,9 +1,11 @@
 """``GET /api/cluster``: the NATS cluster as seen over NATS by the management service (never via the harness).
 
 Stream and bucket placement comes from JetStream's stream info (leader, replicas, whether each is current, its lag,
-offline peers), for every Aegis stream and bucket. The JetStream meta leader is only visible to the system account
-(``$SYS.REQ.SERVER.PING.JSZ``): asked once per read with a short timeout; without system-account rights it is None
-and the answer says why. Reads are cached for ``ttl_s`` so that a dashboard polling it costs NATS little.
+offline peers), for every Aegis stream and bucket. JetStream does not tell an application account who the meta
+leader is, so it is read from a node's HTTP monitoring ``/jsz`` (``monitor_urls``: in a deployment the local node's,
+bound to loopback; the first that answers), else asked of the system account (``$SYS.REQ.SERVER.PING.JSZ``, which
+only a system user is answered); each with a short timeout. When neither answers it is None and the answer says why.
+Reads are cached for ``ttl_s`` so that a dashboard polling it costs NATS little.
 """
 
 from __future__ import annotations
@@ -11,6 +13,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Sequence
+
+import httpx
 
 from aegis.sdk.connection import ConnectionPool
 
@@ -20,7 +25,9 @@ AEGIS_STREAM_PREFIXES = ("AEGIS_", "KV_aegis_")
 _NS = 1e-9
 
 
-async def read_cluster(pool: ConnectionPool, timeout: float = 2.0) -> ClusterView:
+async def read_cluster(
+    pool: ConnectionPool, monitor_urls: Sequence[str] = (), timeout: float = 2.0
+) -> ClusterView:
     """One fresh reading of the cluster (see the module docstring)."""
     streams: list[StreamView] = []
     infos = await asyncio.wait_for(pool.js.streams_info(), timeout)
@@ -57,31 +64,56 @@ async def read_cluster(pool: ConnectionPool, timeout: float = 2.0) -> ClusterVie
             node.up = node.up and not r.offline
             if not r.current:
                 node.behind.append(s.stream)
-    meta_leader, note = await _meta_leader(pool, min(timeout, 0.5))
+    meta_leader, source, note = await _meta_leader(pool, monitor_urls, min(timeout, 0.5))
     return ClusterView(
         connected_url=next((u for u in pool.connected_urls if u), None),
         meta_leader=meta_leader,
         meta_leader_note=note,
+        meta_leader_from=source,
         nodes=sorted(nodes.values(), key=lambda n: n.name),
         streams=streams,
     )
 
 
-async def _meta_leader(pool: ConnectionPool, timeout: float) -> tuple[str | None, str]:
+async def _meta_leader(
+    pool: ConnectionPool, monitor_urls: Sequence[str], timeout: float
+) -> tuple[str | None, str | None, str]:
+    """(leader, where it was read, why there is none)."""
+    unanswered: list[str] = []
+    # trust_env=False: a loopback monitoring port is never reached through an http_proxy from the environment
+    async with httpx.AsyncClient(timeout=timeout, trust_env=False) as http:
+        for url in monitor_urls:
+            try:
+                r = await http.get(f"{url}/jsz")
+                r.raise_for_status()
+                leader = (r.json().get("meta_cluster") or {}).get("leader")
+            except (httpx.HTTPError, ValueError) as exc:
+                unanswered.append(f"{url}/jsz: {type(exc).__name__}")
+                continue
+            if leader:
+                return leader, url, ""
+            unanswered.append(f"{url}/jsz: no meta leader")
     try:
         msg = await pool.primary.request("$SYS.REQ.SERVER.PING.JSZ", b"{}", timeout=timeout)
         data = json.loads(msg.data)
         leader = ((data.get("data") or {}).get("meta_cluster") or {}).get("leader")
-        return leader, "" if leader else "the system account answered without a meta leader"
-    except Exception:  # no system-account rights: nobody answers (or a timeout)
-        return None, "the JetStream meta leader is visible to the system account only"
+        if leader:
+            return leader, "system account", ""
+        unanswered.append("the system account answered without a meta leader")
+    except Exception:  # not a system user: nobody answers (or a timeout)
+        unanswered.append(
+            "the system account did not answer (visible to system users only; set AEGIS_MGMT_MONITOR_URLS "
+            "to a node's monitoring URL)"
+        )
+    return None, None, "; ".join(unanswered)
 
 
 class ClusterReader:
     """:func:`read_cluster` with a short-lived cache, one reading at a time."""
 
-    def __init__(self, pool: ConnectionPool, ttl_s: float = 1.0) -> None:
+    def __init__(self, pool: ConnectionPool, monitor_urls: Sequence[str] = (), ttl_s: float = 1.0) -> None:
         self.pool = pool
+        self.monitor_urls = list(monitor_urls)
         self.ttl_s = ttl_s
         self._last: tuple[float, ClusterView] | None = None
         self._lock = asyncio.Lock()
@@ -91,6 +123,6 @@ class ClusterReader:
             now = time.monotonic()
             if self._last is not None and now - self._last[0] < self.ttl_s:
                 return self._last[1]
-            view = await read_cluster(self.pool)
+            view = await read_cluster(self.pool, self.monitor_urls)
             self._last = (time.monotonic(), view)
             return view

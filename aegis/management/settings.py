@@ -12,10 +12,10 @@ raises :class:`~aegis.sdk.errors.ConfigError` naming the field::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field
-from pydantic_settings import SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from aegis.sdk.config import FileSettings, load_from_file
 
@@ -66,6 +66,29 @@ class ManagementSettings(FileSettings):
         description="uvicorn's line per request (writes are in the audit log either way; it costs CPU).",
     )
     warm_timeout_s: float = Field(10.0, gt=0, le=300, description="How long start-up waits for the caches.")
+    monitor_urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "HTTP monitoring endpoints of NATS nodes (comma-separated; in a deployment the local node's, bound to "
+            "loopback, e.g. http://127.0.0.1:8222): /api/cluster reads the JetStream meta leader from the first "
+            "one whose /jsz answers. Empty: asked of the system account over NATS, which only a system user sees."
+        ),
+    )
+
+    @field_validator("monitor_urls", mode="before")
+    @classmethod
+    def _split_monitor_urls(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip().rstrip("/") for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("monitor_urls")
+    @classmethod
+    def _check_monitor_urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not url.startswith(("http://", "https://")) or not url.split("://", 1)[1]:
+                raise ValueError(f"{url!r} is not an HTTP URL (expected e.g. http://127.0.0.1:8222)")
+        return value
 
 
 def load_management_settings(config_file: str | Path | None = None, **overrides: Any) -> ManagementSettings:

@@ -430,6 +430,11 @@ class LocalCluster:
         return [n.url for n in self._nodes]
 
     @property
+    def monitor_urls(self) -> list[str]:
+        """``http://127.0.0.1:<port>`` HTTP monitoring endpoints of every node, in node order."""
+        return [n.monitor_url for n in self._nodes]
+
+    @property
     def nodes(self) -> list[NodeInfo]:
         """Snapshots of all nodes (read again for fresh state)."""
         with self._lock:

@@ -173,6 +173,7 @@ def run_up(
                     stop_instances(procs)
                     raise
         mgmt_env = cluster.sdk_env(MANAGEMENT_USER) if secure else {"AEGIS_SERVERS": ",".join(cluster.urls)}
+        mgmt_env["AEGIS_MGMT_MONITOR_URLS"] = ",".join(cluster.monitor_urls)  # for the JetStream meta leader
         with console.status("starting the management API"):
             try:
                 mgmt = ManagementProcess.start(
