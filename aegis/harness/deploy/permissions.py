@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from aegis.harness.cluster.security import (
+    MANAGEMENT_USER,
     ROUTE_USER,
     SYSTEM_USER,
     client_permissions,
@@ -47,6 +48,7 @@ def render_vars() -> str:
     lines = [HEADER.rstrip("\n")]
     lines.append(f"nats_server_route_user: {json.dumps(ROUTE_USER)}")
     lines.append(f"nats_server_system_user: {json.dumps(SYSTEM_USER)}")
+    lines.append(f"nats_server_management_user: {json.dumps(MANAGEMENT_USER)}")
     lines.append("nats_server_role_permissions:")
     for role, perms in role_permissions().items():
         lines.append(f"  {role}:")

@@ -96,13 +96,17 @@ class Scenario:
     def write_inventory(self) -> None:
         inv = self.inventory.parent
         shutil.copytree(PLAYBOOKS / "inventory" / "example" / "group_vars", inv / "group_vars")
-        hosts = {h.name: {"ansible_host": h.address} for h in self.lab.hosts}
+        # The interpreter per host, not for all: the implicit localhost (delegate_to: localhost, the aegis_pki module
+        # and its cryptography) keeps ansible's own Python.
+        hosts = {
+            h.name: {"ansible_host": h.address, "ansible_python_interpreter": "/usr/bin/python3"}
+            for h in self.lab.hosts
+        }
         names = list(hosts)
         doc = {
             "all": {
                 "vars": {
                     "ansible_user": "root",
-                    "ansible_python_interpreter": "/usr/bin/python3",
                     "ansible_ssh_private_key_file": str(self.lab.key),
                     "ansible_ssh_common_args": (
                         f"-o UserKnownHostsFile={self.lab.known_hosts} -o StrictHostKeyChecking=yes"
