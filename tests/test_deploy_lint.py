@@ -55,7 +55,9 @@ def test_a_config_nats_server_rejects_fails_the_check(rendered: Path, tmp_path: 
     conf = bad / "aegis-1" / "nats-server.conf"
     text = conf.read_text()
     assert 'lame_duck_duration: "30s"' in text
-    conf.write_text(text.replace('lame_duck_duration: "30s"', 'lame_duck_duration: "5s"'))  # below its 30 s minimum
+    conf.write_text(
+        text.replace('lame_duck_duration: "30s"', 'lame_duck_duration: "5s"')
+    )  # below its 30 s minimum
     assert not lint.nats_configs_check(bad).ok
     tasks = yaml.safe_load((lint.PLAYBOOKS / "roles/nats_server/tasks/main.yml").read_text())
     (config_task,) = [

@@ -77,6 +77,7 @@ class Scenario:
         shutil.copy2(tool("nats-server"), self.stage / "nats-server")
         for old in wheels.glob("aegis-*.whl"):
             old.unlink()
+        had_build = (ROOT / "build").exists()
         subprocess.run(
             [
                 sys.executable,
@@ -91,6 +92,8 @@ class Scenario:
             check=True,
             timeout=1800,
         )
+        if not had_build:  # setuptools builds the aegis wheel in the source tree: leave the tree as it was
+            shutil.rmtree(ROOT / "build", ignore_errors=True)
         return time.monotonic() - t0
 
     def write_inventory(self) -> None:
