@@ -246,19 +246,29 @@ class Scenario:
     def check_cluster(self) -> dict[str, Any]:
         """The checks after the first deploy."""
         out: dict[str, Any] = {}
-        routes = {h.name: self.monitor(h, "/routez")["num_routes"] for h in self.lab.hosts}
+        # Peers routed to, by name (nats-server 2.10+ pools several route connections per peer: num_routes is 8 here)
+        routes = {
+            h.name: len(
+                {
+                    r.get("remote_name") or r.get("remote_id")
+                    for r in self.monitor(h, "/routez")["routes"] or []
+                }
+            )
+            for h in self.lab.hosts
+        }
         out["routes"] = routes
         leaders = {
             h.name: (self.monitor(h, "/jsz").get("meta_cluster") or {}).get("leader") for h in self.lab.hosts
         }
         out["meta_leader"] = leaders
         leader = next(iter(set(leaders.values())))
-        jsz = self.monitor(self.lab.host(leader), "/jsz?accounts=true&streams=true")
+        jsz = self.monitor(self.lab.host(leader), "/jsz?accounts=true&streams=true&config=true")
         buckets = {}
         for acc in jsz.get("account_details") or []:
             for s in acc.get("stream_detail") or []:
                 if s["name"].startswith(("KV_aegis", "AEGIS_")):
-                    buckets[s["name"]] = s.get("config", {}).get("num_replicas")
+                    replicas = (s.get("config") or {}).get("num_replicas")
+                    buckets[s["name"]] = replicas or len((s.get("cluster") or {}).get("replicas") or []) + 1
         out["stream_replicas"] = buckets
         answer = self.api()
         group = self.ledger_group(answer)
