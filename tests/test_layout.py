@@ -49,6 +49,13 @@ ALLOWED: dict[str, tuple[str, ...]] = {
         "aegis.spec",
         "aegis.stats",
     ),
+    # the deploy test: the secure cluster's permission model (rendered for the playbooks), children that die with us,
+    # the demo's ledger request for its sticky probe
+    "aegis.harness.deploy": (
+        "aegis.harness.cluster.security",
+        "aegis.harness.cluster.processes",
+        "aegis.harness.demo.services",
+    ),
     # TLC's java runs as a child that dies with us: the harness's spawn, nothing else of the harness
     "aegis.spec": ("aegis.harness.cluster.processes",),
     "aegis.sim": ("aegis.stats",),
