@@ -509,6 +509,46 @@ def _management_bench(data: list[dict[str, Any]], sources: list[str]) -> list[st
     ]
 
 
+def _deploy_test(data: list[dict[str, Any]], sources: list[str]) -> list[str]:
+    """``make deploy-test``: the three-host deploy, its re-run, the rolling restart and the power loss."""
+    d = data[0]
+    md = sources[0].removesuffix(".json") + ".md"
+    yes = lambda ok: "yes" if ok else "**no**"  # noqa: E731
+    checks = d.get("checks") or {}
+    hosts = ", ".join(h["name"] for h in d["hosts"])
+    changed = d.get("second_run_changed_by_host") or {}
+    epochs = d.get("rolling_restart_epochs") or []
+    return [
+        f"Reproduce: `{d['command']}` (root; writes `{sources[0]}` and `{md}`), then `make reports`.",
+        "",
+        f"Recorded {d['started_at'][:16].replace('T', ' ')} UTC, {len(d['hosts'])} hosts ({hosts}), base root"
+        f" filesystem cached: {_num(d['total_s'])} s in all (staging {_num(d['stage_s'])} s, lab up"
+        f" {_num(d['lab_up_s'])} s, teardown {_num(d.get('teardown_s', 0))} s). Passed: {yes(d['passed'])}.",
+        "",
+        "| step | measured | goal | met |",
+        "|---|---|---|---|",
+        f"| first `site.yml` | {_num(d['first_run_s'])} s, {d['first_run_changed']} changes"
+        f" | checks from outside ok | {yes(checks.get('ok'))} |",
+        f"| second `site.yml` | {_num(d['second_run_s'])} s, changed="
+        + "/".join(str(v) for v in changed.values())
+        + f" | changed=0 | {yes(d['second_run_changed'] == 0)} |",
+        f"| `site.yml --check --diff` | changed={d['check_diff_run_changed']} | changed=0"
+        f" | {yes(d['check_diff_run_changed'] == 0)} |",
+        f"| `rolling-restart.yml` under a sticky client | {_num(d['rolling_restart_s'])} s,"
+        f" {d['rolling_restart_failed_calls']} failed of {d['rolling_restart_calls']} calls, worst gap"
+        f" {ms(d['rolling_restart_worst_gap_s'])}, epochs {' -> '.join(str(e) for e in epochs)}"
+        f" | 0 failed | {yes(d['rolling_restart_failed_calls'] == 0)} |",
+        f"| power loss of the active's host ({d['poweroff_host']}) | first answer from another instance after"
+        f" {_num(d['poweroff_failover_s'])} s; {d['poweroff_failed_calls']} failed calls, worst gap"
+        f" {_num(d['poweroff_worst_gap_s'])} s | < 2 s | {yes(d['poweroff_failover_s'] < 2)} |",
+        f"| cluster serving after it (a new active, a meta leader on the survivors) | {yes(d['poweroff_cluster_serving'])}"
+        " | yes | " + yes(d["poweroff_cluster_serving"]) + " |",
+        f"| rejoined after boot (node healthy, instance a standby again) | {yes(d['rejoined'])}"
+        f" ({_num(d.get('rejoin_s') or 0)} s) | yes | {yes(d['rejoined'])} |",
+        f"| leftovers after teardown | {', '.join(d['leftovers']) or 'none'} | none | {yes(not d['leftovers'])} |",
+    ]
+
+
 RENDERERS: dict[str, Renderer] = {
     "sim": _sim,
     "sim-sweep": _sweep,
@@ -520,6 +560,7 @@ RENDERERS: dict[str, Renderer] = {
     "bench-cpu": _bench_cpu,
     "spec-quick": _spec_quick,
     "management-bench": _management_bench,
+    "deploy-test": _deploy_test,
 }
 
 
