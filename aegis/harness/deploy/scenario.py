@@ -381,7 +381,9 @@ class Scenario:
                 "error" not in r
                 and r.get("checks", {}).get("ok")
                 and r.get("second_run_changed") == 0
+                and r.get("check_diff_run_changed") == 0
                 and r.get("rolling_restart_failed_calls") == 0
+                and r.get("poweroff_cluster_serving")
                 and r.get("rejoined")
                 and not r["leftovers"]
             )
