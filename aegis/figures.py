@@ -518,6 +518,8 @@ def _deploy_test(data: list[dict[str, Any]], sources: list[str]) -> list[str]:
     hosts = ", ".join(h["name"] for h in d["hosts"])
     changed = d.get("second_run_changed_by_host") or {}
     epochs = d.get("rolling_restart_epochs") or []
+    led = d.get("poweroff_host_led")
+    led = "not recorded" if led is None else ", ".join(f"`{x}`" for x in led) or "no Aegis stream"
     return [
         f"Reproduce: `{d['command']}` (root; writes `{sources[0]}` and `{md}`), then `make reports`.",
         "",
@@ -538,8 +540,8 @@ def _deploy_test(data: list[dict[str, Any]], sources: list[str]) -> list[str]:
         f" {d['rolling_restart_failed_calls']} failed of {d['rolling_restart_calls']} calls, worst gap"
         f" {ms(d['rolling_restart_worst_gap_s'])}, epochs {' -> '.join(str(e) for e in epochs)}"
         f" | 0 failed | {yes(d['rolling_restart_failed_calls'] == 0)} |",
-        f"| power loss of the active's host ({d['poweroff_host']}) | first answer from another instance after"
-        f" {_num(d['poweroff_failover_s'])} s; {d['poweroff_failed_calls']} failed calls, worst gap"
+        f"| power loss of the active's host ({d['poweroff_host']}; it led {led}) | first answer from another"
+        f" instance after {_num(d['poweroff_failover_s'])} s; {d['poweroff_failed_calls']} failed calls, worst gap"
         f" {_num(d['poweroff_worst_gap_s'])} s | < 2 s | {yes(d['poweroff_failover_s'] < 2)} |",
         f"| cluster serving after it (a new active, a meta leader on the survivors) | {yes(d['poweroff_cluster_serving'])}"
         " | yes | " + yes(d["poweroff_cluster_serving"]) + " |",

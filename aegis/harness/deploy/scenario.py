@@ -188,6 +188,17 @@ class Scenario:
         )
         return json.loads(self.lab.ssh(h, f'python3 -c "{code}"', timeout=30))  # type: ignore[no-any-return]
 
+    def streams_led(self, h: Host) -> list[str]:
+        """The Aegis streams (KV buckets are ``KV_<bucket>``) whose leader is ``h``, from its own ``/jsz``."""
+        jsz = self.monitor(h, "/jsz?accounts=true&streams=true")
+        return sorted(
+            s["name"]
+            for acc in jsz.get("account_details") or []
+            for s in acc.get("stream_detail") or []
+            if s["name"].startswith(("KV_aegis", "AEGIS_"))
+            and (s.get("cluster") or {}).get("leader") == h.name
+        )
+
     def healthz(self, h: Host) -> int:
         code = (
             "import urllib.request,urllib.error\n"
@@ -451,6 +462,9 @@ class Scenario:
         group = self.ledger_group(self.api()) or {}
         victim = self.lab.host(group["active_instance_id"])
         r["poweroff_host"] = victim.name
+        # Which Aegis streams the cut host leads: a cut leader of the election bucket's stream stalls the KV for
+        # NATS's Raft election (4-9 s, issue 18), and no failover of ours can be faster than that.
+        r["poweroff_host_led"] = self.streams_led(victim)
         proc, out = self.start_probe("poweroff")
         try:
             time.sleep(2)
@@ -519,7 +533,8 @@ def markdown(r: dict[str, Any]) -> str:
             "power loss of the active ledger host",
             f"{r.get('poweroff_host')}: first answer from another instance after {r.get('poweroff_failover_s')} s; "
             f"{r.get('poweroff_failed_calls')} failed calls, worst gap {r.get('poweroff_worst_gap_s')} s; "
-            f"cluster serving: {r.get('poweroff_cluster_serving')}",
+            f"cluster serving: {r.get('poweroff_cluster_serving')}; streams it led: "
+            f"{', '.join(r.get('poweroff_host_led') or []) or 'none'}",
         ),
         ("rejoined after boot", f"{r.get('rejoined')} ({r.get('rejoin_s')} s)"),
         ("leftovers after teardown", ", ".join(r.get("leftovers") or []) or "none"),
