@@ -44,6 +44,20 @@ from aegis.spec.tlc import TlcResult, run_tlc
 
 SPEC_DIR = Path(__file__).resolve().parent / "tla"
 SPEC_MODULE = "Lease.tla"
+SPEC_IMPORTS = ("SingleActive.tla",)
+"""Modules ``Lease.tla`` instantiates: a copy of the spec in another folder needs them beside it."""
+
+
+def copy_spec(folder: Path, lease_text: str | None = None) -> Path:
+    """``Lease.tla`` (or ``lease_text`` in its place: a mutant) and the modules it uses, into ``folder``."""
+    for name in SPEC_IMPORTS:
+        shutil.copy(SPEC_DIR / name, folder / name)
+    target = folder / SPEC_MODULE
+    if lease_text is None:
+        shutil.copy(SPEC_DIR / SPEC_MODULE, target)
+    else:
+        target.write_text(lease_text)
+    return target
 
 
 @dataclass(frozen=True)
@@ -267,7 +281,7 @@ def run_unbounded_view_off(config: ModelConfig, *, workers: int = 1) -> TlcResul
     module = f"XC_{config.name}"
     with tempfile.TemporaryDirectory(prefix="aegis-xc-") as tmp:
         folder = Path(tmp)
-        shutil.copy(SPEC_DIR / SPEC_MODULE, folder / SPEC_MODULE)
+        copy_spec(folder)
         (folder / f"{module}.tla").write_text(
             f"---- MODULE {module} ----\nEXTENDS Lease\nXBound == now <= {ticks}\n====\n"
         )
@@ -283,10 +297,10 @@ def run_mutant(mutant: Mutant, base: ModelConfig, *, workers: int = 1) -> TlcRes
         return f"the mutant's text occurs {text.count(mutant.old)} times in {SPEC_MODULE} (must be once)"
     with tempfile.TemporaryDirectory(prefix="aegis-mutant-") as tmp:
         folder = Path(tmp)
-        (folder / SPEC_MODULE).write_text(text.replace(mutant.old, mutant.new))
+        spec = copy_spec(folder, text.replace(mutant.old, mutant.new))
         cfg = folder / f"{base.name}.cfg"
         cfg.write_text(base.path.read_text())
-        return run_tlc(folder / SPEC_MODULE, cfg, workers=workers)
+        return run_tlc(spec, cfg, workers=workers)
 
 
 def _verdict(result: TlcResult) -> str:

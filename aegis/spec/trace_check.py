@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Literal
 
 from aegis.sdk.trace_events import Action, KeyKind, Op, Trace, TraceEvent, read_trace
-from aegis.spec.suite import SPEC_DIR
+from aegis.spec.suite import SPEC_DIR, copy_spec
 from aegis.spec.tlc import run_tlc
 
 TICK_S = 0.001  # one tick of real time
@@ -345,8 +345,8 @@ def check(trace: Trace, *, timeout: float = 300, workers: int = 1) -> TraceVerdi
     small = compact(trace)
     with tempfile.TemporaryDirectory(prefix="aegis-trace-") as tmp:
         folder = Path(tmp)
-        for name in ("Lease.tla", "TraceLease.tla"):
-            shutil.copy(SPEC_DIR / name, folder / name)
+        copy_spec(folder)
+        shutil.copy(SPEC_DIR / "TraceLease.tla", folder / "TraceLease.tla")
         (folder / "TraceData.tla").write_text(trace_module(small))
         cfg = folder / "TraceLease.cfg"
         cfg.write_text(trace_config(small))

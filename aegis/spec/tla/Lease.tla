@@ -777,6 +777,17 @@ ClientNeverGoesBack == ~cliStale
 (* e's tenure, after every older epoch's work and before any newer one's. *)
 AcceptedRepliesFenced == ~cliForged
 
+(* Refinement: this protocol is an implementation of the abstract         *)
+(* single-active service (SingleActive.tla): who serves is Serving, the   *)
+(* token is the epoch, the newest that served is hiServed, the success    *)
+(* replies produced are those in flight to the client.                    *)
+Abstract == INSTANCE SingleActive WITH
+                serving <- [i \in Inst |-> Serving(i)],
+                token <- epoch,
+                hi <- hiServed,
+                out <- {r.ep : r \in replies}
+Refines == Abstract!Spec
+
 (* Bounded failover and bounded handover, checked on the history clock fo; *)
 (* with bounded outages (OutageMax > 0) bounded recovery after an outage.  *)
 FailoverBounded ==
