@@ -67,3 +67,17 @@ def test_ratio_table_shows_the_spread() -> None:
     report = {**ratios(res), "ratio_spread": ratio_spreads(res)}
     row = next(r for r in ratio_rows(report) if r.startswith("| rpc_p99_ratio "))
     assert row == "| rpc_p99_ratio | 1.100 | 1.100 - 1.400 | 1.100 - 1.100 | <= 1.10 | yes |"
+
+
+def test_regression_check_fails_above_ten_percent_over_the_baseline() -> None:
+    from aegis.harness.bench.runner import regression_check
+
+    baseline = {"rpc_p99_ratio": 1.0, "recorded_at": "2026-12-07T10:00:00Z"}
+    ok = regression_check({"rpc_p99_ratio": 1.1}, baseline)
+    assert ok["ok"] and ok["limit"] == 1.1
+    bad = regression_check(
+        {"rpc_p99_ratio": 1.101, "ratio_spread": {"rpc_p99_ratio": {"min": 1.0, "max": 1.3}}}, baseline
+    )
+    assert not bad["ok"] and (bad["measured_min"], bad["measured_max"]) == (1.0, 1.3)
+    assert regression_check({"rpc_p99_ratio": 0.7}, baseline)["ok"]  # faster is never a regression
+    assert not regression_check({"rpc_p99_ratio": 1.04}, baseline, tolerance=0.03)["ok"]

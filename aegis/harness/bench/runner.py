@@ -502,6 +502,32 @@ def ratio_rows(report: dict[str, Any]) -> list[str]:
     return rows
 
 
+CHECK_KEY = "rpc_p99_ratio"
+CHECK_TOLERANCE = 0.10
+
+
+def regression_check(
+    report: dict[str, Any], baseline: dict[str, Any], key: str = CHECK_KEY, tolerance: float = CHECK_TOLERANCE
+) -> dict[str, Any]:
+    """NFR2 (``make bench-check``): is ``report``'s ratio ``key`` within ``tolerance`` (a fraction) above the
+    recorded ``baseline``'s? Both are SDK/raw ratios, each measured against raw nats-py in its own run, so the
+    machine's speed cancels out; what is left is the SDK getting slower relative to raw."""
+    measured, recorded = report[key], baseline[key]
+    limit = round(recorded * (1 + tolerance), 3)
+    spread = report.get("ratio_spread", {}).get(key, {})
+    return {
+        "key": key,
+        "measured": measured,
+        "measured_min": spread.get("min"),
+        "measured_max": spread.get("max"),
+        "baseline": recorded,
+        "baseline_recorded_at": baseline.get("recorded_at"),
+        "tolerance": tolerance,
+        "limit": limit,
+        "ok": measured <= limit,
+    }
+
+
 def write_report(report: dict[str, Any], directory: Path, name: str = "baseline") -> tuple[Path, Path]:
     """Write ``<name>.json`` and ``<name>.md`` under ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
