@@ -538,3 +538,45 @@ async def test_the_inbox_takes_over_what_a_subscription_already_holds() -> None:
     assert msg is early
     inbox.taken(msg)
     assert sub._pending_size == 0
+
+
+async def test_a_burst_wakes_one_worker_and_a_waiting_handler_hands_the_rest_on() -> None:
+    """_Inbox's wake-up rule: handlers that never wait are served back to back by the one worker a burst woke; when
+    that worker waits inside a handler, the others take the rest within a loop turn."""
+    from aegis.sdk.rpc import _Inbox
+
+    inbox = _Inbox()
+    taken: list[tuple[int, int]] = []
+    release = asyncio.Event()
+    waits = False
+
+    async def worker(n: int) -> None:
+        while True:
+            msg = await inbox.get()
+            taken.append((n, msg))
+            if waits:
+                await release.wait()
+
+    workers = [asyncio.create_task(worker(n)) for n in range(4)]
+    try:
+        await asyncio.sleep(0)  # all four wait in get()
+        for i in range(6):
+            inbox.put_nowait(i)
+        assert len(inbox._getters) == 3  # the burst woke one of the four idle workers
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert [m for _, m in taken] == list(range(6))
+        assert len({n for n, _ in taken}) == 1, taken  # one worker served the whole burst
+
+        taken.clear()
+        waits = True
+        for i in range(3):
+            inbox.put_nowait(i)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert sorted(m for _, m in taken) == [0, 1, 2]
+        assert len({n for n, _ in taken}) == 3, taken  # each waiting handler got its own worker
+    finally:
+        for w in workers:
+            w.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)

@@ -26,6 +26,7 @@ inside a handler never outlive it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -169,11 +170,22 @@ class _Inbox(asyncio.Queue):  # type: ignore[type-arg]
     callback, so nats-py runs no task of its own for them): nats-py puts every message there and counts
     its bytes per subscription; :meth:`taken` uncounts them, as nats-py's own consumers do, so the
     slow-consumer limits keep their meaning. ``maxsize`` is nats-py's pending-messages limit.
+
+    Waking workers: a burst of messages (one socket read holds up to a few dozen at 64 in flight) wakes ONE
+    idle worker, not one per message. That worker takes the next message as soon as it is done with one, without
+    suspending while any are left, so handlers that finish without waiting on anything are served back to back
+    in one task step, as a raw nats-py subscription's single task serves them. When a worker takes a message
+    and more are left, it also schedules a kick for the loop's next turn; by then the worker has either emptied
+    the inbox (the kick finds nothing to do) or is waiting inside a handler, and the kick wakes one idle worker
+    per message left, so a handler that waits never holds up the calls behind it for longer than one turn.
     """
 
     def __init__(self, maxsize: int = 0) -> None:
         super().__init__(maxsize)
         self._subs: dict[int, Subscription] = {}
+        self._waking = False
+        """A worker was woken for new messages and has not run yet: further messages need not wake another."""
+        self._kick: asyncio.Handle | None = None
 
     def attach(self, *subs: Subscription) -> None:
         """Make this the pending queue of ``subs`` (subscribed without a callback); a message already delivered
@@ -191,6 +203,51 @@ class _Inbox(asyncio.Queue):  # type: ignore[type-arg]
         sub = self._subs.get(msg._sid)
         if sub is not None:
             sub._pending_size -= len(msg.data)
+
+    def put_nowait(self, item: Msg) -> None:
+        if self.full():
+            raise asyncio.QueueFull
+        self._put(item)
+        self._unfinished_tasks += 1
+        self._finished.clear()
+        if not self._waking:
+            self._waking = self._wake(1) > 0
+
+    def _wake(self, n: int) -> int:
+        """Wake up to ``n`` idle workers; how many were woken."""
+        woken = 0
+        getters = self._getters
+        while woken < n and getters:
+            getter = getters.popleft()
+            if not getter.done():
+                getter.set_result(None)
+                woken += 1
+        return woken
+
+    def _on_kick(self) -> None:
+        self._kick = None
+        if self._queue:  # the worker that took before is waiting in a handler: hand the rest to others
+            self._waking = self._wake(len(self._queue)) > 0 or self._waking
+
+    async def get(self) -> Msg:
+        queue = self._queue
+        while not queue:
+            getter = asyncio.get_running_loop().create_future()
+            self._getters.append(getter)
+            try:
+                await getter
+            except BaseException:
+                getter.cancel()
+                with contextlib.suppress(ValueError):
+                    self._getters.remove(getter)
+                if queue and not getter.cancelled():
+                    self._wake(1)
+                raise
+            self._waking = False
+        item = queue.popleft()
+        if queue and self._kick is None:
+            self._kick = asyncio.get_running_loop().call_soon(self._on_kick)
+        return item
 
 
 class Service:
