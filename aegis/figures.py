@@ -330,12 +330,19 @@ BENCH_MEASURES = [
 def _bench_reproduce(b: dict[str, Any], sources: list[str]) -> list[str]:
     plan = b.get("plan", {})
     rounds = f", {plan['rounds']} alternating rounds per side" if "rounds" in plan else ""
+    load = b.get("load_avg")
+    load_note = (
+        f"; 1-minute load average {load['before'][0]} at the start, {load['after'][0]} at the end"
+        if load
+        else ""
+    )
     return [
         f"Reproduce: `make bench` (= `aegis bench`; writes `{sources[0]}` and `reports/baseline.md`), then"
         " `make reports`.",
         "",
         f"Recorded {b['recorded_at'][:10]} on a {b['machine']['cpus']}-CPU"
-        f" machine (Python {b['machine']['python']}; 3-node cluster, responder and client on one host{rounds}).",
+        f" machine (Python {b['machine']['python']}; 3-node cluster, responder and client on one host{rounds}"
+        f"{load_note}).",
     ]
 
 
