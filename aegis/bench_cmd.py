@@ -25,9 +25,18 @@ Writer = Callable[[Report, Path], tuple[Path, Path]]
 
 
 def bench_command(
-    quick: bool = False, as_json: bool = False, out: Path | None = None, management: bool = False
+    quick: bool = False,
+    as_json: bool = False,
+    out: Path | None = None,
+    management: bool = False,
+    check: bool = False,
+    baseline: Path = REPORTS / "baseline.json",
+    tolerance: float = 0.10,
 ) -> None:
     """Measure, write the report where asked, print it."""
+    if check:
+        check_command(baseline, tolerance, as_json)
+        return
     if management:
         from aegis.harness.bench.management import markdown, run_management_bench, write_report
 
@@ -56,3 +65,28 @@ def _publish(
     from rich.markdown import Markdown as Rendered
 
     Console().print(Rendered(markdown(report)))
+
+
+def check_command(baseline: Path, tolerance: float, as_json: bool) -> None:
+    """``make bench-check`` (NFR2): a quick run's SDK/raw p99 ratio against the recorded baseline's; exits 1 on a
+    regression of more than ``tolerance``."""
+    import typer
+
+    from aegis.harness.bench.runner import regression_check, run_bench
+
+    recorded = json.loads(baseline.read_text())
+    with err.status("benchmark (check)") as status:
+        report = run_bench(True, progress=lambda what: status.update(f"benchmark (check): {what}"))
+    verdict = regression_check(report, recorded, tolerance=tolerance)
+    report["check"] = verdict
+    line = (
+        f"{verdict['key']} {verdict['measured']:.3f} (rounds {verdict['measured_min']} - {verdict['measured_max']})"
+        f" vs baseline {verdict['baseline']:.3f} ({baseline}, {verdict['baseline_recorded_at']}); limit"
+        f" {verdict['limit']:.3f} (+{tolerance:.0%}): {'ok' if verdict['ok'] else 'REGRESSION'}"
+        f"; load average {report['load_avg']['before']} -> {report['load_avg']['after']}"
+    )
+    err.print(line)
+    if as_json:
+        sys.stdout.write(json.dumps(report) + "\n")
+    if not verdict["ok"]:
+        raise typer.Exit(1)

@@ -95,6 +95,18 @@ def bench(
         help="Instead: the management API under load (200 instances, 50 clients on GET /api/metrics; --quick:"
         " 20 and 5): latency p50/p99/max, requests/s, errors, NATS messages per HTTP request.",
     ),
+    check: bool = typer.Option(
+        False,
+        "--check",
+        help="NFR2 (make bench-check): a quick run; exit 1 if its SDK/raw p99 ratio (rpc_p99_ratio) is more than"
+        " --tolerance above the baseline's.",
+    ),
+    baseline: Path = typer.Option(
+        Path("reports/baseline.json"), help="The recorded run --check compares with."
+    ),
+    tolerance: float = typer.Option(
+        0.10, help="Regression --check allows, as a fraction of the baseline ratio."
+    ),
 ) -> None:
     """Raw nats-py vs SDK: RPC latency and throughput, event publish; prints SDK/raw ratios. With --management,
     the management API's load benchmark."""

@@ -330,12 +330,19 @@ BENCH_MEASURES = [
 def _bench_reproduce(b: dict[str, Any], sources: list[str]) -> list[str]:
     plan = b.get("plan", {})
     rounds = f", {plan['rounds']} alternating rounds per side" if "rounds" in plan else ""
+    load = b.get("load_avg")
+    load_note = (
+        f"; 1-minute load average {load['before'][0]} at the start, {load['after'][0]} at the end"
+        if load
+        else ""
+    )
     return [
         f"Reproduce: `make bench` (= `aegis bench`; writes `{sources[0]}` and `reports/baseline.md`), then"
         " `make reports`.",
         "",
         f"Recorded {b['recorded_at'][:10]} on a {b['machine']['cpus']}-CPU"
-        f" machine (Python {b['machine']['python']}; 3-node cluster, responder and client on one host{rounds}).",
+        f" machine (Python {b['machine']['python']}; 3-node cluster, responder and client on one host{rounds}"
+        f"{load_note}).",
     ]
 
 
@@ -376,15 +383,28 @@ def _bench_goals(data: list[dict[str, Any]], sources: list[str]) -> list[str]:
         ("RPC p99, concurrency 1", "rpc_p99_ratio"),
         ("RPC throughput, concurrency 64", "rpc_throughput_ratio"),
         ("event publish throughput, concurrency 64", "event_throughput_ratio"),
+        ("RPC via discovery p99, concurrency 1", "discovery_rpc_p99_ratio"),
     ]
-    lines = _bench_reproduce(b, sources) + [
-        "",
-        "| ratio (SDK / raw) | measured | goal | met |",
-        "|---|---|---|---|",
-    ]
+    spreads = b.get("ratio_spread", {})
+    lines = _bench_reproduce(b, sources) + [""]
+    if spreads:
+        lines += [
+            f"Each ratio is the {b.get('ratio_method', 'median of per-round ratios')} (SDK and raw of the same"
+            " round); the spread is over the rounds.",
+            "",
+            "| ratio (SDK / raw) | measured | per-round min - max | goal | met |",
+            "|---|---|---|---|---|",
+        ]
+    else:
+        lines += ["| ratio (SDK / raw) | measured | goal | met |", "|---|---|---|---|"]
     for label, key in rows:
         goal, met = GOALS[key]
-        lines.append(f"| {label} | {b[key]:.3f} | {goal} | {'yes' if met(b[key]) else 'no'} |")
+        verdict = "yes" if met(b[key]) else "no"
+        if spreads:
+            s = spreads[key]
+            lines.append(f"| {label} | {b[key]:.3f} | {s['min']:.3f} - {s['max']:.3f} | {goal} | {verdict} |")
+        else:
+            lines.append(f"| {label} | {b[key]:.3f} | {goal} | {verdict} |")
     ev = b["results"].get("event_c1")
     if ev:
         lines += [

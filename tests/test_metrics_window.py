@@ -137,6 +137,47 @@ def test_a_window_agrees_with_the_histogram_on_its_percentiles() -> None:
     )
 
 
+def test_record_fills_the_histogram_exactly_as_hdrhistogram_does() -> None:
+    """MethodMetrics.record does HdrHistogram's bucket arithmetic itself (the hot path): same counts array, total,
+    min and max as ``record_value`` over every magnitude, both clamps, and bucket edges."""
+    from hdrh.histogram import HdrHistogram
+
+    from aegis.sdk.metrics import _DIGITS, _HIGHEST_US, _LOWEST_US, MethodMetrics
+
+    m = MethodMetrics("rpc")
+    ref = HdrHistogram(_LOWEST_US, _HIGHEST_US, _DIGITS)
+    rng = random.Random(3)
+    values_us = [
+        0,
+        1,
+        2,
+        1023,
+        1024,
+        2047,
+        2048,
+        2049,
+        4095,
+        4096,
+        _HIGHEST_US - 1,
+        _HIGHEST_US,
+        _HIGHEST_US * 5,
+    ]
+    values_us += [2**k + d for k in range(1, 30) for d in (-1, 0, 1)]
+    values_us += [int(rng.lognormvariate(5, 3)) for _ in range(20_000)]
+    for us in values_us:
+        seconds = us / 1e6
+        m.record(seconds)
+        ref.record_value(max(_LOWEST_US, min(_HIGHEST_US, int(seconds * 1e6))))  # what record did before
+    assert bytes(memoryview(m.hist.counts).cast("B")) == bytes(memoryview(ref.counts).cast("B"))
+    assert (m.hist.total_count, m.hist.min_value, m.hist.max_value) == (
+        ref.total_count,
+        ref.min_value,
+        ref.max_value,
+    )
+    assert m.requests == len(values_us)
+    assert m.hist.get_value_at_percentile(99) == ref.get_value_at_percentile(99)
+
+
 # -- the two real feeds, on the cluster --------------------------------------------------------------------------
 
 

@@ -426,3 +426,157 @@ def test_encode_decode() -> None:
     assert decode(encode(AddReply(total=1)), AddReply) == AddReply(total=1)
     assert decode(b"[1,2]", list[int]) == [1, 2]
     assert decode(b"abc", bytes) == b"abc"
+
+
+HEADER_BLOCKS = [
+    b"Aegis-Timeout-Ms: 5000\r\n\r\n",
+    b"Aegis-Timeout-Ms:5000\r\nAegis-Call-Id:\tabc \r\n\r\n",
+    b"Bad Name: x\r\nGood: y\r\n\r\n",
+    b"Tab\tName: x\r\nUnit\x1fSep: z\r\nOk: 1\r\n\r\n",
+    b"NoColon\r\n: empty name\r\nK: a: b\r\n\r\n",
+    b"Caf\xc3\xa9: x\r\nV: caf\xc3\xa9 \xff\r\n\r\n",
+    b"Dup: 1\r\nDup: 2\r\n\r\n",
+    b"",
+    b"\r\n\r\n",
+]
+
+
+@pytest.mark.parametrize("raw", HEADER_BLOCKS)
+def test_the_sdk_connection_parses_headers_exactly_as_nats_py(raw: bytes) -> None:
+    from nats.aio.client import Client
+
+    from aegis.sdk.connection import _Client
+
+    assert _Client._parse_header_lines(raw) == Client._parse_header_lines(raw)
+
+
+async def test_workers_take_calls_from_both_subscriptions_and_uncount_their_bytes(
+    pool: ConnectionPool, client: RpcClient
+) -> None:
+    """The workers read nats-py's pending queue of both call subscriptions (shared and direct); what they take no
+    longer counts as pending, or nats-py would call the instance a slow consumer once 64 MB had passed."""
+    svc = Service(_name())
+
+    @svc.rpc("echo")
+    async def echo(req: bytes) -> bytes:
+        return req
+
+    await _started(pool, svc)
+    try:
+        for i in range(20):
+            body = b"x" * 1000 + str(i).encode()
+            assert await client.call(svc.name, "echo", body, response_model=bytes) == body
+            assert (
+                await client.call(svc.name, "echo", body, response_model=bytes, instance=svc.instance_id)
+                == body
+            )
+        shared, direct = svc._subs[0], svc._subs[1]
+        assert (shared.pending_bytes, direct.pending_bytes) == (0, 0)
+        assert shared.delivered == 20 and direct.delivered == 20
+        assert svc.metrics.snapshot().methods["echo"].requests == 40
+    finally:
+        await svc.stop()
+
+
+HEADER_DICTS = [
+    {"Aegis-Timeout-Ms": "5000"},
+    {"Aegis-Timeout-Ms": "12", "Aegis-Call-Id": " id-1 ", " Spaced ": "v"},
+    {"": "skipped", "K": "line\r\nbreak\rand\nmore"},
+    {"Unicode": "café ☕", "Nats-Msg-Id": "abc"},
+]
+
+
+async def _hpub_bytes(client_class: type, headers: dict[str, str]) -> bytes:
+    """What ``client_class`` queues for a publish with ``headers`` (no connection: the command is captured)."""
+    nc = client_class()
+    sent: list[bytes] = []
+
+    async def capture(cmd: bytes, priority: bool = False) -> None:
+        sent.append(cmd)
+
+    nc._send_command = capture
+    nc._flush_queue = None
+    await nc._send_publish("aegis.rpc.svc.m", "_INBOX.x.y", b'{"a":1}', 7, headers)
+    return b"".join(sent)
+
+
+@pytest.mark.parametrize("headers", HEADER_DICTS)
+async def test_the_sdk_connection_sends_the_same_header_bytes_as_nats_py(headers: dict[str, str]) -> None:
+    from nats.aio.client import Client
+
+    from aegis.sdk.connection import _Client
+
+    ours = await _hpub_bytes(_Client, headers)
+    assert ours.startswith(b"HPUB aegis.rpc.svc.m _INBOX.x.y ")
+    assert ours == await _hpub_bytes(Client, headers)
+
+
+async def test_a_bad_header_name_is_refused_as_nats_py_refuses_it() -> None:
+    from nats.errors import BadHeaderError
+
+    from aegis.sdk.connection import _Client
+
+    with pytest.raises(BadHeaderError):
+        await _hpub_bytes(_Client, {"Bad Name": "x"})
+    with pytest.raises(BadHeaderError):
+        await _hpub_bytes(_Client, {"Bad:Name": "x"})
+
+
+async def test_the_inbox_takes_over_what_a_subscription_already_holds() -> None:
+    """_Inbox.attach: a message nats-py delivered before the inbox took over its pending queue is not lost."""
+    from types import SimpleNamespace
+
+    from aegis.sdk.rpc import _Inbox
+
+    early = SimpleNamespace(_sid=1, data=b"12345")
+    sub = SimpleNamespace(_id=1, _pending_queue=asyncio.Queue(maxsize=10), _pending_size=5)
+    sub._pending_queue.put_nowait(early)
+    inbox = _Inbox()
+    inbox.attach(sub)
+    assert sub._pending_queue is inbox and inbox.maxsize == 10
+    msg = inbox.get_nowait()
+    assert msg is early
+    inbox.taken(msg)
+    assert sub._pending_size == 0
+
+
+async def test_a_burst_wakes_one_worker_and_a_waiting_handler_hands_the_rest_on() -> None:
+    """_Inbox's wake-up rule: handlers that never wait are served back to back by the one worker a burst woke; when
+    that worker waits inside a handler, the others take the rest within a loop turn."""
+    from aegis.sdk.rpc import _Inbox
+
+    inbox = _Inbox()
+    taken: list[tuple[int, int]] = []
+    release = asyncio.Event()
+    waits = False
+
+    async def worker(n: int) -> None:
+        while True:
+            msg = await inbox.get()
+            taken.append((n, msg))
+            if waits:
+                await release.wait()
+
+    workers = [asyncio.create_task(worker(n)) for n in range(4)]
+    try:
+        await asyncio.sleep(0)  # all four wait in get()
+        for i in range(6):
+            inbox.put_nowait(i)
+        assert len(inbox._getters) == 3  # the burst woke one of the four idle workers
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert [m for _, m in taken] == list(range(6))
+        assert len({n for n, _ in taken}) == 1, taken  # one worker served the whole burst
+
+        taken.clear()
+        waits = True
+        for i in range(3):
+            inbox.put_nowait(i)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert sorted(m for _, m in taken) == [0, 1, 2]
+        assert len({n for n, _ in taken}) == 3, taken  # each waiting handler got its own worker
+    finally:
+        for w in workers:
+            w.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)

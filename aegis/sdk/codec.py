@@ -28,15 +28,57 @@ def encode(payload: Any) -> bytes:
     return pydantic_core.to_json(payload)
 
 
+def _json_validator(model: Any) -> Callable[[bytes], Any]:
+    """pydantic-core's compiled ``validate_json`` for ``model``, called on the bytes as they are (no dict in
+    between, no Python wrapper per call): a model's own validator once it is complete, else (forward references
+    not resolved yet) its ``model_validate_json``, which resolves them on use."""
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        if model.__pydantic_complete__ and model.model_validate_json.__func__ is _MODEL_VALIDATE_JSON:  # type: ignore[attr-defined]
+            return model.__pydantic_validator__.validate_json  # type: ignore[return-value]
+        return model.model_validate_json
+    adapter = TypeAdapter(model)
+    return adapter.validator.validate_json if adapter.pydantic_complete else adapter.validate_json  # type: ignore[return-value]
+
+
+_MODEL_VALIDATE_JSON = BaseModel.model_validate_json.__func__  # type: ignore[attr-defined]
+_DECODERS: dict[Any, Callable[[bytes], Any]] = {}
+_DECODERS_MAX = 1024
+
+
+def _from_json(data: bytes) -> Any:
+    return pydantic_core.from_json(data) if data else None
+
+
+def _raw(data: bytes) -> bytes:
+    return data
+
+
+def decoder(model: Any = None) -> Callable[[bytes], Any]:
+    """The function :func:`decode` applies for ``model``: built once per model and kept (up to 1024 models;
+    unhashable ones are built per call). It validates ``b"null"`` for an empty payload."""
+    try:
+        found = _DECODERS.get(model)
+    except TypeError:  # an unhashable type expression
+        return _build_decoder(model)
+    if found is None:
+        found = _build_decoder(model)
+        if len(_DECODERS) < _DECODERS_MAX:
+            _DECODERS[model] = found
+    return found
+
+
+def _build_decoder(model: Any) -> Callable[[bytes], Any]:
+    if model is None:
+        return _from_json
+    if model is bytes:
+        return _raw
+    validate = _json_validator(model)
+    return lambda data: validate(data or b"null")
+
+
 def decode(data: bytes, model: Any = None) -> Any:
     """Parse a payload into ``model`` (a type pydantic understands) or plain JSON data."""
-    if model is None:
-        return pydantic_core.from_json(data) if data else None
-    if model is bytes:
-        return data
-    if isinstance(model, type) and issubclass(model, BaseModel):
-        return model.model_validate_json(data or b"null")
-    return TypeAdapter(model).validate_json(data or b"null")
+    return decoder(model)(data)
 
 
 def _parser(req_type: Any) -> Callable[[bytes], Any]:
@@ -44,12 +86,7 @@ def _parser(req_type: Any) -> Callable[[bytes], Any]:
         return decode
     if req_type is bytes:
         return bytes
-    validate = (
-        req_type.model_validate_json
-        if isinstance(req_type, type) and issubclass(req_type, BaseModel)
-        else TypeAdapter(req_type).validate_json
-    )
-    return lambda data: validate(data or b"null")
+    return _build_decoder(req_type)
 
 
 def payload_renderer(ret: Any) -> Callable[[Any], bytes]:
@@ -57,7 +94,9 @@ def payload_renderer(ret: Any) -> Callable[[Any], bytes]:
     :func:`encode` does). A ``bytes`` value always goes out as it is."""
     if ret is None or ret is type(None) or ret is bytes:
         return encode
-    dump = TypeAdapter(ret).dump_json
+    adapter = TypeAdapter(ret)
+    # pydantic-core's serializer itself (TypeAdapter.dump_json adds a Python call with every default spelt out)
+    dump = adapter.serializer.to_json if adapter.pydantic_complete else adapter.dump_json
     return lambda value: value if isinstance(value, bytes) else dump(value)
 
 
@@ -77,4 +116,4 @@ def payload_parser(
     return _parser(model), len(params) >= 2
 
 
-__all__ = ["decode", "encode", "payload_parser", "payload_renderer"]
+__all__ = ["decode", "decoder", "encode", "payload_parser", "payload_renderer"]

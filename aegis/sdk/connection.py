@@ -22,13 +22,16 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import re
 import ssl
 from dataclasses import dataclass, field
 from typing import Any
 
+from nats.aio.client import _HEADER_KEY_RE, _HEADER_VALUE_NEWLINES
 from nats.aio.client import Client as NatsClient
-from nats.errors import AuthorizationError
+from nats.errors import AuthorizationError, BadHeaderError
 from nats.js import JetStreamContext
+from nats.protocol.command import hpub_cmd
 
 from .config import AegisSettings
 from .errors import AegisError, ConfigError, ConnectionRefused, ServiceUnavailable
@@ -212,10 +215,79 @@ def _refusal(exc: BaseException) -> str | None:
     return None
 
 
+_NOT_A_HEADER_NAME = re.compile(r"\s")
+"""Whitespace inside a header name (``str.isspace``'s characters): such a line is skipped, as nats-py does."""
+
+
+_GOOD_NAMES: set[str] = set()
+"""Header names already checked against nats-py's rule (bounded: names are few)."""
+
+
+def header_block(headers: dict[str, Any]) -> bytes:
+    """The NATS header block of ``headers``, byte for byte what nats-py 2.16 sends: names and values stripped,
+    empty names skipped, a name outside the token characters refused (``BadHeaderError``), CR and LF in values
+    turned into spaces."""
+    parts = ["NATS/1.0\r\n"]
+    for k, v in headers.items():
+        name = k.strip()
+        if not name:
+            continue
+        if name not in _GOOD_NAMES:
+            if not _HEADER_KEY_RE.fullmatch(name):
+                raise BadHeaderError(name)
+            if len(_GOOD_NAMES) < 1024:
+                _GOOD_NAMES.add(name)
+        parts.append(f"{name}: {v.strip().translate(_HEADER_VALUE_NEWLINES)}\r\n")
+    parts.append("\r\n")
+    return "".join(parts).encode()
+
+
+class _Client(NatsClient):
+    """nats-py's client with cheaper header encoding (:func:`header_block`) and parsing (the SDK's connections
+    only).
+
+    nats-py 2.16 checks every header name for whitespace with a Python generator over its characters, about
+    1 us of the responder's CPU per call for the one deadline header an RPC carries; one compiled regex search
+    does the same check. Everything else is nats-py's: the same dict, the same lines skipped
+    (``tests/test_rpc.py`` parses the same blocks with both).
+    """
+
+    async def _send_publish(
+        self, subject: str, reply: str, payload: bytes, payload_size: int, headers: dict[str, Any] | None
+    ) -> None:
+        if not headers or not subject:  # nats-py's own path: no headers, or its errors
+            await super()._send_publish(subject, reply, payload, payload_size, headers)
+            return
+        # nats-py's HPUB, with the header block built in one string (about 1 us less per call than nats-py's
+        # bytearray loop with a regex match per name; tests/test_rpc.py checks the bytes are the same).
+        cmd = hpub_cmd(subject, reply, header_block(headers), payload)
+        self.stats["out_msgs"] += 1
+        self.stats["out_bytes"] += payload_size
+        await self._send_command(cmd)
+        if self._flush_queue is not None and self._flush_queue.empty():
+            await self._flush_pending()
+
+    @staticmethod
+    def _parse_header_lines(raw: bytes) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for line in raw.split(b"\r\n"):
+            name, sep, value = line.partition(b":")
+            if not sep:
+                continue
+            try:
+                key = name.strip().decode("ascii")
+            except UnicodeDecodeError:
+                continue
+            if _NOT_A_HEADER_NAME.search(key):
+                continue
+            out[key] = value.strip().decode("utf-8", "replace")
+        return out
+
+
 async def _connect_one(
     settings: AegisSettings, stats: PoolStats, index: int, auth: dict[str, Any] | None = None
 ) -> NatsClient:
-    nc = NatsClient()
+    nc = _Client()
     connecting = True
     # The first refusal that retrying cannot cure; set while the first connect runs.
     refused: asyncio.Future[str] = asyncio.get_running_loop().create_future()

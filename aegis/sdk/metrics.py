@@ -54,23 +54,61 @@ _WORD_FORMATS = {2: "H", 4: "I", 8: "Q"}
 
 
 class MethodMetrics:
-    """Counters and histogram of one handler. ``record`` costs a few microseconds."""
+    """Counters and histogram of one handler. ``record`` costs well under a microsecond.
 
-    __slots__ = ("kind", "hist", "requests", "errors", "in_flight", "last_error", "total_us")
+    ``record`` puts a value in the histogram's counts itself instead of calling ``HdrHistogram.record_value``
+    (pure Python, about 2 us a value: it finds the bucket through ``len(bin(value))`` and three method calls):
+    the same index arithmetic with ``int.bit_length`` and the histogram's constants read once here, then the
+    same updates of the counts, total, min and max. ``tests/test_metrics_window.py`` checks both agree.
+    """
+
+    __slots__ = (
+        "kind",
+        "hist",
+        "requests",
+        "errors",
+        "in_flight",
+        "last_error",
+        "total_us",
+        "_counts",
+        "_mask",
+        "_shift",
+        "_unit",
+        "_half_mag",
+        "_half_count",
+    )
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
-        self.hist = HdrHistogram(_LOWEST_US, _HIGHEST_US, _DIGITS)
+        self.hist = h = HdrHistogram(_LOWEST_US, _HIGHEST_US, _DIGITS)
         self.requests = 0
         self.errors = 0
         self.in_flight = 0
         self.last_error = ""
         self.total_us = 0
+        # HdrHistogram's index arithmetic (_counts_index_for), its constants read once
+        self._counts = h.counts
+        self._mask = h.sub_bucket_mask
+        self._shift = h.unit_magnitude + h.sub_bucket_half_count_magnitude + 1
+        self._unit = h.unit_magnitude
+        self._half_mag = h.sub_bucket_half_count_magnitude
+        self._half_count = h.sub_bucket_half_count
 
     def record(self, seconds: float, error: str | None = None) -> None:
         """Count one finished call that took ``seconds``; ``error`` is its error text if it failed."""
-        us = max(_LOWEST_US, min(_HIGHEST_US, int(seconds * 1e6)))
-        self.hist.record_value(us)
+        us = int(seconds * 1e6)
+        if us < _LOWEST_US:
+            us = _LOWEST_US
+        elif us > _HIGHEST_US:
+            us = _HIGHEST_US
+        bucket = (us | self._mask).bit_length() - self._shift
+        self._counts[((bucket + 1) << self._half_mag) + (us >> (bucket + self._unit)) - self._half_count] += 1
+        h = self.hist
+        h.total_count += 1
+        if us < h.min_value:
+            h.min_value = us
+        if us > h.max_value:
+            h.max_value = us
         self.total_us += us
         self.requests += 1
         if error is not None:

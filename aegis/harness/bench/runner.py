@@ -16,6 +16,7 @@ import asyncio
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -112,29 +113,46 @@ def process_cpu_s(pid: int) -> float:
 
 async def _compare(
     ops: dict[str, Op], n: int, concurrency: int, rounds: int, warmup: int, others: dict[str, int]
-) -> dict[str, dict[str, float]]:
-    """Alternate rounds of each op; merge each side's rounds; return a summary per side.
+) -> dict[str, Any]:
+    """Alternate rounds of each op; return a summary per side and the figures of every round.
 
-    Besides latency and rate, each side gets the CPU microseconds per operation spent by this process
-    (``client_cpu_us``) and by each process in ``others`` (name -> pid), which shows where time goes.
+    Each side's rounds are merged into one histogram for its summary; ``rounds`` keeps each round's p50, p99
+    and rate per side, from which :func:`ratios` takes the median of the per-round ratios. The order of the
+    sides flips every round (A B C, C B A, ...), so no side always runs right after another. Besides latency
+    and rate, each side gets the CPU microseconds per operation spent by this process (``client_cpu_us``) and
+    by each process in ``others`` (name -> pid), which shows where time goes.
     """
     hists = {name: _hist() for name in ops}
     seconds = dict.fromkeys(ops, 0.0)
     cpu = {name: dict.fromkeys(["client", *others], 0.0) for name in ops}
+    per_round: list[dict[str, dict[str, float]]] = []
     for op in ops.values():
         await _run(op, warmup, min(concurrency, warmup), _hist())
-    for _ in range(rounds):
-        for name, op in ops.items():
+    order = list(ops)
+    for i in range(rounds):
+        this_round: dict[str, dict[str, float]] = {}
+        for name in order if i % 2 == 0 else order[::-1]:
+            op = ops[name]
+            h = _hist()
             before = {"client": time.process_time(), **{k: process_cpu_s(p) for k, p in others.items()}}
-            seconds[name] += await _run(op, n, concurrency, hists[name])
+            took = await _run(op, n, concurrency, h)
             cpu[name]["client"] += time.process_time() - before["client"]
             for k, pid in others.items():
                 cpu[name][k] += process_cpu_s(pid) - before[k]
-    out = {}
+            seconds[name] += took
+            hists[name].add(h)
+            this_round[name] = {
+                "p50_ms": h.get_value_at_percentile(50) / 1000,
+                "p99_ms": h.get_value_at_percentile(99) / 1000,
+                "per_s": round(n / took, 1) if took > 0 else 0.0,
+            }
+        per_round.append({name: this_round[name] for name in ops})
+    out: dict[str, Any] = {}
     for name in ops:
         total = n * rounds
         out[name] = _summary(hists[name], total, seconds[name])
         out[name].update({f"{k}_cpu_us": round(v / total * 1e6, 2) for k, v in cpu[name].items()})
+    out["rounds"] = per_round
     return out
 
 
@@ -143,6 +161,11 @@ async def _metrics_snapshots(js: Any) -> int:
     subject = wire.metrics_subject(SERVICE, INSTANCE)
     info = await js.stream_info(wire.METRICS_STREAM, subjects_filter=subject)
     return int((info.state.subjects or {}).get(subject, 0))
+
+
+def load_avg() -> list[float]:
+    """The machine's 1, 5 and 15 minute load averages now (other work on a shared machine shows here)."""
+    return [round(x, 2) for x in os.getloadavg()]
 
 
 def _ratio(a: float, b: float) -> float:
@@ -281,25 +304,65 @@ def responders(url: str) -> Iterator[subprocess.Popen[str]]:
             proc.wait()
 
 
-def ratios(results: dict[str, Any]) -> dict[str, float]:
-    """The contract keys of ``aegis bench --json``: SDK / raw."""
-    r = results
+RATIO_SOURCES: dict[str, tuple[str, str, str]] = {
+    "rpc_p99_ratio": ("rpc_c1", "sdk", "p99_ms"),
+    "rpc_p50_ratio": ("rpc_c1", "sdk", "p50_ms"),
+    "rpc_c64_p99_ratio": ("rpc_c64", "sdk", "p99_ms"),
+    "rpc_throughput_ratio": ("rpc_c64", "sdk", "per_s"),
+    "event_p99_ratio": ("event_c1", "sdk", "p99_ms"),
+    "event_throughput_ratio": ("event_c64", "sdk", "per_s"),
+    "discovery_rpc_p99_ratio": ("rpc_c1", "discovery", "p99_ms"),
+    "discovery_rpc_p50_ratio": ("rpc_c1", "discovery", "p50_ms"),
+    "discovery_rpc_c64_p99_ratio": ("rpc_c64", "discovery", "p99_ms"),
+    "discovery_rpc_throughput_ratio": ("rpc_c64", "discovery", "per_s"),
+}
+"""Each ratio of ``aegis bench --json``: (result key, SDK side, figure), divided by the raw side's figure."""
+
+RATIO_METHOD = "median of per-round ratios"
+
+
+def round_ratios(results: dict[str, Any], key: str) -> list[float]:
+    """The ratio ``key`` (see :data:`RATIO_SOURCES`) of every round, in round order (SDK and raw of one round)."""
+    res, side, figure = RATIO_SOURCES[key]
+    return [_ratio(r[side][figure], r["raw"][figure]) for r in results[res].get("rounds", [])]
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    """Median, quartiles and extremes of per-round ratios (inclusive quartiles)."""
+    q1, med, q3 = statistics.quantiles(values, n=4, method="inclusive") if len(values) > 1 else values * 3
     return {
-        "rpc_p99_ratio": _ratio(r["rpc_c1"]["sdk"]["p99_ms"], r["rpc_c1"]["raw"]["p99_ms"]),
-        "rpc_p50_ratio": _ratio(r["rpc_c1"]["sdk"]["p50_ms"], r["rpc_c1"]["raw"]["p50_ms"]),
-        "rpc_c64_p99_ratio": _ratio(r["rpc_c64"]["sdk"]["p99_ms"], r["rpc_c64"]["raw"]["p99_ms"]),
-        "rpc_throughput_ratio": _ratio(r["rpc_c64"]["sdk"]["per_s"], r["rpc_c64"]["raw"]["per_s"]),
-        "event_p99_ratio": _ratio(r["event_c1"]["sdk"]["p99_ms"], r["event_c1"]["raw"]["p99_ms"]),
-        "event_throughput_ratio": _ratio(r["event_c64"]["sdk"]["per_s"], r["event_c64"]["raw"]["per_s"]),
-        "discovery_rpc_p99_ratio": _ratio(r["rpc_c1"]["discovery"]["p99_ms"], r["rpc_c1"]["raw"]["p99_ms"]),
-        "discovery_rpc_p50_ratio": _ratio(r["rpc_c1"]["discovery"]["p50_ms"], r["rpc_c1"]["raw"]["p50_ms"]),
-        "discovery_rpc_c64_p99_ratio": _ratio(
-            r["rpc_c64"]["discovery"]["p99_ms"], r["rpc_c64"]["raw"]["p99_ms"]
-        ),
-        "discovery_rpc_throughput_ratio": _ratio(
-            r["rpc_c64"]["discovery"]["per_s"], r["rpc_c64"]["raw"]["per_s"]
-        ),
+        "rounds": len(values),
+        "min": min(values),
+        "q1": round(q1, 3),
+        "median": round(med, 3),
+        "q3": round(q3, 3),
+        "max": max(values),
     }
+
+
+def ratios(results: dict[str, Any]) -> dict[str, float]:
+    """The contract keys of ``aegis bench --json``: SDK / raw, each the median of the per-round ratios (rounds
+    alternate on one cluster, so a round's SDK and raw figures saw the same machine); a report without rounds
+    falls back to the ratio of the merged figures."""
+    out = {}
+    for key, (res, side, figure) in RATIO_SOURCES.items():
+        per_round = round_ratios(results, key)
+        pooled = _ratio(results[res][side][figure], results[res]["raw"][figure])
+        out[key] = round(statistics.median(per_round), 3) if per_round else pooled
+    return out
+
+
+def pooled_ratios(results: dict[str, Any]) -> dict[str, float]:
+    """The ratios of each side's merged figures (all rounds in one histogram): the pre-median definition."""
+    return {
+        key: _ratio(results[res][side][figure], results[res]["raw"][figure])
+        for key, (res, side, figure) in RATIO_SOURCES.items()
+    }
+
+
+def ratio_spreads(results: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """:func:`spread` of every ratio's per-round values."""
+    return {key: spread(v) for key in RATIO_SOURCES if (v := round_ratios(results, key))}
 
 
 def run_bench(
@@ -308,6 +371,7 @@ def run_bench(
     """Start a local 3-node cluster (unless ``urls`` is given), measure, and return the report."""
     plan = BenchPlan.quick() if quick else BenchPlan.full()
     started = time.time()
+    load_before = load_avg()
 
     def go(u: list[str], server_pid: int | None) -> dict[str, Any]:
         with responders(u[0]) as proc:
@@ -322,6 +386,10 @@ def run_bench(
         results = go(urls, None)
     return {
         **ratios(results),
+        "ratio_method": RATIO_METHOD,
+        "ratio_spread": ratio_spreads(results),
+        "pooled_ratios": pooled_ratios(results),
+        "load_avg": {"before": load_before, "after": load_avg()},
         "discovery_fallbacks": results["discovery"]["fallbacks"],
         "command": "aegis bench --quick" if quick else "make bench  (= aegis bench)",
         "quick": quick,
@@ -410,15 +478,54 @@ RATIO_KEYS = (
 
 def ratio_rows(report: dict[str, Any]) -> list[str]:
     """The markdown table of the report's SDK/raw ratios against :data:`GOALS` (``reports/baseline.md`` and
-    the README's bench block)."""
-    rows = ["| ratio (SDK / raw) | value | goal | met |", "|---|---|---|---|"]
+    the README's bench block); with per-round figures, each ratio's spread over the rounds too."""
+    spreads = report.get("ratio_spread", {})
+    if spreads:
+        rows = [
+            f"| ratio (SDK / raw) | value ({report.get('ratio_method', RATIO_METHOD)}) | per-round min - max"
+            " | IQR | goal | met |",
+            "|---|---|---|---|---|---|",
+        ]
+    else:
+        rows = ["| ratio (SDK / raw) | value | goal | met |", "|---|---|---|---|"]
     for key in RATIO_KEYS:
         if key not in report:
             continue
         goal, met = GOALS.get(key, ("", None))
         verdict = "" if met is None else ("yes" if met(report[key]) else "**no**")
-        rows.append(f"| {key} | {report[key]:.3f} | {goal} | {verdict} |")
+        s = spreads.get(key)
+        if spreads:
+            span = f"{s['min']:.3f} - {s['max']:.3f} | {s['q1']:.3f} - {s['q3']:.3f}" if s else " | "
+            rows.append(f"| {key} | {report[key]:.3f} | {span} | {goal} | {verdict} |")
+        else:
+            rows.append(f"| {key} | {report[key]:.3f} | {goal} | {verdict} |")
     return rows
+
+
+CHECK_KEY = "rpc_p99_ratio"
+CHECK_TOLERANCE = 0.10
+
+
+def regression_check(
+    report: dict[str, Any], baseline: dict[str, Any], key: str = CHECK_KEY, tolerance: float = CHECK_TOLERANCE
+) -> dict[str, Any]:
+    """NFR2 (``make bench-check``): is ``report``'s ratio ``key`` within ``tolerance`` (a fraction) above the
+    recorded ``baseline``'s? Both are SDK/raw ratios, each measured against raw nats-py in its own run, so the
+    machine's speed cancels out; what is left is the SDK getting slower relative to raw."""
+    measured, recorded = report[key], baseline[key]
+    limit = round(recorded * (1 + tolerance), 3)
+    spread = report.get("ratio_spread", {}).get(key, {})
+    return {
+        "key": key,
+        "measured": measured,
+        "measured_min": spread.get("min"),
+        "measured_max": spread.get("max"),
+        "baseline": recorded,
+        "baseline_recorded_at": baseline.get("recorded_at"),
+        "tolerance": tolerance,
+        "limit": limit,
+        "ok": measured <= limit,
+    }
 
 
 def write_report(report: dict[str, Any], directory: Path, name: str = "baseline") -> tuple[Path, Path]:
