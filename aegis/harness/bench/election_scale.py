@@ -57,6 +57,8 @@ from aegis.stats import percentile
 Progress = Callable[[str], None]
 
 FAILOVER_BUDGET_S = 1.0
+STOCK_MAX_CONSUMERS = 1000
+"""nats-server 2.15's default limit of consumers per stream (``default_max_consumers``)."""
 SAMPLED_GROUPS = 10
 FAILOVER_SAMPLES = 20
 MAX_ROUNDS = 8
@@ -76,11 +78,25 @@ class ScalePlan:
     failover_samples: int = FAILOVER_SAMPLES
     max_rounds: int = MAX_ROUNDS
     rounds_time_s: float = 150.0
+    start_budget_s: float = 300.0
+    """Bound on starting every instance and seeing an active in every group; past it the row is incomplete."""
+    max_consumers: int = 20_000
+    """The servers' ``jetstream { limits { default_max_consumers } }``: nats-server 2.15 caps every stream at
+    1000 consumers unless told otherwise, and each instance's watch of its key is one consumer on the election
+    bucket's stream, so a stock server stops at 333 groups of 3 (the first run here failed at 1000 groups with
+    ``maximum consumers limit reached``, err 10026). Raised, so the cost beyond can be measured; see
+    :data:`STOCK_MAX_CONSUMERS`."""
 
     @classmethod
     def quick(cls) -> ScalePlan:
         return cls(
-            steady_s=3.0, settle_s=1.0, sampled_groups=3, failover_samples=3, max_rounds=2, rounds_time_s=40.0
+            steady_s=3.0,
+            settle_s=1.0,
+            sampled_groups=3,
+            failover_samples=3,
+            max_rounds=2,
+            rounds_time_s=40.0,
+            start_budget_s=40.0,
         )
 
 
@@ -108,6 +124,10 @@ def layout(groups: int, sampled: int) -> tuple[list[list[tuple[int, str]]], list
 
 def _spec(instances: list[tuple[int, str]]) -> str:
     return ",".join(f"{g}{letter}" for g, letter in instances)
+
+
+class IncompleteStart(RuntimeError):
+    """The processes did not start their instances (in time, or at all), or not every group got an active."""
 
 
 class Proc:
@@ -138,6 +158,7 @@ class Run:
         """group -> (instance, t) of its latest acquisition."""
         self.acquires: list[dict[str, Any]] = []
         self.loses: list[dict[str, Any]] = []
+        self.start_errors: dict[str, dict[str, int]] = {}
 
     def start_machine(self, i: int) -> Proc:
         urls = self.cluster.urls
@@ -145,14 +166,26 @@ class Run:
         self.machines[i] = proc
         return proc
 
-    def wait_ready(self, proc: Proc) -> None:
+    def wait_ready(self, proc: Proc, deadline: float | None = None) -> None:
         """Until ``proc`` says ``ready`` (noting the acquisitions it reports before that)."""
-        deadline = time.monotonic() + START_TIMEOUT_S
+        deadline = deadline or time.monotonic() + START_TIMEOUT_S
         while True:
-            msg = json.loads(proc.child.wait_line(max(1.0, deadline - time.monotonic())))
+            if time.monotonic() > deadline:
+                raise IncompleteStart(f"{proc.name} did not start its instances in time")
+            try:
+                line = proc.child.wait_line(max(0.5, min(5.0, deadline - time.monotonic())))
+            except RuntimeError:
+                if proc.child.proc.poll() is not None:
+                    raise
+                continue
+            msg = json.loads(line)
             if "ready" in msg:
                 if msg.get("failed"):
-                    raise RuntimeError(f"{proc.name}: {len(msg['failed'])} instances did not start")
+                    raise IncompleteStart(
+                        f"{proc.name}: {len(msg['failed'])} instances did not start: {msg.get('errors')}"
+                    )
+                if msg.get("errors"):
+                    self.start_errors[proc.name] = msg["errors"]  # retried, and then started
                 return
             if "acquire" in msg:
                 self.acquires.append({**msg, "_proc": proc.name})
@@ -190,7 +223,7 @@ class Run:
                         f"{p.name} exited ({p.child.proc.returncode}) while waiting for {what}"
                     )
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{what}: not within {timeout:.0f} s")
+                raise IncompleteStart(f"{what}: not within {timeout:.0f} s")
             time.sleep(0.02)
 
     def ask_all(self, command: str, key: str, timeout: float = 30.0) -> list[dict[str, Any]]:
@@ -233,6 +266,19 @@ def _cpu(pids: dict[str, int]) -> dict[str, float]:
     return out
 
 
+def _consumers(cluster: LocalCluster) -> int:
+    """Consumers on the election bucket's stream (the instances' watches, as the servers count them)."""
+    best = 0
+    for n in cluster.nodes:
+        try:
+            info = cluster.stream_info(n.index, STREAM)
+        except Exception:
+            continue
+        if info:
+            best = max(best, int((info.get("state") or {}).get("consumer_count", 0)))
+    return best
+
+
 def _last_seq(cluster: LocalCluster) -> int:
     """The election bucket's last stream sequence (every write to the bucket moves it by one)."""
     best = 0
@@ -246,6 +292,67 @@ def _last_seq(cluster: LocalCluster) -> int:
     return best
 
 
+def _incomplete_row(
+    cluster: LocalCluster,
+    run: Run,
+    groups: int,
+    plan: ScalePlan,
+    error: str,
+    waited_s: float,
+    load_start: list[float],
+) -> dict[str, Any]:
+    """The row of a group count that did not start within the budget: what the bucket and the servers did
+    meanwhile, over a short window (no renewal latencies, no failover: the processes are still starting)."""
+    params = ElectionParams()
+    pids_server = {n.name: n.pid for n in cluster.nodes if n.pid}
+    pids_sdk = {p.name: p.pid for p in run.procs() if p.child.proc.poll() is None}
+    window_s = min(plan.steady_s, 10.0)
+    seq0, cpu_s0, cpu_k0, t0 = _last_seq(cluster), _cpu(pids_server), _cpu(pids_sdk), time.monotonic()
+    time.sleep(window_s)
+    seq1, cpu_s1, cpu_k1, t1 = _last_seq(cluster), _cpu(pids_server), _cpu(pids_sdk), time.monotonic()
+    run.pump()
+    window = t1 - t0
+    server_cpu = {k: (cpu_s1[k] - cpu_s0[k]) / window * 100 for k in pids_server}
+    sdk_cpu = sum(cpu_k1[k] - cpu_k0[k] for k in pids_sdk) / window * 100
+    return {
+        "groups": groups,
+        "instances": groups * 3,
+        "workers": len(run.workers),
+        "sampled_groups": run.sampled,
+        "incomplete": f"start not complete (budget {plan.start_budget_s:g} s): {error}",
+        "groups_with_an_active": len(run.active),
+        "bucket_consumers": _consumers(cluster),
+        "bucket_consumers_stock_limit": STOCK_MAX_CONSUMERS,
+        "start_s": round(waited_s, 1),
+        "kv_writes_per_s": round((seq1 - seq0) / window, 1),
+        "expected_renewals_per_s": round(groups / params.renew_s, 1),
+        "renew_ack_p50_ms": None,
+        "renew_ack_p99_ms": None,
+        "renew_ack_max_ms": None,
+        "renew_ack_samples": 0,
+        "renew_timeouts": None,
+        "lost": len(run.loses),
+        "unprovoked_takeovers": None,
+        "failover_p50_s": None,
+        "failover_p99_s": None,
+        "failover_max_s": None,
+        "failover_samples": 0,
+        "crash_rounds": [],
+        "server_cpu_pct": round(sum(server_cpu.values()), 1),
+        "server_cpu_pct_by_node": {k: round(v, 1) for k, v in server_cpu.items()},
+        "sdk_cpu_pct": round(sdk_cpu, 1),
+        "sdk_cpu_pct_per_group": round(sdk_cpu / max(1, len(run.active)), 4),
+        "sdk_cpu_ms_per_group_s": round(sdk_cpu / max(1, len(run.active)) * 10, 3),
+        "steady_s": round(window, 2),
+        "within_budget": False,
+        "load_avg": {
+            "start": load_start,
+            "steady": [round(x, 2) for x in os.getloadavg()],
+            "end": [round(x, 2) for x in os.getloadavg()],
+        },
+    }
+
+
 def measure_count(cluster: LocalCluster, groups: int, plan: ScalePlan, progress: Progress) -> dict[str, Any]:
     """One row: start the processes, wait for an active in every group, measure, crash, stop."""
     load_start = [round(x, 2) for x in os.getloadavg()]
@@ -254,14 +361,22 @@ def measure_count(cluster: LocalCluster, groups: int, plan: ScalePlan, progress:
     t_start = time.monotonic()
     try:
         progress(f"{groups} groups: starting {len(run.workers)} workers and 3 machines")
-        for w in run.workers:
-            run.wait_ready(w)
-        for i in range(len(run.machine_instances)):
-            run.wait_ready(run.start_machine(i))
+        start_deadline = t_start + plan.start_budget_s
         names = {group_name(g) for g in range(groups)}
-        run.wait_for(
-            f"an active in each of {groups} groups", lambda: names <= set(run.active), START_TIMEOUT_S
-        )
+        try:
+            for w in run.workers:
+                run.wait_ready(w, start_deadline)
+            for i in range(len(run.machine_instances)):
+                run.wait_ready(run.start_machine(i), start_deadline)
+            run.wait_for(
+                f"an active in each of {groups} groups",
+                lambda: names <= set(run.active),
+                max(1.0, start_deadline - time.monotonic()),
+            )
+        except IncompleteStart as exc:
+            return _incomplete_row(
+                cluster, run, groups, plan, str(exc), time.monotonic() - t_start, load_start
+            )
         start_s = time.monotonic() - t_start
         progress(f"{groups} groups: all active after {start_s:.0f} s; settling")
         time.sleep(plan.settle_s)
@@ -282,6 +397,7 @@ def measure_count(cluster: LocalCluster, groups: int, plan: ScalePlan, progress:
             time.sleep(0.05)
         seq1, cpu_s1, cpu_k1, t1 = _last_seq(cluster), _cpu(pids_server), _cpu(pids_sdk), time.monotonic()
         reports = run.ask_all("report", "report")
+        consumers = _consumers(cluster)
         window = t1 - t0
         hist = HdrHistogram(1, 60_000_000, 3)
         for r in reports:
@@ -387,6 +503,9 @@ def measure_count(cluster: LocalCluster, groups: int, plan: ScalePlan, progress:
         "sdk_cpu_ms_per_group_s": round(sdk_cpu / groups * 10, 3),
         "steady_s": round(window, 2),
         "start_s": round(start_s, 1),
+        "start_errors_retried": run.start_errors,
+        "bucket_consumers": consumers,
+        "bucket_consumers_stock_limit": STOCK_MAX_CONSUMERS,
         "within_budget": within,
         "load_avg": {
             "start": load_start,
@@ -421,12 +540,13 @@ def run_scale(
     versions: dict[str, str] = {}
     for groups in counts:
         progress(f"{groups} groups: starting a 3-node cluster")
-        with LocalCluster(size=3) as cluster:
+        extra = f"limits {{ default_max_consumers: {plan.max_consumers} }}" if plan.max_consumers else ""
+        with LocalCluster(size=3, jetstream_extra=extra) as cluster:
             versions = versions or _versions(cluster)
             rows.append(measure_count(cluster, groups, plan, progress))
     within = [r["groups"] for r in rows if r["within_budget"]]
     p = ElectionParams()
-    return {
+    report = {
         "rows": rows,
         "groups_max_within_budget": max(within) if within else None,
         "failover_budget_s": FAILOVER_BUDGET_S,
@@ -440,9 +560,63 @@ def run_scale(
         "took_s": round(time.time() - started, 1),
         "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    report["analysis"] = analysis(report)
+    return report
 
 
 # -- the report --------------------------------------------------------------------------------------------------
+
+
+def analysis(report: dict[str, Any]) -> str:
+    """What limits the election in this run, read off the rows, and the remedy (markdown)."""
+    rows = report["rows"]
+    cpus = report["machine"]["cpus"] or 1
+    e = report["election"]
+    out = []
+    over = [r for r in rows if not r["within_budget"]]
+    if not over:
+        top = rows[-1] if rows else None
+        if top is None:
+            return ""
+        out.append(
+            f"Every group count measured is within budget, up to {top['groups']} groups: {top['kv_writes_per_s']:g}"
+            f" KV writes/s on one R3 bucket, renewal ack p99 {_f(top['renew_ack_p99_ms'])} ms (write timeout"
+            f" {e['write_timeout_s'] * 1000:g} ms), the three nats-servers at {top['server_cpu_pct']:g} % and the"
+            f" SDK processes at {top['sdk_cpu_pct']:g} % of one core, on {cpus} cores shared by all of them."
+        )
+    for r in over:
+        why = []
+        if r["kv_writes_per_s"] < 0.9 * r["expected_renewals_per_s"]:
+            why.append(
+                f"the bucket took {r['kv_writes_per_s']:g} writes/s of the {r['expected_renewals_per_s']:g}"
+                " renewals/s the actives owe it"
+            )
+        if r["renew_ack_p99_ms"] is not None and r["renew_ack_p99_ms"] > e["write_timeout_s"] * 1000 / 2:
+            why.append(
+                f"renewal ack p99 {r['renew_ack_p99_ms']:g} ms against a {e['write_timeout_s'] * 1000:g} ms write"
+                f" timeout ({r['renew_timeouts']} renewals timed out)"
+            )
+        busy = r["server_cpu_pct"] + r["sdk_cpu_pct"]
+        if busy > 80 * cpus:
+            why.append(
+                f"the machine is saturated: nats-servers {r['server_cpu_pct']:g} % + SDK processes"
+                f" {r['sdk_cpu_pct']:g} % of one core, on {cpus} cores"
+            )
+        if r.get("incomplete"):
+            why.append(
+                f"the {r['instances']} instances did not all start ({r['incomplete']}; {r['bucket_consumers']}"
+                f" watch consumers on the bucket, {r['groups_with_an_active']} groups with an active)"
+            )
+        if r["unprovoked_takeovers"] or r["lost"]:
+            why.append(
+                f"{r['unprovoked_takeovers']} takeovers from live actives ({r['lost']} renewals refused)"
+            )
+        if r["failover_p99_s"] is not None and r["failover_p99_s"] >= report["failover_budget_s"]:
+            why.append(f"sampled crash failover p99 {r['failover_p99_s']:g} s")
+        out.append(
+            f"At {r['groups']} groups the budget is missed: " + "; ".join(why or ["see the row"]) + "."
+        )
+    return " ".join(out)
 
 
 def _f(v: Any, unit: str = "") -> str:
@@ -480,10 +654,19 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {row['groups']} | {row['kv_writes_per_s']:g} ({row['expected_renewals_per_s']:g}) |"
             f" {row['server_cpu_pct']:g} | {row['sdk_cpu_pct']:g} / {row['sdk_cpu_pct_per_group']:g} |"
             f" {_f(row['renew_ack_p50_ms'])} / {_f(row['renew_ack_p99_ms'])} / {_f(row['renew_ack_max_ms'])}"
-            f" ({row['renew_ack_samples']}) | {row['renew_timeouts']} | {row['unprovoked_takeovers']}"
+            f" ({row['renew_ack_samples']}) | {_f(row['renew_timeouts'])} | {_f(row['unprovoked_takeovers'])}"
             f" (lost {row['lost']}) | {fo} | {'yes' if row['within_budget'] else '**no**'} |"
             f" {row['load_avg']['start'][0]:g}, {row['load_avg']['steady'][0]:g} |"
         )
+    for row in r["rows"]:
+        if row.get("incomplete"):
+            lines += [
+                "",
+                f"{row['groups']} groups: {row['incomplete']}. Meanwhile: {row['groups_with_an_active']} groups had an"
+                f" active, {row['bucket_consumers']} watch consumers on the bucket, {row['kv_writes_per_s']:g} KV"
+                f" writes/s, nats-servers at {row['server_cpu_pct']:g} %, SDK processes at {row['sdk_cpu_pct']:g} %"
+                " of one core.",
+            ]
     lines += [
         "",
         f"Budget: sampled crash failover p99 under {r['failover_budget_s']:g} s and no live active deposed"

@@ -44,9 +44,10 @@ from aegis.sdk.single_active import SingleActiveService, ensure_election_bucket
 from aegis.sdk.trace_events import Action, Op
 
 SERVICE = "escale"
-START_BATCH = 50
+START_BATCH = 25
 """Instances started at once (bounds the burst of JetStream API requests: stream checks, watch consumers)."""
 STOP_TIMEOUT_S = 20.0
+START_ATTEMPTS = 3
 
 
 def group_name(index: int) -> str:
@@ -130,14 +131,28 @@ async def run(url: str, spec: str) -> None:
         svc.recorder = recorder
         svc.leadership = leadership
         instances.append(svc)
-    failed = []
-    for i in range(0, len(instances), START_BATCH):
-        batch = instances[i : i + START_BATCH]
-        results = await asyncio.gather(
-            *(s.start(pool, register=False) for s in batch), return_exceptions=True
-        )
-        failed += [s.instance_id for s, r in zip(batch, results, strict=True) if isinstance(r, BaseException)]
-    emit({"ready": len(instances) - len(failed), "failed": failed})
+    pending: list[MeasuredInstance] = instances
+    errors: dict[str, int] = {}
+    for _attempt in range(START_ATTEMPTS):  # a start that failed (an API request timed out) is retried
+        failed = []
+        for i in range(0, len(pending), START_BATCH):
+            batch = pending[i : i + START_BATCH]
+            results = await asyncio.gather(
+                *(s.start(pool, register=False) for s in batch), return_exceptions=True
+            )
+            for s, r in zip(batch, results, strict=True):
+                if isinstance(r, BaseException):
+                    failed.append(s)
+                    text = f"{type(r).__name__}: {r}"[:200]
+                    errors[text] = errors.get(text, 0) + 1
+                    with contextlib.suppress(Exception):
+                        await s.stop(grace_s=0.1)
+        pending = failed
+        if not pending:
+            break
+    emit(
+        {"ready": len(instances) - len(pending), "failed": [s.instance_id for s in pending], "errors": errors}
+    )
     loop = asyncio.get_running_loop()
     while True:
         line = await loop.run_in_executor(None, sys.stdin.readline)

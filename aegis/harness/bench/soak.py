@@ -62,7 +62,7 @@ class SoakPlan:
 
     calls: int = 1_000_000
     events: int = 200_000
-    rate: float = 2500.0
+    rate: float = 2000.0
     """RPCs per second (events at ``rate * events / calls``)."""
     warmup_s: float = 60.0
     window_s: float = 60.0
@@ -149,6 +149,13 @@ def child(args: list[str]) -> Iterator[Child]:
         yield c
     finally:
         c.stop()
+
+
+def _cpu_s(pid: int) -> float:
+    try:
+        return process_cpu_s(pid)
+    except OSError:
+        return float("nan")
 
 
 def rss_mb(pid: int) -> float | None:
@@ -279,7 +286,7 @@ def _drive(
         "client": client.pid,
         **{f"nats_{n.name}": n.pid for n in cluster.nodes},
     }
-    cpu_before = {k: process_cpu_s(p) for k, p in pids.items() if p}
+    cpu_before = {k: _cpu_s(p) for k, p in pids.items() if p}
     load_before = [round(x, 2) for x in os.getloadavg()]
     samples: list[dict[str, float]] = []
     windows: list[dict[str, Any]] = []
@@ -340,7 +347,10 @@ def _drive(
         bar.update(calls_task, completed=done["rpc"]["done"])
         bar.update(events_task, completed=done["event"]["done"])
     end_s = samples[-1]["t"] if samples else 0.0
-    cpu = {k: round(process_cpu_s(p) - cpu_before[k], 2) for k, p in pids.items() if k in cpu_before}
+    cpu = {
+        k: round(_cpu_s(p) - cpu_before[k], 2) for k, p in pids.items() if k in cpu_before and k != "client"
+    }
+    cpu["client"] = round(done["cpu_s"] - cpu_before["client"], 2)  # it has exited: its own count
     load_after = [round(x, 2) for x in os.getloadavg()]
     service.stop()
     for line in service.drain():

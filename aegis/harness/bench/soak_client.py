@@ -163,6 +163,7 @@ async def drive(plan: ClientPlan, urls: list[str]) -> None:
         {
             "done": True,
             "elapsed_s": round(end - t0, 3),
+            "cpu_s": time.process_time(),
             **{
                 k.name: {
                     "done": k.done,

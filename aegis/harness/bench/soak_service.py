@@ -33,7 +33,7 @@ METHOD = "echo"
 INSTANCE = "soak1"
 TOPIC = "soak.tick"
 EVENT_GROUP = "soak"
-METRICS_HISTORY_INTERVAL_S = 5.0
+METRICS_HISTORY_INTERVAL_S = 1.0
 
 
 class Quote(BaseModel):
