@@ -195,11 +195,13 @@ def rss_figures(samples: list[dict[str, float]], key: str, after_s: float, end_s
     ts, ys = [p[0] for p in pts], [p[1] for p in pts]
     k = min(RSS_TAIL_SAMPLES, max(1, len(ys) // 3))
     start, end = _mean(ys[:k]), _mean(ys[-k:])
+    tail = len(ts) * 2 // 3  # the last third: a leak keeps climbing there, a high-water mark stays flat
     return {
         "growth_mb": round(end - start, 2),
         "start_mb": round(start, 2),
         "end_mb": round(end, 2),
         "slope_mb_per_min": round(_slope_per_min(ts, ys), 3),
+        "tail_slope_mb_per_min": round(_slope_per_min(ts[tail:], ys[tail:]), 3),
         "peak_above_start_mb": round(max(ys) - start, 2),
         "samples": len(ys),
         "averaged_samples": k,
@@ -497,7 +499,8 @@ def markdown(report: dict[str, Any]) -> str:
         f = rss[k]
         lines.append(
             f"| RSS growth after warm-up, {k} | {f['growth_mb']} MB ({f['start_mb']} -> {f['end_mb']} MB; slope"
-            f" {f['slope_mb_per_min']} MB/min, peak +{f['peak_above_start_mb']} MB; {f['samples']} samples)"
+            f" {f['slope_mb_per_min']} MB/min, over the last third {f.get('tail_slope_mb_per_min')} MB/min; peak"
+            f" +{f['peak_above_start_mb']} MB; {f['samples']} samples)"
             f" | <= {r['goal_rss_growth_mb']:g} MB | {yes(f['growth_mb'] is not None and f['growth_mb'] <= r['goal_rss_growth_mb'])} |"
         )
     lines += [
@@ -521,6 +524,7 @@ def markdown(report: dict[str, Any]) -> str:
         + ", ".join(f"{w['p99_ms']:.3f}" for w in r["rpc_windows"]["windows"] if w["p99_ms"] is not None)
         + " ms.",
         "",
+        *([r["note"], ""] if r.get("note") else []),
         "CPU seconds during the load: "
         + ", ".join(f"{k.replace('_', ' ')} {v:.1f}" for k, v in r["cpu_s"].items())
         + ".",
