@@ -266,17 +266,19 @@ def _cpu(pids: dict[str, int]) -> dict[str, float]:
     return out
 
 
-def _consumers(cluster: LocalCluster) -> int:
-    """Consumers on the election bucket's stream (the instances' watches, as the servers count them)."""
-    best = 0
+def _consumers(cluster: LocalCluster) -> dict[str, int]:
+    """Consumers on the election bucket's stream as each node's replica counts them (the instances' watches are
+    R1 ordered consumers, each on one node; a watch re-created after missed heartbeats leaves its old consumer
+    until the server drops it as inactive)."""
+    out = {}
     for n in cluster.nodes:
         try:
             info = cluster.stream_info(n.index, STREAM)
         except Exception:
             continue
         if info:
-            best = max(best, int((info.get("state") or {}).get("consumer_count", 0)))
-    return best
+            out[n.name] = int((info.get("state") or {}).get("consumer_count", 0))
+    return out
 
 
 def _last_seq(cluster: LocalCluster) -> int:
@@ -321,7 +323,8 @@ def _incomplete_row(
         "sampled_groups": run.sampled,
         "incomplete": f"start not complete (budget {plan.start_budget_s:g} s): {error}",
         "groups_with_an_active": len(run.active),
-        "bucket_consumers": _consumers(cluster),
+        "bucket_consumers_by_node": (by_node := _consumers(cluster)),
+        "bucket_consumers": sum(by_node.values()),
         "bucket_consumers_stock_limit": STOCK_MAX_CONSUMERS,
         "start_s": round(waited_s, 1),
         "kv_writes_per_s": round((seq1 - seq0) / window, 1),
@@ -504,7 +507,8 @@ def measure_count(cluster: LocalCluster, groups: int, plan: ScalePlan, progress:
         "steady_s": round(window, 2),
         "start_s": round(start_s, 1),
         "start_errors_retried": run.start_errors,
-        "bucket_consumers": consumers,
+        "bucket_consumers_by_node": consumers,
+        "bucket_consumers": sum(consumers.values()),
         "bucket_consumers_stock_limit": STOCK_MAX_CONSUMERS,
         "within_budget": within,
         "load_avg": {
