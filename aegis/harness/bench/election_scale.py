@@ -608,8 +608,8 @@ def analysis(report: dict[str, Any]) -> str:
             )
         if r.get("incomplete"):
             why.append(
-                f"the {r['instances']} instances did not all start ({r['incomplete']}; {r['bucket_consumers']}"
-                f" watch consumers on the bucket, {r['groups_with_an_active']} groups with an active)"
+                f"the {r['instances']} instances did not all start ({r['incomplete']}; {_consumers_text(r)},"
+                f" {r['groups_with_an_active']} groups with an active)"
             )
         if r["unprovoked_takeovers"] or r["lost"]:
             why.append(
@@ -621,6 +621,13 @@ def analysis(report: dict[str, Any]) -> str:
             f"At {r['groups']} groups the budget is missed: " + "; ".join(why or ["see the row"]) + "."
         )
     return " ".join(out)
+
+
+def _consumers_text(row: dict[str, Any]) -> str:
+    """The watch consumers of a row: their sum over the nodes, or (older rows) the busiest node's count."""
+    if row.get("bucket_consumers_by_node"):
+        return f"{row['bucket_consumers']} watch consumers on the bucket"
+    return f"{row.get('bucket_consumers_max_node', row.get('bucket_consumers'))} watch consumers on the bucket's busiest node"
 
 
 def _f(v: Any, unit: str = "") -> str:
@@ -667,7 +674,7 @@ def markdown(report: dict[str, Any]) -> str:
             lines += [
                 "",
                 f"{row['groups']} groups: {row['incomplete']}. Meanwhile: {row['groups_with_an_active']} groups had an"
-                f" active, {row['bucket_consumers']} watch consumers on the bucket, {row['kv_writes_per_s']:g} KV"
+                f" active, {_consumers_text(row)}, {row['kv_writes_per_s']:g} KV"
                 f" writes/s, nats-servers at {row['server_cpu_pct']:g} %, SDK processes at {row['sdk_cpu_pct']:g} %"
                 " of one core.",
             ]
@@ -683,6 +690,8 @@ def markdown(report: dict[str, Any]) -> str:
     ]
     if r.get("analysis"):
         lines += ["", r["analysis"]]
+    if r.get("note"):
+        lines += ["", r["note"]]
     return "\n".join(lines) + "\n"
 
 

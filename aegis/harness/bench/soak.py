@@ -470,6 +470,15 @@ def run_soak(
 # -- the report --------------------------------------------------------------------------------------------------
 
 
+def _footprint(f: dict[str, int] | None) -> str:
+    if not f:
+        return "n/a"
+    return (
+        f"{f['methods']} methods, {f['hist_buckets']} histogram buckets, {f['feeds']} feeds, {f['marks']} marks"
+        f" ({f['mark_bytes']} bytes)"
+    )
+
+
 def _ms(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.3f} ms"
 
@@ -511,7 +520,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"| event publish p99, first / last window | {_ms(r['event_p99_first_min_ms'])}"
         f" ({r['event_p99_first_min_samples']} samples) / {_ms(r['event_p99_last_min_ms'])}"
         f" ({r['event_p99_last_min_samples']} samples) | | ({r['event_p99_change_pct']} %) |",
-        f"| per-method metrics footprint, after warm-up / end | {fp['after_warmup']} / {fp['end']}"
+        f"| per-method metrics footprint, after warm-up / end | {_footprint(fp['after_warmup'])} /"
+        f" {_footprint(fp['end'])}"
         f" ({fp['calls_after_warmup']} / {fp['calls_end']} calls) | unchanged | {yes(r['metrics_bounded'])} |",
         f"| errors | RPC {r['errors']['rpc']}, events {r['errors']['event']} | 0 |"
         f" {yes(r['errors']['rpc'] == 0 and r['errors']['event'] == 0)} |",
