@@ -1,7 +1,10 @@
 """``aegis bench``: raw nats-py vs the SDK on one local cluster (:mod:`aegis.harness.bench.runner`), or with
-``--management`` the management API under load (:mod:`aegis.harness.bench.management`).
+``--management`` the management API under load (:mod:`aegis.harness.bench.management`), with ``--soak`` the soak
+(:mod:`aegis.harness.bench.soak`), with ``--groups 10,100,1000`` the election at scale
+(:mod:`aegis.harness.bench.election_scale`).
 
-A full run writes ``reports/baseline.json`` and ``.md`` (``reports/management-bench.*`` with ``--management``;
+A full run writes ``reports/baseline.json`` and ``.md`` (``reports/management-bench.*`` with ``--management``,
+``reports/soak.*`` with ``--soak``, ``reports/election-scale.*`` with ``--groups``;
 ``--out`` elsewhere; ``--quick`` writes nothing unless ``--out`` is given); ``--json`` prints the report as one
 JSON object, otherwise its markdown is printed. Progress goes to stderr, so stdout holds the report alone.
 """
@@ -32,12 +35,29 @@ def bench_command(
     check: bool = False,
     baseline: Path = REPORTS / "baseline.json",
     tolerance: float = 0.10,
+    soak: bool = False,
+    groups: str | None = None,
 ) -> None:
     """Measure, write the report where asked, print it."""
     if check:
         check_command(baseline, tolerance, as_json)
         return
-    if management:
+    if soak:
+        from aegis.harness.bench.soak import markdown, run_soak, write_report
+
+        report = run_soak(quick=quick, command=_command("--soak", quick, out))
+    elif groups is not None:
+        from aegis.harness.bench.election_scale import markdown, parse_groups, run_scale, write_report
+
+        counts = parse_groups(groups)
+        with err.status("election at scale") as status:
+            report = run_scale(
+                counts,
+                quick=quick,
+                progress=lambda what: status.update(f"election at scale: {what}"),
+                command=_command(f"--groups {','.join(map(str, counts))}", quick, out),
+            )
+    elif management:
         from aegis.harness.bench.management import markdown, run_management_bench, write_report
 
         with err.status("management benchmark") as status:
@@ -50,6 +70,11 @@ def bench_command(
         with err.status("benchmark") as status:
             report = run_bench(quick, progress=lambda what: status.update(f"benchmark: {what}"))
     _publish(report, markdown, write_report, None if quick and out is None else (out or REPORTS), as_json)
+
+
+def _command(option: str, quick: bool, out: Path | None) -> str:
+    """The command line that reproduces a report (its markdown's first line)."""
+    return f"aegis bench {option}{' --quick' if quick else ''}{f' --out {out}' if out is not None else ''}"
 
 
 def _publish(

@@ -107,9 +107,23 @@ def bench(
     tolerance: float = typer.Option(
         0.10, help="Regression --check allows, as a fraction of the baseline ratio."
     ),
+    soak: bool = typer.Option(
+        False,
+        "--soak",
+        help="Instead: the soak (one million RPCs and 200 000 events through one instance at a steady rate;"
+        " --quick: 12 000 and 2 400): RSS growth of service and client, p99 of the first and last minute;"
+        " writes <out>/soak.{json,md,html}.",
+    ),
+    groups: str | None = typer.Option(
+        None,
+        "--groups",
+        help="Instead: the election at scale for these single-active group counts (e.g. 10,100,1000; 3"
+        " instances each): KV writes/s, nats-server CPU, SDK CPU per group, renewal ack p99, sampled crash"
+        " failover p99; writes <out>/election-scale.{json,md,html}.",
+    ),
 ) -> None:
     """Raw nats-py vs SDK: RPC latency and throughput, event publish; prints SDK/raw ratios. With --management,
-    the management API's load benchmark."""
+    the management API's load benchmark; with --soak, the soak; with --groups, the election at scale."""
     options = dict(locals())
     with needs_extra("bench", "verify,management" if management else "verify"):
         from aegis.bench_cmd import bench_command

@@ -571,6 +571,27 @@ def _deploy_test(data: list[dict[str, Any]], sources: list[str]) -> list[str]:
     ]
 
 
+def _soak(data: list[dict[str, Any]], sources: list[str]) -> list[str]:
+    """``aegis bench --soak``: RSS growth of service and client, p99 of the first and last window (issue 19)."""
+    from aegis.harness.bench.soak import markdown
+
+    return _from_report_markdown(markdown(data[0]))
+
+
+def _election_scale(data: list[dict[str, Any]], sources: list[str]) -> list[str]:
+    """``aegis bench --groups``: the election's cost and sampled crash failover per group count (issue 19)."""
+    from aegis.harness.bench.election_scale import markdown
+
+    return _from_report_markdown(markdown(data[0]))
+
+
+def _from_report_markdown(text: str) -> list[str]:
+    """A report's own markdown as a figures block: its first line (the command) also says ``make reports``."""
+    lines = text.rstrip("\n").split("\n")
+    lines[0] = lines[0].rstrip(".") + ", then `make reports`."
+    return lines
+
+
 RENDERERS: dict[str, Renderer] = {
     "sim": _sim,
     "sim-sweep": _sweep,
@@ -583,6 +604,8 @@ RENDERERS: dict[str, Renderer] = {
     "spec-quick": _spec_quick,
     "management-bench": _management_bench,
     "deploy-test": _deploy_test,
+    "soak": _soak,
+    "election-scale": _election_scale,
 }
 
 

@@ -17,7 +17,16 @@ from aegis.cli import app
 from aegis.figures import REPO, FiguresError, blocks, check, p99_or_max, render, targets, write
 
 EXPECTED = {
-    "README.md": {"failover", "sim", "campaign-classes", "campaign-totals", "bench", "management-bench"},
+    "README.md": {
+        "failover",
+        "sim",
+        "campaign-classes",
+        "campaign-totals",
+        "bench",
+        "management-bench",
+        "soak",
+        "election-scale",
+    },
     "docs/election-defaults.md": {"failover", "sim-sweep"},
     "reports/rpc-overhead.md": {"bench-goals", "bench-cpu"},
 }
