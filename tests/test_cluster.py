@@ -254,7 +254,9 @@ def test_no_orphans(mode: str) -> None:
         if sig is not None:
             assert all(_alive(p) for p in pids), "server should run while the child lives"
             child.send_signal(sig)
-        _, err = child.communicate(timeout=15)
+        # The child stops its node on the way out; 15 s was too short once under make test's load (12:26 UTC,
+        # a clean-clone run): what this test judges is that nothing is left behind, not how fast.
+        _, err = child.communicate(timeout=45)
         if mode == "raise":
             assert "RuntimeError: boom" in err
         elif mode == "sigint":
