@@ -47,6 +47,7 @@ from typing import Any
 from hdrh.histogram import HdrHistogram
 
 from aegis.harness.bench.election_worker import group_name
+from aegis.harness.bench.report_files import write_json_and_markdown
 from aegis.harness.bench.runner import process_cpu_s
 from aegis.harness.bench.soak import Child
 from aegis.harness.cluster.local import LocalCluster
@@ -727,12 +728,4 @@ def plot(report: dict[str, Any], path: Path) -> Path:
 
 def write_report(report: dict[str, Any], directory: Path, name: str = "election-scale") -> tuple[Path, Path]:
     """Write ``<name>.json``, ``<name>.md`` and ``<name>.html`` under ``directory``."""
-    directory.mkdir(parents=True, exist_ok=True)
-    jpath, mpath = directory / f"{name}.json", directory / f"{name}.md"
-    jpath.write_text(json.dumps(report, indent=2) + "\n")
-    mpath.write_text(markdown(report))
-    try:
-        plot(report, directory / f"{name}.html")
-    except ImportError:
-        pass
-    return jpath, mpath
+    return write_json_and_markdown(report, directory, name, markdown, plot)

@@ -24,7 +24,6 @@ Nothing is tuned to meet the goal: the figures are what was measured, ``goal_met
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import select
@@ -41,6 +40,7 @@ from typing import IO, Any
 import httpx
 
 from aegis.harness.bench.http_load import LoadResult, run_load
+from aegis.harness.bench.report_files import write_json_and_markdown
 from aegis.harness.bench.runner import process_cpu_s
 from aegis.harness.cluster.local import LocalCluster
 from aegis.harness.cluster.processes import spawn
@@ -419,8 +419,4 @@ def write_report(
     report: dict[str, Any], directory: Path, name: str = "management-bench"
 ) -> tuple[Path, Path]:
     """Write ``<name>.json`` and ``<name>.md`` under ``directory``."""
-    directory.mkdir(parents=True, exist_ok=True)
-    jpath, mpath = directory / f"{name}.json", directory / f"{name}.md"
-    jpath.write_text(json.dumps(report, indent=2) + "\n")
-    mpath.write_text(markdown(report))
-    return jpath, mpath
+    return write_json_and_markdown(report, directory, name, markdown)

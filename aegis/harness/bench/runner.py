@@ -13,7 +13,6 @@ every second). Its ratios are against the same raw rounds as the plain SDK's.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import platform
 import statistics
@@ -33,6 +32,7 @@ from nats.errors import NoRespondersError
 from nats.js.api import StreamConfig
 from nats.js.errors import NoStreamResponseError
 
+from aegis.harness.bench.report_files import write_json_and_markdown
 from aegis.harness.bench.server import INSTANCE, METHOD, RAW_SUBJECT, SERVICE, Quote
 from aegis.harness.cluster.local import LocalCluster
 from aegis.harness.cluster.processes import spawn
@@ -530,8 +530,4 @@ def regression_check(
 
 def write_report(report: dict[str, Any], directory: Path, name: str = "baseline") -> tuple[Path, Path]:
     """Write ``<name>.json`` and ``<name>.md`` under ``directory``."""
-    directory.mkdir(parents=True, exist_ok=True)
-    jpath, mpath = directory / f"{name}.json", directory / f"{name}.md"
-    jpath.write_text(json.dumps(report, indent=2) + "\n")
-    mpath.write_text(markdown(report))
-    return jpath, mpath
+    return write_json_and_markdown(report, directory, name, markdown)

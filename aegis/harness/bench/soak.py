@@ -45,6 +45,7 @@ from typing import IO, Any
 
 from hdrh.histogram import HdrHistogram
 
+from aegis.harness.bench.report_files import write_json_and_markdown
 from aegis.harness.bench.runner import process_cpu_s
 from aegis.harness.cluster.local import LocalCluster
 from aegis.harness.cluster.processes import spawn
@@ -574,15 +575,7 @@ def plot(report: dict[str, Any], path: Path) -> Path:
 
 def write_report(report: dict[str, Any], directory: Path, name: str = "soak") -> tuple[Path, Path]:
     """Write ``<name>.json``, ``<name>.md`` and ``<name>.html`` (the RSS plot) under ``directory``."""
-    directory.mkdir(parents=True, exist_ok=True)
-    jpath, mpath = directory / f"{name}.json", directory / f"{name}.md"
-    jpath.write_text(json.dumps(report, indent=2) + "\n")
-    mpath.write_text(markdown(report))
-    try:
-        plot(report, directory / f"{name}.html")
-    except ImportError:  # bokeh is the sim extra's; the figures do not need it
-        pass
-    return jpath, mpath
+    return write_json_and_markdown(report, directory, name, markdown, plot)
 
 
 def main(argv: list[str] | None = None) -> None:
