@@ -267,10 +267,8 @@ def _cpu(pids: dict[str, int]) -> dict[str, float]:
     return out
 
 
-def _consumers(cluster: LocalCluster) -> dict[str, int]:
-    """Consumers on the election bucket's stream as each node's replica counts them (the instances' watches are
-    R1 ordered consumers, each on one node; a watch re-created after missed heartbeats leaves its old consumer
-    until the server drops it as inactive)."""
+def _stream_states(cluster: LocalCluster) -> dict[str, dict[str, Any]]:
+    """The election bucket's stream state as each answering node's replica reports it."""
     out = {}
     for n in cluster.nodes:
         try:
@@ -278,21 +276,20 @@ def _consumers(cluster: LocalCluster) -> dict[str, int]:
         except Exception:
             continue
         if info:
-            out[n.name] = int((info.get("state") or {}).get("consumer_count", 0))
+            out[n.name] = info.get("state") or {}
     return out
+
+
+def _consumers(cluster: LocalCluster) -> dict[str, int]:
+    """Consumers on the election bucket's stream as each node's replica counts them (the instances' watches are
+    R1 ordered consumers, each on one node; a watch re-created after missed heartbeats leaves its old consumer
+    until the server drops it as inactive)."""
+    return {name: int(state.get("consumer_count", 0)) for name, state in _stream_states(cluster).items()}
 
 
 def _last_seq(cluster: LocalCluster) -> int:
     """The election bucket's last stream sequence (every write to the bucket moves it by one)."""
-    best = 0
-    for n in cluster.nodes:
-        try:
-            info = cluster.stream_info(n.index, STREAM)
-        except Exception:
-            continue
-        if info:
-            best = max(best, int((info.get("state") or {}).get("last_seq", 0)))
-    return best
+    return max((int(state.get("last_seq", 0)) for state in _stream_states(cluster).values()), default=0)
 
 
 def _incomplete_row(
