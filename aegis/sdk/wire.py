@@ -57,6 +57,8 @@ DEFINITIONS_BUCKET = "aegis_definitions"
 INSTANCES_BUCKET = "aegis_instances"
 # Single-active election keys leader.<service>.<group> (aegis/sdk/single_active.py).
 ELECTION_BUCKET = "aegis_election"
+# The quorum lease's three election buckets (docs/quorum-lease.md): same keys, no TTL, no delete markers.
+QUORUM_ELECTION_BUCKETS = ("aegis_election_q0", "aegis_election_q1", "aegis_election_q2")
 # Command records <service>.<command>.<call key> (aegis/sdk/commands.py): which worker holds a call id, then its
 # result; what a record is travels in these headers.
 COMMANDS_BUCKET = "aegis_commands"
