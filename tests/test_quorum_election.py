@@ -97,7 +97,11 @@ def test_a_standby_campaigns_only_when_a_majority_is_free():
 
 def test_ballot_is_above_every_floor_seen_and_floors_never_go_down():
     m = machine("b")
-    slots = [Slot(2, Claim("x", 3, 9, released=True)), Slot(5, Claim("y", 7, 7, released=True)), Slot(0, None)]
+    slots = [
+        Slot(2, Claim("x", 3, 9, released=True)),
+        Slot(5, Claim("y", 7, 7, released=True)),
+        Slot(0, None),
+    ]
     claims = writes(m.start(0.0, slots))
     assert {w.claim.ballot for w in claims} == {10}
     assert all(w.claim.floor >= 10 for w in claims)

@@ -35,7 +35,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from nats.aio.msg import Msg
 from nats.js.errors import KeyDeletedError, NotFoundError
@@ -62,6 +62,8 @@ from .kv import bucket, key_state, kv_stream_config, kv_watch, kv_write
 from .kv_types import KeyState
 from .leadership import LeadershipLog
 from .nats_errors import jetstream_error
+from .quorum_driver import QuorumDriver
+from .quorum_election import QuorumElection
 from .rpc import Handler, Service, current_call
 from .schema import InstanceStatus, LeadershipChange, LeadershipKind
 from .trace_events import Action as TA
@@ -109,6 +111,12 @@ class SingleActiveService(Service):
     other); ``ttl_s`` is the key's TTL backstop in whole seconds (kept above a KV outage, so an outage does not
     expire the incumbent's key). ``trace`` writes the spec's NDJSON trace events; ``serve`` events are sampled,
     at most one per ``trace_serve_every_s`` (0: every exclusive call) plus the first of each epoch.
+
+    ``election`` chooses the protocol: ``"lease"`` (default) holds the lease in the one key of the R3 bucket
+    ``aegis_election`` (``Lease.tla``); ``"quorum"`` holds it in a majority of three buckets whose stream leaders sit
+    on different nodes (``QuorumLease.tla``, ``docs/quorum-lease.md``), so a crash of the node leading one bucket
+    does not fail the group over; it costs three renewal writes per ``renew_s`` instead of one and three watches.
+    Every instance of a group must use the same election. The quorum lease writes no spec trace yet.
     """
 
     election_class: type[Election] = Election
@@ -124,16 +132,20 @@ class SingleActiveService(Service):
         ttl_s: int = 10,
         trace: TraceWriter | None = None,
         trace_serve_every_s: float = 0.01,
+        election: Literal["lease", "quorum"] = "lease",
         **kwargs: Any,
     ) -> None:
         super().__init__(name, **kwargs)
+        if election not in ("lease", "quorum"):
+            raise ValueError(f"election must be 'lease' or 'quorum', got {election!r}")
+        self.election_kind = election
         self.group = wire.check_token("group", group)
         self.params = params or ElectionParams()
         if ttl_s < self.params.lease_s:
             raise ValueError(f"ttl_s ({ttl_s}) must be at least the lease ({self.params.lease_s}s)")
         self.ttl_s = int(ttl_s)
         self.key = leader_key(self.name, self.group)
-        self.election = self.election_class(self.params)
+        self.election: Election | QuorumElection = self._new_election()
         self.trace = trace
         self.trace_serve_every_s = trace_serve_every_s
         self._serve_traced = (0, -math.inf)  # (epoch, local time) of the last serve event written
@@ -152,6 +164,13 @@ class SingleActiveService(Service):
         """Publisher of this instance's leadership changes (set by :meth:`start`)."""
         self._held = 0  # the epoch of the lease this instance holds, for its records (0: none)
         self._campaign: _Campaign | None = None
+
+        self._quorum: QuorumDriver | None = None
+
+    def _new_election(self) -> Election | QuorumElection:
+        if self.election_kind == "quorum":
+            return QuorumElection(self.instance_id, self.params)
+        return self.election_class(self.params)
 
     # -- API ---------------------------------------------------------------------------------------------
 
@@ -211,7 +230,10 @@ class SingleActiveService(Service):
 
     async def start(self, pool: ConnectionPool, *, register: bool = True) -> None:
         """Join the group as a standby and start the election (may become active within milliseconds)."""
-        if self._driver is not None:
+        if self._driver is not None or self._quorum is not None:
+            return
+        if self.election_kind == "quorum":
+            await self._start_quorum(pool, register)
             return
         await ensure_election_bucket(pool)
         if self.leadership is None or self.leadership.pool is not pool:
@@ -231,6 +253,11 @@ class SingleActiveService(Service):
 
     async def stop(self, grace_s: float = 5.0) -> None:
         """Stop serving, hand the key over (delete by compare-and-set), then stop like any service."""
+        if self._quorum is not None:
+            quorum, self._quorum = self._quorum, None
+            await quorum.stop()
+            if self.leadership is not None:
+                await self.leadership.flush()
         if self._driver is not None:
             self._post(self.election.stop)
             with contextlib.suppress(TimeoutError):
@@ -247,6 +274,17 @@ class SingleActiveService(Service):
             if self.leadership is not None:  # the election is over: give its last record a bounded chance
                 await self.leadership.flush()
         await super().stop(grace_s)
+
+    async def _start_quorum(self, pool: ConnectionPool, register: bool) -> None:
+        if self.leadership is None or self.leadership.pool is not pool:
+            self.leadership = LeadershipLog(pool)
+        await self.leadership.open()
+        await super().start(pool, register=register)
+        if self.heartbeat is not None:
+            self.heartbeat.update(status=InstanceStatus.STANDBY, role="standby")
+        self.election = self._new_election()
+        self._quorum = QuorumDriver(self)
+        await self._quorum.start(pool)
 
     # -- driver ------------------------------------------------------------------------------------------
 
@@ -289,16 +327,9 @@ class SingleActiveService(Service):
             delay = max(0.0, action.at - time.monotonic())
             self._timer = loop.call_later(delay, self._post, self.election.tick)
         elif isinstance(action, StartServing):
-            self.known_epoch = action.epoch
-            self.leader = self.instance_id
-            self._reply_headers[wire.EPOCH_HEADER] = str(action.epoch)
-            if self.heartbeat is not None:
-                self.heartbeat.update(status=InstanceStatus.ACTIVE, role="active", epoch=action.epoch)
-            log.info("%s: ACTIVE with epoch %d", self.key, action.epoch)
+            self._started_serving(action.epoch)
         elif isinstance(action, StopServing):
-            if self.heartbeat is not None:
-                self.heartbeat.update(status=InstanceStatus.STANDBY, role="standby", epoch=self.known_epoch)
-            log.info("%s: stopped serving (%s)", self.key, action.reason)
+            self._stopped_serving(action.reason)
         elif isinstance(action, Exit):
             self._exited.set()
 
@@ -437,15 +468,32 @@ class SingleActiveService(Service):
 
         return await kv_watch(pool, wire.ELECTION_BUCKET, self.key, on_msg)
 
+    def _started_serving(self, epoch: int) -> None:
+        """The machine started serving under ``epoch`` (either election)."""
+        self.known_epoch = epoch
+        self.leader = self.instance_id
+        self._reply_headers[wire.EPOCH_HEADER] = str(epoch)
+        if self.heartbeat is not None:
+            self.heartbeat.update(status=InstanceStatus.ACTIVE, role="active", epoch=epoch)
+        log.info("%s: ACTIVE with epoch %d", self.key, epoch)
+
+    def _stopped_serving(self, reason: str) -> None:
+        if self.heartbeat is not None:
+            self.heartbeat.update(status=InstanceStatus.STANDBY, role="standby", epoch=self.known_epoch)
+        log.info("%s: stopped serving (%s)", self.key, reason)
+
     def _learn(self, data: bytes, rev: int) -> None:
         try:
             record = LeaderRecord.model_validate_json(data)
         except ValueError:
             return
-        epoch = record.epoch or rev
+        self._know(record.epoch or rev, record.instance_id)
+
+    def _know(self, epoch: int, holder: str) -> None:
+        """``holder`` won ``epoch``: remember the newest such, and tell clients it while not serving."""
         if epoch >= self.known_epoch:
             self.known_epoch = epoch
-            self.leader = record.instance_id
+            self.leader = holder
             if not self.election.serving(time.monotonic()):
                 self._reply_headers[wire.EPOCH_HEADER] = str(epoch)
                 if self.heartbeat is not None and self.heartbeat.record.epoch != epoch:

@@ -1,0 +1,212 @@
+"""The asyncio + NATS driver of the quorum lease (``SingleActiveService(..., election="quorum")``).
+
+The rules are :class:`aegis.sdk.quorum_election.QuorumElection`'s (``docs/quorum-lease.md``); this module only
+carries out its effects on the three buckets of :data:`aegis.sdk.wire.QUORUM_ELECTION_BUCKETS` and feeds back what
+happened, one event at a time, in order. Per bucket: one watch of the group's key and at most one write in flight.
+
+The record in each bucket is the machine's :class:`~aegis.sdk.quorum_election.Claim` as JSON (its one definition;
+pydantic reads and writes the dataclass). No TTL, no delete marker: a release is the record again with
+``released: true``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from nats.aio.msg import Msg
+from nats.js.errors import KeyDeletedError, NotFoundError
+from pydantic import TypeAdapter, ValidationError
+
+from . import wire
+from .connection import ConnectionPool
+from .election import Exit, StartServing, StopServing, Timer
+from .errors import AegisError, Conflict
+from .kv import bucket, kv_watch, kv_write
+from .nats_errors import jetstream_error
+from .quorum_buckets import ensure_quorum_buckets
+from .quorum_election import QUORUM_BUCKETS, Claim, Leadership, QEffect, QuorumElection, QWrite, Slot
+
+if TYPE_CHECKING:
+    from .single_active import SingleActiveService
+
+log = logging.getLogger(__name__)
+
+CLAIM = TypeAdapter(Claim)
+"""The wire form of a bucket's record."""
+
+
+def parse_claim(data: bytes) -> Claim | None:
+    """A bucket's record, or None for foreign data."""
+    try:
+        return CLAIM.validate_json(data) if data else None
+    except ValidationError:
+        return None
+
+
+class QuorumDriver:
+    """Runs one instance's :class:`QuorumElection` for ``service`` (its ``election``)."""
+
+    def __init__(self, service: SingleActiveService) -> None:
+        self.service = service
+        self.machine: QuorumElection = service.election  # type: ignore[assignment]
+        self.buckets = wire.QUORUM_ELECTION_BUCKETS
+        self._events: asyncio.Queue[Callable[[float], list[QEffect]]] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._watches: list[Any] = []
+        self._writes: set[asyncio.Task[None]] = set()
+        self._exited = asyncio.Event()
+        self._pool: ConnectionPool | None = None
+
+    async def start(self, pool: ConnectionPool) -> None:
+        """Read the three keys, watch them, and start the machine."""
+        self._pool = pool
+        await ensure_quorum_buckets(pool)
+        self._exited.clear()
+        slots = list(await asyncio.gather(*(self._first_read(b) for b in range(QUORUM_BUCKETS))))
+        self._task = asyncio.create_task(self._drive(), name=f"quorum election {self.service.key}")
+        self._watches = [await self._watch(b) for b in range(QUORUM_BUCKETS)]
+        self._post(lambda now: self.machine.start(now, slots))
+
+    async def stop(self) -> None:
+        """Graceful stop: release every bucket held (bounded), then stop watching."""
+        if self._task is None:
+            return
+        self._post(self.machine.stop)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._exited.wait(), self.machine.params.write_timeout_s * 4)
+        task, self._task = self._task, None
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        if self._timer is not None:
+            self._timer.cancel()
+        for watch in self._watches:
+            with contextlib.suppress(Exception):
+                await watch.unsubscribe()
+        self._watches = []
+
+    # -- the loop ----------------------------------------------------------------------------------------
+
+    def _post(self, event: Callable[[float], list[QEffect]]) -> None:
+        self._events.put_nowait(event)
+
+    async def _drive(self) -> None:
+        while True:
+            event = await self._events.get()
+            now = time.monotonic()
+            try:
+                effects = event(now)
+            except Exception:
+                log.exception("%s: quorum election event failed", self.service.key)
+                continue
+            for effect in effects:
+                self._carry_out(effect)
+            self._tell_clients()
+
+    def _carry_out(self, effect: QEffect) -> None:
+        svc = self.service
+        if isinstance(effect, QWrite):
+            task = asyncio.create_task(self._write(effect), name=f"{svc.key} q{effect.bucket} {effect.op}")
+            self._writes.add(task)
+            task.add_done_callback(self._writes.discard)
+        elif isinstance(effect, Timer):
+            if self._timer is not None:
+                self._timer.cancel()
+            delay = max(0.0, effect.at - time.monotonic())
+            self._timer = asyncio.get_running_loop().call_later(delay, self._post, self.machine.tick)
+        elif isinstance(effect, StartServing):
+            svc._started_serving(effect.epoch)
+        elif isinstance(effect, StopServing):
+            svc._stopped_serving(effect.reason)
+        elif isinstance(effect, Leadership):
+            svc._publish(effect.kind, effect.epoch, effect.reason, effect.previous, effect.previous_epoch)
+        elif isinstance(effect, Exit):
+            self._exited.set()
+
+    def _tell_clients(self) -> None:
+        """Rule 8: a standby tells clients the newest ballot seen in a majority of buckets."""
+        ballot, holder = self.machine.majority_ballot()
+        if holder is not None:
+            self.service._know(ballot, holder)
+
+    # -- I/O -----------------------------------------------------------------------------------------------
+
+    async def _write(self, w: QWrite) -> None:
+        pool = self._pool
+        assert pool is not None
+        name = self.buckets[w.bucket]
+        try:
+            rev = await kv_write(
+                pool,
+                name,
+                self.service.key,
+                CLAIM.dump_json(w.claim),
+                revision=w.expected,
+                timeout=self.machine.params.write_timeout_s,
+                nc=pool.primary,  # the connection our subscriptions are on: hold the lease only while reachable
+            )
+        except Conflict:
+            current = await self._current_after_conflict(w)
+            if current is None:  # unknown outcome: a timeout, to the machine
+                self._post(lambda now: self.machine.write_timeout(now, w.bucket, w.req))
+            else:
+                self._post(lambda now: self.machine.write_failed(now, w.bucket, current, w.req))
+            return
+        except AegisError as exc:
+            log.debug("%s: %s in %s timed out or failed: %s", self.service.key, w.op, name, exc)
+            self._post(lambda now: self.machine.write_timeout(now, w.bucket, w.req))
+            return
+        self._post(lambda now: self.machine.write_ok(now, w.bucket, rev, w.req))
+
+    async def _current_after_conflict(self, w: QWrite) -> Slot | None:
+        """The key after a refused compare-and-set, read from the stream leader; None when no read shows a
+        revision past the one expected within the write timeout (the outcome is then unknown)."""
+        deadline = time.monotonic() + self.machine.params.write_timeout_s
+        while time.monotonic() < deadline:
+            with contextlib.suppress(AegisError, TimeoutError):
+                slot = await asyncio.wait_for(
+                    self._read(w.bucket, direct=False), max(0.01, deadline - time.monotonic())
+                )
+                if slot.rev > w.expected:
+                    return slot
+            await asyncio.sleep(0.005)
+        return None
+
+    async def _first_read(self, b: int) -> Slot:
+        """The key at start; a bucket that does not answer (its stream stalled) counts as unknown: absent, which
+        compare-and-set makes safe (a claim on revision 0 fails if the key exists)."""
+        try:
+            return await asyncio.wait_for(self._read(b), self.machine.params.write_timeout_s * 4)
+        except (AegisError, TimeoutError) as exc:
+            log.warning("%s: %s unreadable at start (%s)", self.service.key, self.buckets[b], exc)
+            return Slot(0, None)
+
+    async def _read(self, b: int, *, direct: bool = True) -> Slot:
+        pool = self._pool
+        assert pool is not None
+        kv = bucket(pool, self.buckets[b], direct=direct)
+        try:
+            entry = await kv.get(self.service.key)
+        except NotFoundError:
+            return Slot(0, None)
+        except KeyDeletedError as exc:  # never written by the protocol; foreign: counts as absent
+            return Slot(exc.entry.revision or 0, None)
+        except Exception as exc:
+            raise jetstream_error(exc, f"read {self.service.key} in {self.buckets[b]}") from exc
+        return Slot(entry.revision or 0, parse_claim(entry.value or b""))
+
+    async def _watch(self, b: int) -> Any:
+        async def on_msg(msg: Msg) -> None:
+            slot = Slot(msg.metadata.sequence.stream, parse_claim(msg.data))
+            self._post(lambda now: self.machine.observe(now, b, slot))
+
+        assert self._pool is not None
+        return await kv_watch(self._pool, self.buckets[b], self.service.key, on_msg)
+
+
+__all__ = ["CLAIM", "QuorumDriver", "parse_claim"]
