@@ -89,6 +89,23 @@ class Leadership:
     previous_epoch: int | None = None
 
 
+def majority_claim(claims: Sequence[Claim | None]) -> Claim | None:
+    """Rule 8, for instances and clients alike: of the claims (one per bucket) whose holder and ballot appear in a
+    majority of buckets, the one of the highest ballot, with ``released`` set when a majority released it; None
+    when no ballot is in a majority. That is the newest ballot that may have served; a ballot in one bucket only
+    (a partial claim) never served, and a client that trusted it would refuse the real active's replies."""
+    count: dict[tuple[int, str], list[Claim]] = {}
+    for claim in claims:
+        if claim is not None:
+            count.setdefault((claim.ballot, claim.holder), []).append(claim)
+    won = [key for key, seen in count.items() if len(seen) >= QUORUM]
+    if not won:
+        return None
+    ballot, holder = max(won)
+    released = sum(c.released for c in count[(ballot, holder)]) >= QUORUM
+    return Claim(holder, ballot, ballot, released)
+
+
 QEffect = QWrite | StartServing | StopServing | Timer | Exit | Leadership
 
 
@@ -161,18 +178,9 @@ class QuorumElection:
         return claim is None or claim.released or now - self.seen_at[b] >= self.params.lease_s
 
     def majority_ballot(self) -> tuple[int, str | None]:
-        """Rule 8: the highest ballot (and its holder) this instance has seen claimed in a majority of buckets:
-        the newest one that may have served. A ballot in one bucket only (a partial claim) never served."""
-        count: dict[tuple[int, str], int] = {}
-        for slot in self.seen:
-            if slot.claim is not None:
-                key = (slot.claim.ballot, slot.claim.holder)
-                count[key] = count.get(key, 0) + 1
-        won = [key for key, n in count.items() if n >= QUORUM]
-        if not won:
-            return 0, None
-        ballot, holder = max(won)
-        return ballot, holder
+        """Rule 8: the highest ballot (and its holder) this instance has seen claimed in a majority of buckets."""
+        won = majority_claim([slot.claim for slot in self.seen])
+        return (won.ballot, won.holder) if won is not None else (0, None)
 
     def held_count(self) -> int:
         return sum(1 for b in range(QUORUM_BUCKETS) if self.held[b])
@@ -458,4 +466,5 @@ __all__ = [
     "QWrite",
     "QuorumElection",
     "Slot",
+    "majority_claim",
 ]

@@ -25,8 +25,9 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from nats.aio.msg import Msg
 
@@ -36,6 +37,9 @@ from .connection import ConnectionPool
 from .deadline import effective_timeout
 from .errors import LeaseLost, NoResponders, NotActive, RpcTimeout, ServiceUnavailable
 from .kv import key_state, kv_watch
+from .quorum_buckets import ensure_quorum_buckets
+from .quorum_driver import parse_claim
+from .quorum_election import Claim, majority_claim
 from .rpc import RpcClient
 from .single_active import ensure_election_bucket, leader_key, parse_leader
 from .sticky_core import Accept, Attempt, CallCore, GiveUp, GroupView, Kind, Outcome, Wait
@@ -47,14 +51,25 @@ class _Group:
 
     view: GroupView = field(default_factory=GroupView)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
-    watch: Any = None
+    watches: list[Any] = field(default_factory=list)
 
 
 class StickyClient:
     """Calls the active instance of single-active groups; see the module docstring. The rules are
     :mod:`aegis.sdk.sticky_core`'s; this class carries them out with asyncio and NATS."""
 
-    def __init__(self, pool: ConnectionPool, *, attempt_timeout_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        pool: ConnectionPool,
+        *,
+        attempt_timeout_s: float = 1.0,
+        election: Literal["lease", "quorum"] = "lease",
+    ) -> None:
+        if election not in ("lease", "quorum"):
+            raise ValueError(f"election must be 'lease' or 'quorum', got {election!r}")
+        self.election = election
+        """The election the groups this client calls run (``SingleActiveService(election=...)``): which keys
+        name their active."""
         self.pool = pool
         self.rpc = RpcClient(pool)
         self.attempt_timeout_s = attempt_timeout_s
@@ -64,9 +79,9 @@ class StickyClient:
 
     async def close(self) -> None:
         for group in self._groups.values():
-            if group.watch is not None:
+            for watch in group.watches:
                 try:
-                    await group.watch.unsubscribe()
+                    await watch.unsubscribe()
                 except Exception:  # connection closed already
                     pass
         self._groups.clear()
@@ -77,6 +92,9 @@ class StickyClient:
         if group is not None:
             return group
         group = self._groups[key] = _Group()
+        if self.election == "quorum":
+            await self._watch_quorum(group, key)
+            return group
         await ensure_election_bucket(self.pool)
 
         async def on_msg(msg: Msg) -> None:
@@ -88,8 +106,29 @@ class StickyClient:
                 group.view.observe(record.instance_id, record.epoch or state.rev)
             group.changed.set()
 
-        group.watch = await kv_watch(self.pool, wire.ELECTION_BUCKET, key, on_msg)
+        group.watches.append(await kv_watch(self.pool, wire.ELECTION_BUCKET, key, on_msg))
         return group
+
+    async def _watch_quorum(self, group: _Group, key: str) -> None:
+        """A quorum-lease group: follow the key in each of the three buckets; the active is the holder of the
+        newest ballot claimed in a majority of them (:func:`~aegis.sdk.quorum_election.majority_claim`)."""
+        await ensure_quorum_buckets(self.pool)
+        claims: list[Claim | None] = [None] * len(wire.QUORUM_ELECTION_BUCKETS)
+
+        def on_msg_of(b: int) -> Callable[[Msg], Awaitable[None]]:
+            async def on_msg(msg: Msg) -> None:
+                claims[b] = parse_claim(msg.data)
+                won = majority_claim(claims)
+                if won is None or won.released:
+                    group.view.observe(None, 0)
+                else:
+                    group.view.observe(won.holder, won.ballot)
+                group.changed.set()
+
+            return on_msg
+
+        for b, name in enumerate(wire.QUORUM_ELECTION_BUCKETS):
+            group.watches.append(await kv_watch(self.pool, name, key, on_msg_of(b)))
 
     async def call_active(
         self,

@@ -81,7 +81,7 @@ class FailoverReport(ReportModel):
     probe_nodes: int
     epochs_seen: list[int]
     faults: list[FailoverFault]
-    params: dict[str, int | float]
+    params: dict[str, int | float | str]
     seed: int
     took_s: float
     command: str

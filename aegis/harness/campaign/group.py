@@ -26,7 +26,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from aegis.harness.campaign.history import History, ProcessEvent
 from aegis.harness.cluster.gids import allocate_gids
@@ -49,6 +49,8 @@ class RigParams:
     """Timing of the group under test and of the workloads that watch it. Election defaults are the SDK's."""
 
     election: ElectionParams = field(default_factory=ElectionParams)
+    protocol: Literal["lease", "quorum"] = "lease"
+    """The election the instances run (``SingleActiveService(election=...)``)."""
     ttl_s: int = 10
     attempt_timeout_s: float = 1.0
     """Sticky client's per-attempt timeout: an attempt sent to an instance killed while it held the request
@@ -61,9 +63,10 @@ class RigParams:
     max_run_s: float = 3600.0
     """Backstop: the sticky workload and the prober stop by themselves after this long."""
 
-    def as_dict(self) -> dict[str, float]:
+    def as_dict(self) -> dict[str, float | str]:
         e = self.election
         return {
+            "election": self.protocol,
             "lease_s": e.lease_s,
             "renew_s": e.renew_s,
             "drift": e.drift,
@@ -132,6 +135,7 @@ class InstanceGroup:
             str(e.write_timeout_s),
             "--ttl",
             str(self.params.ttl_s),
+            *(["--election", self.params.protocol] if self.params.protocol != "lease" else []),
             *(["--trace", str(self.trace_dir / f"{instance}.ndjson")] if self.trace_dir else []),
             *self.urls,
         ]

@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,7 @@ from aegis.harness.faults.fault import PARTITION_KINDS, Fault
 from aegis.harness.faults.nemesis import ActiveFault, AsyncNemesis, FirewallUnavailable, NemesisError
 from aegis.sdk.config import load_settings
 from aegis.sdk.connection import ConnectionPool
+from aegis.sdk.quorum_buckets import spread_quorum_leaders
 from aegis.stats import percentile
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -174,6 +175,7 @@ async def _run(
             await commands.start()
         for i, fault in enumerate(schedule):
             await asyncio.sleep(rng.uniform(*campaign.settle_s))
+            placed = await _place_quorum_leaders(pool) if campaign.election == "quorum" else {}
             victim, old_epoch = await rig.active(timeout=campaign.recover_timeout_s)
             if progress:
                 progress(i, len(schedule), f"{fault.kind} -> {fault.target}")
@@ -190,7 +192,9 @@ async def _run(
                     FaultSkipped(n, time.monotonic(), f"fault {n} {fault.kind} -> {fault.target}: {exc}")
                 )
                 continue
-            history.add(FaultApplied(n, injected.target, injected.applied.mono, dict(injected.details)))
+            history.add(
+                FaultApplied(n, injected.target, injected.applied.mono, {**injected.details, **placed})
+            )
             # A fault with a duration heals on its own clock (SIGCONT, node restart, partition dropped); a
             # killed or stopped instance is restarted once the client is steady again.
             heal = (
@@ -248,6 +252,22 @@ async def _run(
     report.prediction = _prediction([f.failover_s for f in report.faults if f.kind == "instance-kill"])
     report.expectations_broken = _broken(campaign, report.model_dump(mode="json"))
     return CampaignRun(campaign, history, observed, params, report)
+
+
+async def _place_quorum_leaders(pool: ConnectionPool) -> dict[str, Any]:
+    """Before a fault of a quorum-lease campaign: move the three buckets' stream leaders onto three nodes (a
+    crash before it healed leaves two on one node), bounded; the fault's details say where they were."""
+    try:
+        placed = await spread_quorum_leaders(pool, timeout=10.0)
+    except Exception as exc:  # the fault still runs; the details say placement was not known
+        return {"quorum_leaders": None, "quorum_leaders_distinct": False, "quorum_placement_error": repr(exc)}
+    out: dict[str, Any] = {
+        "quorum_leaders": placed.leaders_after,
+        "quorum_leaders_distinct": placed.distinct,
+    }
+    if placed.reason:
+        out["quorum_placement_error"] = placed.reason
+    return out
 
 
 def _partitions(campaign: Campaign) -> bool:
@@ -395,7 +415,8 @@ def run_campaign(
         ) as cluster,
     ):
         cluster.start()
-        return asyncio.run(_run(campaign, cluster, Path(tmp), progress, trace_out, params or RigParams()))
+        params = replace(params or RigParams(), protocol=campaign.election)
+        return asyncio.run(_run(campaign, cluster, Path(tmp), progress, trace_out, params))
 
 
 __all__ = ["CampaignRun", "run_campaign"]

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import (
@@ -171,6 +171,10 @@ class Campaign(_Strict):
         default_factory=dict,
         description="per fault class: the client-visible gap promised (DEFAULT_BUDGET_S when not listed)",
     )
+    election: Literal["lease", "quorum"] = Field(
+        "lease",
+        description="the election the ledger instances run: the single-bucket lease or the quorum lease",
+    )
     trace: bool = Field(True, description="record election traces and check the whole merged trace with TLC")
     trace_budget_s: float = Field(
         300,
@@ -201,6 +205,15 @@ class Campaign(_Strict):
         for kind in self.budgets:
             if kind not in kinds:
                 raise ValueError(f"budgets.{kind}: no fault of this class in the campaign")
+        return self
+
+    @model_validator(mode="after")
+    def _trace_needs_the_lease(self) -> Campaign:
+        if self.election == "quorum" and self.trace:
+            raise ValueError(
+                "trace: the quorum lease writes no election trace yet (no TraceQuorumLease.tla):"
+                " set trace: false, and the report says the trace was not checked"
+            )
         return self
 
     def budget(self, kind: str) -> Budget:

@@ -75,7 +75,9 @@ class StickyWorkload:
         self.history = history
         self.service = service
         self.params = params or RigParams()
-        self.client = StickyClient(pool, attempt_timeout_s=self.params.attempt_timeout_s)
+        self.client = StickyClient(
+            pool, attempt_timeout_s=self.params.attempt_timeout_s, election=self.params.protocol
+        )
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 

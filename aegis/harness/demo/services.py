@@ -24,7 +24,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from hdrh.histogram import HdrHistogram
 from pydantic import BaseModel, Field
@@ -104,6 +104,7 @@ def ledger_service(
     params: ElectionParams | None = None,
     ttl_s: int = 10,
     trace: TraceWriter | None = None,
+    election: Literal["lease", "quorum"] = "lease",
 ) -> SingleActiveService:
     """The single-active demo: ``book`` runs on the active instance only and says who answered in which epoch
     (the reply's ``Aegis-Epoch`` header carries the epoch too); ``whoami`` answers on every instance."""
@@ -114,6 +115,7 @@ def ledger_service(
         params=params or ElectionParams(),
         ttl_s=ttl_s,
         trace=trace,
+        election=election,
     )
 
     @svc.exclusive_rpc("book")
@@ -156,6 +158,7 @@ async def serve_active(
     params: ElectionParams | None = None,
     ttl_s: int = 10,
     trace: Path | None = None,
+    election: Literal["lease", "quorum"] = "lease",
 ) -> None:
     """Run one ledger instance until SIGTERM/SIGINT/stdin EOF; then stop gracefully (releases the key).
     ``trace``: append the spec's NDJSON election trace to this file."""
@@ -169,7 +172,9 @@ async def serve_active(
         )
     )
     pool = await ConnectionPool.connect(load_settings(servers=urls, name=f"{service}-{instance_id}"))
-    svc = ledger_service(instance_id, name=service, group=group, params=params, ttl_s=ttl_s, trace=writer)
+    svc = ledger_service(
+        instance_id, name=service, group=group, params=params, ttl_s=ttl_s, trace=writer, election=election
+    )
     await svc.start(pool)
     print("ready", flush=True)
     stop = asyncio.Event()
@@ -303,6 +308,7 @@ def main() -> None:
     a.add_argument("--write-timeout", type=float, default=defaults.write_timeout_s, help="write_timeout_s")
     a.add_argument("--ttl", type=int, default=10, help="election key TTL backstop, whole seconds")
     a.add_argument("--trace", type=Path, help="append the election's NDJSON trace events to this file")
+    a.add_argument("--election", choices=("lease", "quorum"), default="lease", help="election protocol")
     a.add_argument("urls", nargs="+")
     args = parser.parse_args()
     if args.cmd == "serve":
@@ -320,6 +326,7 @@ def main() -> None:
             params=params,
             ttl_s=args.ttl,
             trace=args.trace,
+            election=args.election,
         )
     )
 

@@ -31,7 +31,8 @@ Fault kinds
 
 Targets: a name (``"n2"``, ``"L1"``), ``"active"`` / ``"standby"`` (of the single-active group,
 from :meth:`InstanceControl.active`), ``"random"`` (drawn from the nemesis' seeded RNG), ``"stream-leader:<stream>"``
-and ``"meta-leader"`` for nodes. Worker faults act on the ``workers`` control (the command workload's
+``"meta-leader"`` and ``"active-node"`` (the node the active instance's first connection is attached to, from
+``/connz``) for nodes. Worker faults act on the ``workers`` control (the command workload's
 processes); their target ``"busy"`` (or ``"active"``) is a worker that holds a command now. The worker is
 stopped first and its held commands read (the control's optional ``holding(name)``); when it turns out to
 hold none, it is resumed and another is picked (up to 5 times), so the kill or pause lands mid-command. The
@@ -64,6 +65,7 @@ import random
 import signal
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
@@ -333,6 +335,8 @@ class Nemesis:
             if leader is None:
                 raise NemesisError(f"no node leads stream {s!r} now")
             return c.node(leader)
+        if target == "active-node":
+            return self._active_node()
         if target == "meta-leader":
             leader = c.meta_leader()
             if leader is None:
@@ -343,10 +347,29 @@ class Nemesis:
         except ClusterError as e:
             raise NemesisError(str(e)) from e
 
+    def _active_node(self) -> NodeInfo:
+        """The node the active instance's first connection (``<service>-<instance>#0``, the one its
+        subscriptions and renewals use) is attached to, from the nodes' ``/connz``."""
+        active = self._need_instances().active()
+        if active is None:
+            raise NemesisError("no active instance known")
+        suffix = f"-{active}#0"
+        for node in self.cluster.nodes:
+            if not node.running or node.paused:
+                continue
+            try:
+                with urllib.request.urlopen(f"{node.monitor_url}/connz?limit=1024", timeout=2) as r:
+                    conns = json.load(r).get("connections") or []
+            except (OSError, ValueError):
+                continue
+            if any(str(conn.get("name", "")).endswith(suffix) for conn in conns):
+                return node
+        raise NemesisError(f"no node has a connection of the active instance {active}")
+
     def _is_node(self, name: str) -> bool:
         return (
             name in {n.name for n in self.cluster.nodes}
-            or name in {"random", "meta-leader"}
+            or name in {"random", "meta-leader", "active-node"}
             or name.startswith("stream-leader")
         )
 
