@@ -68,7 +68,10 @@ async def test_one_active_holds_its_claim_in_all_three_buckets_and_standbys_name
             with pytest.raises(NotActive) as err:
                 await client.call(active.name, "book", 1, instance=standby.instance_id, timeout=2)
             assert err.value.epoch == active.election.epoch
-        assert await StickyClient(pool, election="quorum").call_active(active.name, "book", 7) == active.instance_id
+        assert (
+            await StickyClient(pool, election="quorum").call_active(active.name, "book", 7)
+            == active.instance_id
+        )
     finally:
         for svc in services:
             await svc.stop()
@@ -120,7 +123,9 @@ async def test_a_crash_of_the_node_leading_one_bucket_does_not_fail_the_quorum_l
         q_active, q_epoch = _active(quorum), _active(quorum).election.epoch
         await asyncio.to_thread(cluster.kill, victim)
         q_gap, l_gap = await _gaps(quorum, lease, seconds=10.0)
-        assert l_gap > 1.0, f"the single-bucket lease kept serving ({l_gap:.2f}s gap): the fault stalled nothing"
+        assert l_gap > 1.0, (
+            f"the single-bucket lease kept serving ({l_gap:.2f}s gap): the fault stalled nothing"
+        )
         assert q_gap == 0.0, f"the quorum lease stopped serving for {q_gap:.2f}s"
         assert _active(quorum) is q_active and q_active.election.epoch == q_epoch
     finally:
