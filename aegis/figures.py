@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from aegis.harness.bench.runner import GOALS, ratio_rows
-from aegis.stats import MIN_P99_SAMPLES
+from aegis.stats import MIN_P99_SAMPLES, percentile
 
 REPO = Path(__file__).resolve().parents[1]  # the checkout: aegis/ sits in it
 WIDTH = 115  # the README's and docs' line length
@@ -305,6 +305,41 @@ def _campaign_totals(data: list[dict[str, Any]], sources: list[str]) -> list[str
             f" | {sum(1 for b in d.get('expectations_broken', []) if b.startswith('budget'))}"
             f" | {d['took_s']:.0f} s |"
         )
+    return lines
+
+
+def _node_crash_elections(data: list[dict[str, Any]], sources: list[str]) -> list[str]:
+    """The same node kills under each election, side by side: the client-visible gap per target (the node leading
+    an election bucket, the node the active is connected to, a random node) against the 2 s budget."""
+    names = " and ".join(f"`harness/campaigns/{d['campaign']['name']}.yaml`" for d in data)
+    lines = [
+        f"Reproduce: `aegis campaign <file> --out reports` for {names} (writes `reports/<name>.json`), then"
+        " `make reports`.",
+        "",
+        "(n) = faults; below 20 samples the maximum is shown instead of a p99.",
+        "",
+        "| campaign | election | node kills aimed at | gap p50 | gap p99 / max | failed sticky calls | split brain"
+        " | 2 s budget held |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for d in data:
+        election = d["campaign"].get("election", "lease")
+        kills = [f for f in d["faults"] if f["kind"] == "node-kill"]
+        groups: dict[str, list[dict[str, Any]]] = {}
+        for f in kills:
+            aim = f["details"].get("aimed_at") or "?"
+            aim = "a bucket's stream leader" if aim.startswith("stream-leader") else aim
+            groups.setdefault(aim, []).append(f)
+        for aim, rows in [*groups.items(), ("all", kills)]:
+            gaps = sorted(f["gap_s"] for f in rows if f["gap_s"] is not None)
+            n = len(gaps)
+            held = d["by_class"]["node-kill"]["budget_held"] if aim == "all" else ""
+            lines.append(
+                f"| {d['campaign']['name']} | {election} | {aim} | {p50(percentile(gaps, 50), n)}"
+                f" | {p99_and_max(percentile(gaps, 99), gaps[-1] if gaps else None, n)}"
+                f" | {sum(f['failed_calls'] for f in rows)} | {sum(f['split_brain'] for f in rows)}"
+                f" | {'yes' if held is True else 'no' if held is False else ''} |"
+            )
     return lines
 
 
@@ -597,6 +632,7 @@ RENDERERS: dict[str, Renderer] = {
     "sim-sweep": _sweep,
     "failover": _failover,
     "campaign-classes": _campaign_classes,
+    "node-crash-elections": _node_crash_elections,
     "campaign-totals": _campaign_totals,
     "bench": _bench,
     "bench-goals": _bench_goals,

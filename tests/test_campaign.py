@@ -22,6 +22,7 @@ from aegis.harness.campaign.checkers import (
 from aegis.harness.campaign.history import Call, Hit
 from aegis.harness.campaign.report import CampaignReport, by_class, html, ks_distance, markdown
 from aegis.harness.campaign.schema import CampaignError, load_campaign
+from aegis.sdk import wire
 
 ROOT = Path(__file__).resolve().parent.parent
 CAMPAIGNS = ROOT / "harness" / "campaigns"
@@ -40,6 +41,13 @@ def test_the_issue_s_campaigns_are_shipped_with_enough_faults() -> None:
     names = {p.stem for p in CAMPAIGNS.glob("*.yaml")}
     assert {"smoke", "instance-crash", "instance-pause", "nats-node-crash", "partition"} <= names
     assert {"rolling-restart", "mixed"} <= names
+    quorum = load_campaign(CAMPAIGNS / "nats-node-crash-quorum.yaml")
+    assert quorum.election == "quorum" and quorum.runs >= 30 and not quorum.budgets  # the default 2 s
+    aims = {f.target for f in quorum.faults}
+    assert {f"stream-leader:KV_{b}" for b in wire.QUORUM_ELECTION_BUCKETS} | {"active-node"} <= aims
+    lease = load_campaign(CAMPAIGNS / "nats-node-crash-lease-2s.yaml")
+    assert lease.election == "lease" and lease.runs == quorum.runs and not lease.budgets
+    assert load_campaign(CAMPAIGNS / "partition-quorum.yaml").election == "quorum"
     assert load_campaign(CAMPAIGNS / "instance-crash.yaml").runs >= 100
     assert load_campaign(CAMPAIGNS / "rolling-restart.yaml").expect.failed_calls == 0
 
@@ -55,6 +63,8 @@ def test_the_issue_s_campaigns_are_shipped_with_enough_faults() -> None:
         ("name: x\nfaults: [{kind: instance-kill}]\ntopology: {nodes: 1}\n", "topology.nodes"),
         ("name: x\nfaults: [{kind: instance-kill}]\nsettle_s: [2, 1]\n", "settle_s"),
         ("name: x\nfaults: [{kind: instance-kill}]\ncolour: red\n", "colour"),
+        ("name: x\nfaults: [{kind: instance-kill}]\nelection: raft\n", "election"),
+        ("name: x\nfaults: [{kind: instance-kill}]\nelection: quorum\n", "no TraceQuorumLease.tla"),
     ],
 )
 def test_a_bad_campaign_file_is_refused_naming_the_field(tmp_path: Path, text: str, message: str) -> None:

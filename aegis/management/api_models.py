@@ -141,6 +141,16 @@ class ClusterView(BaseModel):
     )
     nodes: list[NodeView]
     streams: list[StreamView]
+    quorum_leaders_distinct: bool | None = Field(
+        default=None,
+        description=(
+            "The quorum lease's three election buckets have their stream leaders on three different nodes (what"
+            " lets it ride through a node crash); None when the buckets do not exist (no quorum group ran)."
+        ),
+    )
+    quorum_leaders_note: str = Field(
+        default="", description="Which buckets share a leader node, or lack a leader, when not distinct."
+    )
 
 
 class Readiness(BaseModel):

@@ -17,12 +17,15 @@ from collections.abc import Sequence
 
 import httpx
 
+from aegis.sdk import wire
 from aegis.sdk.connection import ConnectionPool
+from aegis.sdk.quorum_buckets import leaders_distinct, stream_name
 
 from .api_models import ClusterView, NodeView, StreamReplica, StreamView
 
 AEGIS_STREAM_PREFIXES = ("AEGIS_", "KV_aegis_")
 _NS = 1e-9
+QUORUM_STREAMS = tuple(stream_name(b) for b in wire.QUORUM_ELECTION_BUCKETS)
 
 
 async def read_cluster(
@@ -65,6 +68,7 @@ async def read_cluster(
             if not r.current:
                 node.behind.append(s.stream)
     meta_leader, source, note = await _meta_leader(pool, monitor_urls, min(timeout, 0.5))
+    distinct, quorum_note = _quorum_placement(streams)
     return ClusterView(
         connected_url=next((u for u in pool.connected_urls if u), None),
         meta_leader=meta_leader,
@@ -72,7 +76,27 @@ async def read_cluster(
         meta_leader_from=source,
         nodes=sorted(nodes.values(), key=lambda n: n.name),
         streams=streams,
+        quorum_leaders_distinct=distinct,
+        quorum_leaders_note=quorum_note,
     )
+
+
+def _quorum_placement(streams: Sequence[StreamView]) -> tuple[bool | None, str]:
+    """Whether the quorum buckets' stream leaders sit on three nodes, and if not, why (from the streams read)."""
+    leaders = {s.stream: s.leader for s in streams if s.stream in QUORUM_STREAMS}
+    if len(leaders) < len(QUORUM_STREAMS):
+        return None, ""
+    if leaders_distinct(leaders):
+        return True, ""
+    by_node: dict[str, list[str]] = {}
+    for stream, leader in sorted(leaders.items()):
+        by_node.setdefault(leader or "no leader", []).append(stream)
+    shared = [
+        f"{node}: {', '.join(names)}"
+        for node, names in by_node.items()
+        if len(names) > 1 or node == "no leader"
+    ]
+    return False, "; ".join(shared)
 
 
 async def _meta_leader(

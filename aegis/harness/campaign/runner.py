@@ -193,7 +193,12 @@ async def _run(
                 )
                 continue
             history.add(
-                FaultApplied(n, injected.target, injected.applied.mono, {**injected.details, **placed})
+                FaultApplied(
+                    n,
+                    injected.target,
+                    injected.applied.mono,
+                    {**injected.details, "aimed_at": fault.target, **placed},
+                )
             )
             # A fault with a duration heals on its own clock (SIGCONT, node restart, partition dropped); a
             # killed or stopped instance is restarted once the client is steady again.
