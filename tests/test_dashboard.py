@@ -148,6 +148,20 @@ def test_rows_put_the_worst_first_say_health_in_words_and_mark_config_drift() ->
     assert list(filter_rows(df, False, "C")["instance"]) == ["c"]
 
 
+def test_the_cluster_strip_warns_when_the_quorum_buckets_leaders_share_a_node() -> None:
+    from aegis.dashboard.frame import cluster_strip_html
+    from aegis.management.api_models import ClusterView
+
+    base = {"connected_url": None, "meta_leader": "n1", "nodes": [], "streams": []}
+    assert "quorum buckets" not in cluster_strip_html(ClusterView(**base))  # no quorum group ever ran
+    spread = cluster_strip_html(ClusterView(**base, quorum_leaders_distinct=True))
+    assert "quorum buckets</b> leaders on 3 nodes" in spread and "share" not in spread
+    shared = cluster_strip_html(
+        ClusterView(**base, quorum_leaders_distinct=False, quorum_leaders_note="n2: KV_q0, KV_q1")
+    )
+    assert "leaders share a node" in shared and "n2: KV_q0, KV_q1" in shared
+
+
 def test_a_logged_out_browser_sees_only_the_login_page(
     chromium_browser: object, dash: DashboardProcess
 ) -> None:

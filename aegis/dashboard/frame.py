@@ -114,9 +114,17 @@ def cluster_strip_html(cluster: ClusterView | None) -> str:
         f"{html.escape(s.stream)} → {html.escape(s.leader) if s.leader else '<span class=down>no leader</span>'}"
         for s in cluster.streams
     )
+    quorum = (
+        ""
+        if cluster.quorum_leaders_distinct is None
+        else " &nbsp;|&nbsp; <b>quorum buckets</b> leaders on 3 nodes"
+        if cluster.quorum_leaders_distinct
+        else " &nbsp;|&nbsp; <b>quorum buckets</b> <span class=down>⚠ leaders share a node</span>"
+        f" ({html.escape(cluster.quorum_leaders_note)}): a crash of it fails quorum groups over"
+    )
     return (
         f'<div class="aegis-strip" role="region" aria-label="NATS cluster"><b>NATS</b> {nodes}'
-        f" &nbsp;|&nbsp; <b>meta leader</b> {meta} &nbsp;|&nbsp; <b>stream leaders</b> {streams}</div>"
+        f" &nbsp;|&nbsp; <b>meta leader</b> {meta}{quorum} &nbsp;|&nbsp; <b>stream leaders</b> {streams}</div>"
     )
 
 
