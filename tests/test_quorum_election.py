@@ -198,3 +198,11 @@ def test_a_timer_is_always_set_while_started():
     out = m.start(0.0, ABSENT)
     assert isinstance(out[-1], Timer) and out[-1].at == pytest.approx(P.write_timeout_s)
     assert m.deadline == -math.inf
+
+
+def test_a_watch_delivery_handled_before_the_start_is_not_undone_by_the_older_reads():
+    m = machine("b")
+    newer = Slot(9, Claim("a", 2, 2))
+    m.observe(0.0, 1, newer)  # the watch was quicker than the start's event
+    m.start(0.0, [Slot(5, Claim("a", 2, 2)), Slot(5, Claim("a", 2, 2)), Slot(0, None)])
+    assert m.seen[1] == newer and m.seen[0].rev == 5

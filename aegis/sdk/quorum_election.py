@@ -193,7 +193,8 @@ class QuorumElection:
             raise ValueError(f"need {QUORUM_BUCKETS} bucket slots, got {len(slots)}")
         self.started, self.stopping = True, False
         self.role, self.epoch = "standby", 0
-        self.seen = list(slots)
+        # (a watch may have delivered something newer than the reads before the start was handled)
+        self.seen = [s if s.rev >= known.rev else known for s, known in zip(slots, self.seen, strict=True)]
         self.seen_at = [now] * QUORUM_BUCKETS
         self.held = [0] * QUORUM_BUCKETS
         self.sent = [-math.inf] * QUORUM_BUCKETS

@@ -259,13 +259,28 @@ async def _run(
     return CampaignRun(campaign, history, observed, params, report)
 
 
-async def _place_quorum_leaders(pool: ConnectionPool) -> dict[str, Any]:
+async def _place_quorum_leaders(pool: ConnectionPool, timeout: float = 30.0) -> dict[str, Any]:
     """Before a fault of a quorum-lease campaign: move the three buckets' stream leaders onto three nodes (a
-    crash before it healed leaves two on one node), bounded; the fault's details say where they were."""
-    try:
-        placed = await spread_quorum_leaders(pool, timeout=10.0)
-    except Exception as exc:  # the fault still runs; the details say placement was not known
-        return {"quorum_leaders": None, "quorum_leaders_distinct": False, "quorum_placement_error": repr(exc)}
+    crash or cut before it leaves two on one node; right after a heal JetStream refuses step-downs for a while),
+    trying again for up to ``timeout``; the fault's details say where they were and, if not apart, why."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            placed = await spread_quorum_leaders(
+                pool, timeout=max(1.0, min(10.0, deadline - time.monotonic()))
+            )
+        except Exception as exc:  # the fault still runs; the details say placement was not known
+            if time.monotonic() < deadline:
+                await asyncio.sleep(1.0)
+                continue
+            return {
+                "quorum_leaders": None,
+                "quorum_leaders_distinct": False,
+                "quorum_placement_error": repr(exc),
+            }
+        if placed.distinct or time.monotonic() >= deadline:
+            break
+        await asyncio.sleep(1.0)
     out: dict[str, Any] = {
         "quorum_leaders": placed.leaders_after,
         "quorum_leaders_distinct": placed.distinct,
