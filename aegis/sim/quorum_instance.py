@@ -193,7 +193,9 @@ class QuorumInstance(SimProcess):
             elif isinstance(a, StopServing):
                 self._stopped(a.reason)
             elif isinstance(a, Leadership):
-                self.sim.log.note(self.env.now, self.name, f"leadership:{a.kind}", f"ballot={a.epoch} {a.reason}")
+                self.sim.log.note(
+                    self.env.now, self.name, f"leadership:{a.kind}", f"ballot={a.epoch} {a.reason}"
+                )
             elif isinstance(a, Exit):
                 self._exited()
                 return

@@ -175,7 +175,9 @@ class QuorumSimulation(Simulation):
         return QuorumChecker(stop_on_violation=self.config.stop_on_violation, tail=lambda: self.log.last(20))
 
     def _make_instance(self, name: str, rate: float, offset: float) -> QuorumInstance:
-        return QuorumInstance(self, name, rate=rate, offset=offset, machine_factory=self.config.machine_factory)
+        return QuorumInstance(
+            self, name, rate=rate, offset=offset, machine_factory=self.config.machine_factory
+        )
 
     def _make_client(self, name: str) -> QuorumClient:
         cfg = self.config
@@ -231,7 +233,9 @@ class QuorumSimulation(Simulation):
         self.node_up[node] = True
         for b, home in enumerate(self.placement):
             if home == node and self.leader[b] != node and self.buckets[b].up:
-                self.buckets[b].outage(self.rng.uniform(*self.config.stepdown_s))  # the rebalancer's step-down
+                self.buckets[b].outage(
+                    self.rng.uniform(*self.config.stepdown_s)
+                )  # the rebalancer's step-down
                 self.leader[b] = node
 
     def _fire(self, fault: Fault) -> None:
@@ -411,7 +415,9 @@ def run_quorum_campaign(cfg: QuorumCampaignConfig, progress: Progress | None = N
         mix_name = cfg.mixes[k % len(cfg.mixes)]
         rc = replace(base, seed=cfg.seed + k, mix=QUORUM_MIXES[mix_name], duration_s=cfg.duration_s)
         r = one(rc)
-        agg = by_mix.setdefault(mix_name, {"runs": 0, "violations": 0, "calls": 0, "calls_ok": 0, "faults": {}})
+        agg = by_mix.setdefault(
+            mix_name, {"runs": 0, "violations": 0, "calls": 0, "calls_ok": 0, "faults": {}}
+        )
         agg["runs"] += 1
         agg["violations"] += len(r.violations)
         agg["calls"] += r.calls
