@@ -257,7 +257,9 @@ def sim(
         1, "--campaign-seed", help="Campaign: run k uses seed campaign-seed + k."
     ),
     mix: str = typer.Option(
-        "crash", help="Replay: the fault mix (calm, crash, stop, pause, nats, netdelay, gc, mixed)."
+        "crash",
+        help="Replay: the fault mix (calm, crash, stop, pause, nats, netdelay, gc, mixed; with --election quorum"
+        " also node: NATS node crashes, node-mixed).",
     ),
     lease: float | None = typer.Option(None, help="Lease, seconds (default: the SDK's)."),
     renew: float | None = typer.Option(None, help="Renew interval, seconds (default: the SDK's)."),
@@ -279,6 +281,18 @@ def sim(
     name: str = typer.Option("default", help="Campaign name: reports/sim-<name>.json/.html."),
     out: Path | None = typer.Option(None, help="Report folder (default reports/; none in --json mode)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+    election: str = typer.Option(
+        "lease",
+        help="lease (the single-bucket lease) or quorum (the quorum lease, docs/quorum-lease.md: its fault mixes"
+        " plus NATS node crashes, and the gap they cost).",
+    ),
+    placement: str = typer.Option(
+        "spread",
+        help="Quorum: which node leads each bucket: spread (one each) or colocated (two on one node).",
+    ),
+    colocated_runs: int = typer.Option(
+        50, min=0, help="Quorum campaign: node-crash runs with the colocated placement, for comparison."
+    ),
 ) -> None:
     """Simulate the election (the SDK's own state machine) under thousands of faults, far faster than real time.
 

@@ -6,4 +6,9 @@ process driving the SDK's ``Election``), ``client`` (sticky clients with epoch c
 distributions), ``checks`` (safety properties, failover times), ``tracelog`` (events in the spec's trace format),
 ``run`` (one deterministic run per seed), ``controls`` (negative controls), ``campaign`` (runs x mixes x
 parameters), ``report`` (JSON + Bokeh HTML). ``aegis sim`` is the command.
+
+The quorum lease (``aegis.sdk.quorum_election``, ``aegis sim --election quorum``): ``quorum_kv`` (three buckets,
+stalls, placements), ``quorum_instance`` (a process driving the SDK's ``QuorumElection`` on the shared process
+model of ``instance``, and its sticky client), ``quorum_run`` (NATS node crashes, its checks, the gap per fault,
+its campaign).
 """

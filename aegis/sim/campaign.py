@@ -286,6 +286,7 @@ def run_campaign(cfg: CampaignConfig, progress: Progress | None = None) -> dict[
     crash_mix = by_mix.get("crash")
     report: dict[str, Any] = {
         "name": cfg.name,
+        "election": "lease",
         "runs": cfg.runs,
         "sweep_runs": 2 * sweep_runs * len(cells),
         "predicted_runs": cfg.predicted_runs,

@@ -80,7 +80,11 @@ class StickyClient:
 
     def _on_entry(self, entry: Entry) -> None:
         holder = entry.owner if entry.state.kind == "val" else None
-        self.view.observe(holder, entry.epoch)
+        self._follow(holder, entry.epoch)
+
+    def _follow(self, holder: str | None, epoch: int) -> None:
+        """The watch names ``holder`` (None: nobody) under ``epoch``: update the view, move the call on."""
+        self.view.observe(holder, epoch)
         if self._call is None:
             return
         if self._waiting_for_watch:
@@ -125,12 +129,16 @@ class StickyClient:
             self._wait(step, token)
         else:
             self._attempt = step
-            inst = self.sim.by_name[step.target]
-            self.sim.later(
-                self.sim.delay(),
-                lambda: inst.call(lambda what, epoch, fenced: self._reply(token, what, epoch, fenced)),
-            )
+            self._send(step.target, token)
             self.sim.later(step.timeout_s, lambda: self._attempt_timeout(token))
+
+    def _send(self, target: str, token: int) -> None:
+        """Send the attempt to instance ``target``: it arrives after one network delay."""
+        inst = self.sim.by_name[target]
+        self.sim.later(
+            self.sim.delay(),
+            lambda: inst.call(lambda what, epoch, fenced: self._reply(token, what, epoch, fenced)),
+        )
 
     def _wait(self, wait: Wait, token: int) -> None:
         self._waiting_for_watch = wait.until_change

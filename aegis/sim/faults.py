@@ -11,6 +11,8 @@ Fault classes (``Fault.kind``):
 * ``pause``: SIGSTOP-like pause of the active for ``length`` seconds (long: 0.3-3 s).
 * ``gc``: background pauses of every instance drawn from a :class:`PauseDist` (a Poisson process per instance).
 * ``nats``: a NATS node crash: the stream has no leader for 4-9 s.
+* ``node``: a NATS node crash in the quorum lease's simulation (:mod:`aegis.sim.quorum_run`): the buckets whose
+  stream leader it hosts stall for 4-9 s, the processes and clients connected to it reconnect elsewhere.
 * ``netdelay``: a burst of slow network (one-way delays of 50-400 ms) for a few seconds.
 * ``latepause``: the active's next renewal is acknowledged late (``extra``: a heavy-tailed delay of the answer, a
   Pareto tail cut below the write timeout: a slow hop, a retransmit, a process slow to read its socket), and the
@@ -218,7 +220,7 @@ def plan_faults(mix: FaultMix, duration_s: float, rng: random.Random) -> FaultPl
         elif kind in ("pause", "latepause", "pausestop"):
             length = rng.uniform(*mix.pause_s)
             busy = length
-        elif kind == "nats":
+        elif kind in ("nats", "node"):
             length = rng.uniform(*mix.outage_s)
             busy = length
         elif kind == "netdelay":

@@ -16,12 +16,17 @@ The process model:
   calls queue up and are handled in order when it resumes;
 * one request at a time (the machine's rule), each with a network delay each way; a request that has no answer
   after ``write_timeout_s`` on the local clock times out (like ``kv_write``'s timeout in the SDK).
+
+:class:`SimProcess` is that process model, whatever the machine: the clock, the lifecycle, the pause queue, the
+timer and the client calls (fenced by the machine's own ``reply_epoch``). :class:`SimInstance` adds the
+single-bucket lease's I/O (one key, one watch, one request in flight); :mod:`aegis.sim.quorum_instance` adds the
+quorum lease's (three buckets, one write in flight per bucket, a connection to one NATS node).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aegis.sdk.election import (
     Effect,
@@ -61,32 +66,26 @@ class _InFlight:
         self.sent = sent
 
 
-class SimInstance:
-    """A process of the single-active group; see the module docstring."""
+class SimProcess:
+    """The process model shared by the simulated instances of both elections; see the module docstring.
 
-    def __init__(
-        self,
-        sim: Simulation,
-        name: str,
-        *,
-        rate: float,
-        offset: float,
-        machine_factory: MachineFactory = Election,
-    ) -> None:
+    A subclass sets ``machine`` (anything with ``serving``, ``epoch``, ``reply_epoch``, ``tick``, ``stop`` and
+    ``crash``), starts the process (:meth:`start`), carries out the machine's effects (:meth:`_carry_out`, with
+    the shared :meth:`_set_timer`, :meth:`_started`, :meth:`_stopped`) and closes its I/O in :meth:`_close`."""
+
+    machine: Any
+
+    def __init__(self, sim: Any, name: str, *, rate: float, offset: float) -> None:
         self.sim = sim
         self.env = sim.env
         self.name = name
         self.rate = rate
         self.offset = offset
-        self.factory = machine_factory
-        self.machine: Election = machine_factory(sim.params)
         self.up = False
         self.paused = False
         self.stopping = False
         self.incarnation = 0
         self.pending: list[Callable[[], None]] = []
-        self.watch: Watch | None = None
-        self.inflight: _InFlight | None = None
         self.timer_at: float | None = None
         self.timer_due: float | None = None  # real time of the scheduled timer event
         self.timer_token = 0
@@ -117,28 +116,24 @@ class SimInstance:
         """The process that served ``epoch`` still runs and was not asked to stop."""
         return self.up and not self.stopping and self.served == (epoch, self.incarnation)
 
-    # -- lifecycle -----------------------------------------------------------------------------------------
+    def start(self) -> None:  # pragma: no cover - every subclass starts its own I/O
+        raise NotImplementedError
 
-    def start(self) -> None:
-        """Start (or restart) the process: a new machine, a watch, a read of the key, ``start``."""
-        if self.up:
-            return
-        kv = self.sim.kv
-        if not kv.up:  # the start-up read needs the stream leader: try again shortly
-            self.sim.later(0.25, self.start)
-            return
-        self.up = True
-        self.paused = False
-        self.stopping = False
-        self.incarnation += 1
-        self.pending.clear()
-        self.inflight = None
-        self.timer_at = self.timer_due = None
-        self.machine = self.factory(self.sim.params)
-        inc = self.incarnation
-        self.watch = kv.subscribe(lambda e: self._on_watch(e, inc), self.sim.watch_delay)
-        key = kv.state()
-        self._deliver(lambda now: self.machine.start(now, key), inc)
+    def _carry_out(self, actions: list[Any]) -> None:  # pragma: no cover - every subclass has its own
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        """The process ended: drop its I/O (requests in flight, watches)."""
+
+    def _answers_calls(self) -> bool:
+        """A call sent now reaches the process (it is up; a subclass may add: and connected)."""
+        return self.up
+
+    def _send_reply(self, send: Callable[[], None]) -> None:
+        """A reply leaves the process: it arrives after one network delay."""
+        self.sim.later(self.sim.delay(), send)
+
+    # -- lifecycle -----------------------------------------------------------------------------------------
 
     def restart_in(self, delay: float) -> None:
         """The supervisor: start the process again ``delay`` seconds from now, or, when it is still running
@@ -195,12 +190,9 @@ class SimInstance:
         self.paused = False
         self.incarnation += 1
         self.pending.clear()
-        self.inflight = None
+        self._close()
         self.timer_at = self.timer_due = None
         self.late_ack = None
-        if self.watch is not None:
-            self.watch.cancel()
-            self.watch = None
 
     # -- events into the machine -------------------------------------------------------------------------
 
@@ -215,14 +207,6 @@ class SimInstance:
         self._carry_out(actions)
         self.sim.checker.after_event(self, self.env.now)
 
-    def _on_watch(self, entry: Entry, inc: int) -> None:
-        def handle(now: float) -> list[Effect]:
-            if entry.epoch > self.known_epoch:
-                self.known_epoch = entry.epoch
-            return self.machine.observe(now, entry.state)
-
-        self._deliver(handle, inc)
-
     def _timer_fired(self, token: int, inc: int) -> None:
         if token != self.timer_token or inc != self.incarnation or self.timer_at is None:
             return
@@ -234,6 +218,156 @@ class SimInstance:
         def handle(now: float) -> list[Effect]:
             self.timer_at = None
             return self.machine.tick(now)  # a request without an answer for the write timeout times out
+
+        self._deliver(handle, inc)
+
+    def _schedule_timer(self, inc: int) -> None:
+        at = self.timer_at
+        if at is None:
+            return
+        due = max(self.env.now, (at - self.offset) / self.rate + 1e-9)
+        if self.timer_due is not None and self.timer_due <= due:
+            return  # an earlier timer event is pending; it re-arms itself
+        self.timer_due = due
+        self.timer_token += 1
+        token = self.timer_token
+        self.sim.later(due - self.env.now, lambda: self._timer_fired(token, inc))
+
+    # -- effects every machine has -------------------------------------------------------------------------
+
+    def _set_timer(self, at: float) -> None:
+        """``Timer(at)``: wake the machine at ``at`` on the local clock."""
+        self.timer_at = at
+        self._schedule_timer(self.incarnation)
+
+    def _started(self, epoch: int) -> None:
+        """``StartServing(epoch)``."""
+        self.served = (epoch, self.incarnation)
+        self.known_epoch = epoch  # as the SDK's driver: its own epoch is the newest it knows
+        self.sim.log.note(self.env.now, self.name, "start-serving", f"epoch={epoch}")
+
+    def _stopped(self, reason: str) -> None:
+        """``StopServing(reason)``."""
+        self.sim.log.note(self.env.now, self.name, "stop-serving", reason)
+
+    def _exited(self) -> None:
+        """``Exit``: the process ends."""
+        self.sim.log.note(self.env.now, self.name, "exit")
+        self._end()
+
+    # -- client calls --------------------------------------------------------------------------------------
+
+    def call(self, reply: Reply) -> None:
+        """A client call reaches this instance: ``reply(outcome, epoch, fenced)`` with outcome "ok",
+        "not-active", "lease-lost" or "no-responders" (the process is gone), after the network delay back.
+
+        An admitted call runs its handler for a heavy-tailed while (:meth:`Simulation.handler_time`; a paused
+        process finishes it after it resumes). Its outcome goes out stamped with the epoch the SDK's rule gives
+        (:meth:`aegis.sdk.election.Election.reply_epoch`, as the SDK's ``Service`` asks it): the admission
+        epoch, and only while the machine still serves under it; otherwise the caller hears "lease-lost".
+        ``fenced`` is the checker's ghost, not the protocol's: whether the reply was produced inside its epoch's
+        tenure (the spec's ``Fenced``), so the client's side can check what it accepts."""
+        sim = self.sim
+        if not self._answers_calls():
+            sim.later(sim.delay(), lambda: reply("no-responders", 0, False))
+            return
+        inc = self.incarnation
+
+        def handle() -> None:
+            if not self._answers_calls() or inc != self.incarnation:
+                sim.later(sim.delay(), lambda: reply("no-responders", 0, False))
+                return
+            if self.paused:
+                self.pending.append(handle)
+                return
+            m = self.machine
+            if m.serving(self.local()):
+                epoch = m.epoch
+                self._log(TA.SERVE, epoch=epoch)
+                sim.checker.after_event(self, self.env.now)
+                sim.later(sim.handler_time(), lambda: complete(epoch))
+            else:
+                known = max(m.epoch, self.known_epoch)
+                self._send_reply(lambda: reply("not-active", known, False))
+
+        def complete(admitted: int) -> None:
+            if not self.up or inc != self.incarnation:
+                return  # the process died with the call: the caller's attempt times out
+            if self.paused:
+                self.pending.append(lambda: complete(admitted))
+                return
+            stamp = self.machine.reply_epoch(self.local(), admitted, self.known_epoch)
+            if stamp is None:
+                self.withheld += 1
+                self._send_reply(lambda: reply("lease-lost", admitted, False))
+                return
+            fenced = sim.checker.reply_sent(self, admitted, stamp, self.env.now)
+            self._send_reply(lambda: reply("ok", stamp, fenced))
+
+        handle()
+
+    # -- logging -------------------------------------------------------------------------------------------
+
+    def _log(self, action: TA, **fields: object) -> None:
+        self.sim.log.emit(self.env.now, self.name, action, self.local(), **fields)  # type: ignore[arg-type]
+
+
+class SimInstance(SimProcess):
+    """A process of the single-active group driving :class:`aegis.sdk.election.Election`; see the module
+    docstring."""
+
+    def __init__(
+        self,
+        sim: Simulation,
+        name: str,
+        *,
+        rate: float,
+        offset: float,
+        machine_factory: MachineFactory = Election,
+    ) -> None:
+        super().__init__(sim, name, rate=rate, offset=offset)
+        self.sim: Simulation = sim
+        self.factory = machine_factory
+        self.machine: Election = machine_factory(sim.params)
+        self.watch: Watch | None = None
+        self.inflight: _InFlight | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start (or restart) the process: a new machine, a watch, a read of the key, ``start``."""
+        if self.up:
+            return
+        kv = self.sim.kv
+        if not kv.up:  # the start-up read needs the stream leader: try again shortly
+            self.sim.later(0.25, self.start)
+            return
+        self.up = True
+        self.paused = False
+        self.stopping = False
+        self.incarnation += 1
+        self.pending.clear()
+        self.inflight = None
+        self.timer_at = self.timer_due = None
+        self.machine = self.factory(self.sim.params)
+        inc = self.incarnation
+        self.watch = kv.subscribe(lambda e: self._on_watch(e, inc), self.sim.watch_delay)
+        key = kv.state()
+        self._deliver(lambda now: self.machine.start(now, key), inc)
+
+    def _close(self) -> None:
+        self.inflight = None
+        if self.watch is not None:
+            self.watch.cancel()
+            self.watch = None
+
+    # -- events into the machine -------------------------------------------------------------------------
+
+    def _on_watch(self, entry: Entry, inc: int) -> None:
+        def handle(now: float) -> list[Effect]:
+            if entry.epoch > self.known_epoch:
+                self.known_epoch = entry.epoch
+            return self.machine.observe(now, entry.state)
 
         self._deliver(handle, inc)
 
@@ -263,34 +397,18 @@ class SimInstance:
             if isinstance(a, TraceStep):
                 self._log(a.step, rev=a.rev, epoch=a.epoch, op=a.op, kind=a.kind)
             elif isinstance(a, Timer):
-                self.timer_at = a.at
-                self._schedule_timer(self.incarnation)
+                self._set_timer(a.at)
             elif isinstance(a, Write):
                 self._write(a)
             elif isinstance(a, Probe):
                 self._probe(a)
             elif isinstance(a, StartServing):
-                self.served = (a.epoch, self.incarnation)
-                self.known_epoch = a.epoch  # as the SDK's driver: its own epoch is the newest it knows
-                self.sim.log.note(self.env.now, self.name, "start-serving", f"epoch={a.epoch}")
+                self._started(a.epoch)
             elif isinstance(a, StopServing):
-                self.sim.log.note(self.env.now, self.name, "stop-serving", a.reason)
+                self._stopped(a.reason)
             elif isinstance(a, Exit):
-                self.sim.log.note(self.env.now, self.name, "exit")
-                self._end()
+                self._exited()
                 return
-
-    def _schedule_timer(self, inc: int) -> None:
-        at = self.timer_at
-        if at is None:
-            return
-        due = max(self.env.now, (at - self.offset) / self.rate + 1e-9)
-        if self.timer_due is not None and self.timer_due <= due:
-            return  # an earlier timer event is pending; it re-arms itself
-        self.timer_due = due
-        self.timer_token += 1
-        token = self.timer_token
-        self.sim.later(due - self.env.now, lambda: self._timer_fired(token, inc))
 
     def _write(self, w: Write) -> None:
         sim = self.sim
@@ -359,59 +477,3 @@ class SimInstance:
             return self.machine.read_done(now, key, req)
 
         self._answer(req, inc, handle)
-
-    # -- client calls --------------------------------------------------------------------------------------
-
-    def call(self, reply: Reply) -> None:
-        """A client call reaches this instance: ``reply(outcome, epoch, fenced)`` with outcome "ok",
-        "not-active", "lease-lost" or "no-responders" (the process is gone), after the network delay back.
-
-        An admitted call runs its handler for a heavy-tailed while (:meth:`Simulation.handler_time`; a paused
-        process finishes it after it resumes). Its outcome goes out stamped with the epoch the SDK's rule gives
-        (:meth:`aegis.sdk.election.Election.reply_epoch`, as the SDK's ``Service`` asks it): the admission
-        epoch, and only while the machine still serves under it; otherwise the caller hears "lease-lost".
-        ``fenced`` is the checker's ghost, not the protocol's: whether the reply was produced inside its epoch's
-        tenure (the spec's ``Fenced``), so the client's side can check what it accepts."""
-        sim = self.sim
-        if not self.up:
-            sim.later(sim.delay(), lambda: reply("no-responders", 0, False))
-            return
-        inc = self.incarnation
-
-        def handle() -> None:
-            if not self.up or inc != self.incarnation:
-                sim.later(sim.delay(), lambda: reply("no-responders", 0, False))
-                return
-            if self.paused:
-                self.pending.append(handle)
-                return
-            m = self.machine
-            if m.serving(self.local()):
-                epoch = m.epoch
-                self._log(TA.SERVE, epoch=epoch)
-                sim.checker.after_event(self, self.env.now)
-                sim.later(sim.handler_time(), lambda: complete(epoch))
-            else:
-                known = max(m.epoch, self.known_epoch)
-                sim.later(sim.delay(), lambda: reply("not-active", known, False))
-
-        def complete(admitted: int) -> None:
-            if not self.up or inc != self.incarnation:
-                return  # the process died with the call: the caller's attempt times out
-            if self.paused:
-                self.pending.append(lambda: complete(admitted))
-                return
-            stamp = self.machine.reply_epoch(self.local(), admitted, self.known_epoch)
-            if stamp is None:
-                self.withheld += 1
-                sim.later(sim.delay(), lambda: reply("lease-lost", admitted, False))
-                return
-            fenced = sim.checker.reply_sent(self, admitted, stamp, self.env.now)
-            sim.later(sim.delay(), lambda: reply("ok", stamp, fenced))
-
-        handle()
-
-    # -- logging -------------------------------------------------------------------------------------------
-
-    def _log(self, action: TA, **fields: object) -> None:
-        self.sim.log.emit(self.env.now, self.name, action, self.local(), **fields)  # type: ignore[arg-type]

@@ -42,6 +42,8 @@ class Entry:
     """Epoch in the value: the acquiring write's own revision, or the renewing holder's epoch."""
     written_at: float = 0.0
     """Real (simulated) time the server stored it."""
+    value: object = None
+    """The stored record itself where the owner and epoch do not say it all (the quorum lease's ``Claim``)."""
 
 
 NO_ENTRY = Entry(ABSENT)

@@ -79,16 +79,13 @@ class Simulation:
         self.rng = random.Random(config.seed)
         self.env = simpy.Environment()
         self.log = EventLog(full=config.trace)
-        self.kv = SimKV(
-            self.env,
-            KVConfig(ttl_s=config.ttl_s),
-            scan_phase=self.rng.uniform(0, 0.25),
-        )
-        self.checker = Checker(stop_on_violation=config.stop_on_violation, tail=lambda: self.log.last(20))
+        self._make_store()
+        self.checker = self._make_checker()
         self.extra_delay = 0.0
         self._extra_until = 0.0
         drift = config.params.drift if config.drift_actual is None else config.drift_actual
-        self.instances: list[SimInstance] = []
+        self.instances: list[Any] = []
+        """The processes of the group (:class:`SimInstance` here; a subclass of the simulation may run others)."""
         for i in range(config.instances):
             rate = (
                 config.rates[i % len(config.rates)]
@@ -96,21 +93,10 @@ class Simulation:
                 else self.rng.uniform(1 - drift, 1 + drift)
             )
             offset = self.rng.uniform(100.0, 10000.0)
-            inst = SimInstance(
-                self, f"i{i + 1}", rate=rate, offset=offset, machine_factory=config.machine_factory
-            )
-            self.instances.append(inst)
+            self.instances.append(self._make_instance(f"i{i + 1}", rate, offset))
         self.by_name = {inst.name: inst for inst in self.instances}
         self.checker.instances = self.instances
-        self.clients = [
-            StickyClient(
-                self,
-                f"c{j + 1}",
-                interval_s=config.client_interval_s,
-                epoch_check=config.client_epoch_check,
-            )
-            for j in range(config.clients)
-        ]
+        self.clients = [self._make_client(f"c{j + 1}") for j in range(config.clients)]
         self.plan = (
             FaultPlan(config.faults)
             if config.faults is not None
@@ -119,6 +105,34 @@ class Simulation:
         self.samples = 0
         self.samples_serving = 0
         self.skipped_faults = 0
+
+    # -- the parts (a simulation of another election overrides these) ----------------------------------
+
+    def _make_store(self) -> None:
+        """The election's storage: here the one key of the election bucket (``self.kv``)."""
+        self.kv = SimKV(
+            self.env,
+            KVConfig(ttl_s=self.config.ttl_s),
+            scan_phase=self.rng.uniform(0, 0.25),
+        )
+
+    def _make_checker(self) -> Checker:
+        return Checker(stop_on_violation=self.config.stop_on_violation, tail=lambda: self.log.last(20))
+
+    def _make_instance(self, name: str, rate: float, offset: float) -> Any:
+        return SimInstance(self, name, rate=rate, offset=offset, machine_factory=self.config.machine_factory)
+
+    def _make_client(self, name: str) -> StickyClient:
+        cfg = self.config
+        return StickyClient(self, name, interval_s=cfg.client_interval_s, epoch_check=cfg.client_epoch_check)
+
+    def revisions(self) -> int:
+        """Revisions the election's storage handed out."""
+        return self.kv.seq
+
+    def store_writes(self) -> int:
+        """Writes the election's storage answered."""
+        return self.kv.writes
 
     # -- plumbing ------------------------------------------------------------------------------------------
 
@@ -241,6 +255,9 @@ class Simulation:
             self.env.run(until=cfg.duration_s)
         except ViolationFound:
             end = self.env.now
+        return self._result(end)
+
+    def _result(self, end: float) -> RunResult:
         return RunResult.collect(self, end)
 
 
@@ -267,6 +284,8 @@ class RunResult:
     """Instances serving (up, unpaused) when the run ended."""
     withheld: int = 0
     """Outcomes withheld ("lease-lost"): a handler outlived its instance's lease."""
+    election: str = "lease"
+    """Which election ran (``lease``: the single-bucket lease; :mod:`aegis.sim.quorum_run` runs ``quorum``)."""
 
     @classmethod
     def collect(cls, sim: Simulation, end: float) -> RunResult:
@@ -288,9 +307,9 @@ class RunResult:
             calls_ok=sum(1 for r in calls if r.ok),
             stale_dropped=sum(c.stale_dropped for c in sim.clients),
             availability=sim.samples_serving / sim.samples if sim.samples else 0.0,
-            epochs=sim.kv.seq,
+            epochs=sim.revisions(),
             faults=kinds,
-            kv_writes=sim.kv.writes,
+            kv_writes=sim.store_writes(),
             log=sim.log,
             params=TraceParams(
                 lease=cfg.params.lease_s,
@@ -319,6 +338,7 @@ class RunResult:
         median = percentile(gaps, 50)  # nearest rank: aegis.stats, the one definition
         return {
             "seed": self.seed,
+            "election": self.election,
             "mix": self.mix,
             "sim_s": round(self.sim_s, 6),
             "violations": [v.to_dict() for v in self.violations],
