@@ -31,7 +31,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from aegis.sdk.election import ElectionParams, Exit, StartServing, StopServing, Timer
-from aegis.sdk.quorum_election import Leadership, QEffect, QuorumElection, QWrite, Slot
+from aegis.sdk.quorum_election import Leadership, QEffect, QuorumElection, QWrite, Slot, majority_claim
 from aegis.sim.client import StickyClient
 from aegis.sim.instance import SimProcess, _InFlight
 from aegis.sim.kv import Entry, Watch
@@ -304,9 +304,10 @@ class QuorumClient(StickyClient):
 
     def _on_bucket(self, b: int, entry: Entry) -> None:
         self.lens.observe(self.env.now, b, Slot(entry.state.rev, entry.value))  # type: ignore[arg-type]
-        ballot, holder = self.lens.majority_ballot()
-        if holder is not None:
-            self._follow(holder, ballot)
+        # as the SDK's StickyClient: the newest ballot claimed in a majority; released by a majority: nobody
+        won = majority_claim([slot.claim for slot in self.lens.seen])
+        if won is not None:
+            self._follow(None if won.released else won.holder, 0 if won.released else won.ballot)
 
     def _send(self, target: str, token: int) -> None:
         if self.node is None:
