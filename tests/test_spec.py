@@ -231,6 +231,27 @@ def test_late_replies_are_checked_in_ci_with_the_fenced_reply_rule() -> None:
         assert f"ReplyRule = {rule}" in neg and "ClientCheck = TRUE" in neg
 
 
+def _constants(name: str) -> dict[str, str]:
+    text = next(c for c in load_configs() if c.name == name).path.read_text()
+    return dict(line.strip().split(" = ", 1) for line in text.splitlines() if line.startswith("    "))
+
+
+def test_the_cheap_controls_differ_from_a_passing_config_in_the_rule_they_break_only() -> None:
+    """Neg_WindowFromAck is MC_2inst_pause (less its crash) with the window counted from the ack, and the quick
+    suite's Neg_NoFencing is the full-only no_fencing mutant's edit on the same model: a violation there is the
+    rule's fault, not the constants'."""
+    base = _constants("MC_2inst_pause")
+    ack = _constants("Neg_WindowFromAck")
+    assert {k for k in base if base[k] != ack[k]} == {"MaxCrashes", "WindowRule"}
+    assert ack["WindowRule"] == '"ack"'
+    nofence = _constants("Neg_NoFencing")
+    assert {k for k in base if base[k] != nofence[k]} == {"MaxCrashes", "Fencing"}
+    assert nofence["Fencing"] == "FALSE"
+    mutant = next(m for m in MUTANTS if m.name == "no_fencing")
+    assert mutant.suite == "full" and mutant.base == "MC_2inst_pause" and "Fencing =>" in mutant.old
+    assert {c.name: c.suite for c in load_configs()}["Neg_NoFencing"] == "quick"
+
+
 def _result(status: str, violated: str | None = None) -> Any:
     code = {"pass": 0, "invariant": 12, "error": 150}[status]
     text = {

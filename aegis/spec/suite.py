@@ -130,7 +130,9 @@ MUTANTS: tuple[Mutant, ...] = (
         "              /\\ Fencing => lc[i] < deadline[i]\n",
         "              /\\ TRUE\n",
         "MC_2inst_pause",
-        "quick",
+        # full: in the quick suite the same edit is Neg_NoFencing (Fencing = FALSE, MC_2inst_pause without
+        # its crash) and Neg_Refines_NoFencing
+        "full",
     ),
     Mutant(
         "adopt_any_epoch",
