@@ -308,9 +308,10 @@ def _campaign_totals(data: list[dict[str, Any]], sources: list[str]) -> list[str
     return lines
 
 
-def _node_crash_elections(data: list[dict[str, Any]], sources: list[str]) -> list[str]:
-    """The same node kills under each election, side by side: the client-visible gap per target (the node leading
-    an election bucket, the node the active is connected to, a random node) against the 2 s budget."""
+def _campaign_aims(data: list[dict[str, Any]], sources: list[str]) -> list[str]:
+    """Per campaign (with its election), fault class and what each fault was aimed at (the node leading an
+    election bucket, the node the active is connected to, ...): the client-visible gap, and per class whether its
+    budget held. For comparing the same faults under the two elections."""
     names = " and ".join(f"`harness/campaigns/{d['campaign']['name']}.yaml`" for d in data)
     lines = [
         f"Reproduce: `aegis campaign <file> --out reports` for {names} (writes `reports/<name>.json`), then"
@@ -318,28 +319,82 @@ def _node_crash_elections(data: list[dict[str, Any]], sources: list[str]) -> lis
         "",
         "(n) = faults; below 20 samples the maximum is shown instead of a p99.",
         "",
-        "| campaign | election | node kills aimed at | gap p50 | gap p99 / max | failed sticky calls | split brain"
-        " | 2 s budget held |",
-        "|---|---|---|---|---|---|---|---|",
+        "| campaign | election | faults | aimed at | gap p50 | gap p99 / max | failed sticky calls | split brain"
+        " | budget held |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for d in data:
         election = d["campaign"].get("election", "lease")
-        kills = [f for f in d["faults"] if f["kind"] == "node-kill"]
-        groups: dict[str, list[dict[str, Any]]] = {}
-        for f in kills:
-            aim = f["details"].get("aimed_at") or "?"
-            aim = "a bucket's stream leader" if aim.startswith("stream-leader") else aim
-            groups.setdefault(aim, []).append(f)
-        for aim, rows in [*groups.items(), ("all", kills)]:
-            gaps = sorted(f["gap_s"] for f in rows if f["gap_s"] is not None)
-            n = len(gaps)
-            held = d["by_class"]["node-kill"]["budget_held"] if aim == "all" else ""
-            lines.append(
-                f"| {d['campaign']['name']} | {election} | {aim} | {p50(percentile(gaps, 50), n)}"
-                f" | {p99_and_max(percentile(gaps, 99), gaps[-1] if gaps else None, n)}"
-                f" | {sum(f['failed_calls'] for f in rows)} | {sum(f['split_brain'] for f in rows)}"
-                f" | {'yes' if held is True else 'no' if held is False else ''} |"
-            )
+        for kind, summary in d["by_class"].items():
+            rows = _kind_rows(d, kind)
+            groups: dict[str, list[dict[str, Any]]] = {}
+            for f in rows:
+                aim = f["details"].get("aimed_at") or "?"
+                groups.setdefault(
+                    "an election bucket's stream leader" if aim.startswith("stream-leader") else aim, []
+                ).append(f)
+            for aim, group in [*groups.items(), ("all", rows)]:
+                gaps = sorted(f["gap_s"] for f in group if f["gap_s"] is not None)
+                n = len(gaps)
+                budget = summary["budget"]
+                held = (
+                    f"{'yes' if summary['budget_held'] else '**no**'} ({budget['gap_max_s']:g} s)"
+                    if aim == "all"
+                    else ""
+                )
+                lines.append(
+                    f"| {d['campaign']['name']} | {election} | {kind} | {aim} | {p50(percentile(gaps, 50), n)}"
+                    f" | {p99_and_max(percentile(gaps, 99), gaps[-1] if gaps else None, n)}"
+                    f" | {sum(f['failed_calls'] for f in group)} | {sum(f['split_brain'] for f in group)} | {held} |"
+                )
+    return lines
+
+
+def _sim_quorum(data: list[dict[str, Any]], sources: list[str]) -> list[str]:
+    """The simulator's prediction for the quorum lease: the gap after a NATS node crash (spread and colocated
+    stream leaders), as a client sees it, and per fault kind; with the runs and violations it rests on."""
+    (d,) = data
+    col = d["colocated"]
+
+    def dist(g: dict[str, Any]) -> tuple[str, str]:
+        return p50(g["p50_s"], g["n"]), p99_and_max(g["p99_s"], g["max_s"], g["n"])
+
+    lines = [
+        f"Reproduce: `aegis sim --election quorum --runs {d['runs']} --colocated-runs {d['colocated_runs']} --json"
+        f" --out reports` (writes `{sources[0]}`), then `make reports`.",
+        "",
+        f"{d['runs']} runs of {d['duration_s']:.0f} s over the mixes {', '.join(d['mixes'])} with the leaders spread,"
+        f" {d['colocated_runs']} node-crash runs with two buckets' leaders on one node; violations (overlap, served"
+        f" ballots not increasing, a bucket's floor going down, a stale epoch accepted): {d['violations']} spread,"
+        f" {col['violations']} colocated. Gap: {d['gap_measure']}. (n) = faults.",
+        "",
+        "| fault | gap p50 | gap p99 / max | client gap p50 | client gap p99 / max |",
+        "|---|---|---|---|---|",
+    ]
+    spread = {
+        "p50_s": d["node_crash_gap_p50_s"],
+        "p99_s": d["node_crash_gap_p99_s"],
+        "max_s": d["node_crash_gap_max_s"],
+        "n": d["node_crash_gap_samples"],
+    }
+    client = {
+        "p50_s": d["node_crash_client_gap_p50_s"],
+        "p99_s": d["node_crash_client_gap_p99_s"],
+        "max_s": d["node_crash_client_gap_max_s"],
+        "n": d["node_crash_client_gap_samples"],
+    }
+    rows = [
+        ("NATS node crash, leaders spread", spread, client),
+        ("NATS node crash, two leaders on one node", col["node_crash_gap"], col["node_crash_client_gap"]),
+        *((kind, g["gap"], g["client_gap"]) for kind, g in d["gaps_by_fault"].items() if kind != "node"),
+    ]
+    for name, gap, cgap in rows:
+        lines.append(f"| {name} | {' | '.join(dist(gap))} | {' | '.join(dist(cgap))} |")
+    lines += [
+        "",
+        f"With two leaders on one node, {col['over_budget']} of {col['node_crash_gap']['n']} node crashes left the"
+        f" group without an active for longer than the {d['gap_budget_s']:g} s budget.",
+    ]
     return lines
 
 
@@ -632,7 +687,8 @@ RENDERERS: dict[str, Renderer] = {
     "sim-sweep": _sweep,
     "failover": _failover,
     "campaign-classes": _campaign_classes,
-    "node-crash-elections": _node_crash_elections,
+    "campaign-aims": _campaign_aims,
+    "sim-quorum": _sim_quorum,
     "campaign-totals": _campaign_totals,
     "bench": _bench,
     "bench-goals": _bench_goals,
