@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -38,8 +38,10 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     ValidationError,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -206,6 +208,15 @@ class Campaign(_Strict):
             if kind not in kinds:
                 raise ValueError(f"budgets.{kind}: no fault of this class in the campaign")
         return self
+
+    @model_serializer(mode="wrap")
+    def _lease_is_not_written(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """``election`` is written only when it is not the default: reports recorded before the quorum lease
+        existed stay what the model dumps."""
+        out: dict[str, Any] = handler(self)
+        if out.get("election") == "lease":
+            del out["election"]
+        return out
 
     @model_validator(mode="after")
     def _trace_needs_the_lease(self) -> Campaign:
