@@ -153,14 +153,21 @@ def test_an_own_late_renewal_is_adopted_not_lost():
     assert m.held[0] == 50 and m.role == "active"
 
 
-def test_the_active_reclaims_a_released_bucket_with_its_own_ballot_and_the_higher_floor():
+def test_the_active_reclaims_a_free_bucket_only_where_no_newer_ballot_was_claimed():
+    m = machine()
+    win(m)  # ballot 1
+    m.observe(0.1, 0, Slot(60, Claim("a", 1, 1, released=True)))  # its own claim there, released (a late write)
+    m.held[0] = 0
+    r = {w.bucket: w for w in writes(m.tick(P.renew_s))}
+    assert r[0].op == "claim" and r[0].expected == 60 and r[0].claim == Claim("a", 1, 1)
+    # a newer ballot was claimed there and released: taking it back with ballot 1 could let ballot 1 serve again
+    # after ballot 5 served (TLC's counterexample to the first version of rule 5)
     m = machine()
     win(m)
-    m.observe(0.1, 0, Slot(60, Claim("c", 5, 5, released=True)))  # a candidate's partial claim, handed back
-    m.held[0] = 0  # (its renewal there was refused)
+    m.observe(0.1, 0, Slot(60, Claim("c", 5, 5, released=True)))
+    m.held[0] = 0
     r = {w.bucket: w for w in writes(m.tick(P.renew_s))}
-    assert r[0].op == "claim" and r[0].expected == 60
-    assert r[0].claim == Claim("a", 1, 5)
+    assert 0 not in r and {1, 2} <= set(r)
 
 
 def test_graceful_stop_releases_every_bucket_then_exits():

@@ -20,7 +20,8 @@ The rules (numbered as in ``docs/quorum-lease.md``; the spec is ``aegis/spec/tla
 3. Acknowledged in a majority: active, epoch = ballot.
 4. A candidate that can no longer reach a majority releases what it holds and backs off a random time in
    ``[0, renew_s)``.
-5. The active renews every ``renew_s`` on each bucket it holds and claims each bucket that is free in its view.
+5. The active renews every ``renew_s`` on each bucket it holds and claims each bucket that is free in its view and
+   whose floor is not above its own ballot.
 6. A refused compare-and-set loses that bucket; below a majority the active stops at once. Its serving deadline is
    the *second newest* acknowledged send over the buckets it holds + the window: it holds a majority exactly while
    two claims are unexpired.
@@ -298,6 +299,10 @@ class QuorumElection:
         self.requests[b] = None
         return request
 
+    def _floor(self, b: int) -> int:
+        claim = self.seen[b].claim
+        return claim.floor if claim is not None else 0
+
     def _max_floor(self) -> int:
         return max((s.claim.floor for s in self.seen if s.claim is not None), default=0)
 
@@ -414,7 +419,9 @@ class QuorumElection:
                         continue
                     if self.held[b]:
                         out.append(self._send(now, b, "renew", self.held[b]))
-                    elif self.free(now, b):
+                    elif self.free(now, b) and self._floor(b) <= self.ballot:
+                        # (a higher floor: a newer ballot was claimed there; taking the bucket back with our
+                        # older ballot could serve it again after the newer one served: TLC found it)
                         out.append(self._send(now, b, "claim", self.seen[b].rev))
             elif self.role == "standby" and now >= self.backoff_until:
                 out.extend(self._campaign(now))
