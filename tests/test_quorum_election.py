@@ -156,7 +156,9 @@ def test_an_own_late_renewal_is_adopted_not_lost():
 def test_the_active_reclaims_a_free_bucket_only_where_no_newer_ballot_was_claimed():
     m = machine()
     win(m)  # ballot 1
-    m.observe(0.1, 0, Slot(60, Claim("a", 1, 1, released=True)))  # its own claim there, released (a late write)
+    m.observe(
+        0.1, 0, Slot(60, Claim("a", 1, 1, released=True))
+    )  # its own claim there, released (a late write)
     m.held[0] = 0
     r = {w.bucket: w for w in writes(m.tick(P.renew_s))}
     assert r[0].op == "claim" and r[0].expected == 60 and r[0].claim == Claim("a", 1, 1)
