@@ -110,7 +110,9 @@ def parse_output(output: str, returncode: int, seconds: float) -> TlcResult:
     elif (
         status == "pass"
         and "Model checking completed. No error has been found." not in output
-        and not re.search(r"^Simulation using seed", output, re.M)  # -simulate: ran its traces, found nothing
+        and not re.search(
+            r"^Progress: [\d,]+ states checked\.", output, re.M
+        )  # -simulate: its traces found nothing
     ):
         status = "error"
     if status == "error":
@@ -118,8 +120,13 @@ def parse_output(output: str, returncode: int, seconds: float) -> TlcResult:
         message = "; ".join(errors) if errors else output.strip()[-400:]
     counts = re.findall(r"([\d,]+) states generated, ([\d,]+) distinct states found", output)
     generated, distinct = (_count(counts[-1][0]), _count(counts[-1][1])) if counts else (0, 0)
-    if not counts and (sim := re.findall(r"The number of states generated: ([\d,]+)", output)):
-        generated = _count(sim[-1])  # a simulation counts the states of its traces, not distinct ones
+    sim = re.findall(
+        r"The number of states generated: ([\d,]+)|^Progress: ([\d,]+) states checked\.", output, re.M
+    )
+    if not counts and sim:
+        generated = _count(
+            sim[-1][0] or sim[-1][1]
+        )  # a simulation counts the states of its traces, none distinct
     depth_m = re.findall(r"The depth of the complete state graph search is (\d+)", output)
     return TlcResult(
         status=status,
