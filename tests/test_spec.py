@@ -45,6 +45,12 @@ NEGATIVE_CONTROLS = {
     # the refinement of SingleActive.tla: TLC reports Abstract!Spec's violation as a temporal one
     "Neg_Refines_NoFencing": "Refines",
     "Neg_Refines_ReplyCurrentEpoch": "Refines",
+    # QuorumLease.tla (issue 18), written before the protocol's machine
+    "NegQ_DeadlineFromLatest": "NoOverlap",
+    "NegQ_MarkerBallot": "ServingHoldsNewestBallot",
+    "NegQ_ResetCountedAtOnce": "NoOverlap",
+    "NegQ_OneBucketSuffices": "NoOverlap",
+    "NegQ_TwoLeadersOnOneNode": "KeepsServingWithMajority",
 }
 QUICK_NEGATIVE_CONTROLS = sorted(
     c.name for c in load_configs() if c.expect is not None and c.suite == "quick"
@@ -209,6 +215,28 @@ def test_every_full_positive_config_checks_the_refinement_of_the_abstract_spec()
     ]
     quick_refines = {c.name for c in configs if c.suite == "quick" and c.expect == "Refines"}
     assert quick_refines == {"Neg_Refines_NoFencing", "Neg_Refines_ReplyCurrentEpoch"}
+
+
+def test_quorum_lease_configs_name_their_module_and_check_the_refinement() -> None:
+    """QuorumLease.tla's configs say `module: QuorumLease`; its positive ones all check Refines (the quick one
+    too: it is small), and each issue-18 control is there, pinned above."""
+    configs = [c for c in load_configs() if c.name.startswith(("MC_Quorum", "NegQ_"))]
+    assert all(c.module == "QuorumLease.tla" for c in configs)
+    assert all(
+        c.module == SPEC_MODULE for c in load_configs() if not c.name.startswith(("MC_Quorum", "NegQ_"))
+    )
+    positives = [c for c in configs if c.expect is None]
+    assert {c.name for c in positives} >= {"MC_Quorum", "MC_Quorum_faults_sim", "MC_Quorum_reset"}
+    assert all("Refines" in c.properties for c in positives), [c.name for c in positives]
+    assert [c.name for c in positives if c.suite == "quick"] == ["MC_Quorum"]
+    assert {c.name for c in configs if c.expect is not None} == {
+        n for n in NEGATIVE_CONTROLS if n.startswith("NegQ_")
+    }
+    assert (
+        "SharedLeaders" in next(c for c in configs if c.name == "NegQ_TwoLeadersOnOneNode").path.read_text()
+    )
+    sim = next(c for c in configs if c.name == "MC_Quorum_faults_sim")
+    assert sim.simulate[:1] == ("-simulate",) and "-depth" in sim.simulate
 
 
 def test_liveness_and_failover_bound_are_checked_in_ci() -> None:

@@ -44,8 +44,9 @@ from aegis.spec.tlc import TlcResult, run_tlc
 
 SPEC_DIR = Path(__file__).resolve().parent / "tla"
 SPEC_MODULE = "Lease.tla"
+"""The module a configuration checks unless it names another (``\\* module: QuorumLease``)."""
 SPEC_IMPORTS = ("SingleActive.tla",)
-"""Modules ``Lease.tla`` instantiates: a copy of the spec in another folder needs them beside it."""
+"""Modules the specs instantiate: a copy of a spec in another folder needs them beside it."""
 
 
 def copy_spec(folder: Path, lease_text: str | None = None) -> Path:
@@ -83,6 +84,25 @@ class ModelConfig:
     def properties(self) -> list[str]:
         """The names on the config's PROPERTY lines."""
         return _names(self.path.read_text(), "PROPERTY")
+
+    @property
+    def module(self) -> str:
+        """``\\* module: NAME``: the spec module the config checks (``NAME.tla``); default ``Lease.tla``."""
+        m = re.search(r"^\\\*\s*module:\s*(\w+)", self.path.read_text(), re.M)
+        return f"{m.group(1)}.tla" if m else SPEC_MODULE
+
+    @property
+    def simulate(self) -> tuple[str, ...]:
+        """``\\* mode: simulate depth=D num=N [seed=S]``: TLC's arguments for a random simulation of N behaviours
+        of at most D steps instead of exhaustive model checking (no distinct-state count: the states generated)."""
+        m = re.search(r"^\\\*\s*mode:\s*simulate\b(.*)$", self.path.read_text(), re.M)
+        if not m:
+            return ()
+        opts = dict(re.findall(r"(\w+)=(\d+)", m.group(1)))
+        args = ["-simulate", f"num={opts.get('num', '1000')}", "-depth", opts.get("depth", "100")]
+        if "seed" in opts:
+            args += ["-seed", opts["seed"]]
+        return tuple(args)
 
     @property
     def crosscheck(self) -> int | None:
@@ -228,7 +248,7 @@ def name_temporal(config: ModelConfig, result: TlcResult) -> TlcResult:
     temporal property (its PROPERTY list less the action properties ``[][...]_vars`` of the spec)."""
     if result.status != "temporal" or result.violated is not None:
         return result
-    temporal = [p for p in config.properties if p not in _action_properties()]
+    temporal = [p for p in config.properties if p not in _action_properties(SPEC_DIR / config.module)]
     return replace(result, violated=temporal[0]) if len(temporal) == 1 else result
 
 
@@ -258,7 +278,7 @@ def _row(config: ModelConfig, result: TlcResult, reason: str | None) -> dict[str
 def _unbounded_cfg(config: ModelConfig, ticks: int, module: str) -> str:
     """``config`` without its VIEW, under ``Spec`` (no fairness: a bounded run cannot judge liveness),
     without its temporal properties, and with ``CONSTRAINT XBound`` (``now <= ticks``, in ``module``)."""
-    actions = _action_properties()
+    actions = _action_properties(SPEC_DIR / config.module)
     out = []
     for line in config.path.read_text().splitlines():
         words = line.split()
@@ -284,8 +304,10 @@ def run_unbounded_view_off(config: ModelConfig, *, workers: int = 1) -> TlcResul
     with tempfile.TemporaryDirectory(prefix="aegis-xc-") as tmp:
         folder = Path(tmp)
         copy_spec(folder)
+        if config.module != SPEC_MODULE:
+            shutil.copy(SPEC_DIR / config.module, folder / config.module)
         (folder / f"{module}.tla").write_text(
-            f"---- MODULE {module} ----\nEXTENDS Lease\nXBound == now <= {ticks}\n====\n"
+            f"---- MODULE {module} ----\nEXTENDS {config.module[:-4]}\nXBound == now <= {ticks}\n====\n"
         )
         cfg = folder / f"{module}.cfg"
         cfg.write_text(_unbounded_cfg(config, ticks, module))
@@ -303,6 +325,11 @@ def run_mutant(mutant: Mutant, base: ModelConfig, *, workers: int = 1) -> TlcRes
         cfg = folder / f"{base.name}.cfg"
         cfg.write_text(base.path.read_text())
         return run_tlc(spec, cfg, workers=workers)
+
+
+def _run_config(config: ModelConfig, workers: int) -> TlcResult:
+    """TLC on ``config`` against its module (exhaustive, or a simulation when the config asks for one)."""
+    return run_tlc(SPEC_DIR / config.module, config.path, workers=workers, extra_args=config.simulate)
 
 
 def _verdict(result: TlcResult) -> str:
@@ -351,7 +378,6 @@ def run_suite(
     # run starts at once and two parallel runs finish close together. The bounded runs without the view
     # and the mutants come between the positive configs and the negative controls.
     chosen.sort(key=lambda c: (c.expect is not None, not c.fair, c.name))
-    spec = SPEC_DIR / SPEC_MODULE
     rows: dict[str, dict[str, Any]] = {}
     xc_rows: dict[str, dict[str, Any]] = {}
     mut_rows: dict[str, dict[str, Any]] = {}
@@ -371,13 +397,13 @@ def run_suite(
         positives = [c for c in chosen if c.expect is None]
         negatives = [c for c in chosen if c.expect is not None]
         for c in positives:
-            futures[pool.submit(run_tlc, spec, c.path, workers=workers)] = ("config", c)
+            futures[pool.submit(_run_config, c, workers)] = ("config", c)
         for c in xc:
             futures[pool.submit(run_unbounded_view_off, c, workers=workers)] = ("xc", c)
         for m in muts:
             futures[pool.submit(run_mutant, m, by_name[m.base], workers=workers)] = ("mutant", m)
         for c in negatives:
-            futures[pool.submit(run_tlc, spec, c.path, workers=workers)] = ("config", c)
+            futures[pool.submit(_run_config, c, workers)] = ("config", c)
         for future in as_completed(futures):
             kind, item = futures[future]
             result = future.result()

@@ -107,13 +107,26 @@ def parse_output(output: str, returncode: int, seconds: float) -> TlcResult:
         status = "temporal"
     elif re.search(r"^Error: Deadlock reached", output, re.M):
         status = "deadlock"
-    elif status == "pass" and "Model checking completed. No error has been found." not in output:
+    elif (
+        status == "pass"
+        and "Model checking completed. No error has been found." not in output
+        and not re.search(
+            r"^Progress: [\d,]+ states checked\.", output, re.M
+        )  # -simulate: its traces found nothing
+    ):
         status = "error"
     if status == "error":
         errors = re.findall(r"^Error: (.*)$", output, re.M)
         message = "; ".join(errors) if errors else output.strip()[-400:]
     counts = re.findall(r"([\d,]+) states generated, ([\d,]+) distinct states found", output)
     generated, distinct = (_count(counts[-1][0]), _count(counts[-1][1])) if counts else (0, 0)
+    sim = re.findall(
+        r"The number of states generated: ([\d,]+)|^Progress: ([\d,]+) states checked\.", output, re.M
+    )
+    if not counts and sim:
+        generated = _count(
+            sim[-1][0] or sim[-1][1]
+        )  # a simulation counts the states of its traces, none distinct
     depth_m = re.findall(r"The depth of the complete state graph search is (\d+)", output)
     return TlcResult(
         status=status,

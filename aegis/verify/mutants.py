@@ -433,7 +433,7 @@ def sim_layer(root: Path, runs: int, timeout_s: float = 1800) -> dict[str, Any]:
 
 def tlc_layer(control: str) -> dict[str, Any]:
     """The spec's negative control ``control``: caught when TLC finds the violation the control expects."""
-    from aegis.spec.suite import SPEC_DIR, SPEC_MODULE, judge, load_configs, name_temporal
+    from aegis.spec.suite import SPEC_DIR, judge, load_configs, name_temporal
     from aegis.spec.tlc import TlcUnavailable, run_tlc
 
     config = {c.name: c for c in load_configs()}.get(control)
@@ -441,7 +441,9 @@ def tlc_layer(control: str) -> dict[str, Any]:
         raise MutantRot(f"{control} is not a negative control in aegis/spec/tla")
     start = time.monotonic()
     try:
-        result = name_temporal(config, run_tlc(SPEC_DIR / SPEC_MODULE, config.path))
+        result = name_temporal(
+            config, run_tlc(SPEC_DIR / config.module, config.path, extra_args=config.simulate)
+        )
     except TlcUnavailable as exc:
         return {"caught": None, "seconds": 0.0, "detail": f"TLC unavailable: {exc}"}
     reason = judge(config, result)
