@@ -103,6 +103,8 @@ async def test_kill_then_restart_keeps_data(cluster: LocalCluster) -> None:
     try:
         js = nc.jetstream()
         await js.add_stream(name="KILLT", subjects=["killt.>"], num_replicas=3)
+        # a new R3 stream takes publishes once it has elected its leader (before that: no responders)
+        wait_until(lambda: cluster.stream_leader("KILLT") is not None, 10, "KILLT's leader")
         for i in range(5):
             await js.publish("killt.a", str(i).encode())
         # a node that leads neither the meta group nor the stream: no election in this test

@@ -104,6 +104,7 @@ _TRANSIENT = (NoRespondersError, TimeoutError, NatsTimeoutError, JsServiceUnavai
 _TRANSIENT_CODES = frozenset({10005})
 """JetStream API error codes that pass by themselves: 10005, no suitable peers for placement, which a cluster
 answers for several seconds after a node came back while its meta state still lists it offline."""
+STREAM_NOT_FOUND = 10059
 
 
 async def retry_transient(op: Callable[[], Awaitable[T]], what: str, budget: float = 10.0) -> T:
@@ -166,10 +167,16 @@ async def ensure_stream(pool: ConnectionPool, config: api.StreamConfig) -> api.S
 async def _wait_stream_leader(
     pool: ConnectionPool, info: api.StreamInfo, budget: float = 10.0
 ) -> api.StreamInfo:
-    """Wait until a replicated stream has elected its leader: before that, publishes get no answer."""
+    """Wait until a replicated stream has elected its leader: before that, publishes get no answer. Right after
+    the create, a server that has not applied the assignment yet answers "stream not found" (10059): that too
+    is waited out, within ``budget``."""
     deadline = time.monotonic() + budget
     name = info.config.name
     while info.cluster is not None and not info.cluster.leader and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
-        info = await retry_transient(lambda: pool.js.stream_info(name), f"stream info {name}")
+        try:
+            info = await retry_transient(lambda: pool.js.stream_info(name), f"stream info {name}")
+        except APIError as exc:
+            if exc.err_code != STREAM_NOT_FOUND or time.monotonic() >= deadline:
+                raise
     return info
