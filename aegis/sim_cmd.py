@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -145,13 +146,7 @@ def sim_command(
         control=control,
         predicted_runs=predicted_runs,
     )
-    with _progress_bar() as bar:
-        task = bar.add_task("", total=1)
-
-        def progress(done: int, total: int, what: str) -> None:
-            bar.update(task, completed=done, total=total, description=what)
-
-        report = run_campaign(cfg, progress=progress)
+    report = _with_progress(run_campaign, cfg)
     target = out if out is not None else (None if as_json else Path("reports"))
     if target is not None:
         predicted = control is None and params == defaults and ttl == 10.0
@@ -165,6 +160,17 @@ def sim_command(
     else:
         _print_table(summary)
     raise typer.Exit(1 if report["violations"] else 0)
+
+
+def _with_progress(run: Callable[..., dict[str, Any]], cfg: Any) -> dict[str, Any]:
+    """``run(cfg, progress=...)`` with a progress bar on stderr (both campaigns report ``(done, total, what)``)."""
+    with _progress_bar() as bar:
+        task = bar.add_task("", total=1)
+
+        def progress(done: int, total: int, what: str) -> None:
+            bar.update(task, completed=done, total=total, description=what)
+
+        return run(cfg, progress=progress)
 
 
 def _progress_bar() -> Any:
@@ -241,13 +247,7 @@ def _quorum(
         colocated_runs=colocated_runs,
         base=base,
     )
-    with _progress_bar() as bar:
-        task = bar.add_task("", total=1)
-
-        def progress(done: int, total: int, what: str) -> None:
-            bar.update(task, completed=done, total=total, description=what)
-
-        report = run_quorum_campaign(cfg, progress=progress)
+    report = _with_progress(run_quorum_campaign, cfg)
     target = out if out is not None else (None if as_json else Path("reports"))
     if target is not None:
         target.mkdir(parents=True, exist_ok=True)

@@ -232,10 +232,8 @@ class SingleActiveService(Service):
         """Join the group as a standby and start the election (may become active within milliseconds)."""
         if self._driver is not None or self._quorum is not None:
             return
-        if self.election_kind == "quorum":
-            await self._start_quorum(pool, register)
-            return
-        await ensure_election_bucket(pool)
+        if self.election_kind == "lease":
+            await ensure_election_bucket(pool)  # (the quorum driver makes its own three)
         if self.leadership is None or self.leadership.pool is not pool:
             self.leadership = LeadershipLog(pool)
         await self.leadership.open()
@@ -243,9 +241,13 @@ class SingleActiveService(Service):
         await super().start(pool, register=register)
         if self.heartbeat is not None:
             self.heartbeat.update(status=InstanceStatus.STANDBY, role="standby")
+        self.election = self._new_election()
+        if self.election_kind == "quorum":
+            self._quorum = QuorumDriver(self)
+            await self._quorum.start(pool)
+            return
         self._exited.clear()
         self._events = asyncio.Queue()
-        self.election = self.election_class(self.params)
         first = await self._read_key(pool)
         self._driver = asyncio.create_task(self._drive(), name=f"election {self.key}")
         self._watch = await self._watch_key(pool)
@@ -274,17 +276,6 @@ class SingleActiveService(Service):
             if self.leadership is not None:  # the election is over: give its last record a bounded chance
                 await self.leadership.flush()
         await super().stop(grace_s)
-
-    async def _start_quorum(self, pool: ConnectionPool, register: bool) -> None:
-        if self.leadership is None or self.leadership.pool is not pool:
-            self.leadership = LeadershipLog(pool)
-        await self.leadership.open()
-        await super().start(pool, register=register)
-        if self.heartbeat is not None:
-            self.heartbeat.update(status=InstanceStatus.STANDBY, role="standby")
-        self.election = self._new_election()
-        self._quorum = QuorumDriver(self)
-        await self._quorum.start(pool)
 
     # -- driver ------------------------------------------------------------------------------------------
 

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from aegis.sdk.quorum_election import Claim, QuorumElection
+from aegis.sim.campaign import _dist, _r
 from aegis.sim.checks import Checker
 from aegis.sim.faults import MIXES, Fault, FaultMix
 from aegis.sim.kv import Entry
@@ -349,19 +350,6 @@ class QuorumRunResult(RunResult):
 def run_quorum(config: QuorumRunConfig) -> QuorumRunResult:
     """Run one simulation of the quorum lease."""
     return QuorumSimulation(config).run()
-
-
-def _r(x: float | None, nd: int = 4) -> float | None:
-    return None if x is None else round(x, nd)
-
-
-def _dist(values: list[float]) -> dict[str, Any]:
-    return {
-        "n": len(values),
-        "p50_s": _r(percentile(values, 50)),
-        "p99_s": _r(percentile(values, 99)),
-        "max_s": _r(max(values) if values else None),
-    }
 
 
 Progress = Callable[[int, int, str], None]
