@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import re
+import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -398,6 +399,37 @@ def _sim_quorum(data: list[dict[str, Any]], sources: list[str]) -> list[str]:
     return lines
 
 
+def _partition_heal(data: list[dict[str, Any]], sources: list[str]) -> list[str]:
+    """``harness/experiments/partition_watch.py``: a node's routes cut for 5 s and healed, with the quorum buckets
+    as shipped (R3) and as three R1 buckets pinned one to a node; the client's longest gap and the buckets that lost
+    their stream leader after the heal."""
+    (d,) = data
+    lines = [
+        f"Reproduce: `{d['command']}` (writes `{sources[0]}`; needs root for nftables), then `make reports`.",
+        "",
+        "The active's node cut from the other two for 5 s; a sticky client on that node (`same`) or on another one"
+        " (`other`); (n) = runs. Leaderless after the heal: a bucket whose stream had no leader (as a third node"
+        " sees it) at some point after the heal, and the longest such stretch.",
+        "",
+        "| buckets | client on | client gap p50 | client gap max | runs with a bucket leaderless after the heal |"
+        " most buckets leaderless in one run | longest leaderless |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    groups: dict[tuple[int, str], list[dict[str, Any]]] = {}
+    for run in d["runs"]:
+        groups.setdefault((run["replicas"], run["client"]), []).append(run)
+    for (replicas, client), runs in groups.items():
+        gaps = sorted(r["client_gap_s"] for r in runs)
+        stalls = [[v for v in r["leaderless_after_heal_s"].values() if v > 0] for r in runs]
+        kind = "R3, leaders spread" if replicas == 3 else "R1, one per node"
+        lines.append(
+            f"| {kind} | {client} | {p50(statistics.median(gaps), len(gaps))} | {p99_or_max(None, gaps[-1], len(gaps))} |"
+            f" {sum(bool(s) for s in stalls)} of {len(runs)} | {max(map(len, stalls))} |"
+            f" {ms(max((max(s) for s in stalls if s), default=None))} |"
+        )
+    return lines
+
+
 def _trace_cell(d: dict[str, Any]) -> str:
     """What TLC checked of the campaign's trace: the result and the faults covered (older reports: the flag)."""
     t = d.get("trace") or {}
@@ -698,6 +730,7 @@ RENDERERS: dict[str, Renderer] = {
     "deploy-test": _deploy_test,
     "soak": _soak,
     "election-scale": _election_scale,
+    "partition-heal": _partition_heal,
 }
 
 

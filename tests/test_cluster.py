@@ -18,7 +18,7 @@ import nats
 import pytest
 from waiting import wait_until
 
-from aegis.harness.cluster.local import ClusterError, LocalCluster, find_nats_server
+from aegis.harness.cluster.local import ClusterError, LocalCluster, find_nats_server, node_tag
 from aegis.harness.cluster.ports import free_port, free_ports
 
 REPO = Path(__file__).resolve().parents[1]
@@ -95,6 +95,36 @@ async def test_three_nodes_form_a_jetstream_cluster(cluster: LocalCluster) -> No
         await js.delete_stream("FORM")
     finally:
         await nc.close()
+
+
+async def test_node_tags_pin_a_one_replica_stream_to_each_node(cluster: LocalCluster) -> None:
+    """``node_tags=True``: each node carries :func:`node_tag` of its name, so a stream placed by that tag lands on
+    that node; the shared cluster (no tags) refuses the same placement."""
+    from nats.js import api
+    from nats.js.errors import APIError
+
+    nc = await _connect(cluster.urls)
+    try:
+        with pytest.raises(APIError):
+            await nc.jetstream().add_stream(
+                name="PINNED_NONE", subjects=["pinned.none"], placement=api.Placement(tags=[node_tag("n2")])
+            )
+    finally:
+        await nc.close()
+    with LocalCluster(3, node_tags=True) as tagged:
+        nc = await _connect(tagged.urls)
+        try:
+            js = nc.jetstream()
+            for node in reversed(tagged.nodes):  # not the order the server would pick by itself
+                info = await js.add_stream(
+                    name=f"PINNED_{node.name}",
+                    subjects=[f"pinned.{node.name}"],
+                    num_replicas=1,
+                    placement=api.Placement(tags=[node_tag(node.name)]),
+                )
+                assert info.cluster is not None and info.cluster.leader == node.name
+        finally:
+            await nc.close()
 
 
 async def test_kill_then_restart_keeps_data(cluster: LocalCluster) -> None:

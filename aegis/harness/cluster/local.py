@@ -77,6 +77,7 @@ __all__ = [
     "close_all_clusters",
     "find_nats_server",
     "install_signal_cleanup",
+    "node_tag",
     "placement_problem",
 ]
 
@@ -95,6 +96,11 @@ class ClusterError(RuntimeError):
 # --------------------------------------------------------------------------------------------------
 # Binary lookup
 # --------------------------------------------------------------------------------------------------
+
+
+def node_tag(name: str) -> str:
+    """The server tag a :class:`LocalCluster` made with ``node_tags=True`` gives node ``name``."""
+    return f"node:{name}"
 
 
 def find_nats_server(binary: str | os.PathLike[str] | None = None) -> str:
@@ -331,6 +337,7 @@ class LocalCluster:
         jetstream_extra: str = "",
         node_gids: bool | Sequence[int] = False,
         secure: bool | SecurityConfig = False,
+        node_tags: bool = False,
     ) -> None:
         """Prepare (not start) a cluster.
 
@@ -356,6 +363,8 @@ class LocalCluster:
             secure: TLS, accounts and least-privilege users (see :mod:`aegis.harness.cluster.security`): True
                 for the fixed roles only (``admin``, ``management``, ``sys``), a :class:`SecurityConfig` to add
                 service and client users. The certificates and passwords go to ``<base_dir>/secrets``.
+            node_tags: give each node the server tag :func:`node_tag` of its name, so that a stream can be
+                pinned to one node (``placement: {tags: [node_tag("n2")]}``).
         """
         if size < 1:
             raise ValueError("size must be >= 1")
@@ -375,6 +384,7 @@ class LocalCluster:
         self.startup_timeout_s = float(startup_timeout_s)
         self.extra_config = extra_config
         self.jetstream_extra = jetstream_extra
+        self.node_tags = node_tags
         self._lock = threading.RLock()
         self._owns_dir = base_dir is None
         self._base_dir: Path | None = None if base_dir is None else Path(base_dir).resolve()
@@ -905,6 +915,8 @@ class LocalCluster:
             ]
         if self.security is not None:
             lines.append(self.security.client_config())
+        if self.node_tags:
+            lines.append(f"server_tags: [{q(node_tag(n.name))}]")
         if self.extra_config:
             lines.append(self.extra_config)
         return "\n".join(lines) + "\n"
