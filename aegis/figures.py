@@ -407,8 +407,8 @@ def _partition_heal(data: list[dict[str, Any]], sources: list[str]) -> list[str]
     lines = [
         f"Reproduce: `{d['command']}` (writes `{sources[0]}`; needs root for nftables), then `make reports`.",
         "",
-        "The active's node cut from the other two for 5 s; a sticky client on that node (`same`) or on another one"
-        " (`other`); (n) = runs. Leaderless after the heal: a bucket whose stream had no leader (as a third node"
+        "The active's node cut from the other two for 5 s; a sticky client on that node (`same`), on another one"
+        " (`other`), or with one connection on each (`both`); (n) = runs. Leaderless after the heal: a bucket whose stream had no leader (as a third node"
         " sees it) at some point after the heal, and the longest such stretch.",
         "",
         "| buckets | client on | client gap p50 | client gap max | runs with a bucket leaderless after the heal |"

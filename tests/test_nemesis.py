@@ -24,6 +24,12 @@ from aegis.harness.cluster.processes import spawn
 from aegis.harness.faults.fault import FAULT_KINDS, Fault
 from aegis.harness.faults.firewall import Endpoint, Firewall, FirewallUnavailable, local_ports_to
 from aegis.harness.faults.nemesis import AsyncNemesis, InstanceControl, Nemesis
+from aegis.sdk.config import load_settings
+from aegis.sdk.connection import ConnectionPool
+from aegis.sdk.quorum_buckets import ensure_quorum_buckets, spread_quorum_leaders
+from aegis.sdk.rpc import CallContext
+from aegis.sdk.single_active import SingleActiveService
+from aegis.sdk.sticky import StickyClient
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -612,6 +618,64 @@ def test_partition_instance_stops_replies_from_its_server(gcluster: LocalCluster
         control.close()
         responder.close()
     assert nem.firewall is None or nem.firewall.table not in _tables()
+
+
+def test_a_sticky_client_keeps_calling_through_its_connection_that_is_not_cut(
+    nemesis: Nemesis, gcluster: LocalCluster
+) -> None:
+    """A sticky client with one connection on a node whose routes are cut (alive, answering pings, but whatever it
+    forwards is lost) and one on another: one call may lose an attempt timeout on the cut connection, then the
+    calls start on the connection that answered. Sending every other attempt through the cut node (the pool's
+    round robin) would make half the calls wait out an attempt timeout."""
+    attempt_s = 0.5
+
+    async def run() -> list[float]:
+        cut, ok = gcluster.node("n1"), gcluster.node("n2")
+        name = f"cut-{uuid.uuid4().hex[:6]}"
+        spool = await ConnectionPool.connect(load_settings(servers=[ok.url], name=f"{name}-svc"))
+        for _ in range(
+            20
+        ):  # the pool starts at a random server: take one whose first connection is on the cut node
+            cpool = await ConnectionPool.connect(load_settings(servers=[cut.url, ok.url], pool_size=2))
+            if cpool.connected_urls[0] == cut.url:
+                break
+            await cpool.close()
+        assert cpool.connected_urls == [cut.url, ok.url]
+        svc = SingleActiveService(name, instance_id="only", election="quorum")
+
+        @svc.exclusive_rpc("book")
+        async def book(req: int, ctx: CallContext) -> str:
+            return ctx.instance_id
+
+        af = None
+        try:
+            # one bucket leader per node: the cut stalls one bucket and the instance keeps the other two
+            await ensure_quorum_buckets(spool)
+            spread = await spread_quorum_leaders(spool, timeout=20)
+            assert spread.distinct, spread
+            await svc.start(spool)
+            client = StickyClient(cpool, election="quorum", attempt_timeout_s=attempt_s)
+            assert (
+                await client.call_active(name, "book", 0, timeout=5) == "only"
+            )  # through the cut node's connection
+            af = await asyncio.to_thread(nemesis.apply, Fault("partition-node", "n1", duration_s=10))
+            took, end = [], time.monotonic() + 3.0
+            while time.monotonic() < end:
+                t = time.monotonic()
+                assert await client.call_active(name, "book", 1, timeout=2.0) == "only"
+                took.append(time.monotonic() - t)
+            return took
+        finally:
+            if af is not None:
+                await asyncio.to_thread(nemesis.heal, af)
+            await svc.stop()
+            await cpool.close()
+            await spool.close()
+
+    took = asyncio.run(run())
+    slow = [round(t, 3) for t in took if t >= attempt_s]
+    print(f"\n{len(took)} calls during the cut, {len(slow)} of them waited out an attempt timeout: {slow}")
+    assert len(took) >= 10 and len(slow) <= 1, slow
 
 
 # --------------------------------------------------------------------------------------------------

@@ -162,3 +162,28 @@ async def _gaps(
                 gaps[k] = max(gaps[k], now - start)
         await asyncio.sleep(0.02)
     return gaps[0], gaps[1]
+
+
+@pytest.mark.parametrize("election", ["lease", "quorum"])
+async def test_a_sticky_client_whose_watch_went_silent_finds_the_new_active_by_re_reading(
+    pool: ConnectionPool, election: str
+) -> None:
+    """A watch can stay silent for seconds after a partition (its consumer on the cut node, or being re-created
+    without a meta leader): the client's failed attempts on the old active make it re-read the key(s) with direct
+    gets. Without the re-read its view would name the stopped instance until the deadline."""
+    services = await _group(pool, election, n=2)
+    client = StickyClient(pool, election=election)  # type: ignore[arg-type]
+    try:
+        old = _active(services)
+        assert await client.call_active(old.name, "book", 1) == old.instance_id
+        (group,) = client._groups.values()
+        for watch in group.watches:  # the fault: the client's watch stops delivering
+            await watch.unsubscribe()
+        await old.stop()
+        new = await client.call_active(old.name, "book", 2, timeout=5)
+        assert new != old.instance_id and group.view.leader == new
+        assert group.view.epoch == _active(services).election.epoch
+    finally:
+        await client.close()
+        for svc in services:
+            await svc.stop()

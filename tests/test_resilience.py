@@ -112,3 +112,16 @@ async def test_killing_the_services_node_costs_less_than_a_call_timeout(cluster:
         await svc_pool.close()
         await client_pool.close()
         await asyncio.to_thread(cluster.restart, victim)
+
+
+async def test_a_pools_connections_sit_on_different_servers(cluster: LocalCluster) -> None:
+    """A server cut off from the cluster (alive, answering pings) must hold at most one connection of a pool of up
+    to as many connections as servers, so that retries through the others reach the rest of the cluster. With
+    nats-py's own shuffle, three connections land on three servers only 2 times in 9."""
+    for size in (3, 3, 3, 4):
+        pool = await ConnectionPool.connect(load_settings(servers=cluster.urls, pool_size=size))
+        try:
+            used = [u for u in pool.connected_urls if u]
+            assert len(used) == size and len(set(used)) == min(size, len(cluster.urls)), used
+        finally:
+            await pool.close()

@@ -1,6 +1,9 @@
 """Cluster-aware NATS connections (NFR8): a pool of N connections tuned to fail over fast.
 
-All connections get the whole server list and shuffle it, so a pool spreads over the cluster. Reconnect
+All connections get the whole server list, each rotated one further from a random start, so the connections of
+one pool sit on different servers (as far as there are servers) and pools spread over the cluster: a server cut
+off from the rest by a partition (alive, answering pings) then holds at most one of a pool's connections, and the
+sticky client's retries and re-reads go through the others in turn. Reconnect
 waits are short and pings frequent, so a dead server is left within tens of milliseconds when its socket
 closes and within ``ping_interval_s * max_outstanding_pings`` when it hangs.
 
@@ -22,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import random
 import re
 import ssl
 from dataclasses import dataclass, field
@@ -81,9 +85,12 @@ class ConnectionPool:
         n = size or settings.pool_size
         auth = connect_options(settings)  # once: one SSL context and one read of the password file
         clients: list[NatsClient] = []
+        start = random.randrange(len(settings.servers))
         try:
             for i in range(n):
-                clients.append(await _connect_one(settings, stats, i, auth))
+                clients.append(
+                    await _connect_one(settings, stats, i, auth, first=(start + i) % len(settings.servers))
+                )
         except Exception as exc:
             for nc in clients:
                 await nc.close()
@@ -285,8 +292,9 @@ class _Client(NatsClient):
 
 
 async def _connect_one(
-    settings: AegisSettings, stats: PoolStats, index: int, auth: dict[str, Any] | None = None
+    settings: AegisSettings, stats: PoolStats, index: int, auth: dict[str, Any] | None = None, first: int = 0
 ) -> NatsClient:
+    """Connection ``index`` of a pool, trying ``settings.servers`` from the ``first`` on, in order."""
     nc = _Client()
     connecting = True
     # The first refusal that retrying cannot cure; set while the first connect runs.
@@ -321,7 +329,8 @@ async def _connect_one(
         refused.set_result(reason)
 
     kwargs = dict(
-        servers=settings.servers,
+        servers=[*settings.servers[first:], *settings.servers[:first]],
+        dont_randomize=True,
         name=f"{settings.name or 'aegis'}#{index}",
         connect_timeout=settings.connect_timeout_s,
         reconnect_time_wait=settings.reconnect_time_wait_s,

@@ -52,13 +52,14 @@ def kv_stream_config(
     )
 
 
-def bucket(pool: ConnectionPool, name: str, *, direct: bool = True) -> KeyValue:
-    """nats-py's KV handle for bucket ``name`` (reads and watches).
+def bucket(pool: ConnectionPool, name: str, *, direct: bool = True, nc: NatsClient | None = None) -> KeyValue:
+    """nats-py's KV handle for bucket ``name`` (reads and watches), through ``nc`` (default: the pool's primary).
 
     ``direct`` reads may be answered by any replica, even one cut off from a quorum; ``direct=False`` asks
     the stream leader, so a successful read also proves the bucket can take writes right now.
     """
-    return KeyValue(name=name, stream=f"KV_{name}", pre=f"$KV.{name}.", js=pool.js, direct=direct)
+    js = pool.js if nc is None else nc.jetstream()
+    return KeyValue(name=name, stream=f"KV_{name}", pre=f"$KV.{name}.", js=js, direct=direct)
 
 
 # Idle heartbeat of KV watches: after two missed ones nats-py re-creates the ordered consumer from the last

@@ -562,19 +562,21 @@ class RpcClient:
         call_id: str | None = None,
         headers: dict[str, str] | None = None,
         retry_no_responders: bool = True,
+        nc: NatsClient | None = None,
     ) -> Msg:
         """Call ``service.method`` and return the raw reply message (headers included, e.g. its epoch).
 
         ``timeout`` defaults to the configured per-method timeout; inside a handler it is capped by the
         handler's own remaining time. ``instance`` sends to one instance directly. With
         ``retry_no_responders=False`` a call nobody received raises :class:`NoResponders` at once (discovery
-        then tries another instance) instead of retrying for ``unavailable_retry_s``.
+        then tries another instance) instead of retrying for ``unavailable_retry_s``. ``nc``: send through this
+        connection of the pool (default: the pool's connections in turn).
         """
         subject, data, hdrs, timeout = self._prepare(
             service, method, payload, timeout, instance, call_id, headers
         )
         try:
-            msg = await self.pool.next().request(subject, data, timeout=timeout, headers=hdrs)
+            msg = await (nc or self.pool.next()).request(subject, data, timeout=timeout, headers=hdrs)
         except Exception as exc:
             msg = await self._failed(exc, subject, data, timeout, hdrs, service, method, retry_no_responders)
         rh = msg.headers

@@ -3,7 +3,11 @@
 ``StickyClient`` follows each group's election key with a watch (no KV read per call) and sends every call to
 the active instance's own subject. On :class:`~aegis.sdk.errors.NotActive`, an attempt timeout or nobody listening,
 it forgets the leader, waits for the watch (or backs off) and tries again until the call's deadline; then it
-raises :class:`~aegis.sdk.errors.ServiceUnavailable` saying what it tried::
+raises :class:`~aegis.sdk.errors.ServiceUnavailable` saying what it tried. While it waits for a watch that has
+not named anyone new, or for an attempt's answer, it also re-reads the key(s) with direct gets (any replica
+answers, no JetStream meta leader needed): a watch whose consumer sat on a node cut off by a partition, or that
+nats-py is re-creating, can stay silent for seconds after the failover (``harness/experiments/partition_watch.py``).
+Each retry goes through the pool's next connection, and calls start on the one that answered last::
 
     client = StickyClient(pool)
     ack = await client.call_active("orders", "place", order, timeout=2.0, response_model=Ack)
@@ -23,20 +27,23 @@ in the same transaction as the effect) and answer a repeated key with the first 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
+from nats.js.errors import KeyDeletedError
 
 from . import wire
 from .codec import decode
 from .connection import ConnectionPool
 from .deadline import effective_timeout
 from .errors import LeaseLost, NoResponders, NotActive, RpcTimeout, ServiceUnavailable
-from .kv import key_state, kv_watch
+from .kv import bucket, key_state, kv_watch
 from .quorum_buckets import ensure_quorum_buckets
 from .quorum_driver import parse_claim
 from .quorum_election import Claim, majority_claim
@@ -44,14 +51,36 @@ from .rpc import RpcClient
 from .single_active import ensure_election_bucket, leader_key, parse_leader
 from .sticky_core import Accept, Attempt, CallCore, GiveUp, GroupView, Kind, Outcome, Wait
 
+REREAD_TIMEOUT_S = 0.5
+"""Bound of one re-read of a group's key(s) (direct gets, concurrently)."""
+REREAD_EVERY_S = 0.1
+"""At most one re-read per group starts in this long."""
+REREAD_PENDING_S = 0.25
+"""An attempt without an answer after this long re-reads the key(s) too, and again every as long."""
+
 
 @dataclass
 class _Group:
-    """One group's view (the rules' state) and the asyncio side of its watch."""
+    """One group's view (the rules' state), what it was built from, and the asyncio side of its watch."""
 
+    key: str
+    buckets: tuple[str, ...]
+    """The buckets holding the group's key: the election bucket, or the three quorum buckets."""
     view: GroupView = field(default_factory=GroupView)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     watches: list[Any] = field(default_factory=list)
+    revs: list[int] = field(default_factory=list)
+    """Per bucket: the revision of the newest entry seen (by the watch or a re-read); older ones are ignored."""
+    claims: list[Claim | None] = field(default_factory=list)
+    """Quorum lease: per bucket, the record of that entry."""
+    reread: asyncio.Task[None] | None = None
+    reread_at: float = -math.inf
+    conn: int = 0
+    """Index in the pool of the connection of the last attempt that got an answer (calls start there)."""
+
+    def __post_init__(self) -> None:
+        self.revs = [0] * len(self.buckets)
+        self.claims = [None] * len(self.buckets)
 
 
 class StickyClient:
@@ -79,6 +108,8 @@ class StickyClient:
 
     async def close(self) -> None:
         for group in self._groups.values():
+            if group.reread is not None:
+                group.reread.cancel()
             for watch in group.watches:
                 try:
                     await watch.unsubscribe()
@@ -91,44 +122,71 @@ class StickyClient:
         group = self._groups.get(key)
         if group is not None:
             return group
-        group = self._groups[key] = _Group()
-        if self.election == "quorum":
-            await self._watch_quorum(group, key)
-            return group
-        await ensure_election_bucket(self.pool)
-
-        async def on_msg(msg: Msg) -> None:
-            state = key_state(msg.headers, msg.metadata.sequence.stream, bool(msg.data))
-            record = parse_leader(msg.data) if state.kind == "val" else None
-            if record is None:
-                group.view.observe(None, 0)
-            else:
-                group.view.observe(record.instance_id, record.epoch or state.rev)
-            group.changed.set()
-
-        group.watches.append(await kv_watch(self.pool, wire.ELECTION_BUCKET, key, on_msg))
-        return group
-
-    async def _watch_quorum(self, group: _Group, key: str) -> None:
-        """A quorum-lease group: follow the key in each of the three buckets; the active is the holder of the
-        newest ballot claimed in a majority of them (:func:`~aegis.sdk.quorum_election.majority_claim`)."""
-        await ensure_quorum_buckets(self.pool)
-        claims: list[Claim | None] = [None] * len(wire.QUORUM_ELECTION_BUCKETS)
+        quorum = self.election == "quorum"
+        names = wire.QUORUM_ELECTION_BUCKETS if quorum else (wire.ELECTION_BUCKET,)
+        group = self._groups[key] = _Group(key, tuple(names))
+        if quorum:
+            await ensure_quorum_buckets(self.pool)
+        else:
+            await ensure_election_bucket(self.pool)
 
         def on_msg_of(b: int) -> Callable[[Msg], Awaitable[None]]:
             async def on_msg(msg: Msg) -> None:
-                claims[b] = parse_claim(msg.data)
-                won = majority_claim(claims)
-                if won is None or won.released:
-                    group.view.observe(None, 0)
-                else:
-                    group.view.observe(won.holder, won.ballot)
-                group.changed.set()
+                state = key_state(msg.headers, msg.metadata.sequence.stream, bool(msg.data))
+                self._learn(group, b, state.rev, msg.data if state.kind == "val" else b"", watched=True)
 
             return on_msg
 
-        for b, name in enumerate(wire.QUORUM_ELECTION_BUCKETS):
+        for b, name in enumerate(group.buckets):
             group.watches.append(await kv_watch(self.pool, name, key, on_msg_of(b)))
+        return group
+
+    def _learn(self, g: _Group, b: int, rev: int, data: bytes, *, watched: bool = False) -> None:
+        """Bucket ``b`` holds ``data`` (empty: a marker) at revision ``rev``, from the watch (``watched``: in the
+        stream's order, always taken) or a re-read (taken only when newer than what the client has from ``b``: a
+        direct get may come from a replica that is behind).
+
+        Single-bucket lease: the record names the leader (its epoch, else the revision). Quorum lease: the active is
+        the holder of the newest ballot claimed in a majority of the buckets
+        (:func:`~aegis.sdk.quorum_election.majority_claim`)."""
+        if not watched and rev <= g.revs[b]:
+            return
+        g.revs[b] = rev
+        if self.election == "quorum":
+            g.claims[b] = parse_claim(data)
+            won = majority_claim(g.claims)
+            holder, epoch = (None, 0) if won is None or won.released else (won.holder, won.ballot)
+        else:
+            record = parse_leader(data)
+            holder, epoch = (None, 0) if record is None else (record.instance_id, record.epoch or rev)
+        g.view.observe(holder, epoch)
+        g.changed.set()
+
+    def _start_reread(self, g: _Group) -> None:
+        """Re-read the group's key(s) in the background: at most one re-read in flight, one per REREAD_EVERY_S."""
+        now = time.monotonic()
+        if (g.reread is not None and not g.reread.done()) or now - g.reread_at < REREAD_EVERY_S:
+            return
+        g.reread_at = now
+        g.reread = asyncio.create_task(self._reread(g), name=f"sticky re-read {g.key}")
+
+    async def _reread(self, g: _Group) -> None:
+        nc = (
+            self.pool.next()
+        )  # the pool's connections in turn: one may be attached to a server cut off from the rest
+
+        async def one(b: int, name: str) -> None:
+            try:
+                kv = bucket(self.pool, name, direct=True, nc=nc)
+                entry = await asyncio.wait_for(kv.get(g.key), REREAD_TIMEOUT_S)
+            except KeyDeletedError as exc:
+                self._learn(g, b, exc.entry.revision or 0, b"")
+            except Exception:  # nothing there (NotFoundError), or no answer in time: the watch may still tell
+                return
+            else:
+                self._learn(g, b, entry.revision or 0, entry.value or b"")
+
+        await asyncio.gather(*(one(b, name) for b, name in enumerate(g.buckets)))
 
     async def call_active(
         self,
@@ -150,18 +208,28 @@ class StickyClient:
             g.view, time.monotonic(), timeout, self.attempt_timeout_s, what=f"{service}/{group} {method}"
         )
         call_id = idempotency_key or uuid.uuid4().hex
+        # A call starts on the connection of the group's last answered attempt; each retry goes through the next
+        # connection of the pool (they sit on different servers), not again through a server that may be cut off.
+        conns = self.pool.clients
+        first, k = g.conn, 0
         try:
             while True:
                 step: Attempt | Wait | GiveUp | Accept | None = call.next(time.monotonic())
                 if isinstance(step, GiveUp):
                     raise ServiceUnavailable(step.reason)
                 if isinstance(step, Attempt):
-                    result, msg = await self._attempt(g, step, service, method, payload, call_id)
+                    conn = (first + k) % len(conns)
+                    k += 1
+                    result, msg = await self._attempt(g, step, service, method, payload, call_id, conns[conn])
+                    if result.kind is not Kind.NO_ANSWER and result.kind is not Kind.UNAVAILABLE:
+                        g.conn = conn  # this connection reaches the instances
                     step = call.outcome(time.monotonic(), step, result)
                     if isinstance(step, Accept):
                         assert msg is not None
                         return decode(msg.data, response_model)
                 if isinstance(step, Wait):
+                    if step.reread:
+                        self._start_reread(g)
                     await self._wait(g, step)
         finally:
             self.retries += call.retries
@@ -185,10 +253,12 @@ class StickyClient:
         method: str,
         payload: Any,
         call_id: str,
+        nc: NatsClient,
     ) -> tuple[Outcome, Msg | None]:
         """One request to the attempt's target, and how it ended. Abandoned (``LEADER_CHANGED``) as soon as the
         key names another leader, so a request stuck on a dead active does not hold the call for the whole
-        attempt timeout."""
+        attempt timeout; while it waits, the key is re-read every :data:`REREAD_PENDING_S`, in case the watch is
+        silent."""
         target = attempt.target
         request = asyncio.ensure_future(
             self.rpc.request(
@@ -199,17 +269,25 @@ class StickyClient:
                 instance=target,
                 call_id=call_id,
                 retry_no_responders=False,
+                nc=nc,
             )
         )
         changed: asyncio.Future[Any] | None = None
         try:
             while True:
-                g.changed.clear()
-                changed = asyncio.ensure_future(g.changed.wait())
-                done, _ = await asyncio.wait({request, changed}, return_when=asyncio.FIRST_COMPLETED)
+                if changed is None or changed.done():
+                    g.changed.clear()
+                    changed = asyncio.ensure_future(g.changed.wait())
+                done, _ = await asyncio.wait(
+                    {request, changed}, timeout=REREAD_PENDING_S, return_when=asyncio.FIRST_COMPLETED
+                )
                 if request in done:
                     break
-                if g.view.leader != target:
+                if (
+                    not done
+                ):  # no answer yet: is the watch silent about a new leader? (rate-limited per group)
+                    self._start_reread(g)
+                elif g.view.leader != target:
                     return Outcome(Kind.LEADER_CHANGED), None
         finally:
             if changed is not None:

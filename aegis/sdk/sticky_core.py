@@ -25,6 +25,9 @@ The rules:
   backoff that doubles from :data:`FIRST_BACKOFF_S` to :data:`MAX_BACKOFF_S` per target; if the watch already
   names someone else, the call goes there at once.
 * Without a known leader the call waits for the watch, at most :data:`MAX_BACKOFF_S` at a time.
+* Every wait for the watch (after a failure on the leader it names, or without a leader) asks the driver to
+  re-read the key too (``Wait.reread``): a watch can stay silent for seconds after a partition. The simulator's
+  watches never stall, so its driver has nothing to re-read and ignores the flag.
 * At the deadline the call gives up, saying the last few things it tried.
 """
 
@@ -103,10 +106,12 @@ class Attempt:
 
 @dataclass(frozen=True, slots=True)
 class Wait:
-    """Wait ``seconds``, or less if the watch delivers meanwhile (``until_change``); then ask :meth:`CallCore.next`."""
+    """Wait ``seconds``, or less if the watch delivers meanwhile (``until_change``); then ask :meth:`CallCore.next`.
+    ``reread``: the view may be stale, re-read the key meanwhile (the result counts like a watch delivery)."""
 
     seconds: float
     until_change: bool = True
+    reread: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +160,7 @@ class CallCore:
         if target is None:
             if not self.tried or self.tried[-1] != "no leader in the election key":
                 self.tried.append("no leader in the election key")
-            return Wait(min(left, MAX_BACKOFF_S))
+            return Wait(min(left, MAX_BACKOFF_S), reread=True)
         if target != self._last_target:
             self._backoff, self._last_target = FIRST_BACKOFF_S, target
         return Attempt(target, min(left, self.attempt_timeout_s))
@@ -186,8 +191,8 @@ class CallCore:
         self.retries += 1
         if self.view.leader != target:
             return None  # the watch names someone else already: go there now
-        # The watch has not caught up: wait for it a little, then try whoever it says.
-        wait = Wait(min(self._backoff, max(0.0, self.deadline - now)))
+        # The watch has not caught up: wait for it a little (and re-read the key), then try whoever it says.
+        wait = Wait(min(self._backoff, max(0.0, self.deadline - now)), reread=True)
         self._backoff = min(self._backoff * 2, MAX_BACKOFF_S)
         return wait
 

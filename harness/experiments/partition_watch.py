@@ -6,9 +6,9 @@ the partition campaigns.
     .venv/bin/python harness/experiments/partition_watch.py --runs 2 --json reports/partition-heal.json
 
 Without ``--replicas`` / ``--client`` every combination runs: the quorum buckets as shipped (R3, leaders spread over
-the three nodes) and as three R1 buckets pinned one to each node (server tags); the client on the active's node
-(``same``) or on another one (``other``). Instance ``Lk`` connects to node ``n(k+1)`` only, the client to one node
-only: what each sees is what that node sees. A third connection, to the node neither cut nor the client's, polls the
+the three nodes) and as three R1 buckets pinned one to each node (server tags); the sticky client on the active's
+node (``same``), on another one (``other``), or with a pool of two connections, one on each (``both``). Instance
+``Lk`` connects to node ``n(k+1)`` only: what each sees is what that node sees. A third connection, to the node neither cut nor the client's, polls the
 buckets' stream leaders every 0.1 s. Bounded: 16 s of calls per run, then everything stops.
 
 What it showed (README, "Partitions"): nats-server's Raft has no pre-vote, so the cut node, a follower of the other
@@ -42,6 +42,8 @@ from aegis.sdk.single_active import SingleActiveService
 from aegis.sdk.sticky import StickyClient
 
 RUN_S, CUT_AT_S, HEAL_AT_S = 16.0, 2.0, 7.0
+CLIENTS = ("other", "same", "both")
+"""Where the sticky client's connections are: on a node not cut, on the cut node, one on each (a pool of two)."""
 CALL_TIMEOUT_S = 2.0
 
 
@@ -55,8 +57,8 @@ def _service(name: str, instance_id: str) -> SingleActiveService:
     return svc
 
 
-async def _pool(url: str, name: str, replicas: int) -> ConnectionPool:
-    pool = await ConnectionPool.connect(load_settings(servers=[url], name=name))
+async def _pool(urls: list[str], name: str, replicas: int) -> ConnectionPool:
+    pool = await ConnectionPool.connect(load_settings(servers=urls, name=name, pool_size=len(urls)))
     if replicas == 1:  # the buckets exist, pinned: keep the SDK from bringing them to its R3 configuration
         quorum_buckets._ready.add(pool)
     return pool
@@ -104,7 +106,7 @@ def _leaderless_after_heal(
 
 
 async def _run(
-    cluster: LocalCluster, nemesis: Nemesis, replicas: int, client_on_active: bool, verbose: bool
+    cluster: LocalCluster, nemesis: Nemesis, replicas: int, where: str, verbose: bool
 ) -> dict[str, Any]:
     name = f"px{uuid.uuid4().hex[:5]}"
     pools: list[ConnectionPool] = []
@@ -112,7 +114,7 @@ async def _run(
     if replicas == 1:
         print("R1 buckets on", await _pin_r1_buckets(cluster))
     for k, node in enumerate(cluster.nodes):
-        pool = await _pool(node.url, f"{name}-L{k}", replicas)
+        pool = await _pool([node.url], f"{name}-L{k}", replicas)
         svc = _service(name, f"L{k}")
         await svc.start(pool)
         pools.append(pool)
@@ -121,14 +123,19 @@ async def _run(
     if replicas == 3:
         print(await quorum_buckets.spread_quorum_leaders(pools[0], timeout=15))
     active = next(k for k, s in enumerate(services) if s.is_active)
-    client_node = active if client_on_active else (active + 1) % len(cluster.nodes)
-    cpool = await _pool(cluster.nodes[client_node].url, f"{name}-c", replicas)
+    other = (active + 1) % len(cluster.nodes)
+    urls = {
+        "same": [cluster.nodes[active].url],
+        "other": [cluster.nodes[other].url],
+        "both": [cluster.nodes[active].url, cluster.nodes[other].url],
+    }[where]
+    cpool = await _pool(urls, f"{name}-c", replicas)
     pools.append(cpool)
     client = StickyClient(cpool, election="quorum", attempt_timeout_s=1.0)
-    print(f"active L{active} on {cluster.nodes[active].name}; client on {cluster.nodes[client_node].name}")
+    print(f"active L{active} on {cluster.nodes[active].name}; client ({where}) on {cpool.connected_urls}")
     # The buckets' stream leaders as the node neither cut nor the client's sees them
     watcher_node = cluster.nodes[(active + 2) % len(cluster.nodes)]
-    wpool = await _pool(watcher_node.url, f"{name}-w", replicas)
+    wpool = await _pool([watcher_node.url], f"{name}-w", replicas)
     pools.append(wpool)
     t0 = time.monotonic()
     calls: list[tuple[float, float, str]] = []
@@ -187,7 +194,7 @@ async def _run(
     heal_at = healed_at if healed_at is not None else HEAL_AT_S
     return {
         "replicas": replicas,
-        "client": "same" if client_on_active else "other",
+        "client": where,
         "cut_at_s": round(cut_at, 3),
         "heal_at_s": round(heal_at, 3),
         "client_gap_s": round(_longest_gap(calls, cut_at), 3),
@@ -200,7 +207,7 @@ async def _run(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--replicas", type=int, choices=(1, 3), action="append", help="default: both")
-    parser.add_argument("--client", choices=("same", "other"), action="append", help="default: both")
+    parser.add_argument("--client", choices=CLIENTS, action="append", help="default: all")
     parser.add_argument("--runs", type=int, default=1, help="runs per combination (1-5)")
     parser.add_argument("--json", type=Path, help="write the runs here")
     parser.add_argument("--verbose", action="store_true", help="print every change of the instances' state")
@@ -210,7 +217,7 @@ def main() -> None:
     runs: list[dict[str, Any]] = []
     started = time.time()
     for replicas in args.replicas or (3, 1):
-        for where in args.client or ("other", "same"):
+        for where in args.client or CLIENTS:
             for _ in range(args.runs):
                 # a fresh cluster per run: a run's cut must not meet the previous run's elections
                 with LocalCluster(
@@ -222,7 +229,7 @@ def main() -> None:
                 ) as cluster:
                     nemesis = Nemesis(cluster, None, firewall="auto")
                     try:
-                        run = asyncio.run(_run(cluster, nemesis, replicas, where == "same", args.verbose))
+                        run = asyncio.run(_run(cluster, nemesis, replicas, where, args.verbose))
                     finally:
                         nemesis.heal_all()
                         nemesis.close()
