@@ -142,9 +142,11 @@ class StickyClient:
         return group
 
     def _learn(self, g: _Group, b: int, rev: int, data: bytes, *, watched: bool = False) -> None:
-        """Bucket ``b`` holds ``data`` (empty: a marker) at revision ``rev``, from the watch (``watched``: in the
-        stream's order, always taken) or a re-read (taken only when newer than what the client has from ``b``: a
-        direct get may come from a replica that is behind).
+        """Bucket ``b`` holds ``data`` (empty: a marker) at revision ``rev``, from the watch (``watched``) or a
+        re-read. A re-read counts only when newer than what the client has from ``b``: a direct get may come from a
+        replica that is behind. A watch delivery always counts: it comes in the stream's order, and a bucket that
+        an operator re-created starts its revisions again (a watch that lags behind a re-read only repeats what
+        the next re-read or delivery corrects).
 
         Single-bucket lease: the record names the leader (its epoch, else the revision). Quorum lease: the active is
         the holder of the newest ballot claimed in a majority of the buckets
@@ -171,9 +173,8 @@ class StickyClient:
         g.reread = asyncio.create_task(self._reread(g), name=f"sticky re-read {g.key}")
 
     async def _reread(self, g: _Group) -> None:
-        nc = (
-            self.pool.next()
-        )  # the pool's connections in turn: one may be attached to a server cut off from the rest
+        # Through the pool's connections in turn: one of them may be attached to a server cut off from the rest.
+        nc = self.pool.next()
 
         async def one(b: int, name: str) -> None:
             try:
@@ -283,9 +284,8 @@ class StickyClient:
                 )
                 if request in done:
                     break
-                if (
-                    not done
-                ):  # no answer yet: is the watch silent about a new leader? (rate-limited per group)
+                if not done:
+                    # No answer yet: is the watch silent about a new leader? (rate-limited per group)
                     self._start_reread(g)
                 elif g.view.leader != target:
                     return Outcome(Kind.LEADER_CHANGED), None
