@@ -164,27 +164,29 @@ async def _run(
         nemesis.apply, Fault(kind="partition-node", target=cluster.nodes[active].name, duration_s=5.0)
     )
     cut_at = time.monotonic() - t0
-    healed_at, last = None, None
+    healed_at = None
+    # each change: [t, [[instance, role, serving, epoch, held buckets], ...], the client's leader@epoch]
+    changes: list[list[Any]] = []
     while (now := time.monotonic() - t0) < RUN_S:
         if healed_at is None and now > HEAL_AT_S and cut is not None:
             await asyncio.to_thread(nemesis.heal, cut)
             healed_at = time.monotonic() - t0
-        if verbose:
-            state: Any = tuple(
-                (
-                    s.instance_id,
-                    s.election.role,
-                    s.is_active,
-                    s.election.epoch,
-                    tuple(map(bool, s.election.held)),
-                )  # type: ignore[union-attr]
-                for s in services
-            )
-            view = next(iter(client._groups.values())).view if client._groups else None
-            seen = (state, (view.leader, view.epoch) if view else None)
-            if seen != last:
+        state = [
+            [
+                s.instance_id,
+                s.election.role,
+                s.is_active,
+                s.election.epoch,
+                "".join("x" if h else "-" for h in s.election.held),
+            ]
+            for s in services
+        ]
+        view = next(iter(client._groups.values())).view if client._groups else None
+        seen = [state, f"{view.leader}@{view.epoch}" if view else None]
+        if not changes or changes[-1][1:] != seen:
+            changes.append([round(now, 3), *seen])
+            if verbose:
                 print(f"{now:6.2f}", *seen)
-                last = seen
         await asyncio.sleep(0.02)
     await asyncio.gather(*tasks)
     for svc in services:
@@ -200,6 +202,7 @@ async def _run(
         "client_gap_s": round(_longest_gap(calls, cut_at), 3),
         "leaderless_after_heal_s": _leaderless_after_heal(leader_log, heal_at),
         "leaders": [{"at_s": at, "leaders": seen} for at, seen in leader_log],
+        "states": changes,
         "calls": [[round(s, 3), round(d, 3), o] for s, d, o in calls],  # sent, done (s), outcome
     }
 
