@@ -329,36 +329,30 @@ found, an acknowledged write's own. The first line naming a revision other than 
 lands for TLC (``TraceQuorumLease.Names``)."""
 
 
-_VIEW_FREE = frozenset({Action.OBSERVE, Action.SERVE, Action.WIN, Action.STEPDOWN})
-"""Quorum lines whose explanation does not depend on what the instance knows of the buckets."""
-
-
-def _late_learners(trace: Trace, initial: set[tuple[int, int]]) -> dict[int, set[str]]:
-    """For each line (index) that names a revision of its bucket first (a write lands there for TLC), the other
-    instances that must not learn it as it lands: the spec's watch delivers a write to every running instance at
-    once, the SDK's a little later, and these instances took a step that depends on their view (a campaign, a
-    write, an answer) before their own first line naming that revision or a newer one of the bucket. TLC may
-    pause them for the instant of the landing (``TraceQuorumLease.SPause``) and deliver it at their ``observe``
-    line."""
-    mine: dict[str, list[int]] = {}
+def _may_land_later(trace: Trace) -> set[int]:
+    """Indexes of the ``timeout`` lines whose write may still have landed later: some later line names a revision
+    of that bucket that no ``ack`` line names (a write nobody was told of) whose record, where a line shows it, is
+    the one the timed-out request wrote. Elsewhere TLC drops the write for good (``TraceQuorumLease``): keeping
+    every timed-out write of a stalled bucket pending multiplied the search by each subset of them."""
+    acked = {(e.bucket, e.rev) for e in trace.events if e.action == Action.ACK}
+    shown: dict[tuple[int, int], tuple[str | None, int | None, int | None, bool | None]] = {}
+    first: dict[tuple[int, int], int] = {}
     for k, e in enumerate(trace.events):
-        mine.setdefault(e.instance, []).append(k)
-    named = set(initial)
-    out: dict[int, set[str]] = {}
+        if e.bucket is not None and e.rev > 0 and e.action in _NAMES_REVISION:
+            first.setdefault((e.bucket, e.rev), k)
+            if e.kind == KeyKind.VALUE:
+                shown.setdefault((e.bucket, e.rev), (e.holder, e.ballot, e.floor, e.released))
+    orphans = [(k, key) for key, k in first.items() if key not in acked]
+    sent: dict[tuple[str, int], TraceEvent] = {}
+    out: set[int] = set()
     for k, e in enumerate(trace.events):
-        if e.bucket is None or e.rev <= 0 or e.action not in _NAMES_REVISION or (e.bucket, e.rev) in named:
-            continue
-        named.add((e.bucket, e.rev))
-        for j, lines in mine.items():
-            if j == e.instance:
-                continue
-            for m in lines[bisect.bisect_right(lines, k) :]:
-                f = trace.events[m]
-                if f.bucket == e.bucket and f.action in _NAMES_REVISION and f.rev >= e.rev:
-                    break  # it learnt it (or something newer) before acting on its view
-                if f.action not in _VIEW_FREE:
-                    out.setdefault(k, set()).add(j)
-                    break
+        if e.action == Action.REQUEST and e.bucket is not None:
+            sent[(e.instance, e.bucket)] = e
+        elif e.action == Action.TIMEOUT and e.bucket is not None:
+            req = sent.get((e.instance, e.bucket))
+            record = None if req is None else (req.holder, req.ballot, req.floor, req.released)
+            if any(key[0] == e.bucket and at > k and shown.get(key, record) == record for at, key in orphans):
+                out.add(k)
     return out
 
 
@@ -409,7 +403,8 @@ def quorum_trace_module(trace: Trace) -> str:
         )
         last[e.instance] = e
         names = e.bucket is not None and e.rev > 0 and e.action in _NAMES_REVISION
-        fresh = names and (e.bucket, e.rev) not in named and e.action != Action.ACK
+        lands = names and (e.bucket, e.rev) not in named  # a write lands for TLC right before this line
+        fresh = lands and e.action != Action.ACK
         if names:
             named.add((e.bucket, e.rev))  # type: ignore[arg-type]
         fields = {
@@ -425,12 +420,12 @@ def quorum_trace_module(trace: Trace) -> str:
             "fst": "TRUE" if fst else "FALSE",
             "nm": "TRUE" if names else "FALSE",
             "fr": "TRUE" if fresh else "FALSE",
+            "ld": "TRUE" if lands else "FALSE",
         }
         records.append("[" + ", ".join(f"{k} |-> {v}" for k, v in fields.items()) + "]")
-    late = _late_learners(trace, {(b, e.rev) for b, e in initial.items() if e.rev > 0})
+    may_land = _may_land_later(trace)
     for k, rec in enumerate(records):
-        who = ", ".join(_tla_string(j) for j in sorted(late.get(k, ())))
-        records[k] = rec[:-1] + f", lt |-> {{{who}}}]"
+        records[k] = rec[:-1] + f", pd |-> {'TRUE' if k in may_land else 'FALSE'}]"
     kv = ", ".join(_quorum_record(initial.get(b), b + 1) for b in range(3))
     p = trace.params
     window = math.floor(p.lease * (1 - p.drift) / (1 + p.drift) / UNIT_S) + TOLERANCE_US

@@ -178,7 +178,10 @@ FreeSet(i) == {b \in Buckets : Free(i, b)}
 Known(i) == {b \in Buckets : seen[i][b].kind # "unk"}
 
 (* Rule 2: the ballot is above every floor i goes by (at least a majority). *)
-NewBallot(i) == 1 + MaxOf({seen[i][b].floor : b \in Known(i)})
+(* Never below its own last ballot either (the SDK's rule: a candidate    *)
+(* that gave up campaigns again above the claims it may still have in     *)
+(* flight; a process starts from ballot 0, Start).                        *)
+NewBallot(i) == 1 + Max(bal[i], MaxOf({seen[i][b].floor : b \in Known(i)}))
 
 CanCampaign(i) ==
     /\ Runs(i)
@@ -270,7 +273,8 @@ Start(i) ==
     /\ qAt' = [qAt EXCEPT ![i] = [b \in Buckets |-> lc[i] - Lease]]
     /\ held' = [held EXCEPT ![i] = [b \in Buckets |-> 0]]
     /\ boUntil' = [boUntil EXCEPT ![i] = now]
-    /\ UNCHANGED <<now, lc, bal, epoch, sent, lastSend, req, soloist, store, env>>
+    /\ bal' = [bal EXCEPT ![i] = 0]
+    /\ UNCHANGED <<now, lc, epoch, sent, lastSend, req, soloist, store, env>>
 
 Write1(i, b, op, exp, rec) ==
     [op |-> op, exp |-> exp, rec |-> rec, sentAt |-> lc[i], t |-> now, st |-> "sent", ans |-> NoRec, ainc |-> 0]

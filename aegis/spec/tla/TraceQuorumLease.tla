@@ -8,11 +8,12 @@
 (* (aegis/sdk/trace_events.py, written by aegis/sdk/quorum_driver.py) into *)
 (* the module TraceData: `Trace`, a sequence of records                   *)
 (*   [line, i, a, op, b, bal, fl, hold, rel, kind, ep, now, lc, fst,     *)
-(*    nm, fr, lt]                                                          *)
+(*    nm, fr, ld, pd]                                                      *)
 (* (b: the bucket, 1..3, 0 for none; bal, fl, hold, rel: the record read  *)
 (* or written; fst: the first line of a start; nm: the line names a      *)
-(* revision of b; fr: the first line naming it, see Names and Naming; lt: *)
-(* the instances that learn that write late, see SPause),                *)
+(* revision of b; fr: the first line naming it, see Names and Naming; ld: *)
+(* a write lands right before it (fr, or an ack naming its own write      *)
+(* first), see SPause; pd: a timed-out write may land later, see Silent), *)
 (* with times in ticks and                                                 *)
 (* local units as in TraceLease; TraceWindow (the serving window with the *)
 (* rounding tolerance); and InitKV, InitSeq: what the buckets held when   *)
@@ -44,14 +45,13 @@
 (* takes in and every write it sends (aegis/sdk/quorum_driver.py).        *)
 (*                                                                         *)
 (* Watches: the spec delivers a write to every running instance as it     *)
-(* lands (ObsDelay = 0); the SDK's watch delivers it a little later. An   *)
-(* `observe` line therefore checks only that the record it names has      *)
-(* landed in the spec by then (the write, or a newer ballot), and TLC may *)
-(* land the write right before the first line that shows it: every other *)
-(* instance then learns it no later than the SDK did. (A standby that     *)
-(* campaigned on a view older than a write that had already landed, and   *)
-(* was refused, is a behaviour the spec does not have: such a trace is    *)
-(* rejected.)                                                             *)
+(* lands (ObsDelay = 0); the SDK's watch delivers it a little later, to    *)
+(* each instance at its own time. A write lands right before the first    *)
+(* line naming it, with every other instance paused for that instant      *)
+(* (SPause: a behaviour of the spec), so each learns it at its own        *)
+(* `observe` line (Observe), as the SDK did. An `observe` line of a        *)
+(* record that is not the bucket's newest (the SDK's watch lags behind)   *)
+(* only checks that it landed (Landed).                                   *)
 (*                                                                         *)
 (* `l` is the index of the next event to explain. TraceNotFinished is     *)
 (* violated exactly when the whole trace is explained; otherwise the      *)
@@ -136,20 +136,23 @@ Concerns(b) == Next1.a = "start" \/ (Next1.a \in {"observe", "ack", "refuse"} /\
 (* names first in its own `ack` line lands in the Round of that line.     *)
 Names(b) == Next1.fr /\ Next1.b = b
 
-(* A silent pause: of a writer, so that its write lands (Apply) before it *)
-(* takes in the answer; or of an instance that must not learn the write    *)
-(* landing at the next line as it lands (lt, computed by trace_check.py:   *)
-(* it acted on its older view before its watch delivered the write), so    *)
-(* that it learns it at its own `observe` line (Observe).                 *)
+(* A silent pause, for the instant a write lands at the next line (ld):   *)
+(* of its writer, so that it lands (Apply) before the writer takes in the *)
+(* answer; and of every other instance but the line's own, so that none   *)
+(* learns the write as it lands (the spec's watch, ObsDelay = 0) but each  *)
+(* at its own `observe` line, when the SDK's watch delivered it (Observe). *)
+(* Their serving windows and free buckets then count from the SDK's own    *)
+(* times: learning earlier, a standby would see a bucket free earlier and *)
+(* claim more buckets than the SDK did; learning later, fewer.            *)
 SPause(i) ==
     /\ ~spause[i]
-    /\ \/ \E b \in Buckets \ stalled : req[i][b].st = "sent" /\ ~Unlogged(i, b) /\ Names(b)
-       \/ i \in Next1.lt
+    /\ Next1.ld
     /\ Pause(i)
     /\ spause' = [spause EXCEPT ![i] = TRUE]
+LateOnesAway == \A j \in Inst \ {Next1.i} : paused[j] \/ ~up[j]
 
 SApply(i) ==
-    /\ spause[i]
+    /\ spause[i] /\ LateOnesAway
     /\ \E b \in Buckets : ~Unlogged(i, b) /\ Names(b) /\ Apply(i, b)
     /\ UNCHANGED spause
 
@@ -160,10 +163,12 @@ SResume(i) ==
 
 Silent ==
     \/ \E i \in Inst : SPause(i) \/ SApply(i) \/ SResume(i)
-    \/ \E b \in Buckets : /\ (Names(b) /\ ApplyPend(b)) \/ (Concerns(b) /\ Recover(b))
+    \/ \E b \in Buckets : /\ (Names(b) /\ LateOnesAway /\ ApplyPend(b)) \/ (Concerns(b) /\ Recover(b))
                           /\ UNCHANGED spause
+    \* a timed-out write is kept pending (it may land later) only where the trace names a write nobody
+    \* was told of with its record (pd, computed by trace_check.py)
     \/ /\ Next1.a = "timeout" /\ Next1.b \in Buckets
-       /\ NodeCrash(NodeOf[Next1.b]) \/ Drop(Next1.i, Next1.b)
+       /\ NodeCrash(NodeOf[Next1.b]) \/ (Drop(Next1.i, Next1.b) /\ (Next1.pd \/ UNCHANGED pend))
        /\ UNCHANGED spause
 
 -----------------------------------------------------------------------------
@@ -179,9 +184,11 @@ Explains(e) ==
                 /\ UNCHANGED <<lg, spause>>
          [] e.a = "observe" ->
                 /\ Landed(b, e)
-                /\ \/ Runs(i) /\ Observable(i, b) /\ Observe(i, b) /\ RecOK(kv[b], e)
-                   \* delivered as it landed; or before the process started (its start reads again)
-                   \/ (Runs(i) \/ ~up[i]) /\ UNCHANGED vars
+                /\ IF Runs(i) /\ Observable(i, b) /\ RecOK(kv[b], e)
+                   THEN Observe(i, b)
+                   \* its own write (it goes by its answer), an older record than one it learnt, or a
+                   \* delivery before the process started (its start reads again)
+                   ELSE (Runs(i) \/ ~up[i]) /\ UNCHANGED vars
                 /\ UNCHANGED <<lg, spause>>
          [] e.a = "request" ->
                 \/ /\ Unlogged(i, b) /\ ReqOK(req[i][b], e)
@@ -195,7 +202,7 @@ Explains(e) ==
                    /\ lg' = [lg EXCEPT ![i][b] = Tag(req'[i][b])]
                    /\ UNCHANGED spause
          [] e.a = "ack" ->
-                /\ AllLogged(i)
+                /\ AllLogged(i) /\ (e.ld => LateOnesAway)
                 /\ \/ req[i][b].st = "sent" /\ req[i][b].exp = kv[b].rev /\ Round(i, b)
                    \/ req[i][b].st = "ok" /\ Answer(i, b)
                 /\ UNCHANGED <<lg, spause>>
