@@ -194,3 +194,31 @@ async def test_a_failover_recorded_from_the_real_sdk_on_a_real_cluster_is_valida
     assert bad.result == "rejected"
     assert bad.first_bad_event is not None
     assert (bad.first_bad_event.instance, bad.first_bad_event.action) == (old, Action.SERVE)
+
+
+def test_a_quorum_campaign_may_record_its_trace_and_the_runner_checks_it(tmp_path: Path) -> None:
+    """``trace: true`` with ``election: quorum`` loads, and the runner's trace step (merge, then TLC within the
+    budget) validates a quorum trace: the failover example split back into its instances' files."""
+    from aegis.harness.campaign.runner import _check_trace
+    from aegis.harness.campaign.schema import load_campaign
+    from aegis.sdk.trace_events import merge_traces
+
+    path = tmp_path / "c.yaml"
+    path.write_text("name: x\nfaults: [{kind: instance-kill}]\nelection: quorum\ntrace: true\n")
+    assert load_campaign(path).trace
+    trace = read_trace(FAILOVER)
+    files = []
+    for name in sorted({e.instance for e in trace.events}):
+        with TraceWriter(tmp_path / f"{name}.ndjson", params=trace.params) as w:
+            for e in trace.events:
+                if e.instance == name:
+                    w.write(e)
+        files.append(tmp_path / f"{name}.ndjson")
+
+    class Rig:  # the part of FailoverRig the trace step uses: merging the instances' traces
+        def trace(self, out: Path):  # type: ignore[no-untyped-def]
+            return merge_traces(files, out)
+
+    out = _check_trace(Rig(), tmp_path, [trace.events[-1].wall], tmp_path / "merged.ndjson", 120)  # type: ignore[arg-type]
+    assert out["result"] == "validated", out
+    assert out["events_total"] == out["events_checked"] == len(trace.events)
