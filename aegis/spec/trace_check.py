@@ -436,6 +436,7 @@ def quorum_trace_module(trace: Trace) -> str:
         f"TraceWindow == {window}\n"
         f"InitKV == <<{kv}>>\n"
         "InitSeq == 3\n"
+        f"InstSeq == <<{', '.join(_tla_string(i) for i in sorted({e.instance for e in trace.events}))}>>\n"
         f"Trace == <<{body}>>\n"
         "====\n"
     )

@@ -144,9 +144,14 @@ Names(b) == Next1.fr /\ Next1.b = b
 (* Their serving windows and free buckets then count from the SDK's own    *)
 (* times: learning earlier, a standby would see a bucket free earlier and *)
 (* claim more buckets than the SDK did; learning later, fewer.            *)
+(* The instances pause and resume one by one in the order of InstSeq      *)
+(* (TraceData), skipping any: the same states in every order multiplied    *)
+(* the search (each subset of paused instances a state) for nothing.       *)
+Earlier == [i \in Inst |-> {InstSeq[k] : k \in 1..((CHOOSE m \in 1..Len(InstSeq) : InstSeq[m] = i) - 1)}]
 SPause(i) ==
     /\ ~spause[i]
     /\ Next1.ld
+    /\ \A j \in Inst \ Earlier[i] : ~spause[j]
     /\ Pause(i)
     /\ spause' = [spause EXCEPT ![i] = TRUE]
 LateOnesAway == \A j \in Inst \ {Next1.i} : paused[j] \/ ~up[j]
@@ -158,6 +163,7 @@ SApply(i) ==
 
 SResume(i) ==
     /\ spause[i]
+    /\ \A j \in Earlier[i] : ~spause[j]
     /\ Resume(i)
     /\ spause' = [spause EXCEPT ![i] = FALSE]
 
@@ -316,9 +322,10 @@ TrackProgress ==
 (* (no guard reads them), the fault counters whose budgets trace_check.py *)
 (* sets beyond reach (pauses, node crashes), resets (none), soloist       *)
 (* (always none: only Campaign(i, FALSE) explains a campaign) and kvAt    *)
-(* (read only by Timely and Erasable, both off here).                     *)
+(* (read only by Timely and Erasable, both off here); a back-off only as   *)
+(* what is left of it (GiveUp draws 0 or 1 tick: two states for ever).    *)
 TraceView ==
     << l, anchor, lg, spause, nl, now, lc, up, paused, role, bal, epoch, seen, seenAt, held, sent, lastSend, req,
-       kinc, qAt, boUntil, kv, prev, pend, seq, inc, stalled, crashes, releases >>
+       kinc, qAt, [i \in Inst |-> Max(boUntil[i] - now, 0)], kv, prev, pend, seq, inc, stalled, crashes, releases >>
 
 =============================================================================
