@@ -222,3 +222,33 @@ def test_a_quorum_campaign_may_record_its_trace_and_the_runner_checks_it(tmp_pat
     out = _check_trace(Rig(), tmp_path, [trace.events[-1].wall], tmp_path / "merged.ndjson", 120)  # type: ignore[arg-type]
     assert out["result"] == "validated", out
     assert out["events_total"] == out["events_checked"] == len(trace.events)
+
+
+def _paused(rows: list[dict], inst: str, at: int, until: int) -> list[dict]:
+    """``rows`` with the harness's pause of ``inst`` after row ``at`` and its resume after row ``until``."""
+
+    def line(action: str, wall: float) -> dict:
+        prev = [r for r in rows if r.get("instance") == inst and r["wall"] <= wall][-1]
+        local = round(prev["local"] + (wall - prev["wall"]), 9)
+        return {"instance": inst, "action": action, "rev": 0, "epoch": 0, "local": local, "wall": wall}
+
+    pause = line("pause", rows[at]["wall"] + 0.05)
+    resume = line("resume", rows[until]["wall"] + 0.0001)
+    return [*rows[: at + 1], pause, *rows[at + 1 : until + 1], resume, *rows[until + 1 :]]
+
+
+def test_a_pause_of_a_standby_across_a_renewal_is_validated_and_its_lines_inside_it_are_not(
+    tmp_path: Path,
+) -> None:
+    rows = _lines(FAILOVER)
+    # a standby ('a') paused by the harness while the active ('c') renews in all three buckets (rows 43-51)
+    assert {rows[k]["instance"] for k in range(43, 52)} == {"b", "c"}
+    ok = check_trace(_write(tmp_path / "ok.ndjson", _paused(rows, "a", 42, 51)), timeout=120)
+    assert ok.accepted, ok.reason
+    inside = _paused(rows, "a", 42, 51)
+    assert inside[43]["action"] == "pause" and inside[41]["instance"] == "a"
+    shift = inside[47]["wall"] - inside[41]["wall"]  # a's watch delivery while it is stopped
+    inside.insert(48, {**inside[41], "wall": inside[47]["wall"], "local": inside[41]["local"] + shift})
+    bad = check_trace(_write(tmp_path / "bad.ndjson", inside), timeout=120)
+    assert bad.result == "rejected"
+    assert bad.first_bad_event is not None and bad.first_bad_event.instance == "a"
