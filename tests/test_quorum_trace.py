@@ -4,7 +4,9 @@ The example traces were recorded from the real SDK (``SingleActiveService(electi
 ``aegis.harness.campaign.group.InstanceGroup``) on a real 3-node cluster: ``quorum_valid_failover`` (the active
 killed with kill -9, a duel of the two standbys, graceful stops with a candidate stopping mid-campaign) and
 ``quorum_valid_node_kill`` (kill -9 of the node leading one bucket: renewals there time out, a standby cut off from
-its watches campaigns again and again and is refused). The tampered ones are the failover trace edited by hand.
+its watches campaigns again and again and is refused) and ``quorum_valid_failover_calls`` (a sticky client calling the
+exclusive method through a kill -9 of the active: ``serve`` lines of real calls). The tampered ones are the failover
+trace edited by hand.
 """
 
 from __future__ import annotations
