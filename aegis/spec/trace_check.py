@@ -29,6 +29,11 @@ What keeps a whole campaign's trace checkable (each measured on a real smoke tra
   (:func:`up_lines`). Silent steps happen at event times. Each of these restrictions can only make TLC reject
   more, never validate a trace the spec does not explain; each was checked against every campaign trace.
 
+A trace of the quorum lease (header ``"election": "quorum"``) is checked the same way against ``QuorumLease.tla``,
+by ``TraceQuorumLease.tla`` (:func:`quorum_trace_module`, :func:`quorum_trace_config`): revisions are not given to
+TLC, but which line names a revision first (where TLC lands that write) and which timed-out writes may land later
+are computed here from them; see that module and ``aegis/spec/README.md``.
+
 The verdict is ``validated`` (every event explained), ``rejected`` (with the first line no behaviour
 explains) or ``incomplete`` (TLC's time budget ran out: how far it got). An empty trace, or one with
 events of a single instance (nothing to check the exclusion against), is rejected, never accepted.
