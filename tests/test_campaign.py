@@ -64,7 +64,6 @@ def test_the_issue_s_campaigns_are_shipped_with_enough_faults() -> None:
         ("name: x\nfaults: [{kind: instance-kill}]\nsettle_s: [2, 1]\n", "settle_s"),
         ("name: x\nfaults: [{kind: instance-kill}]\ncolour: red\n", "colour"),
         ("name: x\nfaults: [{kind: instance-kill}]\nelection: raft\n", "election"),
-        ("name: x\nfaults: [{kind: instance-kill}]\nelection: quorum\n", "no TraceQuorumLease.tla"),
     ],
 )
 def test_a_bad_campaign_file_is_refused_naming_the_field(tmp_path: Path, text: str, message: str) -> None:

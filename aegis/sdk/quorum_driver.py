@@ -7,6 +7,11 @@ happened, one event at a time, in order. Per bucket: one watch of the group's ke
 The record in each bucket is the machine's :class:`~aegis.sdk.quorum_election.Claim` as JSON (its one definition;
 pydantic reads and writes the dataclass). No TTL, no delete marker: a release is the record again with
 ``released: true``.
+
+With a trace writer (``SingleActiveService(..., trace=...)``) every step of the machine is written as the spec's trace
+lines (:mod:`aegis.sdk.trace_events`, checked against ``QuorumLease.tla`` by ``TraceQuorumLease.tla``), in one place,
+:meth:`QuorumDriver._trace_step`: the event the machine took in (a start's three reads, a watch delivery, an answer,
+a timeout, a stop), the change of role it made, and the writes it asked for, all stamped with the machine's ``now``.
 """
 
 from __future__ import annotations
@@ -30,6 +35,9 @@ from .kv import bucket, kv_watch, kv_write
 from .nats_errors import jetstream_error
 from .quorum_buckets import ensure_quorum_buckets
 from .quorum_election import QUORUM_BUCKETS, Claim, Leadership, QEffect, QuorumElection, QWrite, Slot
+from .trace_events import Action as TA
+from .trace_events import KeyKind
+from .trace_events import Op as TraceOp
 
 if TYPE_CHECKING:
     from .single_active import SingleActiveService
@@ -38,6 +46,21 @@ log = logging.getLogger(__name__)
 
 CLAIM = TypeAdapter(Claim)
 """The wire form of a bucket's record."""
+
+
+Note = tuple[Any, ...]
+"""What the machine is told, for the trace: ``("start", slots)``, ``("observe", b, slot)``, ``("ack", b, rev, req)``,
+``("refuse", b, slot, req)``, ``("timeout", b, req)``, ``("tick",)``, ``("stop",)``."""
+
+_ROLE_STEPS = {
+    ("standby", "candidate"): TA.CAMPAIGN,
+    ("candidate", "active"): TA.WIN,
+    ("candidate", "standby"): TA.GIVEUP,
+    ("active", "standby"): TA.STEPDOWN,
+}
+"""A change of role the machine made, as the trace step that names it (a stop is traced as its input)."""
+
+_OPS = {"claim": TraceOp.CLAIM, "renew": TraceOp.RENEW, "release": TraceOp.RELEASE}
 
 
 def parse_claim(data: bytes) -> Claim | None:
@@ -55,7 +78,7 @@ class QuorumDriver:
         self.service = service
         self.machine: QuorumElection = service.election  # type: ignore[assignment]
         self.buckets = wire.QUORUM_ELECTION_BUCKETS
-        self._events: asyncio.Queue[Callable[[float], list[QEffect]]] = asyncio.Queue()
+        self._events: asyncio.Queue[tuple[Callable[[float], list[QEffect]], Note]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._watches: list[Any] = []
@@ -71,13 +94,13 @@ class QuorumDriver:
         slots = list(await asyncio.gather(*(self._first_read(b) for b in range(QUORUM_BUCKETS))))
         self._task = asyncio.create_task(self._drive(), name=f"quorum election {self.service.key}")
         self._watches = [await self._watch(b) for b in range(QUORUM_BUCKETS)]
-        self._post(lambda now: self.machine.start(now, slots))
+        self._post(lambda now: self.machine.start(now, slots), ("start", slots))
 
     async def stop(self) -> None:
         """Graceful stop: release every bucket held (bounded), then stop watching."""
         if self._task is None:
             return
-        self._post(self.machine.stop)
+        self._post(self.machine.stop, ("stop",))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._exited.wait(), self.machine.params.write_timeout_s * 4)
         task, self._task = self._task, None
@@ -92,21 +115,85 @@ class QuorumDriver:
 
     # -- the loop ----------------------------------------------------------------------------------------
 
-    def _post(self, event: Callable[[float], list[QEffect]]) -> None:
-        self._events.put_nowait(event)
+    def _post(self, event: Callable[[float], list[QEffect]], note: Note = ("tick",)) -> None:
+        self._events.put_nowait((event, note))
 
     async def _drive(self) -> None:
         while True:
-            event = await self._events.get()
+            event, note = await self._events.get()
             now = time.monotonic()
+            m = self.machine
+            before = (m.role, [None if r is None else (r.id, r.op) for r in m.requests])
             try:
                 effects = event(now)
             except Exception:
                 log.exception("%s: quorum election event failed", self.service.key)
                 continue
+            if self.service.trace is not None:
+                try:
+                    self._trace_step(now, note, before, effects)
+                except Exception:  # the trace must never stop the election
+                    log.debug("%s: trace line failed", self.service.key, exc_info=True)
             for effect in effects:
                 self._carry_out(effect)
             self._tell_clients()
+
+    def _trace_step(
+        self, now: float, note: Note, before: tuple[str, list[tuple[int, str] | None]], effects: list[QEffect]
+    ) -> None:
+        """Write the trace lines of one step of the machine: what it took in (an answer or a timeout only when it
+        was the request in flight: a late answer to a request that already timed out changes nothing), the change
+        of role it made, then each write it asked for, a serve line when it starts serving, and its exit, in the
+        order the machine asked for them."""
+        emit = self.service._emit
+        role, requests = before
+        kind = note[0]
+        if kind == "start":
+            for b, slot in enumerate(note[1]):
+                emit(TA.START, bucket=b, local=now, **_record(slot))
+        elif kind == "observe":
+            emit(TA.OBSERVE, bucket=note[1], local=now, **_record(note[2]))
+        elif kind in ("ack", "refuse", "timeout"):
+            b, req = note[1], note[-1]
+            if requests[b] is not None and requests[b][0] == req:  # type: ignore[index]
+                if kind == "ack":
+                    emit(TA.ACK, bucket=b, rev=note[2], local=now)
+                elif kind == "refuse":
+                    emit(TA.REFUSE, bucket=b, rev=note[2].rev, local=now)
+                else:
+                    emit(TA.TIMEOUT, bucket=b, op=_OPS[requests[b][1]], local=now)  # type: ignore[index]
+        elif kind == "tick":  # the timer times out requests older than the write timeout
+            after = self.machine.requests
+            for b, was in enumerate(requests):
+                if was is not None and (after[b] is None or after[b].id != was[0]):  # type: ignore[union-attr]
+                    emit(TA.TIMEOUT, bucket=b, op=_OPS[was[1]], local=now)
+        elif kind == "stop":
+            emit(TA.STOP, local=now)
+        step = _ROLE_STEPS.get((role, self.machine.role))
+        if step is TA.CAMPAIGN:
+            emit(step, ballot=self.machine.ballot, local=now)
+        elif step is TA.WIN:
+            emit(step, epoch=self.machine.epoch, local=now)
+        elif step is not None:
+            emit(step, local=now)
+        for effect in effects:
+            if isinstance(effect, QWrite):
+                c = effect.claim
+                emit(
+                    TA.REQUEST,
+                    bucket=effect.bucket,
+                    op=_OPS[effect.op],
+                    rev=effect.expected,
+                    ballot=c.ballot,
+                    floor=c.floor,
+                    holder=c.holder,
+                    released=c.released,
+                    local=now,
+                )
+            elif isinstance(effect, StartServing):  # it serves from now: a serve line (checked: Serving)
+                self.service._trace_serve(now)
+            elif isinstance(effect, Exit):
+                emit(TA.EXIT, local=now)
 
     def _carry_out(self, effect: QEffect) -> None:
         svc = self.service
@@ -118,7 +205,9 @@ class QuorumDriver:
             if self._timer is not None:
                 self._timer.cancel()
             delay = max(0.0, effect.at - time.monotonic())
-            self._timer = asyncio.get_running_loop().call_later(delay, self._post, self.machine.tick)
+            self._timer = asyncio.get_running_loop().call_later(
+                delay, self._post, self.machine.tick, ("tick",)
+            )
         elif isinstance(effect, StartServing):
             svc._started_serving(effect.epoch)
         elif isinstance(effect, StopServing):
@@ -153,15 +242,24 @@ class QuorumDriver:
         except Conflict:
             current = await self._current_after_conflict(w)
             if current is None:  # unknown outcome: a timeout, to the machine
-                self._post(lambda now: self.machine.write_timeout(now, w.bucket, w.req))
+                self._post(
+                    lambda now: self.machine.write_timeout(now, w.bucket, w.req), ("timeout", w.bucket, w.req)
+                )
             else:
-                self._post(lambda now: self.machine.write_failed(now, w.bucket, current, w.req))
+                self._post(
+                    lambda now: self.machine.write_failed(now, w.bucket, current, w.req),
+                    ("refuse", w.bucket, current, w.req),
+                )
             return
         except AegisError as exc:
             log.debug("%s: %s in %s timed out or failed: %s", self.service.key, w.op, name, exc)
-            self._post(lambda now: self.machine.write_timeout(now, w.bucket, w.req))
+            self._post(
+                lambda now: self.machine.write_timeout(now, w.bucket, w.req), ("timeout", w.bucket, w.req)
+            )
             return
-        self._post(lambda now: self.machine.write_ok(now, w.bucket, rev, w.req))
+        self._post(
+            lambda now: self.machine.write_ok(now, w.bucket, rev, w.req), ("ack", w.bucket, rev, w.req)
+        )
 
     async def _current_after_conflict(self, w: QWrite) -> Slot | None:
         """The key after a refused compare-and-set, read from the stream leader; None when no read shows a
@@ -203,10 +301,25 @@ class QuorumDriver:
     async def _watch(self, b: int) -> Any:
         async def on_msg(msg: Msg) -> None:
             slot = Slot(msg.metadata.sequence.stream, parse_claim(msg.data))
-            self._post(lambda now: self.machine.observe(now, b, slot))
+            self._post(lambda now: self.machine.observe(now, b, slot), ("observe", b, slot))
 
         assert self._pool is not None
         return await kv_watch(self._pool, self.buckets[b], self.service.key, on_msg)
+
+
+def _record(slot: Slot) -> dict[str, Any]:
+    """A bucket's key as the trace writes it (start, observe): its revision and record."""
+    c = slot.claim
+    if c is None:
+        return {"rev": slot.rev, "kind": KeyKind.ABSENT}
+    return {
+        "rev": slot.rev,
+        "kind": KeyKind.VALUE,
+        "ballot": c.ballot,
+        "floor": c.floor,
+        "holder": c.holder,
+        "released": c.released,
+    }
 
 
 __all__ = ["CLAIM", "QuorumDriver", "parse_claim"]

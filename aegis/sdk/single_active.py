@@ -116,7 +116,9 @@ class SingleActiveService(Service):
     ``aegis_election`` (``Lease.tla``); ``"quorum"`` holds it in a majority of three buckets whose stream leaders sit
     on different nodes (``QuorumLease.tla``, ``docs/quorum-lease.md``), so a crash of the node leading one bucket
     does not fail the group over; it costs three renewal writes per ``renew_s`` instead of one and three watches.
-    Every instance of a group must use the same election. The quorum lease writes no spec trace yet.
+    Every instance of a group must use the same election. Both write the spec's trace (``trace``): the quorum
+    lease's lines are written by its driver (:meth:`aegis.sdk.quorum_driver.QuorumDriver._trace_step`) and checked
+    against ``QuorumLease.tla``; give its writer ``TraceParams(election="quorum", ...)``.
     """
 
     election_class: type[Election] = Election

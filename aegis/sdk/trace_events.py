@@ -5,6 +5,12 @@ Every election step the SDK takes is one NDJSON line, and each line names the st
 (``aegis trace-check FILE``, :mod:`aegis.spec.trace_check`). A trace may start with one header line
 ``{"params": {...}}`` (:class:`TraceParams`): the lease settings the instances ran with.
 
+The quorum lease (``election="quorum"``, ``aegis/spec/tla/QuorumLease.tla``) writes the same lines, with the header
+saying ``"election": "quorum"``, a ``bucket`` (0, 1, 2) on the steps about one bucket, the record read or written
+(``ballot``, ``floor``, ``holder``, ``released``), and its own steps (``ack``, ``refuse``, ``campaign``, ``win``,
+``giveup``, ``stepdown``, ``stop``, ``exit``; op ``claim``); ``TraceQuorumLease.tla`` checks them. Single-bucket
+traces never carry these fields: they are written exactly as before.
+
 Example::
 
     from aegis.sdk.trace_events import Action, KeyKind, Op, TraceParams, TraceWriter
@@ -30,9 +36,17 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
+from typing import IO, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
 
 
 class Action(StrEnum):
@@ -52,6 +66,17 @@ class Action(StrEnum):
     CRASH = "crash"  # the harness killed it (kill -9)
     PAUSE = "pause"  # the harness stopped it (SIGSTOP)
     RESUME = "resume"  # the harness continued it (SIGCONT)
+    # The quorum lease's steps (``QuorumLease.tla``, checked by ``TraceQuorumLease.tla``); start, request,
+    # timeout, observe, serve, crash, pause and resume above serve both elections, with ``bucket`` set where
+    # the step is about one of the three buckets (0, 1, 2).
+    ACK = "ack"  # a compare-and-set to bucket was stored (rev: its revision there)
+    REFUSE = "refuse"  # a compare-and-set to bucket was refused (rev: the key's revision there afterwards)
+    CAMPAIGN = "campaign"  # a standby campaigns with ballot (rule 2; its claims follow as request lines)
+    WIN = "win"  # a candidate's claims were acknowledged in a majority: active, epoch = its ballot (rule 3)
+    GIVEUP = "giveup"  # a candidate that can no longer reach a majority gives up (rule 4)
+    STEPDOWN = "stepdown"  # an active that holds fewer than two buckets stops serving (rule 6)
+    STOP = "stop"  # graceful stop asked (rule 7): it stops serving and releases what it holds
+    EXIT = "exit"  # after a graceful stop: every release answered, the election is over
 
 
 class Op(StrEnum):
@@ -60,6 +85,7 @@ class Op(StrEnum):
     ACQUIRE = "acquire"
     RENEW = "renew"
     RELEASE = "release"
+    CLAIM = "claim"  # the quorum lease: a claim of one bucket (a campaign's, or an active's of a free bucket)
 
 
 class KeyKind(StrEnum):
@@ -81,7 +107,9 @@ ELECTION_KINDS = {
 
 # Which steps must say which extra field.
 _NEEDS_KIND = {Action.START, Action.OBSERVE}
-_NEEDS_EPOCH = {Action.ACQUIRE, Action.RENEW, Action.SERVE}
+_NEEDS_EPOCH = {Action.ACQUIRE, Action.RENEW, Action.SERVE, Action.WIN}
+_NEEDS_BUCKET = {Action.ACK, Action.REFUSE}
+_NEEDS_BALLOT = {Action.CAMPAIGN}
 
 
 class TraceEvent(BaseModel):
@@ -97,9 +125,25 @@ class TraceEvent(BaseModel):
     wall: float = Field(ge=0, description="wall clock, seconds since the epoch")
     op: Op | None = Field(None, description="for request (and timeout): what the compare-and-set is for")
     kind: KeyKind | None = Field(None, description="for start/observe/lose/outbid: what the key holds")
+    # The quorum lease only (absent from single-bucket traces):
+    bucket: int | None = Field(None, ge=0, le=2, description="the quorum bucket (0, 1, 2) the step is about")
+    ballot: int | None = Field(
+        None, ge=0, description="the record's ballot (start/observe: as read; request: as written; campaign)"
+    )
+    floor: int | None = Field(None, ge=0, description="the record's floor (its bucket's ballot register)")
+    holder: str | None = Field(None, description="the record's holder (start/observe/request)")
+    released: bool | None = Field(None, description="the record says released (start/observe/request)")
 
     @model_validator(mode="after")
     def _fields_fit_action(self) -> Self:
+        if self.action in _NEEDS_BUCKET and self.bucket is None:
+            raise ValueError(f"bucket is required for action {self.action.value!r}")
+        if self.action in _NEEDS_BALLOT and not self.ballot:
+            raise ValueError(f"ballot is required for action {self.action.value!r}")
+        if self.bucket is not None and self.action == Action.REQUEST and self.ballot is None:
+            raise ValueError("a quorum request says the ballot it writes")
+        if self.op == Op.CLAIM and self.bucket is None:
+            raise ValueError("op 'claim' belongs to the quorum lease: bucket is required")
         if self.action == Action.REQUEST and self.op is None:
             raise ValueError("op is required for action 'request'")
         if self.op is not None and self.action not in (Action.REQUEST, Action.TIMEOUT):
@@ -129,6 +173,18 @@ class TraceParams(BaseModel):
         description="renewal period, seconds: an active renews, and a standby in probe mode probes, this long"
         " after its last one (on its own clock); None: unknown, the checker allows any schedule",
     )
+    election: Literal["lease", "quorum"] = Field(
+        "lease",
+        description="the election the trace is of: 'lease' (Lease.tla, TraceLease.tla) or 'quorum' (QuorumLease.tla,"
+        " TraceQuorumLease.tla); written only when 'quorum', so single-bucket headers stay as they were",
+    )
+
+    @model_serializer(mode="wrap")
+    def _lease_is_not_written(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        out: dict[str, Any] = handler(self)
+        if out.get("election") == "lease":
+            del out["election"]
+        return out
 
 
 class TraceError(ValueError):
@@ -247,6 +303,11 @@ class TraceWriter:
         kind: KeyKind | None = None,
         local: float | None = None,
         wall: float | None = None,
+        bucket: int | None = None,
+        ballot: int | None = None,
+        floor: int | None = None,
+        holder: str | None = None,
+        released: bool | None = None,
     ) -> TraceEvent:
         """Build an event stamped with the clocks now (unless given), append it, and return it.
 
@@ -268,6 +329,11 @@ class TraceWriter:
             kind=kind,
             local=mono if local is None else local,
             wall=wall,
+            bucket=bucket,
+            ballot=ballot,
+            floor=floor,
+            holder=holder,
+            released=released,
         )
         self.write(event)
         return event

@@ -29,6 +29,11 @@ What keeps a whole campaign's trace checkable (each measured on a real smoke tra
   (:func:`up_lines`). Silent steps happen at event times. Each of these restrictions can only make TLC reject
   more, never validate a trace the spec does not explain; each was checked against every campaign trace.
 
+A trace of the quorum lease (header ``"election": "quorum"``) is checked the same way against ``QuorumLease.tla``,
+by ``TraceQuorumLease.tla`` (:func:`quorum_trace_module`, :func:`quorum_trace_config`): revisions are not given to
+TLC, but which line names a revision first (where TLC lands that write) and which timed-out writes may land later
+are computed here from them; see that module and ``aegis/spec/README.md``.
+
 The verdict is ``validated`` (every event explained), ``rejected`` (with the first line no behaviour
 explains) or ``incomplete`` (TLC's time budget ran out: how far it got). An empty trace, or one with
 events of a single instance (nothing to check the exclusion against), is rejected, never accepted.
@@ -323,6 +328,158 @@ def trace_config(trace: Trace) -> str:
     return "\n".join(lines)
 
 
+_NAMES_REVISION = frozenset({Action.START, Action.OBSERVE, Action.REFUSE, Action.ACK})
+"""Quorum lines that name a revision of their bucket: a start's read, a watch delivery, the revision a refused write
+found, an acknowledged write's own. The first line naming a revision other than its own ack is where the write
+lands for TLC (``TraceQuorumLease.Names``)."""
+
+
+def _may_land_later(trace: Trace) -> set[int]:
+    """Indexes of the ``timeout`` lines whose write may still have landed later: some later line names a revision
+    of that bucket that no ``ack`` line names (a write nobody was told of) whose record, where a line shows it, is
+    the one the timed-out request wrote. Elsewhere TLC drops the write for good (``TraceQuorumLease``): keeping
+    every timed-out write of a stalled bucket pending multiplied the search by each subset of them."""
+    acked = {(e.bucket, e.rev) for e in trace.events if e.action == Action.ACK}
+    shown: dict[tuple[int, int], tuple[str | None, int | None, int | None, bool | None]] = {}
+    first: dict[tuple[int, int], int] = {}
+    for k, e in enumerate(trace.events):
+        if e.bucket is not None and e.rev > 0 and e.action in _NAMES_REVISION:
+            first.setdefault((e.bucket, e.rev), k)
+            if e.kind == KeyKind.VALUE:
+                shown.setdefault((e.bucket, e.rev), (e.holder, e.ballot, e.floor, e.released))
+    orphans = [(k, key) for key, k in first.items() if key not in acked]
+    sent: dict[tuple[str, int], TraceEvent] = {}
+    out: set[int] = set()
+    for k, e in enumerate(trace.events):
+        if e.action == Action.REQUEST and e.bucket is not None:
+            sent[(e.instance, e.bucket)] = e
+        elif e.action == Action.TIMEOUT and e.bucket is not None:
+            req = sent.get((e.instance, e.bucket))
+            record = None if req is None else (req.holder, req.ballot, req.floor, req.released)
+            if any(key[0] == e.bucket and at > k and shown.get(key, record) == record for at, key in orphans):
+                out.add(k)
+    return out
+
+
+def _quorum_fields(e: TraceEvent) -> dict[str, str]:
+    """The quorum lease's fields of an event, as TraceQuorumLease.tla reads them."""
+    return {
+        "b": str(e.bucket + 1 if e.bucket is not None else 0),
+        "bal": str(e.ballot or 0),
+        "fl": str(e.floor or 0),
+        "hold": _tla_string(e.holder or ""),
+        "rel": _tla_string("any" if e.released is None else "yes" if e.released else "no"),
+    }
+
+
+def _quorum_record(e: TraceEvent | None, rev: int) -> str:
+    """A bucket's record as QuorumLease writes it (``NoRec`` for an absent key)."""
+    if e is None or e.kind != KeyKind.VALUE:
+        return '[rev |-> 0, kind |-> "none", holder |-> "none", bal |-> 0, floor |-> 0, rel |-> FALSE]'
+    return (
+        f'[rev |-> {rev}, kind |-> "val", holder |-> {_tla_string(e.holder or "")}, bal |-> {e.ballot or 0},'
+        f" floor |-> {e.floor or 0}, rel |-> {'TRUE' if e.released else 'FALSE'}]"
+    )
+
+
+def quorum_trace_module(trace: Trace) -> str:
+    """The TLA+ module ``TraceData`` for ``TraceQuorumLease``: ``trace`` as a sequence of records (times as in
+    :func:`trace_module`; revisions are not given: the spec's compare-and-set decides the outcomes), the serving
+    window, and ``InitKV``: the records the buckets held when the first instance started (its start lines)."""
+    t0 = min(e.wall for e in trace.events)
+    first: dict[str, TraceEvent] = {}
+    records = []
+    last: dict[str, TraceEvent] = {}
+    starts = [e for e in trace.events if e.action == Action.START]
+    opener = starts[0].instance if starts else None
+    initial: dict[int, TraceEvent] = {}
+    for e in starts:
+        if e.instance != opener or e.bucket is None or e.bucket in initial:
+            break
+        initial[e.bucket] = e
+    # (bucket, revision) some earlier line named: the first start's reads name what the buckets held already
+    named = {(b, e.rev) for b, e in initial.items() if e.rev > 0}
+    for line, e in zip(trace.lines, trace.events, strict=True):
+        start = first.setdefault(e.instance, e)
+        aligned = (start.wall - t0) + (e.local - start.local)
+        before = last.get(e.instance)
+        fst = e.action == Action.START and not (
+            before is not None and before.action == Action.START and before.local == e.local
+        )
+        last[e.instance] = e
+        names = e.bucket is not None and e.rev > 0 and e.action in _NAMES_REVISION
+        lands = names and (e.bucket, e.rev) not in named  # a write lands for TLC right before this line
+        fresh = lands and e.action != Action.ACK
+        if names:
+            named.add((e.bucket, e.rev))  # type: ignore[arg-type]
+        fields = {
+            "line": str(line),
+            "i": _tla_string(e.instance),
+            "a": _tla_string(e.action.value),
+            "op": _tla_string(e.op.value if e.op else "none"),
+            **_quorum_fields(e),
+            "kind": _tla_string(_KIND[e.kind] if e.kind else "any"),
+            "ep": str(e.epoch),
+            "now": str(_tick(e.wall, t0)),
+            "lc": str(max(0, round(aligned / UNIT_S))),
+            "fst": "TRUE" if fst else "FALSE",
+            "nm": "TRUE" if names else "FALSE",
+            "fr": "TRUE" if fresh else "FALSE",
+            "ld": "TRUE" if lands else "FALSE",
+        }
+        records.append("[" + ", ".join(f"{k} |-> {v}" for k, v in fields.items()) + "]")
+    may_land = _may_land_later(trace)
+    for k, rec in enumerate(records):
+        records[k] = rec[:-1] + f", pd |-> {'TRUE' if k in may_land else 'FALSE'}]"
+    kv = ", ".join(_quorum_record(initial.get(b), b + 1) for b in range(3))
+    p = trace.params
+    window = math.floor(p.lease * (1 - p.drift) / (1 + p.drift) / UNIT_S) + TOLERANCE_US
+    body = ",\n     ".join(records)
+    return (
+        "---- MODULE TraceData ----\n"
+        "EXTENDS Integers, Sequences\n"
+        f"TraceWindow == {window}\n"
+        f"InitKV == <<{kv}>>\n"
+        "InitSeq == 3\n"
+        f"InstSeq == <<{', '.join(_tla_string(i) for i in sorted({e.instance for e in trace.events}))}>>\n"
+        f"Trace == <<{body}>>\n"
+        "====\n"
+    )
+
+
+def quorum_trace_config(trace: Trace) -> str:
+    """The TLC config for ``TraceQuorumLease``: QuorumLease's constants from the trace's settings. Pauses and node
+    crashes are silent steps bounded by where the trace needs them (``TraceQuorumLease.tla``), not by a count."""
+    p = trace.params
+    counts = Counter(e.action for e in trace.events)
+    instances = sorted({e.instance for e in trace.events})
+    constants = {
+        "Inst": "{" + ", ".join(_tla_string(i) for i in instances) + "}",
+        "Rate": RATE,
+        "Drift": round(p.drift * RATE),
+        "DriftBound": round(p.drift * RATE),
+        "Lease": max(1, math.floor(p.lease / UNIT_S) - TOLERANCE_US),
+        "RenewEvery": 1 if p.renew is None else max(1, math.floor(p.renew / UNIT_S) - TOLERANCE_US),
+        "ObsDelay": 0,
+        "NetDelay": 0,
+        "Quorum": 2,
+        # a standby's exit is a crash to the spec (TraceQuorumLease: it has no standby exit)
+        "MaxCrashes": counts[Action.CRASH] + counts[Action.EXIT],
+        "MaxPauses": UNLIMITED_OUTAGES,
+        "MaxReleases": counts[Action.STOP],
+        "MaxNodeCrashes": UNLIMITED_OUTAGES,
+        "MaxResets": 0,  # the durability assumption (sync_interval: always)
+        "Timely": "FALSE",  # delays are whatever the trace shows
+        "DeadlineRule": '"median"',
+        "ResetRule": '"quarantine"',
+        "Erasable": "FALSE",
+    }
+    lines = ["CONSTANTS"] + [f"    {k} = {v}" for k, v in constants.items()]
+    lines += ["    Window <- TraceWindow", "VIEW TraceView", "INIT TraceInit", "NEXT TraceNext"]
+    lines += ["CONSTRAINT TrackProgress", "INVARIANT TraceNotFinished", ""]
+    return "\n".join(lines)
+
+
 def check(trace: Trace, *, timeout: float = 300, workers: int = 1) -> TraceVerdict:
     """Check a parsed trace against the spec with TLC: ``validated``, ``rejected`` or, when TLC needs more
     than ``timeout`` seconds, ``incomplete`` with how many events it explained by then."""
@@ -343,15 +500,19 @@ def check(trace: Trace, *, timeout: float = 300, workers: int = 1) -> TraceVerdi
             instances=instances,
         )
     small = compact(trace)
+    quorum = trace.params.election == "quorum"
+    checker = "TraceQuorumLease" if quorum else "TraceLease"
     with tempfile.TemporaryDirectory(prefix="aegis-trace-") as tmp:
         folder = Path(tmp)
         copy_spec(folder)
-        shutil.copy(SPEC_DIR / "TraceLease.tla", folder / "TraceLease.tla")
-        (folder / "TraceData.tla").write_text(trace_module(small))
-        cfg = folder / "TraceLease.cfg"
-        cfg.write_text(trace_config(small))
+        if quorum:
+            shutil.copy(SPEC_DIR / "QuorumLease.tla", folder / "QuorumLease.tla")
+        shutil.copy(SPEC_DIR / f"{checker}.tla", folder / f"{checker}.tla")
+        (folder / "TraceData.tla").write_text(quorum_trace_module(small) if quorum else trace_module(small))
+        cfg = folder / f"{checker}.cfg"
+        cfg.write_text(quorum_trace_config(small) if quorum else trace_config(small))
         try:
-            result = run_tlc(folder / "TraceLease.tla", cfg, workers=workers, deadlock=False, timeout=timeout)
+            result = run_tlc(folder / f"{checker}.tla", cfg, workers=workers, deadlock=False, timeout=timeout)
         except subprocess.TimeoutExpired as exc:
             out = exc.output.decode(errors="replace") if isinstance(exc.output, bytes) else exc.output or ""
             done = _reached(out) - 1

@@ -228,7 +228,13 @@ class InstanceGroup:
             e = self.params.election
             self._faults = TraceWriter(
                 self.trace_dir / "faults.ndjson",
-                params=TraceParams(lease=e.lease_s, drift=e.drift, ttl=self.params.ttl_s, renew=e.renew_s),
+                params=TraceParams(
+                    lease=e.lease_s,
+                    drift=e.drift,
+                    ttl=self.params.ttl_s,
+                    renew=e.renew_s,
+                    election=self.params.protocol,
+                ),
             )
         self._faults.emit(instance, action)
 

@@ -218,15 +218,6 @@ class Campaign(_Strict):
             del out["election"]
         return out
 
-    @model_validator(mode="after")
-    def _trace_needs_the_lease(self) -> Campaign:
-        if self.election == "quorum" and self.trace:
-            raise ValueError(
-                "trace: the quorum lease writes no election trace yet (no TraceQuorumLease.tla):"
-                " set trace: false, and the report says the trace was not checked"
-            )
-        return self
-
     def budget(self, kind: str) -> Budget:
         """The budget of fault class ``kind``: the campaign's, else :data:`DEFAULT_BUDGET_S` for p99 and max."""
         return self.budgets.get(kind) or Budget()

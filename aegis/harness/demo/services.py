@@ -168,7 +168,9 @@ async def serve_active(
         if trace is None
         else TraceWriter(
             trace,
-            params=TraceParams(lease=params.lease_s, drift=params.drift, ttl=ttl_s, renew=params.renew_s),
+            params=TraceParams(
+                lease=params.lease_s, drift=params.drift, ttl=ttl_s, renew=params.renew_s, election=election
+            ),
         )
     )
     pool = await ConnectionPool.connect(load_settings(servers=urls, name=f"{service}-{instance_id}"))

@@ -178,7 +178,10 @@ FreeSet(i) == {b \in Buckets : Free(i, b)}
 Known(i) == {b \in Buckets : seen[i][b].kind # "unk"}
 
 (* Rule 2: the ballot is above every floor i goes by (at least a majority). *)
-NewBallot(i) == 1 + MaxOf({seen[i][b].floor : b \in Known(i)})
+(* Never below its own last ballot either (the SDK's rule: a candidate    *)
+(* that gave up campaigns again above the claims it may still have in     *)
+(* flight; a process starts from ballot 0, Start).                        *)
+NewBallot(i) == 1 + Max(bal[i], MaxOf({seen[i][b].floor : b \in Known(i)}))
 
 CanCampaign(i) ==
     /\ Runs(i)
@@ -239,6 +242,7 @@ Urgent ==
             \/ CanCampaign(i)
             \/ Hopeless(i)
             \/ role[i] = "releasing" /\ AllIdle(i)
+            \/ role[i] = "releasing" /\ \E b \in Buckets : held[i][b] # 0 /\ Idle(i, b)
             \/ \E b \in Buckets : req[i][b].st \in {"ok", "fail", "timeout"} /\ now - req[i][b].t >= NetDelay
             \/ \E b \in Buckets : Observable(i, b) /\ now - kvAt[b] >= ObsDelay
     \/ \E i \in Inst, b \in Buckets \ stalled : req[i][b].st = "sent"
@@ -269,7 +273,8 @@ Start(i) ==
     /\ qAt' = [qAt EXCEPT ![i] = [b \in Buckets |-> lc[i] - Lease]]
     /\ held' = [held EXCEPT ![i] = [b \in Buckets |-> 0]]
     /\ boUntil' = [boUntil EXCEPT ![i] = now]
-    /\ UNCHANGED <<now, lc, bal, epoch, sent, lastSend, req, soloist, store, env>>
+    /\ bal' = [bal EXCEPT ![i] = 0]
+    /\ UNCHANGED <<now, lc, epoch, sent, lastSend, req, soloist, store, env>>
 
 Write1(i, b, op, exp, rec) ==
     [op |-> op, exp |-> exp, rec |-> rec, sentAt |-> lc[i], t |-> now, st |-> "sent", ans |-> NoRec, ainc |-> 0]
@@ -318,18 +323,38 @@ ReleaseReqs(i) ==
                    [holder |-> i, bal |-> bal[i], floor |-> Max(bal[i], seen[i][b].floor), rel |-> TRUE])
        ELSE req[i][b]]
 
-(* Rule 7: stop serving, then release every bucket held. *)
+(* Rule 7: stop serving, then release every bucket held. A bucket with a  *)
+(* request in flight (a renewal, a candidate's claim) is released once it  *)
+(* is answered and held (ReleaseMore), as the SDK does; a candidate may    *)
+(* stop too (its claims acknowledged later are released the same way).    *)
+IdleHeld(i) == {b \in Buckets : held[i][b] # 0 /\ Idle(i, b)}
+ReleaseIdle(i) ==
+    /\ req' = [req EXCEPT ![i] =
+          [b \in Buckets |->
+             IF b \in IdleHeld(i)
+             THEN Write1(i, b, "release", held[i][b],
+                         [holder |-> i, bal |-> bal[i], floor |-> Max(bal[i], seen[i][b].floor), rel |-> TRUE])
+             ELSE req[i][b]]]
+    /\ held' = [held EXCEPT ![i] = [b \in Buckets |-> IF b \in IdleHeld(i) THEN 0 ELSE held[i][b]]]
+
 Release(i) ==
     /\ Runs(i)
-    /\ role[i] = "active"
-    /\ AllIdle(i)
+    /\ role[i] \in {"active", "candidate"}
     /\ releases < MaxReleases
     /\ releases' = releases + 1
     /\ role' = [role EXCEPT ![i] = "releasing"]
-    /\ req' = [req EXCEPT ![i] = ReleaseReqs(i)]
-    /\ held' = [held EXCEPT ![i] = [b \in Buckets |-> 0]]
-    /\ UNCHANGED <<now, lc, up, paused, bal, epoch, seen, seenAt, sent, lastSend, kinc, qAt, boUntil, soloist>>
+    /\ ReleaseIdle(i)
+    /\ soloist' = IF soloist = i THEN NoOne ELSE soloist
+    /\ UNCHANGED <<now, lc, up, paused, bal, epoch, seen, seenAt, sent, lastSend, kinc, qAt, boUntil>>
     /\ UNCHANGED <<store, crashes, pauses, nodeCrashes, resets>>
+
+ReleaseMore(i) ==      \* a releasing instance releases a bucket whose request was answered
+    /\ Runs(i)
+    /\ role[i] = "releasing"
+    /\ IdleHeld(i) # {}
+    /\ ReleaseIdle(i)
+    /\ UNCHANGED <<now, lc, up, paused, role, bal, epoch, seen, seenAt, sent, lastSend, kinc, qAt, boUntil>>
+    /\ UNCHANGED <<soloist, store, env>>
 
 (* Rule 4: give up, release the partial claims, back off. *)
 GiveUp(i) ==
@@ -347,6 +372,7 @@ Exit(i) ==             \* a releasing instance exits once its releases are answe
     /\ Runs(i)
     /\ role[i] = "releasing"
     /\ AllIdle(i)
+    /\ Held(i) = {}
     /\ up' = [up EXCEPT ![i] = FALSE]
     /\ role' = [role EXCEPT ![i] = "standby"]
     /\ UNCHANGED <<now, lc, paused, bal, epoch, seen, seenAt, held, sent, lastSend, req, kinc, qAt, boUntil>>
@@ -361,7 +387,7 @@ Newer(a, s, q) ==
 
 AnswerCore(i, b, q, sn, sa) ==
     LET mine == q.ans.kind = "val" /\ q.ans.holder = i /\ q.ans.bal = bal[i] /\ ~q.ans.rel
-        current == role[i] \in {"candidate", "active"} /\ q.rec.bal = bal[i] /\ q.op \in {"claim", "renew"}
+        current == role[i] \in {"candidate", "active", "releasing"} /\ q.rec.bal = bal[i] /\ q.op \in {"claim", "renew"}
         \* rule 10: an answer from a new incarnation, or from a bucket i holds in quarantine
         reset == q.st \in {"ok", "fail"} /\ (q.ainc # kinc[i][b] \/ Quar(i, b))
         stepDown(h) == role[i] = "active" /\ Cardinality({c \in Buckets : h[c] # 0}) < Quorum
@@ -403,8 +429,9 @@ AnswerCore(i, b, q, sn, sa) ==
                        THEN Write1(i, b, "release", q.ans.rev, [q.rec EXCEPT !.rel = TRUE])
                        ELSE NoReq]
           /\ UNCHANGED <<up, role, epoch, held, sent, lastSend, kinc, qAt, soloist>>
-       \/ /\ ~reset /\ q.st = "fail" /\ q.op = "renew" /\ mine /\ role[i] = "active"
-          \* rule 6: my own timed-out renewal landed: adopt its revision (the send time stays)
+       \/ /\ ~reset /\ q.st = "fail" /\ q.op = "renew" /\ mine /\ role[i] \in {"active", "releasing"}
+          \* rule 6: my own timed-out renewal landed: adopt its revision (the send time stays; releasing:
+          \* it releases that revision)
           /\ held' = [held EXCEPT ![i][b] = q.ans.rev]
           /\ seen' = [sn EXCEPT ![i][b] = q.ans]
           /\ seenAt' = [sa EXCEPT ![i][b] = lc[i]]
@@ -414,7 +441,8 @@ AnswerCore(i, b, q, sn, sa) ==
           \* my own lost renewal landed: release again on its revision
           /\ req' = [req EXCEPT ![i][b] = Write1(i, b, "release", q.ans.rev, [q.rec EXCEPT !.floor = Max(@, q.ans.floor)])]
           /\ UNCHANGED <<up, role, epoch, held, sent, lastSend, kinc, qAt, soloist>> /\ seen' = sn /\ seenAt' = sa
-       \/ /\ ~reset /\ q.st = "fail" /\ ~(q.op = "renew" /\ mine /\ role[i] = "active") /\ ~(q.op = "release" /\ mine)
+       \/ /\ ~reset /\ q.st = "fail" /\ ~(q.op = "renew" /\ mine /\ role[i] \in {"active", "releasing"})
+          /\ ~(q.op = "release" /\ mine)
           \* rule 6: someone else wrote: the bucket is lost; fewer than Quorum held: stop serving
           /\ LET h1 == [held[i] EXCEPT ![b] = 0]
              IN /\ held' = [held EXCEPT ![i] = IF stepDown(h1) THEN noHeld ELSE h1]
@@ -648,7 +676,7 @@ History ==
 Step ==
     \/ Tick
     \/ \E i \in Inst :
-          \/ Start(i) \/ Campaign(i, FALSE) \/ Campaign(i, TRUE) \/ SendRenew(i) \/ Release(i)
+          \/ Start(i) \/ Campaign(i, FALSE) \/ Campaign(i, TRUE) \/ SendRenew(i) \/ Release(i) \/ ReleaseMore(i)
           \/ GiveUp(i) \/ Exit(i) \/ Crash(i) \/ Pause(i) \/ Resume(i)
           \/ \E b \in Buckets : Round(i, b) \/ Answer(i, b) \/ Observe(i, b) \/ Apply(i, b) \/ Drop(i, b)
     \/ \E b \in Buckets : ApplyPend(b) \/ DropPend(b) \/ Recover(b) \/ Reset(b) \/ Erase(b)
@@ -665,7 +693,7 @@ Next == Step /\ History
 Fairness ==
     /\ SF_vars(Tick /\ History)
     /\ \A i \in Inst :
-          WF_vars((SendRenew(i) \/ GiveUp(i) \/ Exit(i) \/ Resume(i)
+          WF_vars((SendRenew(i) \/ ReleaseMore(i) \/ GiveUp(i) \/ Exit(i) \/ Resume(i)
                    \/ \E b \in Buckets : Answer(i, b) \/ Observe(i, b)) /\ History)
     /\ \A i \in Inst : WF_vars((Campaign(i, FALSE) \/ Campaign(i, TRUE)) /\ History)
     /\ \A i \in Inst : SF_vars(Campaign(i, TRUE) /\ History)
