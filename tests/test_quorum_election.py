@@ -215,3 +215,36 @@ def test_a_watch_delivery_handled_before_the_start_is_not_undone_by_the_older_re
     m.observe(0.0, 1, newer)  # the watch was quicker than the start's event
     m.start(0.0, [Slot(5, Claim("a", 2, 2)), Slot(5, Claim("a", 2, 2)), Slot(0, None)])
     assert m.seen[1] == newer and m.seen[0].rev == 5
+
+
+def test_a_candidate_claims_a_bucket_that_goes_free_during_its_campaign():
+    """Rule 2: lease timers run per bucket. Buckets 0 and 2 go free first (0 is stalled: its claim will time
+    out); bucket 1, renewed a moment later by the silent holder, goes free during the campaign and is claimed with
+    the same ballot, which wins with 1 and 2 instead of giving up when bucket 0 times out."""
+    old = Claim("b", 4, 4)
+    m = machine()
+    m.start(0.0, [Slot(5, old), Slot(6, old), Slot(7, old)])
+    m.observe(0.1, 1, Slot(8, old))  # the holder's last renewal of bucket 1 landed later
+    claims = writes(m.tick(P.lease_s))  # 0 and 2 are free, 1 is not yet
+    assert [w.bucket for w in claims] == [0, 2] and m.role == "candidate" and m.ballot == 5
+    m.write_ok(P.lease_s + 0.005, 2, 9, claims[1].req)
+    more = writes(m.tick(0.1 + P.lease_s))  # bucket 1 goes free before bucket 0's write times out
+    assert [(w.bucket, w.op, w.expected, w.claim.ballot) for w in more] == [(1, "claim", 8, 5)]
+    out = m.write_ok(0.1 + P.lease_s + 0.005, 1, 10, more[0].req)
+    assert StartServing(5) in out and m.role == "active" and m.epoch == 5
+
+
+def test_a_candidate_does_not_claim_a_bucket_whose_floor_is_at_its_ballot():
+    """A floor at the candidate's ballot: another candidate of the same ballot claimed there and may have
+    served (a released record keeps its floor): no claim, the campaign gives up when it cannot reach a majority."""
+    old = Claim("b", 4, 4)
+    m = machine()
+    m.start(0.0, [Slot(5, old), Slot(6, old), Slot(7, old)])
+    m.observe(0.1, 1, Slot(8, old))
+    claims = writes(m.tick(P.lease_s))
+    assert [w.bucket for w in claims] == [0, 2] and m.ballot == 5
+    out = m.observe(P.lease_s + 0.002, 1, Slot(9, Claim("c", 5, 5, released=True)))  # free, but at floor 5
+    out += m.write_failed(P.lease_s + 0.004, 2, Slot(10, Claim("c", 5, 5)), claims[1].req)
+    out += m.tick(P.lease_s + 0.01)
+    assert not [w for w in writes(out) if w.op == "claim"]
+    assert m.role == "standby"  # bucket 0 in flight alone: below a majority, it gave up

@@ -92,7 +92,10 @@ def test_a_deadline_from_the_newest_send_is_caught_by_the_overlap_check() -> Non
 
 def test_a_quorum_of_one_is_caught_by_the_overlap_check() -> None:
     broken = replace(NODE, mix=QUORUM_MIXES["node-mixed"], machine_factory=QuorumOfOne)
-    assert _caught(broken, range(1, 11)) == "NoOverlap"
+    # A run stops at its first violation: since candidates also claim buckets going free mid-campaign, that is
+    # mostly BallotsStrictlyIncrease, in some seeds an overlap (12, 13, 21 of these)
+    found = {v.prop for seed in range(1, 25) for v in run_quorum(replace(broken, seed=seed)).violations}
+    assert found == {"NoOverlap", "BallotsStrictlyIncrease"}, found
 
 
 def test_runs_replay_identically_and_say_which_election_ran() -> None:

@@ -15,8 +15,9 @@ The rules (numbered as in ``docs/quorum-lease.md``; the spec is ``aegis/spec/tla
 
 1. A bucket is *free* in an instance's view when the key is absent, released, or its revision has not moved for a
    whole lease on the instance's own clock.
-2. A standby that sees a majority free campaigns: ``ballot = 1 + the highest floor it knows`` and a compare-and-set
-   of its claim to every free bucket (never to one that is not free).
+2. A standby that sees a majority free campaigns: ``ballot = 1 + the highest floor it knows`` (and above its own
+   last ballot) and a compare-and-set of its claim to every free bucket (never to one that is not free); while a
+   candidate, it also claims each bucket that becomes free, where the floor is below its ballot.
 3. Acknowledged in a majority: active, epoch = ballot.
 4. A candidate that can no longer reach a majority releases what it holds and backs off a random time in
    ``[0, renew_s)``.
@@ -329,6 +330,22 @@ class QuorumElection:
         self._over = [self.seen[b] for b in free]
         return [self._send(now, b, "claim", self.seen[b].rev) for b in free]
 
+    def _claim_more(self, now: float) -> list[QEffect]:
+        """Rule 2: a candidate also claims, with its ballot, each bucket that became free after its campaign
+        started (lease timers run per bucket: one record ages a moment after another), where the floor is below its
+        ballot (at its ballot: another candidate of the same ballot was there, and may have served)."""
+        out: list[QEffect] = []
+        for b in range(QUORUM_BUCKETS):
+            if (
+                not self.held[b]
+                and self.requests[b] is None
+                and self.free(now, b)
+                and self._floor(b) < self.ballot
+            ):
+                self._over.append(self.seen[b])
+                out.append(self._send(now, b, "claim", self.seen[b].rev))
+        return out
+
     def _reachable(self) -> int:
         """Buckets a candidate holds or still waits to hear from."""
         return sum(
@@ -395,6 +412,8 @@ class QuorumElection:
         if self.started:
             if self.role == "candidate" and self._reachable() < QUORUM:
                 out.extend(self._give_up(now))
+            if self.role == "candidate":
+                out.extend(self._claim_more(now))
             if self.role == "releasing":
                 for b in range(QUORUM_BUCKETS):
                     out.extend(self._release(now, b))
@@ -453,7 +472,7 @@ class QuorumElection:
             times.append(self.last_round + p.renew_s)
             if now < self.deadline:
                 times.append(self.deadline)
-        if self.role in ("standby", "active"):
+        if self.role in ("standby", "candidate", "active"):
             times.extend(
                 self.seen_at[b] + p.lease_s
                 for b in range(QUORUM_BUCKETS)

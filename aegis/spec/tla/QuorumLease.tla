@@ -191,6 +191,17 @@ CanCampaign(i) ==
     /\ Cardinality(Known(i)) >= Quorum
     /\ now >= boUntil[i]
 
+(* Rule 2: a candidate also claims, with its ballot, a bucket that became *)
+(* free after its campaign started (free in a view of staggered lease     *)
+(* timers: one bucket's record ages a moment after another's), where the *)
+(* floor is below its ballot: a floor at its ballot means another         *)
+(* candidate of the same ballot was there, which may have served.        *)
+CanClaimMore(i, b) ==
+    /\ role[i] = "candidate"
+    /\ Idle(i, b)
+    /\ Free(i, b)
+    /\ seen[i][b].floor < bal[i]
+
 (* Rule 4: a candidate that can no longer reach a majority. *)
 Live(i) == Held(i) \cup {b \in Buckets : req[i][b].op = "claim" /\ req[i][b].st \in {"sent", "ok"}}
 Hopeless(i) == role[i] = "candidate" /\ Cardinality(Live(i)) < Quorum
@@ -241,6 +252,7 @@ Urgent ==
          /\ \/ role[i] = "active" /\ lc[i] - lastSend[i] >= RenewEvery
             \/ CanCampaign(i)
             \/ Hopeless(i)
+            \/ \E b \in Buckets : CanClaimMore(i, b)
             \/ role[i] = "releasing" /\ AllIdle(i)
             \/ role[i] = "releasing" /\ \E b \in Buckets : held[i][b] # 0 /\ Idle(i, b)
             \/ \E b \in Buckets : req[i][b].st \in {"ok", "fail", "timeout"} /\ now - req[i][b].t >= NetDelay
@@ -295,6 +307,13 @@ Campaign(i, solo) ==
     /\ soloist' = IF solo THEN i ELSE soloist
     /\ UNCHANGED <<now, lc, up, paused, epoch, seen, seenAt, held, sent, lastSend, kinc, qAt, boUntil>>
     /\ UNCHANGED <<store, env>>
+
+ClaimMore(i, b) ==
+    /\ Runs(i)
+    /\ CanClaimMore(i, b)
+    /\ req' = [req EXCEPT ![i][b] = Claim(i, b, bal[i])]
+    /\ UNCHANGED <<now, lc, up, paused, role, bal, epoch, seen, seenAt, held, sent, lastSend, kinc, qAt, boUntil>>
+    /\ UNCHANGED <<soloist, store, env>>
 
 (* Rule 5: renew every bucket held, claim every bucket free in i's view. *)
 SendRenew(i) ==
@@ -678,7 +697,7 @@ Step ==
     \/ \E i \in Inst :
           \/ Start(i) \/ Campaign(i, FALSE) \/ Campaign(i, TRUE) \/ SendRenew(i) \/ Release(i) \/ ReleaseMore(i)
           \/ GiveUp(i) \/ Exit(i) \/ Crash(i) \/ Pause(i) \/ Resume(i)
-          \/ \E b \in Buckets : Round(i, b) \/ Answer(i, b) \/ Observe(i, b) \/ Apply(i, b) \/ Drop(i, b)
+          \/ \E b \in Buckets : ClaimMore(i, b) \/ Round(i, b) \/ Answer(i, b) \/ Observe(i, b) \/ Apply(i, b) \/ Drop(i, b)
     \/ \E b \in Buckets : ApplyPend(b) \/ DropPend(b) \/ Recover(b) \/ Reset(b) \/ Erase(b)
     \/ \E n \in Nodes : NodeCrash(n)
 
@@ -694,7 +713,7 @@ Fairness ==
     /\ SF_vars(Tick /\ History)
     /\ \A i \in Inst :
           WF_vars((SendRenew(i) \/ ReleaseMore(i) \/ GiveUp(i) \/ Exit(i) \/ Resume(i)
-                   \/ \E b \in Buckets : Answer(i, b) \/ Observe(i, b)) /\ History)
+                   \/ \E b \in Buckets : ClaimMore(i, b) \/ Answer(i, b) \/ Observe(i, b)) /\ History)
     /\ \A i \in Inst : WF_vars((Campaign(i, FALSE) \/ Campaign(i, TRUE)) /\ History)
     /\ \A i \in Inst : SF_vars(Campaign(i, TRUE) /\ History)
     /\ \A i \in Inst : WF_vars((\E b \in Buckets : Round(i, b) \/ Apply(i, b) \/ Drop(i, b)) /\ History)
