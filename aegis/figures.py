@@ -608,6 +608,31 @@ def _spec_quick(data: list[dict[str, Any]], sources: list[str]) -> list[str]:
     return lines
 
 
+def _spec_configs(data: list[dict[str, Any]], sources: list[str]) -> list[str]:
+    """``aegis spec --config A --config B ... --json``: the named configurations (a simulation has no distinct
+    count: the states of its traces instead)."""
+    d = data[0]
+    configs = d["configs"]
+    flags = " ".join(f"--config {c['name']}" for c in configs)
+    lines = [
+        f"Reproduce: `aegis spec {flags} --parallel 1 --json > {sources[0]}`, then `make reports`.",
+        "",
+        f"{len(configs)} configurations ({len(d['passed'])} pass, {len(d['failed_as_expected'])} negative controls"
+        f" fail as they must, {len(d['unexpected'])} unexpected), {d['seconds']:.1f} s wall.",
+        "",
+        "| configuration | expected | result | states | seconds |",
+        "|---|---|---|---|---|",
+    ]
+    for c in configs:
+        expected = c["expected"].replace(":", " ")
+        result = c["result"] if c["invariant"] is None else f"{c['result']} {c['invariant']}"
+        states = (
+            f"{c['distinct']:,} distinct" if c["distinct"] else f"{c['generated']:,} generated (simulation)"
+        )
+        lines.append(f"| `{c['name']}` | {expected} | {result} | {states} | {c['seconds']:.1f} |")
+    return lines
+
+
 def _management_bench(data: list[dict[str, Any]], sources: list[str]) -> list[str]:
     """``aegis bench --management``: ``GET /api/metrics`` latency, rate and errors, and the NATS messages the
     service sent per HTTP request, against issue 15's goals."""
@@ -726,6 +751,7 @@ RENDERERS: dict[str, Renderer] = {
     "bench-goals": _bench_goals,
     "bench-cpu": _bench_cpu,
     "spec-quick": _spec_quick,
+    "spec-configs": _spec_configs,
     "management-bench": _management_bench,
     "deploy-test": _deploy_test,
     "soak": _soak,

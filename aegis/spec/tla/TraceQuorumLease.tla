@@ -204,8 +204,9 @@ Explains(e) ==
                    /\ lg' = [lg EXCEPT ![i][b] = Tag(req[i][b])]
                    /\ UNCHANGED spause
                 \* the active's renewal round (rule 5), or a releasing instance's release of a bucket
-                \* whose request was answered (rule 7): its other writes are the next lines
-                \/ /\ AllLogged(i) /\ (SendRenew(i) \/ ReleaseMore(i))
+                \* whose request was answered (rule 7): its other writes are the next lines; or a
+                \* candidate's claim of a bucket that went free during its campaign (rule 2)
+                \/ /\ AllLogged(i) /\ (SendRenew(i) \/ ReleaseMore(i) \/ ClaimMore(i, b))
                    /\ req'[i][b].st = "sent" /\ ReqOK(req'[i][b], e)
                    /\ lg' = [lg EXCEPT ![i][b] = Tag(req'[i][b])]
                    /\ UNCHANGED spause
