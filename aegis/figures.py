@@ -609,13 +609,13 @@ def _spec_quick(data: list[dict[str, Any]], sources: list[str]) -> list[str]:
 
 
 def _spec_configs(data: list[dict[str, Any]], sources: list[str]) -> list[str]:
-    """``aegis spec --config A --config B ... --json``: the named configurations (a simulation has no distinct
-    count: the states of its traces instead)."""
+    """``make spec-quorum`` (``aegis spec --config A --config B ... --json``): the named configurations (a
+    simulation has no distinct count: the states of its traces instead)."""
     d = data[0]
     configs = d["configs"]
-    flags = " ".join(f"--config {c['name']}" for c in configs)
     lines = [
-        f"Reproduce: `aegis spec {flags} --parallel 1 --json > {sources[0]}`, then `make reports`.",
+        f"Reproduce: `make spec-quorum` (`aegis spec --config NAME ... --parallel 1 --json` for the configurations"
+        f" below; writes `{sources[0]}`), then `make reports`.",
         "",
         f"{len(configs)} configurations ({len(d['passed'])} pass, {len(d['failed_as_expected'])} negative controls"
         f" fail as they must, {len(d['unexpected'])} unexpected), {d['seconds']:.1f} s wall.",
