@@ -72,13 +72,25 @@ def test_one_stalled_bucket_does_not_stop_the_active():
     assert served_until == now and m.role == "active" and m.held[0] == 10
 
 
-def test_two_stalled_buckets_end_the_window():
+def test_two_stalled_buckets_end_the_window_and_the_active_steps_down_handing_back_what_it_holds():
+    """Rule 6: at the end of its window without acknowledgements from a majority the active steps down and releases
+    the buckets it still holds where no write is in flight (a bucket it kept renewing would keep the standbys out).
+    Buckets 1 and 2 stall; bucket 0 answers every renewal."""
     m = machine()
     win(m)
-    for k in range(1, 8):
-        m.tick(k * P.renew_s)  # nothing is ever answered
-    assert not m.serving(P.window_s + 0.001)
-    assert m.role == "active"  # still renewing: it serves again when a majority lands
+    now = 0.0
+    while now < P.window_s - P.renew_s:
+        now += P.renew_s
+        for w in writes(m.tick(now)):
+            if w.bucket == 0:
+                m.write_ok(now + 0.001, 0, 100 + w.req, w.req)
+    assert m.role == "active" and m.serving(now + 0.002)
+    out = m.tick(P.window_s + 0.001)
+    assert not m.serving(P.window_s + 0.001) and m.role == "standby"
+    assert [e.kind for e in out if isinstance(e, Leadership)] == ["lose"]
+    assert any(isinstance(e, StopServing) for e in out)
+    # bucket 0 (answered, nothing in flight) is handed back at once; 1 and 2 still have renewals in flight
+    assert [(w.bucket, w.op, w.claim.released) for w in writes(out)] == [(0, "release", True)]
 
 
 def test_a_standby_campaigns_only_when_a_majority_is_free():

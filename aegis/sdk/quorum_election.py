@@ -25,7 +25,8 @@ The rules (numbered as in ``docs/quorum-lease.md``; the spec is ``aegis/spec/tla
    whose floor is not above its own ballot.
 6. A refused compare-and-set loses that bucket; below a majority the active stops at once. Its serving deadline is
    the *second newest* acknowledged send over the buckets it holds + the window: it holds a majority exactly while
-   two claims are unexpired.
+   two claims are unexpired. Stepping down (below a majority, or at the end of its window) it hands back the
+   buckets it still holds.
 7. A graceful stop stops serving and releases (by compare-and-set) every bucket it holds.
 8. Replies carry the ballot they were admitted under; a standby tells clients only a ballot seen in a majority.
 """
@@ -431,6 +432,11 @@ class QuorumElection:
                     out.extend(self._serving_change(now))
                     out.append(Exit())
                     return out
+            elif self.role == "active" and not self.serving(now):
+                # Rule 6: the window ended without acknowledgements from a majority: it cannot serve, and a bucket
+                # it kept renewing would keep the standbys out (one bucket stalled, another one's floor raised
+                # above its ballot by their duels: nobody could win until the stalled one came back)
+                out.extend(self._lose(now, "serving window ended without acknowledgements from a majority"))
             elif self.role == "active" and now - self.last_round >= p.renew_s:
                 self.last_round = now
                 for b in range(QUORUM_BUCKETS):

@@ -252,6 +252,7 @@ Urgent ==
          /\ \/ role[i] = "active" /\ lc[i] - lastSend[i] >= RenewEvery
             \/ CanCampaign(i)
             \/ Hopeless(i)
+            \/ role[i] = "active" /\ ~Serving(i)
             \/ \E b \in Buckets : CanClaimMore(i, b)
             \/ role[i] = "releasing" /\ AllIdle(i)
             \/ role[i] = "releasing" /\ \E b \in Buckets : held[i][b] # 0 /\ Idle(i, b)
@@ -387,6 +388,26 @@ GiveUp(i) ==
     /\ UNCHANGED <<now, lc, up, paused, bal, epoch, seen, seenAt, sent, lastSend, kinc, qAt>>
     /\ UNCHANGED <<store, env>>
 
+(* Rule 6: an active whose serving window ended (no acknowledgement from  *)
+(* a majority for a window) steps down and hands back what it holds: it   *)
+(* cannot serve, and a bucket it kept renewing would keep the standbys out *)
+(* (with the other two: one stalled, one whose floor went above its ballot *)
+(* in their duels, nobody could win until the stalled one came back).      *)
+Expire(i) ==
+    /\ Runs(i)
+    /\ role[i] = "active"
+    /\ ~Serving(i)
+    /\ role' = [role EXCEPT ![i] = "standby"]
+    /\ req' = [req EXCEPT ![i] =
+          [b \in Buckets |->
+             IF held[i][b] # 0 /\ Idle(i, b)
+             THEN Write1(i, b, "release", held[i][b],
+                         [holder |-> i, bal |-> bal[i], floor |-> Max(bal[i], seen[i][b].floor), rel |-> TRUE])
+             ELSE req[i][b]]]
+    /\ held' = [held EXCEPT ![i] = [b \in Buckets |-> 0]]
+    /\ UNCHANGED <<now, lc, up, paused, bal, epoch, seen, seenAt, sent, lastSend, kinc, qAt, boUntil, soloist>>
+    /\ UNCHANGED <<store, env>>
+
 Exit(i) ==             \* a releasing instance exits once its releases are answered
     /\ Runs(i)
     /\ role[i] = "releasing"
@@ -440,11 +461,12 @@ AnswerCore(i, b, q, sn, sa) ==
           /\ UNCHANGED <<up, kinc, qAt>>
        \/ /\ ~reset /\ q.st = "ok" /\ ~current
           \* a late answer (i gave up or stepped down meanwhile, or a release): i goes by its own
-          \* record; a claim acknowledged after giving up is released like the others (rule 4)
+          \* record; a claim acknowledged after giving up, or a renewal after stepping down, is
+          \* released like the others (rules 4 and 6)
           /\ seen' = [sn EXCEPT ![i][b] = q.ans]
           /\ seenAt' = [sa EXCEPT ![i][b] = lc[i]]
           /\ req' = [req EXCEPT ![i][b] =
-                       IF q.op = "claim" /\ role[i] = "standby" /\ q.rec.bal = bal[i]
+                       IF q.op \in {"claim", "renew"} /\ role[i] = "standby" /\ q.rec.bal = bal[i]
                        THEN Write1(i, b, "release", q.ans.rev, [q.rec EXCEPT !.rel = TRUE])
                        ELSE NoReq]
           /\ UNCHANGED <<up, role, epoch, held, sent, lastSend, kinc, qAt, soloist>>
@@ -462,15 +484,24 @@ AnswerCore(i, b, q, sn, sa) ==
           /\ UNCHANGED <<up, role, epoch, held, sent, lastSend, kinc, qAt, soloist>> /\ seen' = sn /\ seenAt' = sa
        \/ /\ ~reset /\ q.st = "fail" /\ ~(q.op = "renew" /\ mine /\ role[i] \in {"active", "releasing"})
           /\ ~(q.op = "release" /\ mine)
-          \* rule 6: someone else wrote: the bucket is lost; fewer than Quorum held: stop serving
+          \* rule 6: someone else wrote: the bucket is lost; fewer than Quorum held: stop serving and
+          \* hand back the minority still held (where no request is in flight; a renewal answered
+          \* later is handed back then), so that nobody waits a lease for it
           /\ LET h1 == [held[i] EXCEPT ![b] = 0]
              IN /\ held' = [held EXCEPT ![i] = IF stepDown(h1) THEN noHeld ELSE h1]
                 /\ role' = [role EXCEPT ![i] = IF stepDown(h1) THEN "standby" ELSE role[i]]
+                /\ req' = [req EXCEPT ![i] =
+                      [c \in Buckets |->
+                         IF c = b THEN NoReq
+                         ELSE IF stepDown(h1) /\ h1[c] # 0 /\ Idle(i, c)
+                         THEN Write1(i, c, "release", h1[c],
+                                     [holder |-> i, bal |-> bal[i], floor |-> Max(bal[i], seen[i][c].floor),
+                                      rel |-> TRUE])
+                         ELSE req[i][c]]]
           /\ IF Newer(q.ans, seen[i][b], q)
              THEN /\ seen' = [sn EXCEPT ![i][b] = q.ans]
                   /\ seenAt' = [sa EXCEPT ![i][b] = lc[i]]
              ELSE seen' = sn /\ seenAt' = sa
-          /\ req' = [req EXCEPT ![i][b] = NoReq]
           /\ UNCHANGED <<up, epoch, sent, lastSend, kinc, qAt, soloist>>
        \/ /\ q.st = "timeout"
           \* rule 6: outcome unknown; a renewal keeps held and its old send time, and is retried
@@ -696,7 +727,7 @@ Step ==
     \/ Tick
     \/ \E i \in Inst :
           \/ Start(i) \/ Campaign(i, FALSE) \/ Campaign(i, TRUE) \/ SendRenew(i) \/ Release(i) \/ ReleaseMore(i)
-          \/ GiveUp(i) \/ Exit(i) \/ Crash(i) \/ Pause(i) \/ Resume(i)
+          \/ GiveUp(i) \/ Expire(i) \/ Exit(i) \/ Crash(i) \/ Pause(i) \/ Resume(i)
           \/ \E b \in Buckets : ClaimMore(i, b) \/ Round(i, b) \/ Answer(i, b) \/ Observe(i, b) \/ Apply(i, b) \/ Drop(i, b)
     \/ \E b \in Buckets : ApplyPend(b) \/ DropPend(b) \/ Recover(b) \/ Reset(b) \/ Erase(b)
     \/ \E n \in Nodes : NodeCrash(n)
@@ -712,7 +743,7 @@ Next == Step /\ History
 Fairness ==
     /\ SF_vars(Tick /\ History)
     /\ \A i \in Inst :
-          WF_vars((SendRenew(i) \/ ReleaseMore(i) \/ GiveUp(i) \/ Exit(i) \/ Resume(i)
+          WF_vars((SendRenew(i) \/ ReleaseMore(i) \/ GiveUp(i) \/ Expire(i) \/ Exit(i) \/ Resume(i)
                    \/ \E b \in Buckets : ClaimMore(i, b) \/ Answer(i, b) \/ Observe(i, b)) /\ History)
     /\ \A i \in Inst : WF_vars((Campaign(i, FALSE) \/ Campaign(i, TRUE)) /\ History)
     /\ \A i \in Inst : SF_vars(Campaign(i, TRUE) /\ History)

@@ -229,7 +229,11 @@ Explains(e) ==
                 /\ UNCHANGED <<lg, spause>>
          [] e.a = "win" -> up[i] /\ role[i] = "active" /\ epoch[i] = e.ep /\ UNCHANGED <<vars, lg, spause>>
          [] e.a = "giveup" -> AllLogged(i) /\ GiveUp(i) /\ UNCHANGED <<lg, spause>>
-         [] e.a = "stepdown" -> up[i] /\ role[i] = "standby" /\ UNCHANGED <<vars, lg, spause>>
+         [] e.a = "stepdown" ->
+                \* after a refused renewal (the answer already made it a standby), or at the end of its
+                \* window (rule 6): its releases are the next lines
+                \/ up[i] /\ role[i] = "standby" /\ UNCHANGED <<vars, lg, spause>>
+                \/ AllLogged(i) /\ Expire(i) /\ UNCHANGED <<lg, spause>>
          [] e.a = "stop" ->
                 /\ AllLogged(i)
                 /\ Release(i) \/ (Runs(i) /\ role[i] = "standby" /\ UNCHANGED vars)
