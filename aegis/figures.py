@@ -573,6 +573,12 @@ def _bench_cpu(data: list[dict[str, Any]], sources: list[str]) -> list[str]:
     return lines
 
 
+def _spec_verdict(c: dict[str, Any]) -> tuple[str, str]:
+    """What a configuration of ``aegis spec --json`` was expected to give and what it gave (with the invariant)."""
+    result = c["result"] if c["invariant"] is None else f"{c['result']} {c['invariant']}"
+    return c["expected"].replace(":", " "), result
+
+
 def _spec_quick(data: list[dict[str, Any]], sources: list[str]) -> list[str]:
     """``aegis spec --quick --json``: every configuration, the view cross-checks and the mutants, with TLC's
     distinct states and seconds."""
@@ -592,8 +598,7 @@ def _spec_quick(data: list[dict[str, Any]], sources: list[str]) -> list[str]:
         "|---|---|---|---|---|",
     ]
     for c in configs:
-        expected = c["expected"].replace(":", " ")
-        result = c["result"] if c["invariant"] is None else f"{c['result']} {c['invariant']}"
+        expected, result = _spec_verdict(c)
         lines.append(f"| `{c['name']}` | {expected} | {result} | {c['distinct']:,} | {c['seconds']:.1f} |")
     for c in cross:
         lines.append(
@@ -624,8 +629,7 @@ def _spec_configs(data: list[dict[str, Any]], sources: list[str]) -> list[str]:
         "|---|---|---|---|---|",
     ]
     for c in configs:
-        expected = c["expected"].replace(":", " ")
-        result = c["result"] if c["invariant"] is None else f"{c['result']} {c['invariant']}"
+        expected, result = _spec_verdict(c)
         states = (
             f"{c['distinct']:,} distinct" if c["distinct"] else f"{c['generated']:,} generated (simulation)"
         )

@@ -285,13 +285,12 @@ def trace_module(trace: Trace) -> str:
     )
 
 
-def trace_config(trace: Trace) -> str:
-    """The TLC config for ``TraceLease``: the spec's constants from the trace's settings."""
+def _clock_constants(trace: Trace) -> dict[str, object]:
+    """The constants both trace checks take from the trace alike: its instances, the clock units and drift, the
+    lease and the renewal period."""
     p = trace.params
-    counts = Counter(e.action for e in trace.events)
-    releases = sum(1 for e in trace.events if e.op == Op.RELEASE)
     instances = sorted({e.instance for e in trace.events})
-    constants = {
+    return {
         "Inst": "{" + ", ".join(_tla_string(i) for i in instances) + "}",
         "Rate": RATE,
         "Drift": round(p.drift * RATE),
@@ -300,6 +299,25 @@ def trace_config(trace: Trace) -> str:
         # the renewal (and probe-mode probe) period on the instance's own clock, less the rounding; a trace
         # that does not say allows any schedule (it multiplies the silent probes TLC must try)
         "RenewEvery": 1 if p.renew is None else max(1, math.floor(p.renew / UNIT_S) - TOLERANCE_US),
+    }
+
+
+def _config_text(constants: dict[str, object]) -> str:
+    """A trace check's TLC config: the constants, then the trace module's window, view, init, next and the
+    invariant that breaks when the whole trace is explained."""
+    lines = ["CONSTANTS"] + [f"    {k} = {v}" for k, v in constants.items()]
+    lines += ["    Window <- TraceWindow", "VIEW TraceView", "INIT TraceInit", "NEXT TraceNext"]
+    lines += ["CONSTRAINT TrackProgress", "INVARIANT TraceNotFinished", ""]
+    return "\n".join(lines)
+
+
+def trace_config(trace: Trace) -> str:
+    """The TLC config for ``TraceLease``: the spec's constants from the trace's settings."""
+    p = trace.params
+    counts = Counter(e.action for e in trace.events)
+    releases = sum(1 for e in trace.events if e.op == Op.RELEASE)
+    constants = {
+        **_clock_constants(trace),
         "TTL": round(p.ttl / TICK_S),
         "ExpiryLate": 0,
         "ObsDelay": 0,
@@ -322,10 +340,7 @@ def trace_config(trace: Trace) -> str:
         "WindowRule": '"safe"',
         "ReplyRule": '"fenced"',
     }
-    lines = ["CONSTANTS"] + [f"    {k} = {v}" for k, v in constants.items()]
-    lines += ["    Window <- TraceWindow", "VIEW TraceView", "INIT TraceInit", "NEXT TraceNext"]
-    lines += ["CONSTRAINT TrackProgress", "INVARIANT TraceNotFinished", ""]
-    return "\n".join(lines)
+    return _config_text(constants)
 
 
 _NAMES_REVISION = frozenset({Action.START, Action.OBSERVE, Action.REFUSE, Action.ACK})
@@ -450,16 +465,9 @@ def quorum_trace_module(trace: Trace) -> str:
 def quorum_trace_config(trace: Trace) -> str:
     """The TLC config for ``TraceQuorumLease``: QuorumLease's constants from the trace's settings. Pauses and node
     crashes are silent steps bounded by where the trace needs them (``TraceQuorumLease.tla``), not by a count."""
-    p = trace.params
     counts = Counter(e.action for e in trace.events)
-    instances = sorted({e.instance for e in trace.events})
     constants = {
-        "Inst": "{" + ", ".join(_tla_string(i) for i in instances) + "}",
-        "Rate": RATE,
-        "Drift": round(p.drift * RATE),
-        "DriftBound": round(p.drift * RATE),
-        "Lease": max(1, math.floor(p.lease / UNIT_S) - TOLERANCE_US),
-        "RenewEvery": 1 if p.renew is None else max(1, math.floor(p.renew / UNIT_S) - TOLERANCE_US),
+        **_clock_constants(trace),
         "ObsDelay": 0,
         "NetDelay": 0,
         "Quorum": 2,
@@ -474,10 +482,7 @@ def quorum_trace_config(trace: Trace) -> str:
         "ResetRule": '"quarantine"',
         "Erasable": "FALSE",
     }
-    lines = ["CONSTANTS"] + [f"    {k} = {v}" for k, v in constants.items()]
-    lines += ["    Window <- TraceWindow", "VIEW TraceView", "INIT TraceInit", "NEXT TraceNext"]
-    lines += ["CONSTRAINT TrackProgress", "INVARIANT TraceNotFinished", ""]
-    return "\n".join(lines)
+    return _config_text(constants)
 
 
 def check(trace: Trace, *, timeout: float = 300, workers: int = 1) -> TraceVerdict:
