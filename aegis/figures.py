@@ -691,7 +691,11 @@ def _deploy_test(data: list[dict[str, Any]], sources: list[str]) -> list[str]:
     epochs = d.get("rolling_restart_epochs") or []
     led = d.get("poweroff_host_led")
     led = "not recorded" if led is None else ", ".join(f"`{x}`" for x in led) or "no Aegis stream"
-    return [
+    if d.get("poweroff_host_meta_leader"):
+        led += " and the JetStream meta group"
+    serving_s = d.get("poweroff_cluster_serving_s")
+    serving_after = "" if serving_s is None else f" ({_num(serving_s)} s after the first answer + 2 s)"
+    lines = [
         f"Reproduce: `{d['command']}` (root; writes `{sources[0]}` and `{md}`), then `make reports`.",
         "",
         f"Recorded {d['started_at'][:16].replace('T', ' ')} UTC, {len(d['hosts'])} hosts ({hosts}), base root"
@@ -715,11 +719,20 @@ def _deploy_test(data: list[dict[str, Any]], sources: list[str]) -> list[str]:
         f" instance after {_num(d['poweroff_failover_s'])} s; {d['poweroff_failed_calls']} failed calls, worst gap"
         f" {_num(d['poweroff_worst_gap_s'])} s | < 2 s | {yes(d['poweroff_failover_s'] < 2)} |",
         f"| cluster serving after it (a new active, a meta leader on the survivors) | {yes(d['poweroff_cluster_serving'])}"
-        " | yes | " + yes(d["poweroff_cluster_serving"]) + " |",
+        f"{serving_after} | yes, within 30 s | " + yes(d["poweroff_cluster_serving"]) + " |",
         f"| rejoined after boot (node healthy, instance a standby again) | {yes(d['rejoined'])}"
         f" ({_num(d.get('rejoin_s') or 0)} s) | yes | {yes(d['rejoined'])} |",
         f"| leftovers after teardown | {', '.join(d['leftovers']) or 'none'} | none | {yes(not d['leftovers'])} |",
     ]
+    if d["poweroff_failover_s"] >= 2 and "KV_aegis_election" in (d.get("poweroff_host_led") or []):
+        lines += [
+            "",
+            "The power-loss failover is over 2 s when the lost host led the election bucket's stream: the playbooks"
+            " deploy the single-bucket lease, which waits out NATS's new stream leader (4-9 s). The quorum lease"
+            " rides through that (see [the quorum lease](#the-quorum-lease-riding-through-a-nats-node-crash-issue-18)); it is not yet deployed by"
+            " the playbooks. The deploy test's verdict does not include this row."
+        ]
+    return lines
 
 
 def _soak(data: list[dict[str, Any]], sources: list[str]) -> list[str]:

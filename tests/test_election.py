@@ -118,6 +118,22 @@ def test_release_deletes_again_when_the_key_holds_our_lost_renewal() -> None:
     assert any(isinstance(a, Exit) for a in m2.write_failed(0.11, KeyState(5, "val"), r2.req))
 
 
+def test_the_serving_window_counts_from_the_send_of_the_write_not_its_ack() -> None:
+    """The spec's window rule: the standbys' lease timers may have started when the write was sent, so a slow
+    acknowledgement must not stretch the window (``Neg_WindowFromAck`` in TLC, ``window_from_ack`` in mutants)."""
+    m = Election(PARAMS)
+    probe = next(a for a in m.start(0.0, KeyState(0, "none")) if isinstance(a, Probe))
+    acquire = next(a for a in m.read_done(0.0, KeyState(0, "none"), probe.req) if isinstance(a, Write))
+    slow_ack = 0.2  # within the write timeout
+    m.write_ok(slow_ack, 1, acquire.req)
+    assert m.serving(PARAMS.window_s - 0.01)
+    assert not m.serving(PARAMS.window_s + 0.01)  # an ack-based window would still run until window + 0.2
+    # a renewal acknowledged late: again the window ends at its send plus the window
+    renew = next(a for a in m.tick(0.3) if isinstance(a, Write))
+    m.write_ok(0.3 + slow_ack, 2, renew.req)
+    assert m.serving(0.3 + PARAMS.window_s - 0.01) and not m.serving(0.3 + PARAMS.window_s + 0.01)
+
+
 def test_a_reply_carries_its_admission_epoch_and_only_while_it_still_serves_under_it() -> None:
     """``Election.reply_epoch``, the rule the SDK's ``Service`` and the simulator ask when a handler finishes:
     the admission epoch, never a newer one the instance has learnt meanwhile, and nothing once the window

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from aegis.sdk.trace_events import (
     TraceError,
     TraceParams,
     TraceWriter,
+    clock_pair,
     parse_trace,
     read_trace,
 )
@@ -216,6 +218,25 @@ def test_trace_writer_appends_events_that_read_back(tmp_path: Path, name: str) -
     assert parsed.lines == (2, 3, 4, 5)
     assert parsed.events[2].local > 0 and parsed.events[2].wall > 1e9  # stamped with the real clocks
     assert (path.read_bytes()[:2] == b"\x1f\x8b") == name.endswith(".gz")  # gzip's magic number
+
+
+def test_a_line_s_two_clocks_are_read_together_even_when_the_first_try_is_preempted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A preemption between the monotonic and the wall clock's reading (a busy machine; simulated here: it
+    cannot be caused on demand) made one line of a 32,000-line campaign trace look like a clock 1.2 ms off,
+    and the trace check rejected it. :func:`clock_pair` reads again until its readings are close."""
+    import aegis.sdk.trace_events as te
+
+    mono = iter([100.0, 100.0012, 100.01, 100.01001])  # first try: 1.2 ms between the monotonic readings
+    walls = iter([5000.0012, 5000.01])
+    monkeypatch.setattr(te.time, "monotonic", lambda: next(mono))
+    monkeypatch.setattr(te.time, "time", lambda: next(walls))
+    local, wall = clock_pair()
+    assert wall == 5000.01 and abs(local - 100.010005) < 1e-9
+    monkeypatch.undo()
+    local, wall = clock_pair()  # the real clocks
+    assert abs((time.time() - wall) - (time.monotonic() - local)) < 0.001
 
 
 PROBE = TRACES / "valid_outage_probe.ndjson"
