@@ -348,7 +348,20 @@ def _campaign_aims(data: list[dict[str, Any]], sources: list[str]) -> list[str]:
                     f" | {p99_and_max(percentile(gaps, 99), gaps[-1] if gaps else None, n)}"
                     f" | {sum(f['failed_calls'] for f in group)} | {sum(f['split_brain'] for f in group)} | {held} |"
                 )
+    lines.append("")
+    for d in data:
+        lines.append(f"- {d['campaign']['name']}: {_trace_verdict(d.get('trace'))}.")
     return lines
+
+
+def _trace_verdict(trace: dict[str, Any] | None) -> str:
+    """What a campaign report says about its election trace's check with TLC, in words."""
+    if not trace or trace.get("result") in (None, "not checked"):
+        return "election trace not checked (`trace: false`)"
+    return (
+        f"election trace {trace['result']} by TLC: {trace['events_checked']:,} of {trace['events_total']:,} lines"
+        f" explained, {trace['faults_covered']} of {trace['faults_total']} faults, {trace['seconds']:.0f} s of TLC"
+    )
 
 
 def _sim_quorum(data: list[dict[str, Any]], sources: list[str]) -> list[str]:
@@ -730,7 +743,7 @@ def _deploy_test(data: list[dict[str, Any]], sources: list[str]) -> list[str]:
             "The power-loss failover is over 2 s when the lost host led the election bucket's stream: the playbooks"
             " deploy the single-bucket lease, which waits out NATS's new stream leader (4-9 s). The quorum lease"
             " rides through that (see [the quorum lease](#the-quorum-lease-riding-through-a-nats-node-crash-issue-18)); it is not yet deployed by"
-            " the playbooks. The deploy test's verdict does not include this row."
+            " the playbooks. The deploy test's verdict does not include this row.",
         ]
     return lines
 

@@ -254,3 +254,44 @@ def test_a_pause_of_a_standby_across_a_renewal_is_validated_and_its_lines_inside
     bad = check_trace(_write(tmp_path / "bad.ndjson", inside), timeout=120)
     assert bad.result == "rejected"
     assert bad.first_bad_event is not None and bad.first_bad_event.instance == "a"
+
+
+def test_the_start_reads_the_three_keys_as_they_were_at_one_instant(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write landing between a start's reads and its step made a traced start read "absent" after another
+    instance's claim there was acknowledged: the trace check rejected it. The driver reads again until a
+    round agrees with the one before, and dates the start at the agreeing round's send. The race cannot be
+    caused on demand, so the reads are scripted here (what each round of each bucket returns)."""
+    from aegis.sdk.quorum_driver import QuorumDriver
+    from aegis.sdk.quorum_election import Slot
+    from aegis.sdk.single_active import SingleActiveService
+
+    rounds = iter(
+        [
+            [
+                Slot(0, None),
+                Slot(4, None),
+                None,
+            ],  # round 1: a claim lands in bucket 0 meanwhile; 2 unreadable
+            [Slot(1, None), Slot(4, None), None],  # round 2: bucket 0 moved: not yet agreed
+            [Slot(1, None), Slot(4, None), None],  # round 3: agrees with round 2
+        ]
+    )
+    sends: list[tuple[float, list[int]]] = []
+    current: list[Slot | None] = []
+
+    async def first_read(self: QuorumDriver, b: int) -> Slot | None:
+        nonlocal current
+        if b == 0:  # a new round
+            current = next(rounds)
+            sends.append((time.monotonic(), []))
+        sends[-1][1].append(b)
+        await asyncio.sleep(0.01)
+        return current[b]
+
+    monkeypatch.setattr(QuorumDriver, "_first_read", first_read)
+    driver = QuorumDriver(SingleActiveService("snap", instance_id="s1", election="quorum"))
+    at, slots = asyncio.run(driver._snapshot())
+    assert [s.rev for s in slots] == [1, 4, 0]  # the unreadable bucket counts as absent
+    assert [b for _, b in sends] == [[0, 1, 2], [0, 1], [0, 1]]  # the unreadable one is not read again
+    # dated at the agreeing round's send (its answers came 10 ms later)
+    assert sends[1][0] + 0.01 < at <= sends[2][0] < at + 0.005

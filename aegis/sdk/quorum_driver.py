@@ -60,6 +60,9 @@ _ROLE_STEPS = {
 }
 """A change of role the machine made, as the trace step that names it (a stop is traced as its input)."""
 
+SNAPSHOT_ROUNDS = 5
+"""At most this many rounds of re-reads for the start's consistent snapshot (:meth:`QuorumDriver._snapshot`)."""
+
 _OPS = {"claim": TraceOp.CLAIM, "renew": TraceOp.RENEW, "release": TraceOp.RELEASE}
 
 
@@ -78,7 +81,9 @@ class QuorumDriver:
         self.service = service
         self.machine: QuorumElection = service.election  # type: ignore[assignment]
         self.buckets = wire.QUORUM_ELECTION_BUCKETS
-        self._events: asyncio.Queue[tuple[Callable[[float], list[QEffect]], Note]] = asyncio.Queue()
+        self._events: asyncio.Queue[tuple[Callable[[float], list[QEffect]], Note, float | None]] = (
+            asyncio.Queue()
+        )
         self._task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._watches: list[Any] = []
@@ -91,10 +96,11 @@ class QuorumDriver:
         self._pool = pool
         await ensure_quorum_buckets(pool)
         self._exited.clear()
-        slots = list(await asyncio.gather(*(self._first_read(b) for b in range(QUORUM_BUCKETS))))
+        at, slots = await self._snapshot()
         self._task = asyncio.create_task(self._drive(), name=f"quorum election {self.service.key}")
+        # the start goes first; what the watches deliver (from their first value on) comes after it
+        self._post(lambda now: self.machine.start(now, slots), ("start", slots), at=at)
         self._watches = [await self._watch(b) for b in range(QUORUM_BUCKETS)]
-        self._post(lambda now: self.machine.start(now, slots), ("start", slots))
 
     async def stop(self) -> None:
         """Graceful stop: release every bucket held (bounded), then stop watching."""
@@ -115,13 +121,17 @@ class QuorumDriver:
 
     # -- the loop ----------------------------------------------------------------------------------------
 
-    def _post(self, event: Callable[[float], list[QEffect]], note: Note = ("tick",)) -> None:
-        self._events.put_nowait((event, note))
+    def _post(
+        self, event: Callable[[float], list[QEffect]], note: Note = ("tick",), *, at: float | None = None
+    ) -> None:
+        """Queue an event for the machine; ``at``: the monotonic time it happened, if earlier than its handling
+        (only the start's, the first event: the machine's clock never goes back)."""
+        self._events.put_nowait((event, note, at))
 
     async def _drive(self) -> None:
         while True:
-            event, note = await self._events.get()
-            now = time.monotonic()
+            event, note, at = await self._events.get()
+            now = time.monotonic() if at is None else at
             m = self.machine
             before = (m.role, [None if r is None else (r.id, r.op) for r in m.requests])
             try:
@@ -275,14 +285,40 @@ class QuorumDriver:
             await asyncio.sleep(0.005)
         return None
 
-    async def _first_read(self, b: int) -> Slot:
-        """The key at start; a bucket that does not answer (its stream stalled) counts as unknown: absent, which
-        compare-and-set makes safe (a claim on revision 0 fails if the key exists)."""
+    async def _snapshot(self, rounds: int = SNAPSHOT_ROUNDS) -> tuple[float, list[Slot]]:
+        """The three keys as they were at one instant, and that instant (monotonic): the spec's start reads
+        them atomically.
+
+        Three reads land at three moments, and a write may land between a read and the start it feeds (an
+        instance starting beside another one's first claim read "absent" after that claim was acknowledged,
+        and the campaign's trace check rejected the start). So the keys are read again until a round returns
+        the revisions of the round before: every read of the earlier round was answered before the later
+        round was sent, and every read of the later round happened after it was sent, so at the moment it was
+        sent each key held exactly what both rounds returned (revisions only grow). That moment is the start's
+        time. After ``rounds`` rounds without agreement (keys moving all the time) the last round counts,
+        timed at its answer. A bucket that does not answer (its stream stalled) counts as unknown: absent,
+        which compare-and-set makes safe (a claim on revision 0 fails if the key exists); it is not read
+        again."""
+        slots = list(await asyncio.gather(*(self._first_read(b) for b in range(QUORUM_BUCKETS))))
+        for _ in range(rounds):
+            at = time.monotonic()
+            again = list(
+                await asyncio.gather(
+                    *(self._first_read(b) if s is not None else _unreadable() for b, s in enumerate(slots))
+                )
+            )
+            if [s and s.rev for s in again] == [s and s.rev for s in slots]:
+                return at, [s or Slot(0, None) for s in again]
+            slots = again
+        return time.monotonic(), [s or Slot(0, None) for s in slots]
+
+    async def _first_read(self, b: int) -> Slot | None:
+        """The key at start, or None when its bucket does not answer in time."""
         try:
             return await asyncio.wait_for(self._read(b), self.machine.params.write_timeout_s * 4)
         except (AegisError, TimeoutError) as exc:
             log.warning("%s: %s unreadable at start (%s)", self.service.key, self.buckets[b], exc)
-            return Slot(0, None)
+            return None
 
     async def _read(self, b: int, *, direct: bool = True) -> Slot:
         pool = self._pool
@@ -305,6 +341,10 @@ class QuorumDriver:
 
         assert self._pool is not None
         return await kv_watch(self._pool, self.buckets[b], self.service.key, on_msg)
+
+
+async def _unreadable() -> None:
+    """A bucket the snapshot does not read again (it did not answer)."""
 
 
 def _record(slot: Slot) -> dict[str, Any]:
