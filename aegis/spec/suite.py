@@ -311,7 +311,10 @@ def run_unbounded_view_off(config: ModelConfig, *, workers: int = 1) -> TlcResul
         )
         cfg = folder / f"{module}.cfg"
         cfg.write_text(_unbounded_cfg(config, ticks, module))
-        return name_temporal(config, run_tlc(folder / f"{module}.tla", cfg, workers=workers, deadlock=False))
+        result = run_tlc(
+            folder / f"{module}.tla", cfg, workers=workers, deadlock=False, short=config.expect is not None
+        )
+        return name_temporal(config, result)
 
 
 def run_mutant(mutant: Mutant, base: ModelConfig, *, workers: int = 1) -> TlcResult | str:
@@ -329,7 +332,13 @@ def run_mutant(mutant: Mutant, base: ModelConfig, *, workers: int = 1) -> TlcRes
 
 def _run_config(config: ModelConfig, workers: int) -> TlcResult:
     """TLC on ``config`` against its module (exhaustive, or a simulation when the config asks for one)."""
-    return run_tlc(SPEC_DIR / config.module, config.path, workers=workers, extra_args=config.simulate)
+    return run_tlc(
+        SPEC_DIR / config.module,
+        config.path,
+        workers=workers,
+        extra_args=config.simulate,
+        short=config.expect is not None and not config.simulate,
+    )
 
 
 def _verdict(result: TlcResult) -> str:
