@@ -518,6 +518,35 @@ async def test_instance_with_other_settings_joins_the_existing_group_consumer(
     await wait_until_async(lambda: got == [[1, 2], {"k": "v"}], DELIVERY_S, "plain JSON delivery")
 
 
+async def test_an_event_delivered_to_a_stopped_instance_s_pull_request_is_handed_back_at_once(
+    bus: EventBus, pool: ConnectionPool
+) -> None:
+    """A pull request outlives the stop, and in a cluster the consumer's leader may not yet know that the inbox
+    lost interest: it delivers an event there (seen in clean-clone runs of the test above: the event waited
+    out ack_wait). The stopped instance keeps its inbox until the request has expired and naks what arrives.
+    The server's late delivery is imitated: a message into the stopped loop's inbox, its ack subject ours."""
+    async def ignore(event: dict) -> None:
+        pass
+
+    sub = await bus.subscribe(f"late-{_u()}.x", ignore, group=f"g-{_u()}")
+    assert sub._loop is not None
+    inbox = sub._loop._inbox
+    await sub.unsubscribe()
+    got: list[bytes] = []
+
+    async def on_ack(msg: Any) -> None:
+        got.append(msg.data)
+
+    ack_subject = f"test.ack.{_u()}"
+    nc = pool.primary
+    watch = await nc.subscribe(ack_subject, cb=on_ack)
+    try:
+        await nc.publish(inbox, b"{}", reply=ack_subject)
+        await wait_until_async(lambda: got == [b"-NAK"], 2, "the nak of the late delivery")
+    finally:
+        await watch.unsubscribe()
+
+
 async def test_closing_an_instance_hands_its_in_flight_event_back_at_once(
     bus: EventBus, other_bus: EventBus
 ) -> None:

@@ -9,6 +9,7 @@ JetStream plumbing (:mod:`aegis.sdk.jetstream`, :mod:`aegis.sdk.nats_errors`) an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -61,9 +62,12 @@ class ConsumerLoop:
     or a 503/409 status (the consumer is gone: deleted, or removed for inactivity while the connection
     was down) makes the loop check the consumer, re-create it if it is gone (from the oldest stream
     sequence this instance has not settled, so nothing published meanwhile is skipped) and pull again.
-    At stop, the inbox is unsubscribed (the server drops pull requests whose reply subject has no
-    interest, so no later message is sent into the void) and messages not yet handled are nak'ed, so
-    another instance gets them at once instead of after ``ack_wait``.
+    At stop, messages not yet handled are nak'ed, so another instance gets them at once instead of after
+    ``ack_wait``, and so is every message that arrives later: the inbox stays subscribed until the last
+    pull request has expired (``expires`` and a heartbeat), because a request outlives the stop. The server
+    drops a request whose reply subject has lost interest, but only once it has heard of the unsubscribe:
+    in a cluster the consumer's leader may sit on another node and deliver an event published right after
+    the stop into an inbox that is gone (seen in clean-clone runs: the event waited out ``ack_wait``).
     """
 
     def __init__(
@@ -101,6 +105,7 @@ class ConsumerLoop:
         self._unsettled: set[int] = set()  # stream sequences handed back for redelivery
         self._refreshed = time.monotonic()
         self._refresh: asyncio.Task[None] | None = None
+        self._linger: asyncio.Task[None] | None = None  # the inbox's unsubscribe after stop
         self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{self.name}"
 
     @property
@@ -174,6 +179,11 @@ class ConsumerLoop:
         self._task = asyncio.create_task(self._run(), name=f"aegis-pull-{self.name}")
 
     async def _on_msg(self, msg: Msg) -> None:
+        if self._stop.is_set():  # delivered to a pull request that outlived the stop: hand it back at once
+            if msg.reply:
+                with contextlib.suppress(Exception):  # the server redelivers after ack_wait anyway
+                    await msg.nak()
+            return
         if msg.reply:
             self._buffered += 1
         self._queue.put_nowait(msg)
@@ -327,11 +337,14 @@ class ConsumerLoop:
             if late:
                 await asyncio.gather(*late, return_exceptions=True)
         if self._sub is not None:
-            try:
-                await self._sub.unsubscribe()
-            except Exception:  # connection already closed
-                log.debug("unsubscribe of %s failed", self.name, exc_info=True)
-            self._sub = None
+            sub, self._sub = self._sub, None
+            if delete:  # no consumer, no more deliveries
+                await _unsubscribe(sub, self.name)
+            else:
+                self._linger = asyncio.create_task(
+                    _unsubscribe(sub, self.name, after=self._expires + self._heartbeat),
+                    name=f"aegis-pull-{self.name}-linger",
+                )
         while not self._queue.empty():
             msg = self._queue.get_nowait()
             if msg is not None and msg.reply:
@@ -346,6 +359,16 @@ class ConsumerLoop:
                 pass
             except Exception:  # the server removes it after inactive_threshold
                 log.debug("delete of consumer %s failed", self.name, exc_info=True)
+
+
+async def _unsubscribe(sub: NatsSubscription, name: str, *, after: float = 0.0) -> None:
+    """Unsubscribe a pull loop's inbox, ``after`` seconds from now."""
+    if after:
+        await asyncio.sleep(after)
+    try:
+        await sub.unsubscribe()
+    except Exception:  # connection already closed
+        log.debug("unsubscribe of %s failed", name, exc_info=True)
 
 
 __all__ = ["ConsumerLoop", "consumer_name"]

@@ -10,8 +10,10 @@ discovery, single_active, sticky).
 
 from __future__ import annotations
 
+import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TypeVar
 
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
@@ -22,6 +24,11 @@ from . import wire
 from .connection import ConnectionPool
 from .jetstream import js_publish, retry_transient
 from .kv_types import KeyState
+
+T = TypeVar("T")
+
+SNAPSHOT_ROUNDS = 5
+"""At most this many rounds of re-reads in :func:`read_at_one_instant`."""
 
 
 def kv_subject(bucket: str, key: str) -> str:
@@ -143,3 +150,34 @@ __all__ = [
     "kv_watch",
     "kv_write",
 ]
+
+
+async def read_at_one_instant(
+    read_round: Callable[[Sequence[T | None] | None], Awaitable[list[T | None]]],
+    revision: Callable[[T], int],
+    rounds: int = SNAPSHOT_ROUNDS,
+) -> tuple[float, list[T | None]]:
+    """Keys as they all were at one instant, and that instant (``time.monotonic``): for a start that the spec
+    takes as one atomic read.
+
+    ``read_round(previous)`` reads the keys (``previous``: the round before, None the first time; a key that did
+    not answer is None and the caller may leave it unread). A read lands at some moment between its send and its
+    answer, and a write may land in between: an instance starting beside another one's first claim read
+    "absent" after that claim was acknowledged, and the trace check rejected its start. So the keys are read
+    again until a round returns the revisions of the round before. Every read of the earlier round was
+    answered before the later round was sent, and every read of the later round landed after it was sent:
+    since revisions only grow, at the moment the later round was sent each key held exactly what both rounds
+    returned. That moment is returned. After ``rounds`` rounds without agreement (keys moving all the time)
+    the last round counts, dated at its answer."""
+
+    def revs(slots: Sequence[T | None]) -> list[int | None]:
+        return [None if s is None else revision(s) for s in slots]
+
+    last = await read_round(None)
+    for _ in range(rounds):
+        at = time.monotonic()
+        again = await read_round(last)
+        if revs(again) == revs(last):
+            return at, again
+        last = again
+    return time.monotonic(), last

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from nats.aio.msg import Msg
@@ -31,7 +31,7 @@ from . import wire
 from .connection import ConnectionPool
 from .election import Exit, StartServing, StopServing, Timer
 from .errors import AegisError, Conflict
-from .kv import bucket, kv_watch, kv_write
+from .kv import bucket, kv_watch, kv_write, read_at_one_instant
 from .nats_errors import jetstream_error
 from .quorum_buckets import ensure_quorum_buckets
 from .quorum_election import QUORUM_BUCKETS, Claim, Leadership, QEffect, QuorumElection, QWrite, Slot
@@ -59,9 +59,6 @@ _ROLE_STEPS = {
     ("active", "standby"): TA.STEPDOWN,
 }
 """A change of role the machine made, as the trace step that names it (a stop is traced as its input)."""
-
-SNAPSHOT_ROUNDS = 5
-"""At most this many rounds of re-reads for the start's consistent snapshot (:meth:`QuorumDriver._snapshot`)."""
 
 _OPS = {"claim": TraceOp.CLAIM, "renew": TraceOp.RENEW, "release": TraceOp.RELEASE}
 
@@ -285,32 +282,23 @@ class QuorumDriver:
             await asyncio.sleep(0.005)
         return None
 
-    async def _snapshot(self, rounds: int = SNAPSHOT_ROUNDS) -> tuple[float, list[Slot]]:
-        """The three keys as they were at one instant, and that instant (monotonic): the spec's start reads
-        them atomically.
+    async def _snapshot(self) -> tuple[float, list[Slot]]:
+        """The three keys at one instant (:func:`~aegis.sdk.kv.read_at_one_instant`), and that instant. A
+        bucket that does not answer (its stream stalled) counts as unknown: absent, which compare-and-set makes
+        safe (a claim on revision 0 fails if the key exists); it is not read again."""
 
-        Three reads land at three moments, and a write may land between a read and the start it feeds (an
-        instance starting beside another one's first claim read "absent" after that claim was acknowledged,
-        and the campaign's trace check rejected the start). So the keys are read again until a round returns
-        the revisions of the round before: every read of the earlier round was answered before the later
-        round was sent, and every read of the later round happened after it was sent, so at the moment it was
-        sent each key held exactly what both rounds returned (revisions only grow). That moment is the start's
-        time. After ``rounds`` rounds without agreement (keys moving all the time) the last round counts,
-        timed at its answer. A bucket that does not answer (its stream stalled) counts as unknown: absent,
-        which compare-and-set makes safe (a claim on revision 0 fails if the key exists); it is not read
-        again."""
-        slots = list(await asyncio.gather(*(self._first_read(b) for b in range(QUORUM_BUCKETS))))
-        for _ in range(rounds):
-            at = time.monotonic()
-            again = list(
+        async def read_round(previous: Sequence[Slot | None] | None) -> list[Slot | None]:
+            return list(
                 await asyncio.gather(
-                    *(self._first_read(b) if s is not None else _unreadable() for b, s in enumerate(slots))
+                    *(
+                        self._first_read(b) if previous is None or previous[b] is not None else _unreadable()
+                        for b in range(QUORUM_BUCKETS)
+                    )
                 )
             )
-            if [s and s.rev for s in again] == [s and s.rev for s in slots]:
-                return at, [s or Slot(0, None) for s in again]
-            slots = again
-        return time.monotonic(), [s or Slot(0, None) for s in slots]
+
+        at, slots = await read_at_one_instant(read_round, lambda s: s.rev)
+        return at, [s or Slot(0, None) for s in slots]
 
     async def _first_read(self, b: int) -> Slot | None:
         """The key at start, or None when its bucket does not answer in time."""

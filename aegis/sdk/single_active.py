@@ -58,7 +58,7 @@ from .election import (
 )
 from .errors import AegisError, Conflict, LeaseLost, NotActive
 from .jetstream import default_replicas, ensure_stream, retry_transient
-from .kv import bucket, key_state, kv_stream_config, kv_watch, kv_write
+from .kv import bucket, key_state, kv_stream_config, kv_watch, kv_write, read_at_one_instant
 from .kv_types import KeyState
 from .leadership import LeadershipLog
 from .nats_errors import jetstream_error
@@ -156,7 +156,7 @@ class SingleActiveService(Service):
         """Newest epoch this instance knows (its own while active)."""
         self.leader: str | None = None
         """Instance id holding the key, as last seen."""
-        self._events: asyncio.Queue[Callable[[float], list[Effect]]] = asyncio.Queue()
+        self._events: asyncio.Queue[tuple[Callable[[float], list[Effect]], float | None]] = asyncio.Queue()
         self._driver: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._watch: Any = None
@@ -250,10 +250,12 @@ class SingleActiveService(Service):
             return
         self._exited.clear()
         self._events = asyncio.Queue()
-        first = await self._read_key(pool)
+        at, (first,) = await read_at_one_instant(lambda _: self._read_key_round(pool), lambda k: k.rev)
+        assert first is not None
         self._driver = asyncio.create_task(self._drive(), name=f"election {self.key}")
+        # the start goes first, dated when the key held what was read; the watch's deliveries come after it
+        self._post(lambda now: self.election.start(now, first), at=at)
         self._watch = await self._watch_key(pool)
-        self._post(lambda now: self.election.start(now, first))
 
     async def stop(self, grace_s: float = 5.0) -> None:
         """Stop serving, hand the key over (delete by compare-and-set), then stop like any service."""
@@ -281,13 +283,15 @@ class SingleActiveService(Service):
 
     # -- driver ------------------------------------------------------------------------------------------
 
-    def _post(self, event: Callable[[float], list[Effect]]) -> None:
-        self._events.put_nowait(event)
+    def _post(self, event: Callable[[float], list[Effect]], *, at: float | None = None) -> None:
+        """Queue an event for the machine; ``at``: the monotonic time it happened, if earlier than its handling
+        (only the start's, the first event: the machine's clock never goes back)."""
+        self._events.put_nowait((event, at))
 
     async def _drive(self) -> None:
         while True:
-            event = await self._events.get()
-            now = time.monotonic()
+            event, at = await self._events.get()
+            now = time.monotonic() if at is None else at
             try:
                 actions = event(now)
             except Exception:
@@ -381,6 +385,9 @@ class SingleActiveService(Service):
             self._post(lambda now: self.election.write_timeout(now, req))
             return
         self._post(lambda now: self.election.read_done(now, key, req))
+
+    async def _read_key_round(self, pool: ConnectionPool) -> list[KeyState | None]:
+        return [await self._read_key(pool)]
 
     async def _read_key(self, pool: ConnectionPool, *, direct: bool = True) -> KeyState:
         return (await self._read_entry(pool, direct=direct))[0]
