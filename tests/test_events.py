@@ -525,6 +525,7 @@ async def test_an_event_delivered_to_a_stopped_instance_s_pull_request_is_handed
     lost interest: it delivers an event there (seen in clean-clone runs of the test above: the event waited
     out ack_wait). The stopped instance keeps its inbox until the request has expired and naks what arrives.
     The server's late delivery is imitated: a message into the stopped loop's inbox, its ack subject ours."""
+
     async def ignore(event: dict) -> None:
         pass
 
