@@ -141,17 +141,6 @@ async def kv_write(
     return ack.seq
 
 
-__all__ = [
-    "WATCH_HEARTBEAT_S",
-    "bucket",
-    "key_state",
-    "kv_stream_config",
-    "kv_subject",
-    "kv_watch",
-    "kv_write",
-]
-
-
 async def read_at_one_instant(
     read_round: Callable[[Sequence[T | None] | None], Awaitable[list[T | None]]],
     revision: Callable[[T], int],
@@ -168,7 +157,8 @@ async def read_at_one_instant(
     answered before the later round was sent, and every read of the later round landed after it was sent:
     since revisions only grow, at the moment the later round was sent each key held exactly what both rounds
     returned. That moment is returned. After ``rounds`` rounds without agreement (keys moving all the time)
-    the last round counts, dated at its answer."""
+    the last round counts, dated at its answer. (The argument needs linearizable reads; the drivers' start
+    reads are direct gets, which a lagging replica may answer: rarer, and not covered here.)"""
 
     def revs(slots: Sequence[T | None]) -> list[int | None]:
         return [None if s is None else revision(s) for s in slots]
@@ -181,3 +171,15 @@ async def read_at_one_instant(
             return at, again
         last = again
     return time.monotonic(), last
+
+
+__all__ = [
+    "WATCH_HEARTBEAT_S",
+    "bucket",
+    "key_state",
+    "kv_stream_config",
+    "kv_subject",
+    "kv_watch",
+    "kv_write",
+    "read_at_one_instant",
+]
