@@ -457,14 +457,15 @@ def test_when_the_api_goes_away_the_page_says_so_and_keeps_the_last_data_marked_
 def test_logout_and_token_expiry_send_the_browser_back_to_login(
     chromium_browser: object, nats_urls: list[str], tmp_path: Path
 ) -> None:
-    # a token of 7 s: the dashboard ends its session 5 s before the token, so after about 2 s
-    short = ManagementServer(nats_urls, tmp_path, secrets.token_hex(32), AEGIS_MGMT_TOKEN_TTL_S="7")
+    # a token of 14 s: the dashboard ends its session 5 s before the token, so after about 9 s (with 7 s, a
+    # login page that took over 2 s to load on a busy machine never showed "Log out": clean-clone flake)
+    short = ManagementServer(nats_urls, tmp_path, secrets.token_hex(32), AEGIS_MGMT_TOKEN_TTL_S="14")
     dash = None
     try:
         dash = DashboardProcess.start(short.process, tmp_path)
         page = _login(chromium_browser, dash)
         page.locator("a", has_text="Log out").wait_for()
-        page.locator("[role=alert]", has_text="Your session has ended").wait_for(timeout=10_000)
+        page.locator("[role=alert]", has_text="Your session has ended").wait_for(timeout=20_000)
         page.goto(f"{dash.url}/services")
         page.wait_for_url(re.compile(r".*/login.*"))
         page.close()
