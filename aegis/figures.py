@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from aegis.harness.bench.runner import GOALS, ratio_rows
+from aegis.harness.campaign.report import trace_summary
 from aegis.stats import MIN_P99_SAMPLES, percentile
 
 REPO = Path(__file__).resolve().parents[1]  # the checkout: aegis/ sits in it
@@ -350,18 +351,10 @@ def _campaign_aims(data: list[dict[str, Any]], sources: list[str]) -> list[str]:
                 )
     lines.append("")
     for d in data:
-        lines.append(f"- {d['campaign']['name']}: {_trace_verdict(d.get('trace'))}.")
+        lines.append(
+            f"- {d['campaign']['name']}: election trace checked with TLC: {trace_summary(d.get('trace'))}."
+        )
     return lines
-
-
-def _trace_verdict(trace: dict[str, Any] | None) -> str:
-    """What a campaign report says about its election trace's check with TLC, in words."""
-    if not trace or trace.get("result") in (None, "not checked"):
-        return "election trace not checked (`trace: false`)"
-    return (
-        f"election trace {trace['result']} by TLC: {trace['events_checked']:,} of {trace['events_total']:,} lines"
-        f" explained, {trace['faults_covered']} of {trace['faults_total']} faults, {trace['seconds']:.0f} s of TLC"
-    )
 
 
 def _sim_quorum(data: list[dict[str, Any]], sources: list[str]) -> list[str]:

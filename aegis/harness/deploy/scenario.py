@@ -199,6 +199,10 @@ class Scenario:
             and (s.get("cluster") or {}).get("leader") == h.name
         )
 
+    def meta_leader(self, h: Host) -> str | None:
+        """The JetStream meta leader as ``h`` sees it (its own ``/jsz``), or None while there is none."""
+        return (self.monitor(h, "/jsz").get("meta_cluster") or {}).get("leader")
+
     def healthz(self, h: Host) -> int:
         code = (
             "import urllib.request,urllib.error\n"
@@ -268,9 +272,7 @@ class Scenario:
             for h in self.lab.hosts
         }
         out["routes"] = routes
-        leaders = {
-            h.name: (self.monitor(h, "/jsz").get("meta_cluster") or {}).get("leader") for h in self.lab.hosts
-        }
+        leaders = {h.name: self.meta_leader(h) for h in self.lab.hosts}
         out["meta_leader"] = leaders
         leader = next(iter(set(leaders.values())))
         jsz = self.monitor(self.lab.host(leader), "/jsz?accounts=true&streams=true&config=true")
@@ -457,9 +459,7 @@ class Scenario:
         # Which Aegis streams the cut host leads: a cut leader of the election bucket's stream stalls the KV for
         # NATS's Raft election (4-9 s, issue 18), and no failover of ours can be faster than that.
         r["poweroff_host_led"] = self.streams_led(victim)
-        r["poweroff_host_meta_leader"] = (self.monitor(victim, "/jsz").get("meta_cluster") or {}).get(
-            "leader"
-        ) == victim.name
+        r["poweroff_host_meta_leader"] = self.meta_leader(victim) == victim.name
         proc, out = self.start_probe("poweroff")
         try:
             time.sleep(2)
@@ -483,9 +483,7 @@ class Scenario:
                 group = self.ledger_group(self.api()) or {}
                 return bool(
                     group.get("active_instance_id") in {h.name for h in survivors}
-                    and all(
-                        (self.monitor(h, "/jsz").get("meta_cluster") or {}).get("leader") for h in survivors
-                    )
+                    and all(self.meta_leader(h) for h in survivors)
                 )
 
             # The survivors elect a JetStream meta leader when the victim held it (the rolling restart moves it
