@@ -418,16 +418,16 @@ async def test_a_call_id_done_on_one_worker_is_answered_from_its_record_by_anoth
     second = CommandWorker(pool, instance_id="second")
     try:
         await first.handle(service, "once", once)
-        done = await (await client.send(service, "once", {}, call_id="order-9", timeout=5)).result()
+        done = await (await client.send(service, "once", {}, call_id="order-9", timeout=15)).result()
         with pytest.raises(CommandFailed, match="book locked"):
-            await (await client.send(service, "once", {"fail": 1}, call_id="order-10", timeout=5)).result()
+            await (await client.send(service, "once", {"fail": 1}, call_id="order-10", timeout=15)).result()
         await first.close()
         await first_pool.close()
         # A worker that never saw these call ids answers re-sends from their records, without running them.
         await second.handle(service, "once", once)
-        again = await (await client.send(service, "once", {}, call_id="order-9", timeout=5)).result()
+        again = await (await client.send(service, "once", {}, call_id="order-9", timeout=15)).result()
         with pytest.raises(CommandFailed, match="book locked"):
-            await (await client.send(service, "once", {"fail": 1}, call_id="order-10", timeout=5)).result()
+            await (await client.send(service, "once", {"fail": 1}, call_id="order-10", timeout=15)).result()
         assert done == again == {"by": "first"} and runs == ["first", "first"]
     finally:
         await second.close()

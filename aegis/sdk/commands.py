@@ -52,7 +52,7 @@ What makes a command *complete* once, across workers, is its record in the R3 KV
   holds it for ``dedupe_s`` (1 h; the once-only promise holds within it). Only one compare-and-set per call
   id can win: a worker that was paused or cut off past its claim, and whose call id another worker claimed
   or finished meanwhile, discards its result and sends nothing (it hands its delivery back). The winner
-  acknowledges the command (waiting for the server's confirmation), then sends the result. A command that reached ``max_deliver`` deliveries gets
+  sends the result, then acknowledges the command (waiting for the server's confirmation). A command that reached ``max_deliver`` deliveries gets
   its :class:`CommandFailed` stored as its outcome the same way.
 * a delivery whose call id is done (a redelivery after a lost ack, a re-send of the call id) is answered
   with the stored outcome and acknowledged without running the handler.
@@ -639,9 +639,11 @@ class CommandWorker:
                 await _quiet_nak(msg)
                 return False
             self._remember(key, data, reply_headers)
-            await self._ack(msg)
+            # The outcome is stored: the caller hears it now, not after the ack's round trip (a redelivery,
+            # should the ack be lost, is answered from the record).
             await self._reply(headers, data, reply_headers)
             stats.record(time.monotonic() - start, None if error is None else error.message)
+            await self._ack(msg)
             return True
         except asyncio.CancelledError:
             # Worker closing past its grace period: give the claim and the command back so another worker
