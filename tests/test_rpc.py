@@ -580,3 +580,65 @@ async def test_a_burst_wakes_one_worker_and_a_waiting_handler_hands_the_rest_on(
         for w in workers:
             w.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
+
+
+async def test_the_sdk_connection_s_requests_keep_nats_py_s_contract_and_leave_nothing_behind(
+    pool: ConnectionPool,
+) -> None:
+    """_Client.request (a counter token, a loop timer): every reply reaches its own request, a timeout raises
+    nats-py's TimeoutError, nobody listening its NoRespondersError, and no outcome (answered, timed out,
+    cancelled, no responders) leaves an entry in the response map."""
+    import nats.errors
+
+    nc = pool.primary
+    subject, silent = f"echo.{uuid.uuid4().hex[:8]}", f"silent.{uuid.uuid4().hex[:8]}"
+    replies_to: list[str] = []
+
+    async def echo(msg: Any) -> None:
+        replies_to.append(msg.reply)
+        await msg.respond(msg.data)
+
+    subs = [await nc.subscribe(subject, cb=echo), await nc.subscribe(silent)]
+    try:
+        await nc.flush()
+        answers = await asyncio.gather(*(nc.request(subject, b"%d" % i, timeout=5) for i in range(50)))
+        assert [a.data for a in answers] == [b"%d" % i for i in range(50)]
+        assert len(set(replies_to)) == 50
+        with pytest.raises(nats.errors.TimeoutError):
+            await nc.request(silent, b"x", timeout=0.2)
+        with pytest.raises(nats.errors.NoRespondersError):
+            await nc.request(f"nobody.{uuid.uuid4().hex[:8]}", b"x", timeout=5)
+        waiting = asyncio.create_task(nc.request(silent, b"x", timeout=5))
+        await asyncio.sleep(0.05)
+        assert len(nc._resp_map) == 1
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert nc._resp_map == {}
+    finally:
+        for sub in subs:
+            await sub.unsubscribe()
+
+
+async def test_a_lone_request_is_written_at_once_and_requests_sent_together_are_batched(
+    pool: ConnectionPool,
+) -> None:
+    """_Client.write_now: with no other request in flight, a request's bytes are on the socket when its publish
+    returns (no wait for the flusher task); with others in flight they stay buffered for the flusher's one
+    write."""
+    nc = pool.primary
+    silent = f"silent.{uuid.uuid4().hex[:8]}"
+    sub = await nc.subscribe(silent)
+    await nc.flush()
+    first = asyncio.create_task(nc.request(silent, b"1", timeout=5))
+    await asyncio.sleep(0)  # first's step ran: published and waiting; the flusher has not run yet
+    assert len(nc._resp_map) == 1 and nc._pending_data_size == 0
+    second = asyncio.create_task(nc.request(silent, b"2", timeout=5))
+    await asyncio.sleep(0)
+    assert len(nc._resp_map) == 2 and nc._pending_data_size > 0  # left for the flusher
+    await asyncio.sleep(0.05)
+    assert nc._pending_data_size == 0
+    for task in (first, second):
+        task.cancel()
+    await asyncio.gather(first, second, return_exceptions=True)
+    await sub.unsubscribe()

@@ -454,7 +454,10 @@ class Service:
                     if stamp is None:
                         raise ctx.fence.lease_lost(ctx.epoch)
                     reply_headers = {**(reply_headers or {}), wire.EPOCH_HEADER: str(stamp)}
-                await self._nc.publish(msg.reply, data, headers=reply_headers)  # type: ignore[union-attr]
+                nc = self._nc
+                await nc.publish(msg.reply, data, headers=reply_headers)  # type: ignore[union-attr]
+                if not self._inbox._queue:  # the last call of a burst: its replies go out now
+                    nc.write_now()  # type: ignore[union-attr]
         except ValidationError as exc:
             error = BadRequest(f"invalid request for {self.name}.{method}: {_brief(exc)}")
         except AegisError as exc:
