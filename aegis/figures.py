@@ -579,6 +579,44 @@ def _bench_cpu(data: list[dict[str, Any]], sources: list[str]) -> list[str]:
     return lines
 
 
+ABLATION_RATIOS = [
+    ("rpc_p50_ratio", "RPC p50, c1"),
+    ("rpc_p99_ratio", "RPC p99, c1"),
+    ("rpc_throughput_ratio", "RPC throughput, c64"),
+    ("discovery_rpc_p99_ratio", "discovery p99, c1"),
+    ("event_throughput_ratio", "event throughput, c64"),
+]
+
+
+def _bench_ablation(data: list[dict[str, Any]], sources: list[str]) -> list[str]:
+    """``python -m aegis.harness.bench.ablation``: the quick bench's ratios with one hot-path change taken out."""
+    a = data[0]
+    lines = [
+        f"Reproduce: `{a['command']}` (writes `{sources[0]}`), then `make reports`.",
+        "",
+        f"Recorded {a['recorded_at'][:10]} at commit `{a['commit'][:7]}` on a {a['machine']['cpus']}-CPU machine:"
+        " each variant is that commit with one patch of `reports/rpc-ablation/` applied, and runs `aegis bench"
+        " --quick` in turn with the others; each cell is the median over the variant's runs (each run's ratio"
+        " is itself the median of its 8 rounds), with the range of the runs.",
+        "",
+        "| variant (what it takes out) | runs | " + " | ".join(label for _, label in ABLATION_RATIOS) + " |",
+        "|---|---|" + "---|" * len(ABLATION_RATIOS),
+    ]
+    for v in a["variants"]:
+        runs = v["runs"]
+        cells = []
+        for key, _ in ABLATION_RATIOS:
+            values = sorted(r[key] for r in runs)
+            med = statistics.median(values)
+            cells.append(
+                f"{med:.3f} ({values[0]:.3f} - {values[-1]:.3f})" if len(values) > 1 else f"{med:.3f}"
+            )
+        lines.append(f"| {v['name']} ({v['takes_out']}) | {len(runs)} | " + " | ".join(cells) + " |")
+    loads = [x for v in a["variants"] for r in v["runs"] for x in (r["load_avg"]["before"][0],)]
+    lines += ["", f"1-minute load average before the runs: {min(loads)} - {max(loads)}."]
+    return lines
+
+
 def _spec_verdict(c: dict[str, Any]) -> tuple[str, str]:
     """What a configuration of ``aegis spec --json`` was expected to give and what it gave (with the invariant)."""
     result = c["result"] if c["invariant"] is None else f"{c['result']} {c['invariant']}"
@@ -773,6 +811,7 @@ RENDERERS: dict[str, Renderer] = {
     "bench": _bench,
     "bench-goals": _bench_goals,
     "bench-cpu": _bench_cpu,
+    "bench-ablation": _bench_ablation,
     "spec-quick": _spec_quick,
     "spec-configs": _spec_configs,
     "management-bench": _management_bench,
