@@ -33,6 +33,7 @@ def bench_command(
     out: Path | None = None,
     management: bool = False,
     check: bool = False,
+    repeat: int = 1,
     baseline: Path = REPORTS / "baseline.json",
     tolerance: float = 0.10,
     soak: bool = False,
@@ -40,7 +41,7 @@ def bench_command(
 ) -> None:
     """Measure, write the report where asked, print it."""
     if check:
-        check_command(baseline, tolerance, as_json)
+        check_command(baseline, tolerance, as_json, repeat, out)
         return
     if soak:
         from aegis.harness.bench.soak import markdown, run_soak, write_report
@@ -92,26 +93,59 @@ def _publish(
     Console().print(Rendered(markdown(report)))
 
 
-def check_command(baseline: Path, tolerance: float, as_json: bool) -> None:
-    """``make bench-check`` (NFR2): a quick run's SDK/raw p99 ratio against the recorded baseline's; exits 1 on a
-    regression of more than ``tolerance``."""
+def check_command(
+    baseline: Path, tolerance: float, as_json: bool, repeat: int = 1, out: Path | None = None
+) -> None:
+    """``make bench-check`` (NFR2): the SDK/raw RPC p99 ratio at concurrency 1 (:meth:`BenchPlan.check`: that
+    comparison only, 24 rounds of 3000 calls) against the recorded baseline's, ``repeat`` times in a row; exits 1
+    when any run is a regression of more than ``tolerance``. With ``out``, writes ``<out>/bench-check.json``: the
+    verdict, spread and load average of every run."""
     import typer
 
-    from aegis.harness.bench.runner import regression_check, run_bench
+    from aegis.harness.bench.runner import BenchPlan, regression_check, run_bench
 
-    recorded = json.loads(baseline.read_text())
-    with err.status("benchmark (check)") as status:
-        report = run_bench(True, progress=lambda what: status.update(f"benchmark (check): {what}"))
-    verdict = regression_check(report, recorded, tolerance=tolerance)
-    report["check"] = verdict
-    line = (
-        f"{verdict['key']} {verdict['measured']:.3f} (rounds {verdict['measured_min']} - {verdict['measured_max']})"
-        f" vs baseline {verdict['baseline']:.3f} ({baseline}, {verdict['baseline_recorded_at']}); limit"
-        f" {verdict['limit']:.3f} (+{tolerance:.0%}): {'ok' if verdict['ok'] else 'REGRESSION'}"
-        f"; load average {report['load_avg']['before']} -> {report['load_avg']['after']}"
-    )
-    err.print(line)
-    if as_json:
-        sys.stdout.write(json.dumps(report) + "\n")
-    if not verdict["ok"]:
+    try:
+        recorded = json.loads(baseline.read_text())
+    except (OSError, ValueError) as exc:
+        err.print(f"cannot read the baseline {baseline}: {exc}")
+        raise typer.Exit(2) from None
+    runs = []
+    for i in range(repeat):
+        label = f"benchmark (check {i + 1}/{repeat})"
+        with err.status(label) as status:
+            report = run_bench(
+                True,
+                progress=lambda what, label=label: status.update(f"{label}: {what}"),
+                plan=BenchPlan.check(),
+                command="aegis bench --check",
+            )
+        verdict = regression_check(report, recorded, tolerance=tolerance)
+        report["check"] = verdict
+        err.print(
+            f"{verdict['key']} {verdict['measured']:.3f} (rounds {verdict['measured_min']} -"
+            f" {verdict['measured_max']}) vs baseline {verdict['baseline']:.3f} ({baseline},"
+            f" {verdict['baseline_recorded_at']}); limit {verdict['limit']:.3f} (+{tolerance:.0%}):"
+            f" {'ok' if verdict['ok'] else 'REGRESSION'}; load average {report['load_avg']['before']} ->"
+            f" {report['load_avg']['after']}"
+        )
+        if as_json:
+            sys.stdout.write(json.dumps(report) + "\n")
+        runs.append(
+            {
+                "check": verdict,
+                "ratio_spread": report["ratio_spread"][verdict["key"]],
+                "load_avg": report["load_avg"],
+                "took_s": report["took_s"],
+                "recorded_at": report["recorded_at"],
+            }
+        )
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        command = f"aegis bench --check --repeat {repeat} --out {out}"
+        path = out / "bench-check.json"
+        path.write_text(
+            json.dumps({"command": command, "plan": report["plan"], "runs": runs}, indent=2) + "\n"
+        )
+        err.print(f"wrote {path}")
+    if not all(r["check"]["ok"] for r in runs):
         raise typer.Exit(1)

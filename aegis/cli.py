@@ -98,8 +98,15 @@ def bench(
     check: bool = typer.Option(
         False,
         "--check",
-        help="NFR2 (make bench-check): a quick run; exit 1 if its SDK/raw p99 ratio (rpc_p99_ratio) is more than"
-        " --tolerance above the baseline's.",
+        help="NFR2 (make bench-check): RPC at concurrency 1 only (24 alternating rounds of 3000 calls); exit 1 if"
+        " its SDK/raw p99 ratio (rpc_p99_ratio) is more than --tolerance above the baseline's. With --out, also"
+        " writes <out>/bench-check.json.",
+    ),
+    repeat: int = typer.Option(
+        1,
+        min=1,
+        max=20,
+        help="--check this many times in a row; exit 1 if any run fails (a false alarm count).",
     ),
     baseline: Path = typer.Option(
         Path("reports/baseline.json"), help="The recorded run --check compares with."

@@ -617,6 +617,33 @@ def _bench_ablation(data: list[dict[str, Any]], sources: list[str]) -> list[str]
     return lines
 
 
+def _bench_check(data: list[dict[str, Any]], sources: list[str]) -> list[str]:
+    """``aegis bench --check --repeat N --out reports``: every run's verdict against the baseline."""
+    c = data[0]
+    runs = c["runs"]
+    first = runs[0]["check"]
+    failed = sum(not r["check"]["ok"] for r in runs)
+    plan = c["plan"]
+    lines = [
+        f"Reproduce: `{c['command']}` (writes `{sources[0]}`), then `make reports`.",
+        "",
+        f"{len(runs)} runs in a row from {runs[0]['recorded_at']}, each {plan['rounds']} alternating rounds of"
+        f" {plan['seq_ops']} calls per side at concurrency 1, against the baseline {first['baseline']:.3f}"
+        f" (`reports/baseline.json`, {first['baseline_recorded_at']}); limit {first['limit']:.3f}"
+        f" (+{first['tolerance']:.0%}). False alarms: **{failed} of {len(runs)}**.",
+        "",
+        "| run | rpc_p99_ratio (median of rounds) | rounds' IQR | rounds' min - max | verdict | load average before |",
+        "|---|---|---|---|---|---|",
+    ]
+    for i, r in enumerate(runs, 1):
+        v, sp = r["check"], r["ratio_spread"]
+        lines.append(
+            f"| {i} | {v['measured']:.3f} | {sp['q1']:.3f} - {sp['q3']:.3f} | {sp['min']:.3f} - {sp['max']:.3f}"
+            f" | {'ok' if v['ok'] else '**regression**'} | {r['load_avg']['before'][0]} |"
+        )
+    return lines
+
+
 def _spec_verdict(c: dict[str, Any]) -> tuple[str, str]:
     """What a configuration of ``aegis spec --json`` was expected to give and what it gave (with the invariant)."""
     result = c["result"] if c["invariant"] is None else f"{c['result']} {c['invariant']}"
@@ -812,6 +839,7 @@ RENDERERS: dict[str, Renderer] = {
     "bench-goals": _bench_goals,
     "bench-cpu": _bench_cpu,
     "bench-ablation": _bench_ablation,
+    "bench-check": _bench_check,
     "spec-quick": _spec_quick,
     "spec-configs": _spec_configs,
     "management-bench": _management_bench,

@@ -81,3 +81,24 @@ def test_regression_check_fails_above_ten_percent_over_the_baseline() -> None:
     assert not bad["ok"] and (bad["measured_min"], bad["measured_max"]) == (1.0, 1.3)
     assert regression_check({"rpc_p99_ratio": 0.7}, baseline)["ok"]  # faster is never a regression
     assert not regression_check({"rpc_p99_ratio": 1.04}, baseline, tolerance=0.03)["ok"]
+
+
+def test_a_check_run_measures_and_reports_only_the_c1_rpc_ratios() -> None:
+    """BenchPlan.check measures raw and SDK at concurrency 1 only: its report has those ratios and no other."""
+    from aegis.harness.bench.runner import BenchPlan, regression_check
+
+    plan = BenchPlan.check()
+    assert (
+        plan.rpc_c1_only
+        and plan.seq_ops == BenchPlan.full().seq_ops
+        and plan.rounds > BenchPlan.full().rounds
+    )
+    full = _results([0.5] * 5, [0.55] * 5)
+    res = {"rpc_c1": {k: v for k, v in full["rpc_c1"].items() if k != "discovery"}}
+    res["rpc_c1"]["rounds"] = [
+        {k: v for k, v in r.items() if k != "discovery"} for r in res["rpc_c1"]["rounds"]
+    ]
+    r = ratios(res)
+    assert set(r) == {"rpc_p99_ratio", "rpc_p50_ratio"} and r["rpc_p99_ratio"] == 1.1
+    assert set(ratio_spreads(res)) == set(r) == set(pooled_ratios(res))
+    assert regression_check(r, {"rpc_p99_ratio": 1.0})["ok"]

@@ -287,9 +287,9 @@ class _Client(NatsClient):
         (nats-py draws a NUID and two random bytes from ``os.urandom`` per request; the connection's inbox
         prefix is already a random NUID, and a counter is unique among its requests), the timeout is a loop
         timer instead of ``asyncio.wait_for``, and the response-map entry is removed in ``finally`` instead of
-        by a done-callback. On the bench machine this is about a sixth of the client's CPU per call at 64 in
-        flight. The response map (``_resp_map``) and nats-py's reply callback are nats-py's own, so a lost
-        connection fails these requests like nats-py's (see :class:`ConnectionPool`).
+        by a done-callback (what that buys: ``reports/rpc-overhead.md``, measured by taking it out). The
+        response map (``_resp_map``) and nats-py's reply callback are nats-py's own, so a lost connection fails
+        these requests like nats-py's (see :class:`ConnectionPool`).
         """
         if old_style:
             return await super().request(subject, payload, timeout=timeout, old_style=True, headers=headers)
@@ -341,17 +341,15 @@ class _Client(NatsClient):
     ) -> None:
         if not headers or not subject:  # nats-py's own path: no headers, or its errors
             await super()._send_publish(subject, reply, payload, payload_size, headers)
-            if reply and len(self._resp_map or ()) <= 1:
-                self.write_now()
-            return
-        # nats-py's HPUB, with the header block built in one string (about 1 us less per call than nats-py's
-        # bytearray loop with a regex match per name; tests/test_rpc.py checks the bytes are the same).
-        cmd = hpub_cmd(subject, reply, header_block(headers), payload)
-        self.stats["out_msgs"] += 1
-        self.stats["out_bytes"] += payload_size
-        await self._send_command(cmd)
-        if self._flush_queue is not None and self._flush_queue.empty():
-            await self._flush_pending()
+        else:
+            # nats-py's HPUB, with the header block built in one string (about 1 us less per call than nats-py's
+            # bytearray loop with a regex match per name; tests/test_rpc.py checks the bytes are the same).
+            cmd = hpub_cmd(subject, reply, header_block(headers), payload)
+            self.stats["out_msgs"] += 1
+            self.stats["out_bytes"] += payload_size
+            await self._send_command(cmd)
+            if self._flush_queue is not None and self._flush_queue.empty():
+                await self._flush_pending()
         if reply and len(self._resp_map or ()) <= 1:  # a request with no other in flight goes out at once
             self.write_now()
 

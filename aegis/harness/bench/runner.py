@@ -51,12 +51,15 @@ Progress = Callable[[str], None]
 
 @dataclass(frozen=True)
 class BenchPlan:
-    """How much to measure. ``quick`` keeps the whole run under a minute."""
+    """How much to measure. ``quick`` keeps the whole run under a minute; ``check`` measures only what
+    ``make bench-check`` compares, with the full run's calls per round and three times its rounds."""
 
     rounds: int
     seq_ops: int
     conc_ops: int
     event_ops: int
+    rpc_c1_only: bool = False
+    """Only RPC at concurrency 1, raw and SDK (no discovery side, no concurrency 64, no events)."""
 
     @classmethod
     def quick(cls) -> BenchPlan:
@@ -65,6 +68,12 @@ class BenchPlan:
     @classmethod
     def full(cls) -> BenchPlan:
         return cls(rounds=12, seq_ops=3000, conc_ops=15000, event_ops=8000)
+
+    @classmethod
+    def check(cls) -> BenchPlan:
+        # The p99 of 3000 calls per round, as in the full run the baseline comes from (the quick plan's 1000
+        # calls make a noisier p99), and 24 rounds for a steadier median.
+        return cls(rounds=24, seq_ops=3000, conc_ops=0, event_ops=0, rpc_c1_only=True)
 
 
 def _run_loop(coro: Coroutine[Any, Any, T]) -> T:
@@ -210,6 +219,11 @@ async def measure(
 
         rpc = {"raw": raw_rpc, "sdk": sdk_rpc, "discovery": discovery_rpc}
         out: dict[str, Any] = {}
+        if plan.rpc_c1_only:
+            progress("rpc, concurrency 1")
+            del rpc["discovery"]
+            out["rpc_c1"] = await _compare(rpc, plan.seq_ops, 1, plan.rounds, warmup=300, others=others)
+            return out
         js = raw.jetstream()
         snapshots_before = await _metrics_snapshots(js)
         updates_before = discovery.watch.updates
@@ -321,6 +335,11 @@ RATIO_SOURCES: dict[str, tuple[str, str, str]] = {
 RATIO_METHOD = "median of per-round ratios"
 
 
+def measured_ratios(results: dict[str, Any]) -> list[str]:
+    """The keys of :data:`RATIO_SOURCES` that ``results`` measured (a check run measures one)."""
+    return [k for k, (res, side, _) in RATIO_SOURCES.items() if side in results.get(res, {})]
+
+
 def round_ratios(results: dict[str, Any], key: str) -> list[float]:
     """The ratio ``key`` (see :data:`RATIO_SOURCES`) of every round, in round order (SDK and raw of one round)."""
     res, side, figure = RATIO_SOURCES[key]
@@ -345,7 +364,8 @@ def ratios(results: dict[str, Any]) -> dict[str, float]:
     alternate on one cluster, so a round's SDK and raw figures saw the same machine); a report without rounds
     falls back to the ratio of the merged figures."""
     out = {}
-    for key, (res, side, figure) in RATIO_SOURCES.items():
+    for key in measured_ratios(results):
+        res, side, figure = RATIO_SOURCES[key]
         per_round = round_ratios(results, key)
         pooled = _ratio(results[res][side][figure], results[res]["raw"][figure])
         out[key] = round(statistics.median(per_round), 3) if per_round else pooled
@@ -356,20 +376,26 @@ def pooled_ratios(results: dict[str, Any]) -> dict[str, float]:
     """The ratios of each side's merged figures (all rounds in one histogram): the pre-median definition."""
     return {
         key: _ratio(results[res][side][figure], results[res]["raw"][figure])
-        for key, (res, side, figure) in RATIO_SOURCES.items()
+        for key in measured_ratios(results)
+        for res, side, figure in [RATIO_SOURCES[key]]
     }
 
 
 def ratio_spreads(results: dict[str, Any]) -> dict[str, dict[str, float]]:
     """:func:`spread` of every ratio's per-round values."""
-    return {key: spread(v) for key in RATIO_SOURCES if (v := round_ratios(results, key))}
+    return {key: spread(v) for key in measured_ratios(results) if (v := round_ratios(results, key))}
 
 
 def run_bench(
-    quick: bool, progress: Progress = lambda _: None, urls: list[str] | None = None
+    quick: bool,
+    progress: Progress = lambda _: None,
+    urls: list[str] | None = None,
+    plan: BenchPlan | None = None,
+    command: str | None = None,
 ) -> dict[str, Any]:
-    """Start a local 3-node cluster (unless ``urls`` is given), measure, and return the report."""
-    plan = BenchPlan.quick() if quick else BenchPlan.full()
+    """Start a local 3-node cluster (unless ``urls`` is given), measure, and return the report; ``plan``
+    (default: quick or full by ``quick``) and ``command`` (what the report says made it) for other plans."""
+    plan = plan or (BenchPlan.quick() if quick else BenchPlan.full())
     started = time.time()
     load_before = load_avg()
 
@@ -390,8 +416,8 @@ def run_bench(
         "ratio_spread": ratio_spreads(results),
         "pooled_ratios": pooled_ratios(results),
         "load_avg": {"before": load_before, "after": load_avg()},
-        "discovery_fallbacks": results["discovery"]["fallbacks"],
-        "command": "aegis bench --quick" if quick else "make bench  (= aegis bench)",
+        "discovery_fallbacks": results.get("discovery", {}).get("fallbacks", 0),
+        "command": command or ("aegis bench --quick" if quick else "make bench  (= aegis bench)"),
         "quick": quick,
         "plan": plan.__dict__,
         "results": results,
