@@ -34,6 +34,7 @@ def bench_command(
     management: bool = False,
     check: bool = False,
     repeat: int = 1,
+    confirm: bool = True,
     baseline: Path = REPORTS / "baseline.json",
     tolerance: float = 0.10,
     soak: bool = False,
@@ -41,7 +42,7 @@ def bench_command(
 ) -> None:
     """Measure, write the report where asked, print it."""
     if check:
-        check_command(baseline, tolerance, as_json, repeat, out)
+        check_command(baseline, tolerance, as_json, repeat, out, confirm)
         return
     if soak:
         from aegis.harness.bench.soak import markdown, run_soak, write_report
@@ -94,15 +95,47 @@ def _publish(
 
 
 def check_command(
-    baseline: Path, tolerance: float, as_json: bool, repeat: int = 1, out: Path | None = None
+    baseline: Path,
+    tolerance: float,
+    as_json: bool,
+    repeat: int = 1,
+    out: Path | None = None,
+    confirm: bool = True,
 ) -> None:
     """``make bench-check`` (NFR2): the SDK/raw RPC p99 ratio at concurrency 1 (:meth:`BenchPlan.check`: that
     comparison only, 24 rounds of 3000 calls) against the recorded baseline's, ``repeat`` times in a row; exits 1
-    when any run is a regression of more than ``tolerance``. With ``out``, writes ``<out>/bench-check.json``: the
-    verdict, spread and load average of every run."""
+    when any run is a regression of more than ``tolerance``.
+
+    Each run first waits (up to a minute) for the machine's load average to settle. With ``confirm``, a run over
+    the limit is measured once more at once and counts as a regression only if that run is over the limit too: a
+    real regression fails both, a noisy round rarely does twice. With ``out``, writes ``<out>/bench-check.json``:
+    the verdict, spread and load average of every run (the first measurement's verdict, and the confirmation's)."""
     import typer
 
-    from aegis.harness.bench.runner import BenchPlan, regression_check, run_bench
+    from aegis.harness.bench.runner import BenchPlan, regression_check, run_bench, wait_for_quiet
+
+    def measure(label: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        waited = wait_for_quiet()
+        with err.status(label) as status:
+            report = run_bench(
+                True,
+                progress=lambda what: status.update(f"{label}: {what}"),
+                plan=BenchPlan.check(),
+                command="aegis bench --check",
+            )
+        verdict = regression_check(report, recorded, tolerance=tolerance)
+        report["check"] = verdict
+        report["waited_for_quiet_s"] = waited
+        err.print(
+            f"{label}: {verdict['key']} {verdict['measured']:.3f} (rounds {verdict['measured_min']} -"
+            f" {verdict['measured_max']}) vs baseline {verdict['baseline']:.3f} ({baseline},"
+            f" {verdict['baseline_recorded_at']}); limit {verdict['limit']:.3f} (+{tolerance:.0%}):"
+            f" {'ok' if verdict['ok'] else 'over the limit'}; load average {report['load_avg']['before']} ->"
+            f" {report['load_avg']['after']} (waited {waited} s for it to settle)"
+        )
+        if as_json:
+            sys.stdout.write(json.dumps(report) + "\n")
+        return report, verdict
 
     try:
         recorded = json.loads(baseline.read_text())
@@ -111,41 +144,33 @@ def check_command(
         raise typer.Exit(2) from None
     runs = []
     for i in range(repeat):
-        label = f"benchmark (check {i + 1}/{repeat})"
-        with err.status(label) as status:
-            report = run_bench(
-                True,
-                progress=lambda what, label=label: status.update(f"{label}: {what}"),
-                plan=BenchPlan.check(),
-                command="aegis bench --check",
-            )
-        verdict = regression_check(report, recorded, tolerance=tolerance)
-        report["check"] = verdict
-        err.print(
-            f"{verdict['key']} {verdict['measured']:.3f} (rounds {verdict['measured_min']} -"
-            f" {verdict['measured_max']}) vs baseline {verdict['baseline']:.3f} ({baseline},"
-            f" {verdict['baseline_recorded_at']}); limit {verdict['limit']:.3f} (+{tolerance:.0%}):"
-            f" {'ok' if verdict['ok'] else 'REGRESSION'}; load average {report['load_avg']['before']} ->"
-            f" {report['load_avg']['after']}"
-        )
-        if as_json:
-            sys.stdout.write(json.dumps(report) + "\n")
+        report, verdict = measure(f"check {i + 1}/{repeat}")
+        confirmation = None
+        if confirm and not verdict["ok"]:
+            _, confirmation = measure(f"check {i + 1}/{repeat}, confirmation")
+        ok = verdict["ok"] or (confirmation is not None and confirmation["ok"])
+        if not ok:
+            err.print(f"check {i + 1}/{repeat}: REGRESSION")
         runs.append(
             {
                 "check": verdict,
+                "confirmation": confirmation,
+                "ok": ok,
                 "ratio_spread": report["ratio_spread"][verdict["key"]],
                 "load_avg": report["load_avg"],
+                "waited_for_quiet_s": report["waited_for_quiet_s"],
                 "took_s": report["took_s"],
                 "recorded_at": report["recorded_at"],
             }
         )
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        command = f"aegis bench --check --repeat {repeat} --out {out}"
+        flags = "" if confirm else " --no-confirm"
+        command = f"aegis bench --check --repeat {repeat}{flags} --out {out}"
         path = out / "bench-check.json"
         path.write_text(
             json.dumps({"command": command, "plan": report["plan"], "runs": runs}, indent=2) + "\n"
         )
         err.print(f"wrote {path}")
-    if not all(r["check"]["ok"] for r in runs):
+    if not all(r["ok"] for r in runs):
         raise typer.Exit(1)

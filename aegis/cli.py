@@ -108,6 +108,11 @@ def bench(
         max=20,
         help="--check this many times in a row; exit 1 if any run fails (a false alarm count).",
     ),
+    confirm: bool = typer.Option(
+        True,
+        "--confirm/--no-confirm",
+        help="--check: measure a run over the limit once more; a regression only if that run is over it too.",
+    ),
     baseline: Path = typer.Option(
         Path("reports/baseline.json"), help="The recorded run --check compares with."
     ),

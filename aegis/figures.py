@@ -630,7 +630,12 @@ def _bench_check(data: list[dict[str, Any]], sources: list[str]) -> list[str]:
         f"{len(runs)} runs in a row from {runs[0]['recorded_at']}, each {plan['rounds']} alternating rounds of"
         f" {plan['seq_ops']} calls per side at concurrency 1, against the baseline {first['baseline']:.3f}"
         f" (`reports/baseline.json`, {first['baseline_recorded_at']}); limit {first['limit']:.3f}"
-        f" (+{first['tolerance']:.0%}). False alarms: **{failed} of {len(runs)}**.",
+        f" (+{first['tolerance']:.0%}). Runs over the limit: **{failed} of {len(runs)}**"
+        + (
+            f", of which {sum(not r['ok'] for r in runs)} confirmed by a second measurement."
+            if any(r.get("confirmation") for r in runs)
+            else "."
+        ),
         "",
         "| run | rpc_p99_ratio (median of rounds) | rounds' IQR | rounds' min - max | verdict | load average before |",
         "|---|---|---|---|---|---|",

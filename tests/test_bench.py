@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 from aegis.harness.bench.runner import RATIO_SOURCES, pooled_ratios, ratio_rows, ratio_spreads, ratios, spread
 
 
@@ -102,3 +104,57 @@ def test_a_check_run_measures_and_reports_only_the_c1_rpc_ratios() -> None:
     assert set(r) == {"rpc_p99_ratio", "rpc_p50_ratio"} and r["rpc_p99_ratio"] == 1.1
     assert set(ratio_spreads(res)) == set(r) == set(pooled_ratios(res))
     assert regression_check(r, {"rpc_p99_ratio": 1.0})["ok"]
+
+
+def _check_report(ratio: float) -> dict:
+    return {
+        "rpc_p99_ratio": ratio,
+        "ratio_spread": {"rpc_p99_ratio": spread([ratio, ratio])},
+        "load_avg": {"before": [0.5, 0.5, 0.5], "after": [0.5, 0.5, 0.5]},
+        "took_s": 1.0,
+        "recorded_at": "2026-12-07T23:00:00Z",
+        "plan": {"rounds": 24, "seq_ops": 3000},
+    }
+
+
+@pytest.mark.parametrize(
+    ("measured", "confirm", "exit_code", "runs"),
+    [
+        ([1.0], True, 0, 1),  # under the limit: one measurement
+        ([1.2, 1.0], True, 0, 2),  # over, then under: a false alarm, not a regression
+        ([1.2, 1.2], True, 1, 2),  # over twice: a regression
+        ([1.2], False, 1, 1),  # --no-confirm: the first measurement decides
+    ],
+)
+def test_bench_check_confirms_a_run_over_the_limit_before_failing(
+    measured: list[float], confirm: bool, exit_code: int, runs: int, tmp_path, monkeypatch
+) -> None:
+    """The gate's decision (run_bench scripted: a noisy round cannot be caused on demand)."""
+    import json
+
+    import typer
+
+    import aegis.harness.bench.runner as runner
+    from aegis.bench_cmd import check_command
+
+    baseline = tmp_path / "baseline.json"
+    baseline.write_text(json.dumps({"rpc_p99_ratio": 1.0, "recorded_at": "2026-12-07T22:00:00Z"}))
+    script = iter(measured)
+    calls: list[object] = []
+
+    def fake_run_bench(quick: bool, progress=None, urls=None, plan=None, command=None) -> dict:
+        calls.append(plan)
+        return _check_report(next(script))
+
+    monkeypatch.setattr(runner, "run_bench", fake_run_bench)
+    monkeypatch.setattr(runner, "wait_for_quiet", lambda: 0.0)
+    code = 0
+    try:
+        check_command(baseline, 0.10, False, out=tmp_path, confirm=confirm)
+    except typer.Exit as exc:
+        code = exc.exit_code
+    assert code == exit_code and len(calls) == runs
+    assert all(p == runner.BenchPlan.check() for p in calls)
+    written = json.loads((tmp_path / "bench-check.json").read_text())
+    assert written["runs"][0]["ok"] is (exit_code == 0)
+    assert (written["runs"][0]["confirmation"] is not None) is (runs == 2)

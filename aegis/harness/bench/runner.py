@@ -177,6 +177,17 @@ def load_avg() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
+def wait_for_quiet(below: float | None = None, max_s: float = 60.0) -> float:
+    """Wait until the 1-minute load average is under ``below`` (default: 3/4 of the CPUs), at most ``max_s``
+    seconds; return the seconds waited. A gate measured right after other work (CI runs it after the tests)
+    would otherwise count what is still winding down."""
+    limit = below if below is not None else 0.75 * (os.cpu_count() or 1)
+    start = time.monotonic()
+    while os.getloadavg()[0] >= limit and time.monotonic() - start < max_s:
+        time.sleep(1.0)
+    return round(time.monotonic() - start, 1)
+
+
 def _ratio(a: float, b: float) -> float:
     return round(a / b, 3) if b else float("nan")
 
