@@ -260,3 +260,30 @@ def test_a_candidate_does_not_claim_a_bucket_whose_floor_is_at_its_ballot():
     out += m.tick(P.lease_s + 0.01)
     assert not [w for w in writes(out) if w.op == "claim"]
     assert m.role == "standby"  # bucket 0 in flight alone: below a majority, it gave up
+
+
+def test_a_standby_does_not_campaign_while_a_write_of_its_own_is_in_flight():
+    """Rule 2 (the spec's CanCampaign requires AllIdle). An active that stepped down at the end of its window still
+    has renewals in flight; it campaigns only once every one is answered or timed out. The partition campaign's
+    trace check found the SDK campaigning on the two idle free buckets beside a renewal still in flight, which
+    the spec does not do."""
+    m = machine()
+    win(m)
+    now = 0.0
+    while now < P.window_s - P.renew_s:  # buckets 1 and 2 stall; bucket 0 answers
+        now += P.renew_s
+        for w in writes(m.tick(now)):
+            if w.bucket == 0:
+                m.write_ok(now + 0.001, 0, 100 + w.req, w.req)
+    t = P.window_s + 0.001
+    (release,) = writes(m.tick(t))
+    m.write_ok(t + 0.001, 0, 300, release.req)
+    m.observe(t + 0.002, 0, Slot(300, Claim("a", 1, 1, released=True)))
+    last_renewal = m.requests[1].sent_at
+    m.write_timeout(P.lease_s + 0.01, 2, m.requests[2].id)  # bucket 2 answers; bucket 1 is still in flight
+    assert m.role == "standby" and m.requests[1] is not None
+    assert writes(m.tick(P.lease_s + 0.02)) == []  # 0 and 2 are free and idle, but a write is in flight
+    claims = writes(
+        m.tick(last_renewal + P.write_timeout_s)
+    )  # bucket 1's renewal timed out: now it campaigns
+    assert m.role == "candidate" and sorted(w.bucket for w in claims) == [0, 1, 2]

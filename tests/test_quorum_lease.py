@@ -187,3 +187,46 @@ async def test_a_sticky_client_whose_watch_went_silent_finds_the_new_active_by_r
         await client.close()
         for svc in services:
             await svc.stop()
+
+
+async def test_a_renewal_that_landed_while_a_retry_of_it_was_refused_counts_as_acknowledged(
+    pool: ConnectionPool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A renewal lands, and a retry of the same message (nats-py resends after a lost answer) is refused on the
+    revision the renewal itself created: seen in the partition-quorum campaign's trace, which TLC rejected (in
+    the spec a write that lands is acknowledged). The driver tells it from another writer's refusal by the
+    message id stored with the record, so the machine takes it as acknowledged: the bucket's send time is this
+    renewal's. Scripted (the write is real, the refusal of a retry cannot be caused on demand); later writes to
+    that bucket are held back a moment so that no newer renewal moves the send time while the test looks."""
+    import aegis.sdk.quorum_driver as qd
+    from aegis.sdk.errors import Conflict
+
+    real = qd.kv_write
+    scripted: dict[str, object] = {}
+    (active,) = await _group(pool, n=1)
+
+    async def landed_then_refused(p, name, key, data, *, revision, **kw):  # noqa: ANN001, ANN202
+        if scripted.get("bucket") == name:
+            await asyncio.sleep(0.5)
+        sent = time.monotonic()
+        rev = await real(p, name, key, data, revision=revision, **kw)
+        claim = parse_claim(data)
+        if "rev" not in scripted and revision and claim is not None and claim.holder == active.instance_id:
+            scripted.update(rev=rev, bucket=name, sent=sent)
+            raise Conflict(f"wrong last sequence: {rev}", revision=rev)
+        return rev
+
+    try:
+        monkeypatch.setattr(qd, "kv_write", landed_then_refused)
+        await wait_until_async(lambda: "rev" in scripted, 3, "a renewal of the active")
+        b = list(wire.QUORUM_ELECTION_BUCKETS).index(scripted["bucket"])
+        machine = active.election
+        await wait_until_async(
+            lambda: machine.held[b] == scripted["rev"], 0.4, "the driver to take the answer"
+        )
+        # acknowledged: the send time of this renewal (stamped just before the write), not the one before it
+        # (a renewal period earlier), which a refusal of a write of ours would have kept
+        assert machine.sent[b] >= scripted["sent"] - 0.05  # type: ignore[operator]
+        assert active.is_active
+    finally:
+        await active.stop()

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +32,7 @@ from . import wire
 from .connection import ConnectionPool
 from .election import Exit, StartServing, StopServing, Timer
 from .errors import AegisError, Conflict
-from .kv import bucket, kv_watch, kv_write, read_at_one_instant
+from .kv import bucket, kv_subject, kv_watch, kv_write, read_at_one_instant
 from .nats_errors import jetstream_error
 from .quorum_buckets import ensure_quorum_buckets
 from .quorum_election import QUORUM_BUCKETS, Claim, Leadership, QEffect, QuorumElection, QWrite, Slot
@@ -236,6 +237,7 @@ class QuorumDriver:
         pool = self._pool
         assert pool is not None
         name = self.buckets[w.bucket]
+        msg_id = uuid.uuid4().hex  # this write's own: a refusal can be told from a retry of it that landed
         try:
             rev = await kv_write(
                 pool,
@@ -245,19 +247,26 @@ class QuorumDriver:
                 revision=w.expected,
                 timeout=self.machine.params.write_timeout_s,
                 nc=pool.primary,  # the connection our subscriptions are on: hold the lease only while reachable
+                msg_id=msg_id,
             )
         except Conflict:
-            current = await self._current_after_conflict(w)
-            if current is None:  # unknown outcome: a timeout, to the machine
+            found = await self._current_after_conflict(w)
+            if found is None:  # unknown outcome: a timeout, to the machine
                 self._post(
                     lambda now: self.machine.write_timeout(now, w.bucket, w.req), ("timeout", w.bucket, w.req)
                 )
-            else:
+                return
+            current, landed_id = found
+            if landed_id != msg_id:
                 self._post(
                     lambda now: self.machine.write_failed(now, w.bucket, current, w.req),
                     ("refuse", w.bucket, current, w.req),
                 )
-            return
+                return
+            # This very write landed, and a retry of it (nats-py resends after a lost answer) was refused on the
+            # revision the write itself created: the stream checks the expected revision before it recognises
+            # the message id. It was acknowledged, as far as the protocol goes.
+            rev = current.rev
         except AegisError as exc:
             log.debug("%s: %s in %s timed out or failed: %s", self.service.key, w.op, name, exc)
             self._post(
@@ -268,19 +277,36 @@ class QuorumDriver:
             lambda now: self.machine.write_ok(now, w.bucket, rev, w.req), ("ack", w.bucket, rev, w.req)
         )
 
-    async def _current_after_conflict(self, w: QWrite) -> Slot | None:
-        """The key after a refused compare-and-set, read from the stream leader; None when no read shows a
-        revision past the one expected within the write timeout (the outcome is then unknown)."""
+    async def _current_after_conflict(self, w: QWrite) -> tuple[Slot, str | None] | None:
+        """The key after a refused compare-and-set, read from the stream leader, with the message id it was
+        written under; None when no read shows a revision past the one expected within the write timeout (the
+        outcome is then unknown)."""
         deadline = time.monotonic() + self.machine.params.write_timeout_s
         while time.monotonic() < deadline:
             with contextlib.suppress(AegisError, TimeoutError):
-                slot = await asyncio.wait_for(
-                    self._read(w.bucket, direct=False), max(0.01, deadline - time.monotonic())
+                slot, msg_id = await asyncio.wait_for(
+                    self._read_leader(w.bucket), max(0.01, deadline - time.monotonic())
                 )
                 if slot.rev > w.expected:
-                    return slot
+                    return slot, msg_id
             await asyncio.sleep(0.005)
         return None
+
+    async def _read_leader(self, b: int) -> tuple[Slot, str | None]:
+        """The key in bucket ``b`` as its stream leader has it, and the message id of that write."""
+        pool = self._pool
+        assert pool is not None
+        name = self.buckets[b]
+        try:
+            raw = await pool.js.get_msg(f"KV_{name}", subject=kv_subject(name, self.service.key))
+        except NotFoundError:
+            return Slot(0, None), None
+        except Exception as exc:
+            raise jetstream_error(exc, f"read {self.service.key} in {name}") from exc
+        headers = raw.headers or {}
+        removed = headers.get(wire.KV_OPERATION_HEADER) in ("DEL", "PURGE")
+        claim = None if removed else parse_claim(raw.data or b"")
+        return Slot(raw.seq or 0, claim), headers.get(wire.MSG_ID_HEADER)
 
     async def _snapshot(self) -> tuple[float, list[Slot]]:
         """The three keys at one instant (:func:`~aegis.sdk.kv.read_at_one_instant`), and that instant. A

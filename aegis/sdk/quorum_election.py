@@ -321,7 +321,12 @@ class QuorumElection:
         return [self._send(now, b, "release", self.held[b], released=True)]
 
     def _campaign(self, now: float) -> list[QEffect]:
-        free = [b for b in range(QUORUM_BUCKETS) if self.free(now, b) and self.requests[b] is None]
+        if any(r is not None for r in self.requests):
+            # Rule 2 (the spec's CanCampaign: AllIdle): not while a write of ours is in flight, e.g. the renewal
+            # of an active that just stepped down (the partition campaign's trace check found the SDK campaigning
+            # beside one); it is answered or times out within write_timeout_s.
+            return []
+        free = [b for b in range(QUORUM_BUCKETS) if self.free(now, b)]
         if len(free) < QUORUM:
             return []
         self.role = "candidate"

@@ -66,9 +66,10 @@ VARIABLES
     anchor,     \* anchor[i]: <<now, lc>> at i's last logged clock reading
     lg,         \* lg[i][b]: the request of i to b that a `request` line has named (its Tag)
     spause,     \* spause[i]: i is in a silent pause (a write of its landing before its answer)
-    nl          \* nl[b]: the spec's revision of b when the last line naming a revision of b was explained
+    nl,         \* nl[b]: the spec's revision of b when the last line naming a revision of b was explained
+    bhist       \* bhist[b]: every record b has held since the trace began, as a line names one (Named)
 
-tvars == <<vars, l, anchor, lg, spause, nl>>
+tvars == <<vars, l, anchor, lg, spause, nl, bhist>>
 
 ASSUME TLCSet(1, 0)
 
@@ -115,11 +116,16 @@ RecOK(r, e) ==
 
 (* The record a start read or a watch delivered has landed by now: it is   *)
 (* the bucket's record (or, when an earlier line already named its         *)
-(* revision, the one before), or a newer ballot was written since.         *)
+(* revision, any record the bucket has held: a watch that lags behind, as  *)
+(* an instance's does while it is cut off, delivers records several        *)
+(* writes old, and two duelling candidates may write the same ballot, so   *)
+(* the floor need not have moved past it), or a newer ballot was written.  *)
 (* (Nothing is ever deleted, so an absent key is older than all.)         *)
+Named(r) == <<r.holder, r.bal, r.floor, r.rel>>
 Landed(b, e) ==
     \/ e.kind = "none"
-    \/ RecOK(kv[b], e) \/ (~e.fr /\ RecOK(prev[b], e))
+    \/ RecOK(kv[b], e)
+    \/ ~e.fr /\ e.kind = "val" /\ <<e.hold, e.bal, e.fl, Rel(e)>> \in bhist[b]
     \/ kv[b].floor > e.fl
 
 -----------------------------------------------------------------------------
@@ -286,6 +292,7 @@ TraceInit ==
     /\ lg = [i \in Inst |-> [b \in Buckets |-> <<>>]]
     /\ spause = [i \in Inst |-> FALSE]
     /\ nl = [b \in Buckets |-> InitKV[b].rev]
+    /\ bhist = [b \in Buckets |-> IF InitKV[b].kind = "val" THEN {Named(InitKV[b])} ELSE {}]
 
 AtEvent == now = Trace[l].now /\ lc[Trace[l].i] = Trace[l].lc
 NoSilentPause == \A i \in Inst : ~spause[i]
@@ -314,6 +321,7 @@ TraceNext ==
           /\ l' = l + 1 /\ UNCHANGED anchor
     \* a behaviour that puts two instances in service at once explains nothing
     /\ NoOverlap'
+    /\ bhist' = [b \in Buckets |-> IF kv'[b].kind = "val" THEN bhist[b] \cup {Named(kv'[b])} ELSE bhist[b]]
 
 TraceSpec == TraceInit /\ [][TraceNext]_tvars
 
@@ -332,7 +340,7 @@ TrackProgress ==
 (* (read only by Timely and Erasable, both off here); a back-off only as   *)
 (* what is left of it (GiveUp draws 0 or 1 tick: two states for ever).    *)
 TraceView ==
-    << l, anchor, lg, spause, nl, now, lc, up, paused, role, bal, epoch, seen, seenAt, held, sent, lastSend, req,
+    << l, anchor, lg, spause, nl, bhist, now, lc, up, paused, role, bal, epoch, seen, seenAt, held, sent, lastSend, req,
        kinc, qAt, [i \in Inst |-> Max(boUntil[i] - now, 0)], kv, prev, pend, seq, inc, stalled, crashes, releases >>
 
 =============================================================================
