@@ -612,7 +612,7 @@ def _bench_ablation(data: list[dict[str, Any]], sources: list[str]) -> list[str]
                 f"{med:.3f} ({values[0]:.3f} - {values[-1]:.3f})" if len(values) > 1 else f"{med:.3f}"
             )
         lines.append(f"| {v['name']} ({v['takes_out']}) | {len(runs)} | " + " | ".join(cells) + " |")
-    loads = [x for v in a["variants"] for r in v["runs"] for x in (r["load_avg"]["before"][0],)]
+    loads = [r["load_avg"]["before"][0] for v in a["variants"] for r in v["runs"]]
     lines += ["", f"1-minute load average before the runs: {min(loads)} - {max(loads)}."]
     return lines
 

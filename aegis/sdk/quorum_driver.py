@@ -32,7 +32,7 @@ from . import wire
 from .connection import ConnectionPool
 from .election import Exit, StartServing, StopServing, Timer
 from .errors import AegisError, Conflict
-from .kv import bucket, kv_subject, kv_watch, kv_write, read_at_one_instant
+from .kv import bucket, key_state, kv_subject, kv_watch, kv_write, read_at_one_instant
 from .nats_errors import jetstream_error
 from .quorum_buckets import ensure_quorum_buckets
 from .quorum_election import QUORUM_BUCKETS, Claim, Leadership, QEffect, QuorumElection, QWrite, Slot
@@ -303,10 +303,10 @@ class QuorumDriver:
             return Slot(0, None), None
         except Exception as exc:
             raise jetstream_error(exc, f"read {self.service.key} in {name}") from exc
-        headers = raw.headers or {}
-        removed = headers.get(wire.KV_OPERATION_HEADER) in ("DEL", "PURGE")
-        claim = None if removed else parse_claim(raw.data or b"")
-        return Slot(raw.seq or 0, claim), headers.get(wire.MSG_ID_HEADER)
+        rev = raw.seq or 0
+        is_value = key_state(raw.headers, rev, bool(raw.data)).kind == "val"
+        claim = parse_claim(raw.data or b"") if is_value else None
+        return Slot(rev, claim), (raw.headers or {}).get(wire.MSG_ID_HEADER)
 
     async def _snapshot(self) -> tuple[float, list[Slot]]:
         """The three keys at one instant (:func:`~aegis.sdk.kv.read_at_one_instant`), and that instant. A
@@ -334,10 +334,11 @@ class QuorumDriver:
             log.warning("%s: %s unreadable at start (%s)", self.service.key, self.buckets[b], exc)
             return None
 
-    async def _read(self, b: int, *, direct: bool = True) -> Slot:
+    async def _read(self, b: int) -> Slot:
+        """The key in bucket ``b`` by a direct get (any replica answers: a start's read)."""
         pool = self._pool
         assert pool is not None
-        kv = bucket(pool, self.buckets[b], direct=direct)
+        kv = bucket(pool, self.buckets[b])
         try:
             entry = await kv.get(self.service.key)
         except NotFoundError:
