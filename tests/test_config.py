@@ -52,6 +52,8 @@ def test_servers_and_method_timeouts_from_environment(monkeypatch: pytest.Monkey
     assert s.timeout_for("other", "x") == s.rpc_timeout_s
     monkeypatch.setenv("AEGIS_METHOD_TIMEOUTS", '{"calc.add": 0.5}')
     assert load_settings().timeout_for("calc", "add") == 0.5
+    monkeypatch.setenv("AEGIS_QUORUM_BUCKET_TAGS", "rack:a, rack:b,rack:c")
+    assert load_settings().quorum_bucket_tags == ["rack:a", "rack:b", "rack:c"]
 
 
 @pytest.mark.parametrize(
@@ -66,6 +68,8 @@ def test_servers_and_method_timeouts_from_environment(monkeypatch: pytest.Monkey
         ("AEGIS_METHOD_TIMEOUTS", "{bad json", "method_timeouts", "{bad json"),
         ("AEGIS_MAX_PAYLOAD_BYTES", "10", "max_payload_bytes", "'10'"),
         ("AEGIS_CREDS_FILE", "/nonexistent/x.creds", "creds_file", "/nonexistent/x.creds"),
+        ("AEGIS_QUORUM_BUCKET_TAGS", "node:n1,node:n2", "quorum_bucket_tags", "node:n2"),
+        ("AEGIS_QUORUM_BUCKET_TAGS", "a,a,b", "quorum_bucket_tags", "'a', 'a', 'b'"),
     ],
 )
 def test_invalid_value_names_field_and_value(

@@ -15,7 +15,7 @@ import pytest
 from nats.errors import TimeoutError as NatsTimeoutError
 from waiting import wait_until_async
 
-from aegis.harness.cluster.local import LocalCluster
+from aegis.harness.cluster.local import LocalCluster, node_tag
 from aegis.sdk import wire
 from aegis.sdk.config import load_settings
 from aegis.sdk.connection import ConnectionPool
@@ -299,3 +299,43 @@ async def test_keeper_warns_once_when_it_cannot_spread(
     assert len(warnings) == 1, [r.getMessage() for r in warnings]
     assert "fewer than 3 nodes" in warnings[0].getMessage()
     assert keeper.last_report is not None and not keeper.last_report.distinct
+
+
+# --- pinned R1 buckets (rule 9's other layout) ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tagged() -> Iterator[LocalCluster]:
+    with LocalCluster(3, name="quorum-pinned", node_tags=True) as c:
+        yield c
+
+
+async def test_pinned_buckets_have_one_replica_each_on_their_tagged_node(tagged: LocalCluster) -> None:
+    tags = [node_tag(n.name) for n in tagged.nodes]
+    pinned = await ConnectionPool.connect(load_settings(servers=tagged.urls, quorum_bucket_tags=tags))
+    # an instance without the setting (and no replicas asked for) must keep the layout it finds, not undo it
+    plain = await ConnectionPool.connect(load_settings(servers=tagged.urls))
+    try:
+        await ensure_quorum_buckets(pinned)
+        await ensure_quorum_buckets(plain)
+        for k, b in enumerate(BUCKETS):
+            info = await _stream_info(plain, stream_name(b))
+            assert info["config"]["num_replicas"] == 1
+            assert info["config"]["placement"]["tags"] == [tags[k]]
+            assert info["cluster"]["leader"] == tagged.nodes[k].name
+        # a pinned bucket takes writes like any other
+        assert await kv_write(plain, BUCKETS[2], "leader.pinned.g", b"v", revision=None) >= 1
+        assert leaders_distinct(await quorum_leaders(plain))
+    finally:
+        await pinned.close()
+        await plain.close()
+
+
+async def test_pinned_tags_must_be_three_different_ones(tagged: LocalCluster) -> None:
+    pool = await ConnectionPool.connect(load_settings(servers=tagged.urls))
+    try:
+        for bad in (["node:n1", "node:n2"], ["node:n1", "node:n1", "node:n2"]):
+            with pytest.raises(ValueError, match="three|3 different"):
+                await ensure_quorum_buckets(pool, tags=bad)
+    finally:
+        await pool.close()

@@ -287,3 +287,23 @@ def test_a_standby_does_not_campaign_while_a_write_of_its_own_is_in_flight():
         m.tick(last_renewal + P.write_timeout_s)
     )  # bucket 1's renewal timed out: now it campaigns
     assert m.role == "candidate" and sorted(w.bucket for w in claims) == [0, 1, 2]
+
+
+def test_a_majority_acknowledged_after_its_window_ended_wins_then_steps_down_and_hands_back():
+    """Found by the pinned partition campaign: acknowledgements that come later than a window (a bucket that was
+    unreachable for seconds answers at last) gave a candidate two buckets and no window; it neither won nor gave
+    up, and kept both buckets from everyone else. As the spec's AnswerCore: it wins, and rule 6 steps it down at
+    once, handing both back."""
+    m = machine("b")
+    claims = {w.bucket: w for w in writes(m.start(0.0, ABSENT))}
+    m.write_ok(0.01, 2, 7, claims[2].req)  # bucket 2 at once
+    m.write_failed(0.02, 1, Slot(9, Claim("c", 1, 1)), claims[1].req)  # bucket 1 lost to another candidate
+    assert m.role == "candidate"
+    late = 0.0 + P.window_s + 1.0  # bucket 0 answers long after any window from these sends
+    out = m.write_ok(late, 0, 5, claims[0].req)
+    assert [e.kind for e in out if isinstance(e, Leadership)] == ["acquire", "lose"]
+    assert not any(isinstance(e, StartServing) for e in out) and not m.serving(late)
+    assert m.role == "standby"
+    released = writes(out)
+    assert sorted(w.bucket for w in released) == [0, 2]
+    assert all(w.op == "release" and w.claim.released for w in released)

@@ -49,6 +49,9 @@ class NewestSendDeadline(QuorumElection):
 class QuorumOfOne(QuorumElection):
     """Broken: one acknowledged bucket is a quorum (a candidate wins on its first acknowledgement)."""
 
+    def holds_majority(self) -> bool:
+        return self.held_count() >= 1
+
     @property
     def deadline(self) -> float:
         sends = [self.sent[b] for b in range(QUORUM_BUCKETS) if self.held[b]]

@@ -187,12 +187,25 @@ class AegisSettings(FileSettings):
     require_definition: bool = Field(
         default=False, description="Strict mode: refuse to start a service that has no definition."
     )
+    quorum_bucket_tags: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Three server tags: the quorum lease's buckets are created with one replica each, bucket k"
+        " on the server tagged with the k-th (docs/quorum-lease.md, rule 9). Empty: R3 buckets whose stream"
+        " leaders are kept apart. Existing buckets keep their layout unless this is set.",
+    )
 
-    @field_validator("servers", mode="before")
+    @field_validator("servers", "quorum_bucket_tags", mode="before")
     @classmethod
-    def _split_servers(cls, value: Any) -> Any:
+    def _split_list(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("quorum_bucket_tags")
+    @classmethod
+    def _check_quorum_bucket_tags(cls, value: list[str]) -> list[str]:
+        if value and (len(value) != 3 or len(set(value)) != 3):
+            raise ValueError(f"give three different server tags, one per quorum bucket (got {value})")
         return value
 
     @field_validator("servers")

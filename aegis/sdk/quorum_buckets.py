@@ -6,6 +6,7 @@ A crash of one node stalls only the buckets whose stream leader it was, so the b
 stream leaders sit on three different nodes::
 
     await ensure_quorum_buckets(pool)             # R3, history 1, no TTL, no markers, no max age
+    await ensure_quorum_buckets(pool, tags=["node:n1", "node:n2", "node:n3"])   # or R1, one per tagged server
     await quorum_leaders(pool)                    # {"aegis_election_q0": "n1", "aegis_election_q1": "n1", ...}
     report = await spread_quorum_leaders(pool)    # step-downs with a preferred node until they are distinct
     if not report.distinct:
@@ -35,16 +36,17 @@ import json
 import logging
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import api
+from nats.js.errors import NotFoundError
 from pydantic import BaseModel, ConfigDict
 
 from . import wire
 from .connection import ConnectionPool
-from .jetstream import default_replicas, ensure_stream
+from .jetstream import default_replicas, ensure_stream, retry_transient
 from .kv import kv_stream_config
 
 log = logging.getLogger(__name__)
@@ -67,27 +69,62 @@ def stream_name(bucket: str) -> str:
     return f"KV_{bucket}"
 
 
-def quorum_bucket_config(bucket: str, replicas: int) -> api.StreamConfig:
+def quorum_bucket_config(bucket: str, replicas: int, tag: str | None = None) -> api.StreamConfig:
     """The stream of one quorum bucket: the KV stream of :func:`aegis.sdk.kv.kv_stream_config` with history 1,
     no per-key TTL (``allow_msg_ttl`` off), no subject delete marker TTL, no max age, deletes denied; so the last
-    value of a key is never erased by the server."""
-    return kv_stream_config(bucket, replicas, 1, None)
+    value of a key is never erased by the server. ``tag``: placed on a server with that server tag."""
+    config = kv_stream_config(bucket, replicas, 1, None)
+    if tag is not None:
+        config.placement = api.Placement(tags=[tag])
+    return config
 
 
-async def ensure_quorum_buckets(pool: ConnectionPool, replicas: int | None = None) -> None:
+async def _layout(pool: ConnectionPool, bucket: str) -> tuple[int, api.Placement | None] | None:
+    """An existing bucket's replicas and placement; None when its stream does not exist."""
+    try:
+        info = await retry_transient(
+            lambda: pool.js.stream_info(stream_name(bucket)), f"stream info {bucket}"
+        )
+    except NotFoundError:
+        return None
+    return info.config.num_replicas or 1, info.config.placement
+
+
+async def ensure_quorum_buckets(
+    pool: ConnectionPool, replicas: int | None = None, *, tags: Sequence[str] | None = None
+) -> None:
     """Create the three quorum buckets' streams, or bring them to :func:`quorum_bucket_config`; once per pool.
 
-    ``replicas``: default min(3, cluster size) (:func:`aegis.sdk.jetstream.default_replicas`); a server without
-    clustering gets one replica. Idempotent and safe to race (two pools, two processes).
+    The layout is the deployment's choice (docs/quorum-lease.md, rule 9):
+
+    - ``tags`` (default: the settings' ``quorum_bucket_tags``): three server tags; bucket k gets one replica, on
+      the server tagged ``tags[k]``. No Raft group per bucket, so a healed node cannot depose its leader; the
+      bucket is down while its server is, and a bucket whose server lost its store comes back empty (a reset).
+    - otherwise ``replicas`` (default min(3, cluster size), :func:`aegis.sdk.jetstream.default_replicas`; a
+      server without clustering gets one replica); a bucket that exists keeps its replicas and placement unless
+      ``replicas`` is given, so an instance without the tags setting never undoes a pinned layout.
+
+    Idempotent and safe to race (two pools, two processes). Raises ValueError for tags that are not three
+    different ones, and :class:`aegis.sdk.errors.AegisError` when the servers refuse the layout (e.g. no
+    server has a tag).
     """
     if pool in _ready:
         return
+    chosen = list(pool.settings.quorum_bucket_tags if tags is None else tags)
+    if chosen and (len(chosen) != len(BUCKETS) or len(set(chosen)) != len(BUCKETS)):
+        raise ValueError(f"give {len(BUCKETS)} different server tags, one per quorum bucket (got {chosen})")
     async with _ready_lock:
         if pool in _ready:
             return
-        n = default_replicas(pool, replicas)
-        for b in BUCKETS:
-            await ensure_stream(pool, quorum_bucket_config(b, n))
+        for k, b in enumerate(BUCKETS):
+            if chosen:
+                config = quorum_bucket_config(b, 1, chosen[k])
+            elif replicas is None and (found := await _layout(pool, b)) is not None:
+                config = quorum_bucket_config(b, found[0])
+                config.placement = found[1]
+            else:
+                config = quorum_bucket_config(b, default_replicas(pool, replicas))
+            await ensure_stream(pool, config)
         _ready.add(pool)
 
 

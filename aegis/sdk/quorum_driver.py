@@ -178,6 +178,11 @@ class QuorumDriver:
         elif kind == "stop":
             emit(TA.STOP, local=now)
         step = _ROLE_STEPS.get((role, self.machine.role))
+        won = next((e for e in effects if isinstance(e, Leadership) and e.kind == "acquire"), None)
+        if won is not None and self.machine.role != "active":
+            # a majority acknowledged after its window ended: it won and stepped down in one step (rule 6)
+            emit(TA.WIN, epoch=won.epoch, local=now)
+            step = TA.STEPDOWN
         if step is TA.CAMPAIGN:
             emit(step, ballot=self.machine.ballot, local=now)
         elif step is TA.WIN:

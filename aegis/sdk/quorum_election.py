@@ -188,6 +188,10 @@ class QuorumElection:
     def held_count(self) -> int:
         return sum(1 for b in range(QUORUM_BUCKETS) if self.held[b])
 
+    def holds_majority(self) -> bool:
+        """Its own claim is acknowledged in a majority of the buckets (rule 3)."""
+        return self.held_count() >= QUORUM
+
     # -- events --------------------------------------------------------------------------------------------
 
     def start(self, now: float, slots: Sequence[Slot]) -> list[QEffect]:
@@ -220,7 +224,12 @@ class QuorumElection:
             self.held[b] = 0
         elif request.claim.ballot == self.ballot and self.role in ("candidate", "active", "releasing"):
             self.held[b], self.sent[b] = rev, request.sent_at
-            if self.role == "candidate" and self.deadline > now:
+            if self.role == "candidate" and self.holds_majority():
+                # Rule 3 as the spec's AnswerCore has it: a majority acknowledged wins, even when the answers
+                # came so late that the window has already ended; rule 6 then steps it down in this same step
+                # (_step) and it hands the buckets back. Waiting instead for a window that can no longer open
+                # left a candidate holding two buckets for good, neither winning nor giving up, and nobody
+                # else could win (the pinned partition campaign found it: two standbys stuck for a minute).
                 out.extend(self._won(now))
         else:  # a claim that landed after its campaign was given up: hand it back
             self.held[b] = rev
@@ -247,6 +256,8 @@ class QuorumElection:
             self.held[b] = current.rev
             if request.op == "claim":
                 self.sent[b] = -math.inf
+                if self.role == "candidate" and self.holds_majority():  # as in write_ok (rule 3)
+                    out.extend(self._won(now))
         else:
             self.held[b] = 0
             if self.role == "active" and self.held_count() < QUORUM:

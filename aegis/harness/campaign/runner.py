@@ -50,13 +50,13 @@ from aegis.harness.campaign.report import (
 from aegis.harness.campaign.rig import FailoverRig, RigControl
 from aegis.harness.campaign.schema import Campaign
 from aegis.harness.campaign.workload import CommandWorkload, EventWorkload, RpcWorkload
-from aegis.harness.cluster.local import LocalCluster, install_signal_cleanup
+from aegis.harness.cluster.local import LocalCluster, install_signal_cleanup, node_tag
 from aegis.harness.cluster.processes import spawn
 from aegis.harness.faults.fault import PARTITION_KINDS, Fault
 from aegis.harness.faults.nemesis import ActiveFault, AsyncNemesis, FirewallUnavailable, NemesisError
 from aegis.sdk.config import load_settings
 from aegis.sdk.connection import ConnectionPool
-from aegis.sdk.quorum_buckets import spread_quorum_leaders
+from aegis.sdk.quorum_buckets import ensure_quorum_buckets, spread_quorum_leaders
 from aegis.stats import percentile
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -163,6 +163,9 @@ async def _run(
     try:
         if progress:
             progress(0, len(schedule), f"starting {len(instances)} ledger instances and the workloads")
+        if campaign.election == "quorum" and topo.quorum_buckets == "pinned":
+            # before any instance: they keep the layout they find (ensure_quorum_buckets)
+            await ensure_quorum_buckets(pool, tags=[node_tag(n.name) for n in cluster.nodes[:3]])
         await rig.start()
         await quotes.start(cluster.urls, topo.rpc_instances, work)
         if load.rpc_rate and topo.rpc_instances:
@@ -431,6 +434,7 @@ def run_campaign(
             topo.nodes,
             sync_interval=topo.sync_interval,
             node_gids=_partitions(campaign),
+            node_tags=topo.quorum_buckets == "pinned",
             extra_config='ping_interval: "1s"',
         ) as cluster,
     ):

@@ -65,6 +65,13 @@ class Topology(_Strict):
     instances: int = Field(3, ge=2, le=5, description="instances of the single-active ledger group")
     rpc_instances: int = Field(0, ge=0, le=4, description="instances of the plain RPC quotes service")
     sync_interval: str | None = Field(None, description="JetStream sync_interval; server default when unset")
+    quorum_buckets: Literal["replicated", "pinned"] = Field(
+        "replicated",
+        description="the quorum lease's buckets: R3 with their leaders kept apart, or R1 pinned one to each of the"
+        " first three nodes by server tags (docs/quorum-lease.md, rule 9)",
+        # (left out of dumps when "replicated": reports recorded before the field existed dump back unchanged)
+        exclude_if=lambda v: v == "replicated",
+    )
     instance_module: str = Field(
         "aegis.harness.demo",
         pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$",
