@@ -767,6 +767,7 @@ def _deploy_test(data: list[dict[str, Any]], sources: list[str]) -> list[str]:
     epochs = d.get("rolling_restart_epochs") or []
     led = d.get("poweroff_host_led")
     led = "not recorded" if led is None else ", ".join(f"`{x}`" for x in led) or "no Aegis stream"
+    lease = "quorum lease" if d.get("ledger_election") == "quorum" else "single-bucket lease"
     if d.get("poweroff_host_meta_leader"):
         led += " and the JetStream meta group"
     serving_s = d.get("poweroff_cluster_serving_s")
@@ -791,7 +792,7 @@ def _deploy_test(data: list[dict[str, Any]], sources: list[str]) -> list[str]:
         f" {d['rolling_restart_failed_calls']} failed of {d['rolling_restart_calls']} calls, worst gap"
         f" {ms(d['rolling_restart_worst_gap_s'])}, epochs {' -> '.join(str(e) for e in epochs)}"
         f" | 0 failed | {yes(d['rolling_restart_failed_calls'] == 0)} |",
-        f"| power loss of the active's host ({d['poweroff_host']}; it led {led}) | first answer from another"
+        f"| power loss of the active's host ({d['poweroff_host']}; {lease}; it led {led}) | first answer from another"
         f" instance after {_num(d['poweroff_failover_s'])} s; {d['poweroff_failed_calls']} failed calls, worst gap"
         f" {_num(d['poweroff_worst_gap_s'])} s | < 2 s | {yes(d['poweroff_failover_s'] < 2)} |",
         f"| cluster serving after it (a new active, a meta leader on the survivors) | {yes(d['poweroff_cluster_serving'])}"

@@ -48,6 +48,7 @@ def test_every_rendered_nats_config_passes_nats_server_t(rendered: Path) -> None
     assert "system_account: SYS" in conf
     assert conf.count("nats-route://route:") == 3
     assert '"_INBOX.svc-ledger.>"' in conf and "__NAME__" not in conf
+    assert 'server_tags: ["host:aegis-1"]' in conf  # pins a quorum bucket (aegis_quorum_bucket_hosts)
 
 
 def test_a_config_nats_server_rejects_fails_the_check(rendered: Path, tmp_path: Path) -> None:
@@ -83,6 +84,7 @@ def test_rendered_services_run_with_their_own_user_and_secret_files(rendered: Pa
     assert "AEGIS_USER=svc-ledger" in env
     assert "AEGIS_PASSWORD_FILE=/etc/aegis/svc-ledger/nats.password" in env
     assert "AEGIS_INBOX_PREFIX=_INBOX.svc-ledger" in env
+    assert "AEGIS_QUORUM_BUCKET_TAGS=host:aegis-1,host:aegis-2,host:aegis-3" in env
     unit = (rendered / "aegis-2" / "aegis-svc-ledger.service").read_text()
     assert "User=aegis-svc-ledger" in unit and "--instance aegis-2 tls://10.20.0.11:4222" in unit
     assert not (rendered / "aegis-2" / "aegis-management.service").exists()
@@ -134,6 +136,10 @@ def _missing_jwt_secret(hosts: dict, main: dict, secrets: dict) -> None:
     del secrets["aegis_mgmt_jwt_secret"]
 
 
+def _quorum_bucket_host_not_nats(hosts: dict, main: dict, secrets: dict) -> None:
+    main["aegis_quorum_bucket_hosts"] = ["aegis-1", "aegis-2", "elsewhere"]
+
+
 @pytest.mark.parametrize(
     ("edit", "named"),
     [
@@ -142,6 +148,10 @@ def _missing_jwt_secret(hosts: dict, main: dict, secrets: dict) -> None:
         (_even_nats, "group nats has 2 hosts"),
         (_missing_service_password, "aegis_nats_passwords['svc-ledger'] is missing"),
         (_missing_jwt_secret, "aegis_mgmt_jwt_secret is not set"),
+        (
+            _quorum_bucket_host_not_nats,
+            "aegis_quorum_bucket_hosts must name three different hosts of group nats",
+        ),
     ],
     ids=[
         "host-in-no-group",
@@ -149,6 +159,7 @@ def _missing_jwt_secret(hosts: dict, main: dict, secrets: dict) -> None:
         "even-nats-group",
         "missing-password",
         "missing-jwt",
+        "quorum-bucket-host-not-nats",
     ],
 )
 def test_a_wrong_inventory_fails_early_naming_the_variable(tmp_path: Path, edit, named: str) -> None:  # type: ignore[no-untyped-def]

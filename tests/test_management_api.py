@@ -388,7 +388,13 @@ def test_healthz_readyz_need_no_credentials_and_metrics_is_prometheus_text(
         assert anon.get("/healthz").status_code == 200
         ready = anon.get("/readyz")
         assert ready.status_code == 200 and ready.json()["ready"] is True
-        assert set(ready.json()["caches"]) == {"definitions", "instances", "election", "credentials"}
+        assert set(ready.json()["caches"]) == {
+            "definitions",
+            "instances",
+            "election",
+            *(f"election_q{b}" for b in range(3)),
+            "credentials",
+        }
         assert anon.get("/metrics").status_code == 401
     text = admin.get("/metrics")
     assert text.status_code == 200 and text.headers["content-type"].startswith("text/plain")
@@ -458,11 +464,14 @@ def test_every_route_refuses_without_credentials_and_without_its_scope(mgmt: Man
 # --------------------------------------------------------------------------------- groups and history
 
 
+@pytest.mark.parametrize("election", ["lease", "quorum"])
 async def test_groups_show_the_active_and_its_standby_and_failovers_after_a_handover(
-    mgmt: ManagementServer, connect_pool: Callable[..., Awaitable[ConnectionPool]]
+    mgmt: ManagementServer, connect_pool: Callable[..., Awaitable[ConnectionPool]], election: str
 ) -> None:
+    """Either lease: the quorum lease's active is the holder of the ballot claimed in a majority of its three
+    buckets."""
     name = _name("grp")
-    a, b = SingleActiveService(name, instance_id="a"), SingleActiveService(name, instance_id="b")
+    a, b = (SingleActiveService(name, instance_id=i, election=election) for i in ("a", "b"))  # type: ignore[arg-type]
     for svc in (a, b):
 
         @svc.exclusive_rpc("book")

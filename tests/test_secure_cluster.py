@@ -18,7 +18,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import nats
@@ -126,14 +126,17 @@ async def test_service_user_serves_an_rpc_round_trip_over_mutual_tls(
         await svc.stop()
 
 
+@pytest.mark.parametrize("election", ["lease", "quorum"])
 async def test_service_user_runs_a_single_active_election_and_hands_over(
-    open_pool: Callable[..., Awaitable[ConnectionPool]],
+    open_pool: Callable[..., Awaitable[ConnectionPool]], election: Literal["lease", "quorum"]
 ) -> None:
+    """Under the service and client users, with either lease (the quorum lease's three buckets, created by the
+    first of them, are in the roles' permissions too)."""
     pools = [await open_pool(service_user(LEDGER)) for _ in range(2)]
     services: list[SingleActiveService] = []
     group = uuid.uuid4().hex[:8]
     for i, p in enumerate(pools):
-        svc = SingleActiveService(LEDGER, instance_id=f"s{i}", group=group)
+        svc = SingleActiveService(LEDGER, instance_id=f"s{i}", group=group, election=election)
 
         @svc.exclusive_rpc("book")
         async def book(req: int, ctx: CallContext) -> str:
@@ -146,7 +149,7 @@ async def test_service_user_runs_a_single_active_election_and_hands_over(
         (active,) = [s for s in services if s.is_active]
         (standby,) = [s for s in services if not s.is_active]
         client = await open_pool(client_user(CALLER))
-        sticky = StickyClient(client)
+        sticky = StickyClient(client, election=election)
         try:
             assert (
                 await sticky.call_active(LEDGER, "book", 1, group=active.group, timeout=5)

@@ -25,6 +25,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from aegis.sdk.config import AegisSettings, load_settings
 from aegis.sdk.connection import connect
 from aegis.sdk.leadership import ensure_leadership_stream
+from aegis.sdk.quorum_buckets import ensure_quorum_buckets
 from aegis.sdk.registry import Registry, ensure_registry
 from aegis.sdk.single_active import ensure_election_bucket
 
@@ -61,6 +62,7 @@ def create_app(
         try:
             await ensure_registry(pool)
             await ensure_election_bucket(pool)
+            await ensure_quorum_buckets(pool)  # watched by the fleet; the layout is the settings' (rule 9)
             await ensure_leadership_stream(pool)
             hub = EventHub(settings.events_buffer)
             fleet = Fleet(pool, settings, hub.publish)

@@ -1,7 +1,9 @@
 """The management service's picture of the fleet: definitions, instances and single-active groups, kept by watches.
 
-One :class:`Fleet` per server process mirrors three buckets (definitions, instance records, election keys) with
-one watch each (:class:`~aegis.management.kv_mirror.KvMirror`). Every HTTP read is served from it, so a request
+One :class:`Fleet` per server process mirrors the buckets of definitions, instance records and election keys (the
+single-bucket lease's, and the quorum lease's three: a quorum group's active is the holder of the newest ballot
+claimed in a majority of them, :func:`~aegis.sdk.quorum_election.majority_claim`) with one watch each
+(:class:`~aegis.management.kv_mirror.KvMirror`). Every HTTP read is served from it, so a request
 costs no NATS round trip, and every change is announced once to :attr:`Fleet.on_event` (the live event stream).
 
 An instance whose record was deleted (graceful stop) or expired (its heartbeats stopped) stays listed as *down*
@@ -21,6 +23,8 @@ from pydantic import ValidationError
 
 from aegis.sdk import wire
 from aegis.sdk.connection import ConnectionPool
+from aegis.sdk.quorum_driver import parse_claim
+from aegis.sdk.quorum_election import Claim, majority_claim
 from aegis.sdk.schema import InstanceStatus, ServiceDefinition, ServiceInstance
 from aegis.sdk.single_active import LeaderRecord
 
@@ -76,11 +80,17 @@ class Fleet:
         self._live: dict[str, _Live] = {}
         self._gone: dict[str, _Gone] = {}
         self._leaders: dict[tuple[str, str], _Leader] = {}
+        self._claims: dict[tuple[str, str], list[Claim | None]] = {}
+        """Quorum groups: the record of each of the three buckets."""
         self._health: dict[str, Health] = {}
         self.mirrors = {
             "definitions": KvMirror(pool, wire.DEFINITIONS_BUCKET, self._on_definition),
             "instances": KvMirror(pool, wire.INSTANCES_BUCKET, self._on_instance),
             "election": KvMirror(pool, wire.ELECTION_BUCKET, self._on_election, keys="leader.>"),
+            **{
+                f"election_q{b}": KvMirror(pool, name, self._on_quorum_of(b), keys="leader.>")
+                for b, name in enumerate(wire.QUORUM_ELECTION_BUCKETS)
+            },
         }
 
     async def start(self) -> None:
@@ -264,11 +274,9 @@ class Fleet:
         self._announce_health(c.key, live.record, Health.DOWN)
 
     def _on_election(self, c: Change) -> None:
-        _, _, rest = c.key.partition(".")
-        service, _, group = rest.partition(".")
-        if not service or not group:
+        group = _group_of(c.key)
+        if group is None:
             return
-        before = self._leaders.get((service, group))
         holder: str | None = None
         epoch: int | None = None
         if c.kind == "val":
@@ -278,21 +286,50 @@ class Fleet:
                 log.warning("election key %s is not valid, ignored: %s", c.key, exc)
                 return
             holder, epoch = value.instance_id, value.epoch or c.revision
+        self._set_leader(group, holder, epoch, c)
+
+    def _on_quorum_of(self, b: int) -> Callable[[Change], None]:
+        def on_change(c: Change) -> None:
+            group = _group_of(c.key)
+            if group is None:
+                return
+            claims = self._claims.setdefault(group, [None] * len(wire.QUORUM_ELECTION_BUCKETS))
+            claims[b] = parse_claim(c.data) if c.kind == "val" else None
+            won = majority_claim(claims)
+            if won is None or won.released:
+                self._set_leader(group, None, None, c)
+            else:
+                self._set_leader(group, won.holder, won.ballot, c)
+
+        return on_change
+
+    def _set_leader(self, group: tuple[str, str], holder: str | None, epoch: int | None, c: Change) -> None:
+        """The group's active is now ``holder`` under ``epoch`` (None: nobody), as ``c`` showed; announced when
+        it changed."""
+        before = self._leaders.get(group)
         same = before is not None and (before.instance_id, before.epoch) == (holder, epoch)
         since = before.since if same and before is not None else (c.arrived_wall if holder else None)
-        self._leaders[(service, group)] = _Leader(holder, epoch, c.revision, since)
+        self._leaders[group] = _Leader(holder, epoch, c.revision, since)
         if not same:
+            service, name = group
             self.on_event(
                 "leadership",
                 {
                     "service": service,
-                    "group": group,
+                    "group": name,
                     "instance_id": holder,
                     "epoch": epoch,
                     "previous_instance_id": before.instance_id if before else None,
                     "previous_epoch": before.epoch if before else None,
                 },
             )
+
+
+def _group_of(key: str) -> tuple[str, str] | None:
+    """``leader.<service>.<group>`` -> (service, group); None for other keys."""
+    _, _, rest = key.partition(".")
+    service, _, group = rest.partition(".")
+    return (service, group) if service and group else None
 
 
 def _instance_event(record: ServiceInstance, action: str) -> dict[str, Any]:

@@ -64,7 +64,13 @@ ROUTE_USER = "route"
 TLS_TIMEOUT_S = 5.0
 """Handshake bound of the servers (nats-server's default, 2 s, is tight on a loaded 2-core machine)."""
 
-KV_BUCKETS = (wire.DEFINITIONS_BUCKET, wire.INSTANCES_BUCKET, wire.ELECTION_BUCKET, wire.COMMANDS_BUCKET)
+KV_BUCKETS = (
+    wire.DEFINITIONS_BUCKET,
+    wire.INSTANCES_BUCKET,
+    wire.ELECTION_BUCKET,
+    *wire.QUORUM_ELECTION_BUCKETS,
+    wire.COMMANDS_BUCKET,
+)
 STREAMS = (
     *(f"KV_{b}" for b in KV_BUCKETS),
     wire.EVENT_STREAM,
@@ -169,6 +175,7 @@ def service_permissions(name: str) -> Permissions:
             f"$KV.{wire.INSTANCES_BUCKET}.{name}.>",
             f"$KV.{wire.ELECTION_BUCKET}.leader.{name}.>",
             f"$KV.{wire.ELECTION_BUCKET}.probe.{name}.>",  # the leader read-back of single_active
+            *(f"$KV.{b}.leader.{name}.>" for b in wire.QUORUM_ELECTION_BUCKETS),  # election="quorum"
             f"$KV.{wire.COMMANDS_BUCKET}.{name}.>",
             f"{wire.LEADERSHIP_PREFIX}.{name}.>",
             *_js_api(STREAMS, create=STREAMS),
@@ -187,7 +194,7 @@ def service_permissions(name: str) -> Permissions:
 
 def management_permissions() -> Permissions:
     """Least privilege of the management service: read everything, write definitions, its users and keys and
-    its audit log, ask for configs; no calls. It makes sure of the streams it watches (the election bucket and
+    its audit log, ask for configs; no calls. It makes sure of the streams it watches (the election buckets and
     the leadership log may not exist yet when no single-active service has run)."""
     return Permissions(
         publish=(
@@ -202,6 +209,7 @@ def management_permissions() -> Permissions:
                 create=(
                     *REGISTRY_STREAMS,
                     f"KV_{wire.ELECTION_BUCKET}",
+                    *(f"KV_{b}" for b in wire.QUORUM_ELECTION_BUCKETS),
                     wire.LEADERSHIP_STREAM,
                     *MANAGEMENT_STREAMS,
                 ),

@@ -41,7 +41,7 @@ async def sticky(args: argparse.Namespace, out: TextIO) -> None:
         name="deploy-test-probe",
     )
     pool = await ConnectionPool.connect(settings)
-    client = StickyClient(pool)
+    client = StickyClient(pool, election=args.election)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -113,6 +113,7 @@ def main() -> None:
     s.add_argument("--cert", required=True)
     s.add_argument("--key", required=True)
     s.add_argument("--service", default=ACTIVE_SERVICE)
+    s.add_argument("--election", choices=("lease", "quorum"), default="lease", help="the group's lease")
     s.add_argument("--rate", type=float, default=20.0)
     s.add_argument("--timeout", type=float, default=2.0)
     s.add_argument("--max-s", type=float, default=900.0)

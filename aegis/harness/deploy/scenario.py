@@ -66,6 +66,8 @@ class Scenario:
         self.stage = self.cache / "stage"
         self.inventory = self.run_dir / "inventory" / "hosts.yml"
         self.pki = self.run_dir / "pki"
+        self.ledger_election = "lease"
+        """The ledger group's lease in the example inventory (its args: ``--election quorum``)."""
 
     # ------------------------------------------------------------------ staging (controller side)
 
@@ -133,6 +135,8 @@ class Scenario:
             aegis_nats_clients=["probe"],
         )
         main.write_text(yaml.safe_dump(settings, sort_keys=False))
+        ledger = next(s for s in settings["aegis_services"] if s["name"] == "ledger")
+        self.ledger_election = "quorum" if "--election quorum" in ledger["args"] else "lease"
         secrets_file = inv / "group_vars" / "all" / "secrets.yml"
         secrets = yaml.safe_load(secrets_file.read_text())
         secrets["aegis_nats_passwords"]["client-probe"] = secrets["aegis_nats_passwords"][
@@ -333,6 +337,8 @@ class Scenario:
                 str(self.pki / f"{user}.pem"),
                 "--key",
                 str(self.pki / f"{user}.key"),
+                "--election",
+                self.ledger_election,
             ]
         )
         log = (self.run_dir / f"probe-{name}.log").open("wb")
@@ -456,6 +462,7 @@ class Scenario:
         group = self.ledger_group(self.api()) or {}
         victim = self.lab.host(group["active_instance_id"])
         r["poweroff_host"] = victim.name
+        r["ledger_election"] = self.ledger_election
         # Which Aegis streams the cut host leads: a cut leader of the election bucket's stream stalls the KV for
         # NATS's Raft election (4-9 s, issue 18), and no failover of ours can be faster than that.
         r["poweroff_host_led"] = self.streams_led(victim)
@@ -562,7 +569,7 @@ def markdown(r: dict[str, Any]) -> str:
         ),
         (
             "power loss of the active ledger host",
-            f"{r.get('poweroff_host')}: first answer from another instance after {r.get('poweroff_failover_s')} s; "
+            f"{r.get('poweroff_host')} ({r.get('ledger_election', 'lease')} election): first answer from another instance after {r.get('poweroff_failover_s')} s; "
             f"{r.get('poweroff_failed_calls')} failed calls, worst gap {r.get('poweroff_worst_gap_s')} s; "
             f"cluster serving: {r.get('poweroff_cluster_serving')} "
             f"(after {r.get('poweroff_cluster_serving_s')} s more); streams it led: "
