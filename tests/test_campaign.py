@@ -48,6 +48,14 @@ def test_the_issue_s_campaigns_are_shipped_with_enough_faults() -> None:
     lease = load_campaign(CAMPAIGNS / "nats-node-crash-lease-2s.yaml")
     assert lease.election == "lease" and lease.runs == quorum.runs and lease.budgets == quorum.budgets
     assert load_campaign(CAMPAIGNS / "partition-quorum.yaml").election == "quorum"
+    for name in ("nats-node-crash-quorum", "partition-quorum"):  # each layout of the buckets, side by side
+        r3, pinned = (
+            load_campaign(CAMPAIGNS / f"{name}.yaml"),
+            load_campaign(CAMPAIGNS / f"{name}-pinned.yaml"),
+        )
+        assert (r3.topology.quorum_buckets, pinned.topology.quorum_buckets) == ("replicated", "pinned")
+        assert (pinned.faults, pinned.seed, pinned.budgets) == (r3.faults, r3.seed, r3.budgets)
+        assert pinned.election == r3.election == "quorum" and pinned.trace and r3.trace
     assert load_campaign(CAMPAIGNS / "instance-crash.yaml").runs >= 100
     assert load_campaign(CAMPAIGNS / "rolling-restart.yaml").expect.failed_calls == 0
 

@@ -8,9 +8,11 @@ import pytest
 from aegis.sdk.sticky_core import (
     FIRST_BACKOFF_S,
     MAX_BACKOFF_S,
+    SUSPECT_S,
     Accept,
     Attempt,
     CallCore,
+    Connections,
     GiveUp,
     GroupView,
     Kind,
@@ -94,3 +96,30 @@ def test_at_the_deadline_the_call_gives_up_saying_what_it_tried(leader: str | No
     step = call.next(0.5)
     assert isinstance(step, GiveUp) and "orders/default place" in step.reason
     assert ("no leader in the election key" if leader is None else "a: NoResponders") in step.reason
+
+
+# -- which connection an attempt goes through -------------------------------------------------------------------------
+
+
+def test_an_attempt_passes_over_a_connection_that_failed_since_it_last_answered() -> None:
+    """Found by the pinned partition campaign: with a pool of two, the retry after a new leader was named went, in
+    turn, through the connection on the cut server and waited out a whole attempt timeout (gaps of 2.0 s)."""
+    conns = Connections()
+    assert [conns.pick(t, 2, 0.0) for t in range(4)] == [0, 1, 0, 1]  # nothing known: in turn
+    conns.ok(0, 1.0)
+    conns.ok(1, 1.0)
+    conns.bad(1, 2.0)  # e.g. a re-read through it timed out
+    assert conns.pick(1, 2, 2.5) == 0 and conns.pick(0, 2, 2.5) == 0
+    conns.ok(1, 3.0)  # it answers again: back in turn
+    assert conns.pick(1, 2, 3.5) == 1
+
+
+def test_when_every_connection_failed_attempts_go_in_turn_and_suspicion_ends() -> None:
+    conns = Connections()
+    conns.bad(0, 1.0)
+    conns.bad(1, 1.0)
+    assert [conns.pick(t, 2, 1.5) for t in range(3)] == [0, 1, 0]
+    assert conns.suspect(0, 1.0 + SUSPECT_S - 0.01)
+    assert not conns.suspect(0, 1.0 + SUSPECT_S)  # passed over for SUSPECT_S at most
+    conns.bad(1, 1.0 + SUSPECT_S)
+    assert conns.pick(1, 2, 1.0 + SUSPECT_S) == 0

@@ -49,7 +49,7 @@ from .quorum_driver import parse_claim
 from .quorum_election import Claim, majority_claim
 from .rpc import RpcClient
 from .single_active import ensure_election_bucket, leader_key, parse_leader
-from .sticky_core import Accept, Attempt, CallCore, GiveUp, GroupView, Kind, Outcome, Wait
+from .sticky_core import Accept, Attempt, CallCore, Connections, GiveUp, GroupView, Kind, Outcome, Wait
 
 REREAD_TIMEOUT_S = 0.5
 """Bound of one re-read of a group's key(s) (direct gets, concurrently)."""
@@ -103,6 +103,9 @@ class StickyClient:
         self.rpc = RpcClient(pool)
         self.attempt_timeout_s = attempt_timeout_s
         self._groups: dict[str, _Group] = {}
+        self.connections = Connections()
+        """What went through each of the pool's connections (by index): attempts skip one that failed since it
+        last answered."""
         self.retries = 0
         """Attempts that failed and were retried (NotActive, timeouts, nobody listening, stale epochs)."""
 
@@ -173,19 +176,30 @@ class StickyClient:
         g.reread = asyncio.create_task(self._reread(g), name=f"sticky re-read {g.key}")
 
     async def _reread(self, g: _Group) -> None:
-        # Through the pool's connections in turn: one of them may be attached to a server cut off from the rest.
+        # Through the pool's connections in turn: one of them may be attached to a server cut off from the rest,
+        # which then answers late or from a replica that is behind (what this client knows tells the latter).
         nc = self.pool.next()
+        conn = self.pool.clients.index(nc)
 
         async def one(b: int, name: str) -> None:
+            known = g.revs[b]
             try:
                 kv = bucket(self.pool, name, direct=True, nc=nc)
                 entry = await asyncio.wait_for(kv.get(g.key), REREAD_TIMEOUT_S)
             except KeyDeletedError as exc:
-                self._learn(g, b, exc.entry.revision or 0, b"")
-            except Exception:  # nothing there (NotFoundError), or no answer in time: the watch may still tell
+                rev, data = exc.entry.revision or 0, b""
+            except TimeoutError:  # the watch may still tell
+                self.connections.bad(conn, time.monotonic())
+                return
+            except Exception:  # nothing there (NotFoundError), no responders: the watch may still tell
                 return
             else:
-                self._learn(g, b, entry.revision or 0, entry.value or b"")
+                rev, data = entry.revision or 0, entry.value or b""
+            if rev < known:
+                self.connections.bad(conn, time.monotonic())
+            else:
+                self.connections.ok(conn, time.monotonic())
+            self._learn(g, b, rev, data)
 
         await asyncio.gather(*(one(b, name) for b, name in enumerate(g.buckets)))
 
@@ -210,7 +224,8 @@ class StickyClient:
         )
         call_id = idempotency_key or uuid.uuid4().hex
         # A call starts on the connection of the group's last answered attempt; each retry goes through the next
-        # connection of the pool (they sit on different servers), not again through a server that may be cut off.
+        # connection of the pool (they sit on different servers), not again through a server that may be cut off,
+        # and passes over one that failed since it last answered (Connections).
         conns = self.pool.clients
         first, k = g.conn, 0
         try:
@@ -219,11 +234,14 @@ class StickyClient:
                 if isinstance(step, GiveUp):
                     raise ServiceUnavailable(step.reason)
                 if isinstance(step, Attempt):
-                    conn = (first + k) % len(conns)
+                    conn = self.connections.pick(first + k, len(conns), time.monotonic())
                     k += 1
                     result, msg = await self._attempt(g, step, service, method, payload, call_id, conns[conn])
-                    if result.kind is not Kind.NO_ANSWER and result.kind is not Kind.UNAVAILABLE:
+                    if result.kind is Kind.NO_ANSWER:
+                        self.connections.bad(conn, time.monotonic())
+                    elif result.kind is not Kind.UNAVAILABLE and result.kind is not Kind.LEADER_CHANGED:
                         g.conn = conn  # this connection reaches the instances
+                        self.connections.ok(conn, time.monotonic())
                     step = call.outcome(time.monotonic(), step, result)
                     if isinstance(step, Accept):
                         assert msg is not None

@@ -29,10 +29,13 @@ The rules:
   re-read the key too (``Wait.reread``): a watch can stay silent for seconds after a partition. The simulator's
   watches never stall, so its driver has nothing to re-read and ignores the flag.
 * At the deadline the call gives up, saying the last few things it tried.
+* Which of a pool's connections an attempt goes through (:class:`Connections`): the next in turn that has not
+  failed since it last answered.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -197,12 +200,50 @@ class CallCore:
         return wait
 
 
+SUSPECT_S = 5.0
+"""A connection that failed (no answer, or a re-read that timed out or came back older than what another
+connection told) is passed over for this long, unless it answers again meanwhile."""
+
+
+@dataclass(slots=True)
+class Connections:
+    """Which of a pool's connections reach the group's instances, from what went through them: a connection on a
+    server cut off from the rest still answers pings, so only the answers tell. An attempt goes through the first
+    connection, from its turn on, that has not failed since it last answered (a cut server's connection is
+    skipped instead of costing an attempt timeout); when all have, strictly in turn."""
+
+    answered: dict[int, float] = field(default_factory=dict)
+    failed: dict[int, float] = field(default_factory=dict)
+
+    def ok(self, conn: int, now: float) -> None:
+        """Something sent through ``conn`` was answered (an attempt's reply or refusal, a current re-read)."""
+        self.answered[conn] = now
+
+    def bad(self, conn: int, now: float) -> None:
+        """Something sent through ``conn`` got no answer, or a stale one."""
+        self.failed[conn] = now
+
+    def suspect(self, conn: int, now: float) -> bool:
+        failed = self.failed.get(conn, -math.inf)
+        return failed > self.answered.get(conn, -math.inf) and now - failed < SUSPECT_S
+
+    def pick(self, turn: int, count: int, now: float) -> int:
+        """The connection (index of ``count``) for the attempt whose turn is ``turn``."""
+        for j in range(count):
+            conn = (turn + j) % count
+            if not self.suspect(conn, now):
+                return conn
+        return turn % count
+
+
 __all__ = [
     "FIRST_BACKOFF_S",
     "MAX_BACKOFF_S",
+    "SUSPECT_S",
     "Accept",
     "Attempt",
     "CallCore",
+    "Connections",
     "GiveUp",
     "GroupView",
     "Kind",

@@ -29,8 +29,12 @@ import yaml
 
 from aegis.harness.deploy.lab import DEFAULT_CACHE, Host, Lab, LabError
 from aegis.harness.deploy.lint import PLAYBOOKS, ROOT, ansible_env, tool
+from aegis.sdk.quorum_buckets import BUCKETS, stream_name
 
 RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
+
+QUORUM_STREAMS = tuple(stream_name(b) for b in BUCKETS)
+"""The quorum lease's buckets: the example inventory pins them, one replica on each NATS host."""
 
 
 @dataclass
@@ -279,14 +283,22 @@ class Scenario:
         leaders = {h.name: self.meta_leader(h) for h in self.lab.hosts}
         out["meta_leader"] = leaders
         leader = next(iter(set(leaders.values())))
-        jsz = self.monitor(self.lab.host(leader), "/jsz?accounts=true&streams=true&config=true")
-        buckets = {}
-        for acc in jsz.get("account_details") or []:
-            for s in acc.get("stream_detail") or []:
-                if s["name"].startswith(("KV_aegis", "AEGIS_")):
-                    replicas = (s.get("config") or {}).get("num_replicas")
-                    buckets[s["name"]] = replicas or len((s.get("cluster") or {}).get("replicas") or []) + 1
+        # Every host's streams (a host lists those it holds a replica of: a pinned quorum bucket only its own)
+        buckets: dict[str, int] = {}
+        quorum_hosts: dict[str, str | None] = {}
+        for h in self.lab.hosts:
+            jsz = self.monitor(h, "/jsz?accounts=true&streams=true&config=true")
+            for acc in jsz.get("account_details") or []:
+                for s in acc.get("stream_detail") or []:
+                    if s["name"].startswith(("KV_aegis", "AEGIS_")):
+                        replicas = (s.get("config") or {}).get("num_replicas")
+                        buckets[s["name"]] = (
+                            replicas or len((s.get("cluster") or {}).get("replicas") or []) + 1
+                        )
+                        if s["name"] in QUORUM_STREAMS:
+                            quorum_hosts[s["name"]] = (s.get("cluster") or {}).get("leader")
         out["stream_replicas"] = buckets
+        out["quorum_bucket_hosts"] = quorum_hosts
         answer = self.api()
         group = self.ledger_group(answer)
         out["mgmt_no_token_status"] = answer.get("mgmt_no_token_status")
@@ -301,7 +313,10 @@ class Scenario:
             and leader in {h.name for h in self.lab.hosts}
             and out["mgmt_meta_leader"] == leader
             and buckets
-            and all(r == 3 for r in buckets.values())
+            and all(r == 3 for name, r in buckets.items() if name not in QUORUM_STREAMS)
+            # the quorum lease's buckets (the example's ledger runs it): pinned, one per NATS host
+            and all(buckets.get(name) == 1 for name in QUORUM_STREAMS)
+            and sorted(h or "" for h in quorum_hosts.values()) == sorted(h.name for h in self.lab.hosts)
             and out["mgmt_no_token_status"] == 401
             and out["mgmt_login_status"] == 200
             and out["dashboard_login_status"] == 200
