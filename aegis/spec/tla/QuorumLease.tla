@@ -461,10 +461,13 @@ AnswerCore(i, b, q, sn, sa) ==
           /\ UNCHANGED <<up, kinc, qAt>>
        \/ /\ ~reset /\ q.st = "ok" /\ ~current
           \* a late answer (i gave up or stepped down meanwhile, or a release): i goes by its own
-          \* record; a claim acknowledged after giving up, or a renewal after stepping down, is
-          \* released like the others (rules 4 and 6)
-          /\ seen' = [sn EXCEPT ![i][b] = q.ans]
-          /\ seenAt' = [sa EXCEPT ![i][b] = lc[i]]
+          \* record unless it saw a newer one meanwhile (a watch delivered the next claim before the
+          \* answer came; the SDK's _learn keeps the newer record: the partition campaign's trace); a
+          \* claim acknowledged after giving up, or a renewal after stepping down, is released like the
+          \* others (rules 4 and 6)
+          /\ LET newer == q.ans.rev > sn[i][b].rev \/ sn[i][b].kind = "unk"
+             IN /\ seen' = [sn EXCEPT ![i][b] = IF newer THEN q.ans ELSE @]
+                /\ seenAt' = [sa EXCEPT ![i][b] = IF newer THEN lc[i] ELSE @]
           /\ req' = [req EXCEPT ![i][b] =
                        IF q.op \in {"claim", "renew"} /\ role[i] = "standby" /\ q.rec.bal = bal[i]
                        THEN Write1(i, b, "release", q.ans.rev, [q.rec EXCEPT !.rel = TRUE])
@@ -631,7 +634,7 @@ Drop(i, b) ==
     LET q == req[i][b]
     IN
     /\ b \in stalled
-    /\ q.st = "sent"
+    /\ q.st \in {"sent", "ok"}    \* "ok": it landed (its writer paused), then the answer was lost
     /\ req' = [req EXCEPT ![i][b] = [q EXCEPT !.st = "timeout", !.t = now]]
     /\ \/ UNCHANGED pend
        \/ /\ q.st = "sent" /\ q.exp = kv[b].rev
