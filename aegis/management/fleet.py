@@ -2,7 +2,7 @@
 
 One :class:`Fleet` per server process mirrors the buckets of definitions, instance records and election keys (the
 single-bucket lease's, and the quorum lease's three: a quorum group's active is the holder of the newest ballot
-claimed in a majority of them, :func:`~aegis.sdk.quorum_election.majority_claim`) with one watch each
+claimed in a majority of them, :func:`~aegis.sdk.quorum_election.active_claim`) with one watch each
 (:class:`~aegis.management.kv_mirror.KvMirror`). Every HTTP read is served from it, so a request
 costs no NATS round trip, and every change is announced once to :attr:`Fleet.on_event` (the live event stream).
 
@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from aegis.sdk import wire
 from aegis.sdk.connection import ConnectionPool
 from aegis.sdk.quorum_driver import parse_claim
-from aegis.sdk.quorum_election import Claim, majority_claim
+from aegis.sdk.quorum_election import Claim, active_claim
 from aegis.sdk.schema import InstanceStatus, ServiceDefinition, ServiceInstance
 from aegis.sdk.single_active import LeaderRecord
 
@@ -295,8 +295,8 @@ class Fleet:
                 return
             claims = self._claims.setdefault(group, [None] * len(wire.QUORUM_ELECTION_BUCKETS))
             claims[b] = parse_claim(c.data) if c.kind == "val" else None
-            won = majority_claim(claims)
-            if won is None or won.released:
+            won = active_claim(claims)
+            if won is None:
                 self._set_leader(group, None, None, c)
             else:
                 self._set_leader(group, won.holder, won.ballot, c)

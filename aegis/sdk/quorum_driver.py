@@ -34,7 +34,7 @@ from .election import Exit, StartServing, StopServing, Timer
 from .errors import AegisError, Conflict
 from .kv import bucket, key_state, kv_subject, kv_watch, kv_write, read_at_one_instant
 from .nats_errors import jetstream_error
-from .quorum_buckets import ensure_quorum_buckets
+from .quorum_buckets import ensure_quorum_buckets, stream_name
 from .quorum_election import QUORUM_BUCKETS, Claim, Leadership, QEffect, QuorumElection, QWrite, Slot
 from .trace_events import Action as TA
 from .trace_events import KeyKind
@@ -303,7 +303,7 @@ class QuorumDriver:
         assert pool is not None
         name = self.buckets[b]
         try:
-            raw = await pool.js.get_msg(f"KV_{name}", subject=kv_subject(name, self.service.key))
+            raw = await pool.js.get_msg(stream_name(name), subject=kv_subject(name, self.service.key))
         except NotFoundError:
             return Slot(0, None), None
         except Exception as exc:

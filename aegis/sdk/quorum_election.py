@@ -109,6 +109,13 @@ def majority_claim(claims: Sequence[Claim | None]) -> Claim | None:
     return Claim(holder, ballot, ballot, released)
 
 
+def active_claim(claims: Sequence[Claim | None]) -> Claim | None:
+    """Rule 8 as a client (or the management fleet) names the active: the :func:`majority_claim`, unless a
+    majority released it; None when nobody serves as far as the buckets tell."""
+    won = majority_claim(claims)
+    return None if won is None or won.released else won
+
+
 QEffect = QWrite | StartServing | StopServing | Timer | Exit | Leadership
 
 
@@ -515,5 +522,6 @@ __all__ = [
     "QWrite",
     "QuorumElection",
     "Slot",
+    "active_claim",
     "majority_claim",
 ]

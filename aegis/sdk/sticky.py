@@ -46,7 +46,7 @@ from .errors import LeaseLost, NoResponders, NotActive, RpcTimeout, ServiceUnava
 from .kv import bucket, key_state, kv_watch
 from .quorum_buckets import ensure_quorum_buckets
 from .quorum_driver import parse_claim
-from .quorum_election import Claim, majority_claim
+from .quorum_election import Claim, active_claim
 from .rpc import RpcClient
 from .single_active import ensure_election_bucket, leader_key, parse_leader
 from .sticky_core import Accept, Attempt, CallCore, Connections, GiveUp, GroupView, Kind, Outcome, Wait
@@ -153,14 +153,14 @@ class StickyClient:
 
         Single-bucket lease: the record names the leader (its epoch, else the revision). Quorum lease: the active is
         the holder of the newest ballot claimed in a majority of the buckets
-        (:func:`~aegis.sdk.quorum_election.majority_claim`)."""
+        (:func:`~aegis.sdk.quorum_election.active_claim`)."""
         if not watched and rev <= g.revs[b]:
             return
         g.revs[b] = rev
         if self.election == "quorum":
             g.claims[b] = parse_claim(data)
-            won = majority_claim(g.claims)
-            holder, epoch = (None, 0) if won is None or won.released else (won.holder, won.ballot)
+            won = active_claim(g.claims)
+            holder, epoch = (None, 0) if won is None else (won.holder, won.ballot)
         else:
             record = parse_leader(data)
             holder, epoch = (None, 0) if record is None else (record.instance_id, record.epoch or rev)
